@@ -1,0 +1,106 @@
+//! The backend request channel (backend -> frontend): sends SHMEM_MAP and
+//! SHMEM_UNMAP, well-formed or deliberately malformed, and returns the exact
+//! REPLY_ACK value and its latency. Message layouts come from the `vhost`
+//! crate; it keeps no state about mappings (the ledger does).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::{BackendReq, VhostUserMMap};
+use vm_memory::ByteValued;
+
+use crate::wire;
+
+/// Default time a frontend gets to answer one request.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which backend request to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShmemOp {
+    Map,
+    Unmap,
+}
+
+impl ShmemOp {
+    pub fn code(self) -> u32 {
+        match self {
+            ShmemOp::Map => BackendReq::SHMEM_MAP as u32,
+            ShmemOp::Unmap => BackendReq::SHMEM_UNMAP as u32,
+        }
+    }
+}
+
+/// The 40-byte SHMEM_MAP/UNMAP payload, by field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShmemMsg {
+    pub shmid: u8,
+    pub fd_offset: u64,
+    pub shm_offset: u64,
+    pub len: u64,
+    pub flags: u64,
+}
+
+impl ShmemMsg {
+    pub fn to_bytes(self) -> Vec<u8> {
+        let m = VhostUserMMap {
+            shmid: self.shmid,
+            padding: [0; 7],
+            fd_offset: self.fd_offset,
+            shm_offset: self.shm_offset,
+            len: self.len,
+            flags: self.flags,
+        };
+        m.as_slice().to_vec()
+    }
+
+    pub fn from_bytes(body: &[u8]) -> Option<Self> {
+        let m = VhostUserMMap::from_slice(body)?;
+        Some(ShmemMsg { shmid: m.shmid, fd_offset: m.fd_offset, shm_offset: m.shm_offset, len: m.len, flags: m.flags })
+    }
+}
+
+/// What the frontend answered and how long it took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The REPLY_ACK payload: 0 success, anything else failure.
+    pub ack: u64,
+    pub latency: Duration,
+}
+
+/// One end of the backend channel, owned by the backend side.
+#[derive(Debug)]
+pub struct BackendChannel {
+    sock: Mutex<Option<UnixStream>>,
+    timeout: Duration,
+}
+
+impl BackendChannel {
+    pub fn new(sock: UnixStream) -> Self {
+        BackendChannel { sock: Mutex::new(Some(sock)), timeout: ACK_TIMEOUT }
+    }
+
+    /// Sends one request with NEED_REPLY and waits for its ack. `fd` is
+    /// attached as SCM_RIGHTS when given. A timeout or a malformed reply
+    /// leaves the channel unusable (a late ack would be taken for the next
+    /// request's), so every later call fails with the first error.
+    pub fn request(&self, op: ShmemOp, body: &[u8], fd: Option<RawFd>) -> io::Result<Reply> {
+        let mut guard = self.sock.lock().unwrap_or_else(|p| p.into_inner());
+        let sock = guard.as_ref().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotConnected, "backend channel is unusable after an earlier failure")
+        })?;
+        let fds: Vec<RawFd> = fd.into_iter().collect();
+        let start = Instant::now();
+        let res = wire::send(sock, op.code(), wire::VERSION_1 | wire::FLAG_NEED_REPLY, body, &fds)
+            .and_then(|()| wire::recv_ack(sock, op.code(), self.timeout));
+        match res {
+            Ok(ack) => Ok(Reply { ack, latency: start.elapsed() }),
+            Err(e) => {
+                *guard = None;
+                Err(io::Error::new(e.kind(), format!("{op:?}: {e}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Host files behind the mappings: memfds sized at creation and sealed
+//! against resizing, with positional read/write/fill/digest. They know nothing
+//! of regions or mappings.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::FileExt;
+
+use crate::backend::FileId;
+
+/// FNV-1a 64-bit: the digest the host and the guest agent both compute.
+pub fn fnv1a64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Byte `i` of the repeating pattern `seed`: cheap, position-dependent, and
+/// different for different seeds, so misplaced bytes are caught.
+pub fn pattern_byte(seed: u8, i: u64) -> u8 {
+    seed.wrapping_add((i as u8).wrapping_mul(31)).wrapping_add((i >> 8) as u8)
+}
+
+/// A memfd the mapping manager owns.
+#[derive(Debug)]
+pub struct HostFile {
+    name: String,
+    file: File,
+    size: u64,
+    id: FileId,
+}
+
+impl HostFile {
+    /// Creates a memfd of `size` bytes (zero-filled), sealed against growing
+    /// and shrinking.
+    pub fn create(name: &str, size: u64) -> io::Result<Self> {
+        let cname = CString::new(format!("shmem-{name}"))
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("file name {name:?} contains NUL")))?;
+        // SAFETY: memfd_create with a valid C string; we own the returned fd.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh memfd owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(size).map_err(|e| io::Error::new(e.kind(), format!("sizing file {name:?} to {size:#x}: {e}")))?;
+        // SAFETY: fcntl on our own fd.
+        let sealed = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL) };
+        if sealed != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let id = FileId::of(&file)?;
+        Ok(HostFile { name: name.to_string(), file, size, id })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    fn check(&self, offset: u64, len: u64) -> io::Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("range {offset:#x}+{len:#x} is outside file {:?} of size {:#x}", self.name, self.size),
+            )),
+        }
+    }
+
+    pub fn read(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        self.check(offset, len)?;
+        let mut buf = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    pub fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.check(offset, data.len() as u64)?;
+        self.file.write_all_at(data, offset)
+    }
+
+    /// Writes `pattern_byte(seed, i)` for i in 0..len, i counted from `offset`.
+    pub fn fill(&self, offset: u64, len: u64, seed: u8) -> io::Result<()> {
+        self.check(offset, len)?;
+        let data: Vec<u8> = (0..len).map(|i| pattern_byte(seed, i)).collect();
+        self.file.write_all_at(&data, offset)
+    }
+
+    pub fn digest(&self, offset: u64, len: u64) -> io::Result<u64> {
+        Ok(fnv1a64(&self.read(offset, len)?))
+    }
+}

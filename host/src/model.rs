@@ -1,0 +1,569 @@
+//! The reference frontend model: an in-process stand-in for QEMU's side of
+//! vhost-user shared memory. It negotiates through the `vhost` crate's
+//! `Frontend`, reserves each region as an inaccessible address range, and
+//! serves SHMEM_MAP/UNMAP with QEMU's validation order and acks, but with the
+//! specified semantics (read-only really is read-only). Fault switches make it
+//! wrong on purpose so the suite can show it catches a wrong frontend.
+//! It is an oracle and a fast path, never a replacement for real QEMU.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserShMemConfig};
+use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
+
+use crate::backend::offered_features;
+use crate::channel::{ShmemMsg, ShmemOp};
+use crate::manager::MAP_RW;
+use crate::memprobe::{self, Access};
+use crate::spec::PAGE_SIZE;
+use crate::wire;
+
+/// Guest-physical address the model pretends the shared-memory BAR sits at
+/// (where SeaBIOS put it in QEMU runs), used in the memory tables it sends.
+pub const MODEL_BAR_BASE: u64 = 0xfe00_0000;
+/// Size of the model's pretend guest RAM (at guest address 0).
+const GUEST_RAM: u64 = 2 << 20;
+/// vhost-user memory tables carry at most this many regions without
+/// CONFIGURE_MEM_SLOTS.
+const MAX_TABLE_REGIONS: usize = 8;
+
+/// Ways to make the model wrong on purpose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Map read-only requests writable (what QEMU 11.1.3 effectively does).
+    pub ignore_readonly: bool,
+    /// Accept a map that overlaps an existing mapping.
+    pub skip_overlap_check: bool,
+    /// Leak the dup'd fd when a mapping is unmapped or reset.
+    pub keep_fd_after_unmap: bool,
+}
+
+/// Why the model rejected a request: the errno QEMU's handler would return
+/// and the reason QEMU prints (the backend only ever sees ack 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub errno: i32,
+    pub reason: &'static str,
+}
+
+const fn reject(errno: i32, reason: &'static str) -> Rejection {
+    Rejection { errno, reason }
+}
+
+/// One request the model served.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub request: u32,
+    pub msg: Option<ShmemMsg>,
+    pub with_fd: bool,
+    pub ack: Option<u64>,
+    pub result: Result<(), Rejection>,
+    /// Set when applying an accepted request failed after its ack.
+    pub apply_error: Option<String>,
+}
+
+/// A live mapping in the model.
+#[derive(Debug)]
+struct Mapping {
+    shmid: u8,
+    shm_offset: u64,
+    len: u64,
+    fd_offset: u64,
+    rw: bool,
+    fd: OwnedFd,
+}
+
+/// What a caller may learn about a live mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MappingInfo {
+    pub shmid: u8,
+    pub shm_offset: u64,
+    pub len: u64,
+    pub fd_offset: u64,
+    pub rw: bool,
+}
+
+/// One region's reserved address range.
+#[derive(Debug)]
+struct Region {
+    base: usize,
+    size: u64,
+}
+
+impl Region {
+    fn reserve(size: u64) -> io::Result<Self> {
+        // SAFETY: anonymous PROT_NONE reservation; we own the range until Drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Region { base: p as usize, size })
+    }
+
+    /// Puts the range back to inaccessible.
+    fn clear(&self, offset: u64, len: u64) -> io::Result<()> {
+        // SAFETY: the range is inside our own reservation.
+        let p = unsafe {
+            libc::mmap(
+                (self.base + offset as usize) as *mut libc::c_void,
+                len as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    fn map_file(&self, m: &Mapping, writable: bool) -> io::Result<()> {
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        // SAFETY: MAP_FIXED inside our own reservation, shared mapping of a file we hold.
+        let p = unsafe {
+            libc::mmap(
+                (self.base + m.shm_offset as usize) as *mut libc::c_void,
+                m.len as usize,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                m.fd.as_raw_fd(),
+                m.fd_offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the reservation we made.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.size as usize) };
+    }
+}
+
+struct State {
+    faults: Faults,
+    mappings: Vec<Mapping>,
+    leaked: Vec<OwnedFd>,
+    served: Vec<Served>,
+    /// Accepted requests whose change is not applied yet.
+    pending: VecDeque<usize>,
+    started: bool,
+}
+
+struct Inner {
+    frontend: Mutex<Frontend>,
+    regions: Vec<Option<Region>>,
+    guest_ram: GuestRam,
+    state: Mutex<State>,
+    applied: Condvar,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A connected model frontend.
+pub struct ModelFrontend {
+    inner: Arc<Inner>,
+    chan: UnixStream,
+    server: Option<JoinHandle<()>>,
+}
+
+fn ctx(what: &str) -> impl FnOnce(vhost::Error) -> io::Error + '_ {
+    move |e| io::Error::other(format!("model frontend: {what}: {e}"))
+}
+
+impl ModelFrontend {
+    /// Connects to a backend socket and does what QEMU does at device
+    /// realize: features, protocol features, backend channel, owner,
+    /// GET_SHMEM_CONFIG.
+    pub fn connect(socket: &Path, num_queues: u64, faults: Faults) -> io::Result<Self> {
+        let mut fe = Frontend::connect(socket, num_queues).map_err(ctx("connect"))?;
+        let features = fe.get_features().map_err(ctx("GET_FEATURES"))?;
+        if features & offered_features() != offered_features() {
+            return Err(io::Error::other(format!(
+                "model frontend: backend offers features {features:#x}, VERSION_1 and PROTOCOL_FEATURES are needed"
+            )));
+        }
+        let wanted = VhostUserProtocolFeatures::SHMEM
+            | VhostUserProtocolFeatures::BACKEND_REQ
+            | VhostUserProtocolFeatures::BACKEND_SEND_FD
+            | VhostUserProtocolFeatures::REPLY_ACK;
+        let offered = fe.get_protocol_features().map_err(ctx("GET_PROTOCOL_FEATURES"))?;
+        if !offered.contains(wanted) {
+            return Err(io::Error::other(format!(
+                "model frontend: backend offers protocol features {offered:?}, {wanted:?} are needed"
+            )));
+        }
+        fe.set_protocol_features(wanted).map_err(ctx("SET_PROTOCOL_FEATURES"))?;
+        // NEED_REPLY first, so SET_BACKEND_REQ_FD is acked and the backend's
+        // channel exists when this returns.
+        fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        let (ours, theirs) = UnixStream::pair()?;
+        fe.set_backend_request_fd(&theirs).map_err(ctx("SET_BACKEND_REQ_FD"))?;
+        drop(theirs);
+        fe.set_owner().map_err(ctx("SET_OWNER"))?;
+        let config: VhostUserShMemConfig = fe.get_shmem_config().map_err(ctx("GET_SHMEM_CONFIG"))?;
+        let count = (config.nregions as usize).min(config.memory_sizes.len());
+        let sizes = config.memory_sizes;
+        let regions = sizes[..count]
+            .iter()
+            .map(|&s| if s == 0 { Ok(None) } else { Region::reserve(s).map(Some) })
+            .collect::<io::Result<Vec<_>>>()?;
+        let guest_ram = guest_ram()?;
+        let inner = Arc::new(Inner {
+            frontend: Mutex::new(fe),
+            regions,
+            guest_ram,
+            state: Mutex::new(State {
+                faults,
+                mappings: Vec::new(),
+                leaked: Vec::new(),
+                served: Vec::new(),
+                pending: VecDeque::new(),
+                started: false,
+            }),
+            applied: Condvar::new(),
+        });
+        let (srv_inner, srv_sock) = (inner.clone(), ours.try_clone()?);
+        let server = thread::Builder::new().name("model-backend-channel".into()).spawn(move || serve(&srv_inner, &srv_sock))?;
+        Ok(ModelFrontend { inner, chan: ours, server: Some(server) })
+    }
+
+    /// What QEMU does when the guest sets DRIVER_OK: SET_FEATURES and the
+    /// memory table (guest RAM only).
+    pub fn start(&self) -> io::Result<()> {
+        {
+            let fe = self.inner.frontend.lock().unwrap_or_else(|p| p.into_inner());
+            fe.set_features(offered_features()).map_err(ctx("SET_FEATURES"))?;
+        }
+        self.inner.state().started = true;
+        send_mem_table(&self.inner).map_err(|e| io::Error::other(format!("model frontend: SET_MEM_TABLE: {e}")))
+    }
+
+    /// Region sizes by shmid as GET_SHMEM_CONFIG reported them (0 = unused).
+    pub fn region_sizes(&self) -> Vec<u64> {
+        self.inner.regions.iter().map(|r| r.as_ref().map_or(0, |r| r.size)).collect()
+    }
+
+    fn region(&self, shmid: u8, offset: u64, len: u64) -> io::Result<&Region> {
+        let r = self
+            .inner
+            .regions
+            .get(usize::from(shmid))
+            .and_then(Option::as_ref)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("model has no region shmid {shmid}")))?;
+        match offset.checked_add(len) {
+            Some(end) if end <= r.size => Ok(r),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("range {offset:#x}+{len:#x} is outside region shmid {shmid} of size {:#x}", r.size),
+            )),
+        }
+    }
+
+    /// Reads the region as a guest would see it; `Err(Access)` where nothing
+    /// readable is mapped.
+    pub fn read(&self, shmid: u8, offset: u64, len: u64) -> io::Result<Result<Vec<u8>, Access>> {
+        let r = self.region(shmid, offset, len)?;
+        // SAFETY: the range is checked to be inside our reservation.
+        unsafe { memprobe::read((r.base + offset as usize) as *const u8, len as usize) }
+    }
+
+    /// Writes into the region as a guest would; `Err(Access)` where the
+    /// mapping is read-only or absent.
+    pub fn write(&self, shmid: u8, offset: u64, data: &[u8]) -> io::Result<Result<(), Access>> {
+        let r = self.region(shmid, offset, data.len() as u64)?;
+        // SAFETY: the range is checked to be inside our reservation.
+        unsafe { memprobe::write((r.base + offset as usize) as *mut u8, data) }
+    }
+
+    /// Address of a region in this process (for /proc/self/maps checks).
+    pub fn region_addr(&self, shmid: u8) -> Option<usize> {
+        self.inner.regions.get(usize::from(shmid))?.as_ref().map(|r| r.base)
+    }
+
+    /// Waits until every acked request has been applied.
+    pub fn sync(&self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.inner.state();
+        while !st.pending.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("model did not apply acked requests within {timeout:?}")));
+            }
+            st = self.inner.applied.wait_timeout(st, deadline - now).map_err(|_| io::Error::other("model state poisoned"))?.0;
+        }
+        Ok(())
+    }
+
+    /// Device reset (`virtio_reset`): every mapping goes and its fd is closed.
+    pub fn reset(&self) -> io::Result<()> {
+        let mut st = self.inner.state();
+        let keep = st.faults.keep_fd_after_unmap;
+        let mappings = std::mem::take(&mut st.mappings);
+        for m in mappings {
+            self.inner.regions[usize::from(m.shmid)].as_ref().map_or(Ok(()), |r| r.clear(m.shm_offset, m.len))?;
+            if keep {
+                st.leaked.push(m.fd);
+            }
+        }
+        st.started = false;
+        Ok(())
+    }
+
+    /// Live mappings.
+    pub fn mappings(&self) -> Vec<MappingInfo> {
+        self.inner
+            .state()
+            .mappings
+            .iter()
+            .map(|m| MappingInfo { shmid: m.shmid, shm_offset: m.shm_offset, len: m.len, fd_offset: m.fd_offset, rw: m.rw })
+            .collect()
+    }
+
+    /// Every backend request served, in order.
+    pub fn served(&self) -> Vec<Served> {
+        self.inner.state().served.clone()
+    }
+
+    /// Guest address of region `shmid`'s window, as the model's memory tables use it.
+    pub fn guest_addr(&self, shmid: u8) -> Option<u64> {
+        let idx = usize::from(shmid);
+        self.inner.regions.get(idx)?.as_ref()?;
+        Some(MODEL_BAR_BASE + self.inner.regions[..idx].iter().flatten().map(|r| r.size).sum::<u64>())
+    }
+}
+
+impl Drop for ModelFrontend {
+    fn drop(&mut self) {
+        let _ = self.chan.shutdown(Shutdown::Both);
+        if let Some(t) = self.server.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The model's pretend guest RAM: a shared memfd mapping, unmapped on drop.
+struct GuestRam {
+    file: File,
+    addr: usize,
+}
+
+impl Drop for GuestRam {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in `guest_ram`.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, GUEST_RAM as usize) };
+    }
+}
+
+fn guest_ram() -> io::Result<GuestRam> {
+    // SAFETY: memfd_create with a static C string.
+    let fd = unsafe { libc::memfd_create(c"model-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd owned here.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(GUEST_RAM)?;
+    // SAFETY: shared mapping of our own memfd, unmapped when GuestRam drops.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), GUEST_RAM as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(GuestRam { file, addr: p as usize })
+}
+
+/// QEMU's checks for SHMEM_MAP, in QEMU's order, then the model's own
+/// stricter ones (alignment, file size, access mode) that QEMU does in mmap.
+fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) -> Result<(), Rejection> {
+    let fd = fd.ok_or(reject(libc::EBADF, "no fd attached"))?;
+    let region = inner
+        .regions
+        .get(usize::from(msg.shmid))
+        .and_then(Option::as_ref)
+        .ok_or(reject(libc::EFAULT, "shared memory region not found or uninitialized"))?;
+    match msg.shm_offset.checked_add(msg.len) {
+        Some(end) if end <= region.size => {}
+        _ => return Err(reject(libc::EFAULT, "Bad offset/len for mmap")),
+    }
+    let end = msg.shm_offset + msg.len;
+    if !st.faults.skip_overlap_check
+        && st.mappings.iter().any(|m| m.shmid == msg.shmid && m.shm_offset < end && msg.shm_offset < m.shm_offset + m.len)
+    {
+        return Err(reject(libc::EFAULT, "mapping overlap"));
+    }
+    if msg.len == 0 {
+        return Err(reject(libc::EINVAL, "size cannot be zero"));
+    }
+    if msg.shm_offset % PAGE_SIZE != 0 || msg.fd_offset % PAGE_SIZE != 0 || msg.len % PAGE_SIZE != 0 {
+        return Err(reject(libc::EINVAL, "offsets and length must be page aligned"));
+    }
+    let size = fd_size(fd).map_err(|_| reject(libc::EBADF, "fd cannot be examined"))?;
+    match msg.fd_offset.checked_add(msg.len) {
+        Some(end) if end <= size => {}
+        _ => return Err(reject(libc::EINVAL, "backing store is too small")),
+    }
+    // SAFETY: F_GETFL on a valid fd.
+    let mode = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) } & libc::O_ACCMODE;
+    let rw = msg.flags & MAP_RW != 0;
+    if mode == libc::O_WRONLY || (rw && mode != libc::O_RDWR) {
+        return Err(reject(libc::EACCES, "Permission denied"));
+    }
+    Ok(())
+}
+
+fn fd_size(fd: &OwnedFd) -> io::Result<u64> {
+    // SAFETY: fstat into a zeroed struct on a valid fd.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_size as u64)
+}
+
+fn check_unmap(inner: &Inner, st: &State, msg: &ShmemMsg) -> Result<usize, Rejection> {
+    inner
+        .regions
+        .get(usize::from(msg.shmid))
+        .and_then(Option::as_ref)
+        .ok_or(reject(libc::EFAULT, "shared memory region not found or uninitialized"))?;
+    st.mappings
+        .iter()
+        .position(|m| m.shmid == msg.shmid && m.shm_offset == msg.shm_offset && m.len == msg.len)
+        .ok_or(reject(libc::EFAULT, "mapping not found"))
+}
+
+/// What an accepted request will do once acked.
+enum Change {
+    Map(Mapping),
+    Unmap(usize),
+}
+
+/// Serves the backend channel until it closes: decide, ack, then apply.
+fn serve(inner: &Inner, sock: &UnixStream) {
+    while let Ok(Some(mut req)) = wire::recv(sock) {
+        let msg = ShmemMsg::from_bytes(&req.body).filter(|_| req.body.len() == 40);
+        let fd = if req.fds.is_empty() { None } else { Some(req.fds.remove(0)) };
+        let with_fd = fd.is_some();
+        let mut st = inner.state();
+        let decided: Result<Change, Rejection> = match (req.request, msg) {
+            (r, Some(m)) if r == ShmemOp::Map.code() => check_map(inner, &st, &m, fd.as_ref()).and_then(|()| {
+                let fd = fd.ok_or(reject(libc::EBADF, "no fd attached"))?;
+                Ok(Change::Map(Mapping {
+                    shmid: m.shmid,
+                    shm_offset: m.shm_offset,
+                    len: m.len,
+                    fd_offset: m.fd_offset,
+                    rw: m.flags & MAP_RW != 0,
+                    fd,
+                }))
+            }),
+            (r, Some(m)) if r == ShmemOp::Unmap.code() => check_unmap(inner, &st, &m).map(Change::Unmap),
+            (r, _) if r == ShmemOp::Map.code() || r == ShmemOp::Unmap.code() => Err(reject(libc::EINVAL, "payload is not 40 bytes")),
+            _ => Err(reject(libc::ENOSYS, "request not handled by the model")),
+        };
+        let ack = req.needs_reply().then(|| u64::from(decided.is_err()));
+        if let Some(a) = ack {
+            // The reply goes out before the change is applied, as in QEMU.
+            if wire::send(sock, req.request, wire::VERSION_1 | wire::FLAG_REPLY, &a.to_le_bytes(), &[]).is_err() {
+                break;
+            }
+        }
+        let index = st.served.len();
+        st.served.push(Served {
+            request: req.request,
+            msg,
+            with_fd,
+            ack,
+            result: decided.as_ref().map(|_| ()).map_err(|r| *r),
+            apply_error: None,
+        });
+        let Ok(change) = decided else { continue };
+        st.pending.push_back(index);
+        let res = apply(inner, &mut st, change);
+        drop(st);
+        let table = if res.is_ok() { send_mem_table(inner) } else { Ok(()) };
+        let mut st = inner.state();
+        if let Err(e) = res.and(table) {
+            st.served[index].apply_error = Some(e);
+        }
+        st.pending.retain(|&i| i != index);
+        inner.applied.notify_all();
+    }
+}
+
+fn apply(inner: &Inner, st: &mut State, change: Change) -> Result<(), String> {
+    match change {
+        Change::Map(m) => {
+            let region = inner.regions[usize::from(m.shmid)].as_ref().ok_or("region vanished")?;
+            let writable = m.rw || st.faults.ignore_readonly;
+            region.map_file(&m, writable).map_err(|e| format!("mmap after ack: {e}"))?;
+            st.mappings.push(m);
+        }
+        Change::Unmap(i) => {
+            let m = st.mappings.remove(i);
+            let region = inner.regions[usize::from(m.shmid)].as_ref().ok_or("region vanished")?;
+            region.clear(m.shm_offset, m.len).map_err(|e| format!("unmap after ack: {e}"))?;
+            if st.faults.keep_fd_after_unmap {
+                st.leaked.push(m.fd);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends the memory table QEMU would after a change: guest RAM plus every
+/// live mapping at its BAR address. Only while started, as in QEMU.
+fn send_mem_table(inner: &Inner) -> Result<(), String> {
+    let st = inner.state();
+    if !st.started {
+        return Ok(());
+    }
+    let mut table = vec![VhostUserMemoryRegionInfo {
+        guest_phys_addr: 0,
+        memory_size: GUEST_RAM,
+        userspace_addr: inner.guest_ram.addr as u64,
+        mmap_offset: 0,
+        mmap_handle: inner.guest_ram.file.as_raw_fd(),
+    }];
+    for m in &st.mappings {
+        let window: u64 = inner.regions[..usize::from(m.shmid)].iter().flatten().map(|r| r.size).sum();
+        let base = inner.regions[usize::from(m.shmid)].as_ref().map_or(0, |r| r.base);
+        table.push(VhostUserMemoryRegionInfo {
+            guest_phys_addr: MODEL_BAR_BASE + window + m.shm_offset,
+            memory_size: m.len,
+            userspace_addr: (base + m.shm_offset as usize) as u64,
+            mmap_offset: m.fd_offset,
+            mmap_handle: m.fd.as_raw_fd(),
+        });
+    }
+    if table.len() > MAX_TABLE_REGIONS {
+        return Err(format!("memory table would need {} regions; vhost-user allows {MAX_TABLE_REGIONS}", table.len()));
+    }
+    let fe = inner.frontend.lock().unwrap_or_else(|p| p.into_inner());
+    fe.set_mem_table(&table).map(|_| ()).map_err(|e| e.to_string())
+}
