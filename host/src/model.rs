@@ -419,7 +419,7 @@ fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) ->
     if msg.len == 0 {
         return Err(reject(libc::EINVAL, "size cannot be zero"));
     }
-    if msg.shm_offset % PAGE_SIZE != 0 || msg.fd_offset % PAGE_SIZE != 0 || msg.len % PAGE_SIZE != 0 {
+    if ![msg.shm_offset, msg.fd_offset, msg.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE)) {
         return Err(reject(libc::EINVAL, "offsets and length must be page aligned"));
     }
     let size = fd_size(fd).map_err(|_| reject(libc::EBADF, "fd cannot be examined"))?;

@@ -45,6 +45,8 @@ struct Shared {
 /// A running backend for one frontend connection.
 pub struct BackendServer {
     dir: Option<TempDir>,
+    /// Where the internal daemon socket lives (the temp dir, or SOCKET.d).
+    private: PathBuf,
     socket: PathBuf,
     recorder: Arc<Recorder>,
     shared: Arc<Shared>,
@@ -63,17 +65,33 @@ impl BackendServer {
         let dir = tempfile::Builder::new().prefix("shmem-backend-").tempdir_in(parent)?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
         let socket = dir.path().join("vhost-user.sock");
+        Self::listen(spec, socket, Some(dir))
+    }
+
+    /// Starts listening at `socket`, whose directory the caller owns (it
+    /// should be private: whoever can connect can map files into the guest).
+    pub fn start_at(spec: DeviceSpec, socket: &Path) -> io::Result<Self> {
+        spec.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Self::listen(spec, socket.to_path_buf(), None)
+    }
+
+    fn listen(spec: DeviceSpec, socket: PathBuf, dir: Option<TempDir>) -> io::Result<Self> {
+        let private = dir.as_ref().map_or_else(|| socket.with_extension("d"), |d| d.path().to_path_buf());
+        if dir.is_none() {
+            fs::create_dir(&private).map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", private.display())))?;
+            fs::set_permissions(&private, fs::Permissions::from_mode(0o700))?;
+        }
         let listener = UnixListener::bind(&socket)
             .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", socket.display())))?;
         let recorder = Arc::new(Recorder::default());
         let shared = Arc::new(Shared::default());
         let device = TestDevice::new(spec, recorder.clone())?;
-        let inner_path = dir.path().join("daemon.sock");
+        let inner_path = private.join("daemon.sock");
         let (rec, sh) = (recorder.clone(), shared.clone());
         let thread = thread::Builder::new()
             .name("shmem-backend".into())
             .spawn(move || serve_one(listener, &inner_path, device, &rec, &sh))?;
-        Ok(BackendServer { dir: Some(dir), socket, recorder, shared, thread: Some(thread) })
+        Ok(BackendServer { dir, private, socket, recorder, shared, thread: Some(thread) })
     }
 
     /// Path of the vhost-user socket the frontend connects to.
@@ -108,6 +126,15 @@ impl BackendServer {
         self.stop_threads()
     }
 
+    /// Waits until the frontend disconnects, then cleans up like `shutdown`.
+    pub fn wait(mut self) -> Result<(), String> {
+        let res = match self.thread.take() {
+            Some(t) => t.join().map_err(|_| "backend thread panicked".to_string()).and_then(|r| r),
+            None => Ok(()),
+        };
+        self.stop_threads().and(res)
+    }
+
     fn stop_threads(&mut self) -> Result<(), String> {
         self.shared.stop.store(true, Ordering::SeqCst);
         for s in self.shared.sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -119,9 +146,15 @@ impl BackendServer {
             Some(t) => t.join().map_err(|_| "backend thread panicked".to_string()).and_then(|r| r),
             None => Ok(()),
         };
-        if let Some(dir) = self.dir.take() {
-            let path = dir.path().to_path_buf();
-            dir.close().map_err(|e| format!("removing {}: {e}", path.display()))?;
+        match self.dir.take() {
+            Some(dir) => {
+                let path = dir.path().to_path_buf();
+                dir.close().map_err(|e| format!("removing {}: {e}", path.display()))?;
+            }
+            None => {
+                let _ = fs::remove_file(&self.socket);
+                let _ = fs::remove_dir_all(&self.private);
+            }
         }
         res
     }
@@ -178,20 +211,35 @@ fn serve_one(
     recorder.update(|r| r.disconnected = true);
     drop(daemon);
     let _ = fs::remove_file(inner_path);
-    if let Some(Err(e)) = taps.into_iter().find(|t| t.as_ref().map_or(true, |r| r.is_err())).map(|t| t.unwrap_or_else(|_| Err("tap thread panicked".into()))) {
-        if !shared.stop.load(Ordering::SeqCst) {
-            return Err(e);
+    let stopping = shared.stop.load(Ordering::SeqCst);
+    for t in taps {
+        match t {
+            Ok(Err(e)) if !stopping => return Err(e),
+            Err(_) => return Err("tap thread panicked".into()),
+            _ => {}
         }
     }
     match daemon_res {
-        Err(e) if !shared.stop.load(Ordering::SeqCst) => Err(format!("vhost-user daemon ended with: {e}")),
+        // A frontend that goes away ends the daemon with one of these.
+        Err(vhost_user_backend::Error::HandleRequest(
+            vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+        )) => Ok(()),
+        Err(e) if !stopping => Err(format!("vhost-user daemon ended with: {e}")),
         _ => Ok(()),
     }
 }
 
 /// Copies messages from `from` to `to`, recording each; captures the backend
-/// channel fd from SET_BACKEND_REQ_FD on the way.
+/// channel fd from SET_BACKEND_REQ_FD on the way. When either side ends, both
+/// sockets are shut down so the daemon and the other direction end too.
 fn tap(from: &UnixStream, to: &UnixStream, direction: Direction, recorder: &Recorder, shared: &Shared) -> Result<(), String> {
+    let res = tap_loop(from, to, direction, recorder, shared);
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+    res
+}
+
+fn tap_loop(from: &UnixStream, to: &UnixStream, direction: Direction, recorder: &Recorder, shared: &Shared) -> Result<(), String> {
     loop {
         let msg = match wire::recv(from) {
             Ok(Some(m)) => m,
@@ -211,12 +259,10 @@ fn tap(from: &UnixStream, to: &UnixStream, direction: Direction, recorder: &Reco
             value,
         };
         if direction == Direction::FromFrontend && !msg.is_reply() {
-            if msg.request == FrontendReq::SET_BACKEND_REQ_FD as u32 {
-                if let Some(fd) = msg.fds.first() {
-                    let dup: OwnedFd = fd.as_fd().try_clone_to_owned().map_err(|e| format!("dup backend channel: {e}"))?;
-                    let chan = BackendChannel::new(UnixStream::from(dup));
-                    *shared.channel.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(chan));
-                }
+            if let (true, Some(fd)) = (msg.request == FrontendReq::SET_BACKEND_REQ_FD as u32, msg.fds.first()) {
+                let dup: OwnedFd = fd.as_fd().try_clone_to_owned().map_err(|e| format!("dup backend channel: {e}"))?;
+                let chan = BackendChannel::new(UnixStream::from(dup));
+                *shared.channel.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(chan));
             }
             recorder.update(|r| {
                 if msg.request == FrontendReq::SET_FEATURES as u32 {

@@ -84,7 +84,7 @@ impl DeviceSpec {
         }
         let mut total: u64 = 0;
         for (shmid, &size) in self.regions.iter().enumerate() {
-            if size % PAGE_SIZE != 0 {
+            if !size.is_multiple_of(PAGE_SIZE) {
                 return Err(SpecError::NotPageMultiple { shmid, size });
             }
             total = total.checked_add(size).ok_or(SpecError::TotalOverflow)?;

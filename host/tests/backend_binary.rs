@@ -1,0 +1,57 @@
+//! The stand-alone `shmem-backend` binary: serves one frontend over a real
+//! socket and reports what it was told; bad arguments are refused.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shmem_host::model::{Faults, ModelFrontend};
+
+fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shmem-backend did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn binary_serves_one_frontend_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("be.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmem-backend"))
+        .args(["--socket", sock.to_str().unwrap(), "--regions", "0=64K,1=64K"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "socket never appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let model = ModelFrontend::connect(&sock, 1, Faults::default()).unwrap();
+    assert_eq!(model.region_sizes(), vec![0x10000, 0x10000]);
+    drop(model);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+    assert!(status.success(), "{status:?}\n{out}");
+    assert!(out.contains("GET_SHMEM_CONFIG"), "{out}");
+    assert!(!sock.exists(), "socket left behind");
+}
+
+#[test]
+fn binary_refuses_a_bad_region_list_naming_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shmem-backend"))
+        .args(["--socket", "/nonexistent/x.sock", "--regions", "64K,128K"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0x30000") && err.contains("power of two"), "{err}");
+}
