@@ -1,0 +1,267 @@
+//! The vhost-user test device seen through sysfs: capability walk, status
+//! byte handshake, and volatile access to the shared-memory BAR. It drives
+//! no virtqueue and reports what it reads without interpreting it.
+
+use std::fs::{self, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const VIRTIO_VENDOR: u16 = 0x1af4;
+/// Virtio id the host's device spec uses; the PCI device id is 0x1040 + id.
+const DEFAULT_VIRTIO_ID: u16 = 45;
+const CAP_VENDOR: u8 = 0x09;
+const CFG_COMMON: u8 = 1;
+const CFG_SHARED_MEMORY: u8 = 8;
+
+const ACKNOWLEDGE: u8 = 1;
+const DRIVER: u8 = 2;
+const DRIVER_OK: u8 = 4;
+const FEATURES_OK: u8 = 8;
+
+// Common config offsets (virtio 1.x, 4.1.4.3).
+const DEVICE_FEATURE_SELECT: usize = 0x00;
+const DEVICE_FEATURE: usize = 0x04;
+const DRIVER_FEATURE_SELECT: usize = 0x08;
+const DRIVER_FEATURE: usize = 0x0c;
+const DEVICE_STATUS: usize = 0x14;
+
+/// One shared-memory capability.
+#[derive(Clone, Copy, Debug)]
+pub struct ShmCap {
+    pub shmid: u8,
+    pub bar: u8,
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// A mapped BAR (via sysfs resourceN).
+struct Bar {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Bar {
+    fn map(dev: &Path, index: u8) -> Result<Self, String> {
+        let path = dev.join(format!("resource{index}"));
+        let f = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        let len = f.metadata().map_err(|e| format!("stat {}: {e}", path.display()))?.len() as usize;
+        // SAFETY: mapping a PCI resource file shared; the fd may close after mmap.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap {}: {}", path.display(), std::io::Error::last_os_error()));
+        }
+        Ok(Bar { ptr: p.cast(), len })
+    }
+
+    fn check(&self, off: usize, len: usize) -> Result<(), String> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(format!("range {off:#x}+{len:#x} outside BAR of {:#x} bytes", self.len)),
+        }
+    }
+
+    fn read8(&self, off: usize) -> u8 {
+        // SAFETY: callers check `off` against the BAR length.
+        unsafe { self.ptr.add(off).read_volatile() }
+    }
+    fn write8(&self, off: usize, v: u8) {
+        // SAFETY: as for read8.
+        unsafe { self.ptr.add(off).write_volatile(v) }
+    }
+    fn read32(&self, off: usize) -> u32 {
+        // SAFETY: as for read8; offsets are 4-aligned register addresses.
+        unsafe { (self.ptr.add(off) as *const u32).read_volatile() }
+    }
+    fn write32(&self, off: usize, v: u32) {
+        // SAFETY: as for read32.
+        unsafe { (self.ptr.add(off) as *mut u32).write_volatile(v) }
+    }
+}
+
+pub struct Device {
+    path: PathBuf,
+    common: Bar,
+    common_off: usize,
+    shm: Bar,
+    shm_bar_index: u8,
+    caps: Vec<ShmCap>,
+    bar_phys: u64,
+}
+
+fn read_hex(path: &Path) -> Result<u64, String> {
+    let s = fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).map_err(|e| format!("parse {}: {e}", path.display()))
+}
+
+impl Device {
+    pub fn find() -> Result<Self, String> {
+        let want = 0x1040 + DEFAULT_VIRTIO_ID;
+        let entries = fs::read_dir("/sys/bus/pci/devices").map_err(|e| format!("list PCI devices: {e}"))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if read_hex(&p.join("vendor")).ok() == Some(u64::from(VIRTIO_VENDOR)) && read_hex(&p.join("device")).ok() == Some(u64::from(want)) {
+                return Self::open(&p);
+            }
+        }
+        Err(format!("no PCI device {VIRTIO_VENDOR:04x}:{want:04x}"))
+    }
+
+    fn open(path: &Path) -> Result<Self, String> {
+        fs::write(path.join("enable"), "1").map_err(|e| format!("enable {}: {e}", path.display()))?;
+        let config = fs::read(path.join("config")).map_err(|e| format!("read config: {e}"))?;
+        let byte = |o: usize| config.get(o).copied().unwrap_or(0);
+        let le32 = |o: usize| u32::from_le_bytes([byte(o), byte(o + 1), byte(o + 2), byte(o + 3)]);
+        let mut caps = Vec::new();
+        let mut common = None;
+        let mut ptr = usize::from(byte(0x34));
+        let mut guard = 0;
+        while ptr != 0 && guard < 48 {
+            guard += 1;
+            if byte(ptr) == CAP_VENDOR {
+                let (cfg_type, bar, id) = (byte(ptr + 3), byte(ptr + 4), byte(ptr + 5));
+                let (off, len) = (u64::from(le32(ptr + 8)), u64::from(le32(ptr + 12)));
+                match cfg_type {
+                    CFG_COMMON => common = Some((bar, off as usize)),
+                    CFG_SHARED_MEMORY => caps.push(ShmCap {
+                        shmid: id,
+                        bar,
+                        offset: off | (u64::from(le32(ptr + 16)) << 32),
+                        length: len | (u64::from(le32(ptr + 20)) << 32),
+                    }),
+                    _ => {}
+                }
+            }
+            ptr = usize::from(byte(ptr + 1));
+        }
+        let (common_bar, common_off) = common.ok_or("no virtio common-config capability")?;
+        let first = caps.first().ok_or("no shared-memory capability")?;
+        let shm_bar_index = first.bar;
+        let resources = fs::read_to_string(path.join("resource")).map_err(|e| format!("read resource: {e}"))?;
+        let bar_phys = resources
+            .lines()
+            .nth(usize::from(shm_bar_index))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+            .ok_or("cannot read the shared-memory BAR address")?;
+        Ok(Device {
+            path: path.to_path_buf(),
+            common: Bar::map(path, common_bar)?,
+            common_off,
+            shm: Bar::map(path, shm_bar_index)?,
+            shm_bar_index,
+            caps,
+            bar_phys,
+        })
+    }
+
+    pub fn info(&self) -> String {
+        let caps: Vec<String> =
+            self.caps.iter().map(|c| format!("{}:{}:{:#x}:{:#x}", c.shmid, c.bar, c.offset, c.length)).collect();
+        format!(
+            "pci={} bar={} bar_addr={:#x} bar_len={:#x} status={:#x} regions={}",
+            self.path.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+            self.shm_bar_index,
+            self.bar_phys,
+            self.shm.len,
+            self.status(),
+            caps.join(",")
+        )
+    }
+
+    pub fn status(&self) -> u8 {
+        self.common.read8(self.common_off + DEVICE_STATUS)
+    }
+
+    fn set_status(&self, s: u8) {
+        self.common.write8(self.common_off + DEVICE_STATUS, s);
+    }
+
+    /// ACKNOWLEDGE, DRIVER, features (VERSION_1 only), FEATURES_OK checked, DRIVER_OK.
+    pub fn init(&mut self) -> Result<u8, String> {
+        let c = self.common_off;
+        if self.status() != 0 {
+            self.reset()?;
+        }
+        self.set_status(ACKNOWLEDGE);
+        self.set_status(ACKNOWLEDGE | DRIVER);
+        self.common.write32(c + DEVICE_FEATURE_SELECT, 1);
+        let high = self.common.read32(c + DEVICE_FEATURE);
+        if high & 1 == 0 {
+            return Err(format!("device does not offer VERSION_1 (features[63:32]={high:#x})"));
+        }
+        self.common.write32(c + DRIVER_FEATURE_SELECT, 0);
+        self.common.write32(c + DRIVER_FEATURE, 0);
+        self.common.write32(c + DRIVER_FEATURE_SELECT, 1);
+        self.common.write32(c + DRIVER_FEATURE, 1);
+        self.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        let s = self.status();
+        if s & FEATURES_OK == 0 {
+            return Err(format!("device refused FEATURES_OK (status {s:#x})"));
+        }
+        self.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+        Ok(self.status())
+    }
+
+    /// Writes status 0 and waits for it to read back 0; returns microseconds.
+    pub fn reset(&mut self) -> Result<u128, String> {
+        let start = Instant::now();
+        self.set_status(0);
+        while self.status() != 0 {
+            if start.elapsed() > Duration::from_secs(5) {
+                return Err("device status did not read 0 within 5 s of reset".into());
+            }
+            std::thread::yield_now();
+        }
+        Ok(start.elapsed().as_micros())
+    }
+
+    fn window(&self, shmid: u64, off: u64, len: u64) -> Result<usize, String> {
+        let cap = self.caps.iter().find(|c| u64::from(c.shmid) == shmid).ok_or_else(|| format!("no region shmid {shmid}"))?;
+        match off.checked_add(len) {
+            Some(end) if end <= cap.length => {}
+            _ => return Err(format!("range {off:#x}+{len:#x} outside region {shmid} of {:#x}", cap.length)),
+        }
+        let start = (cap.offset + off) as usize;
+        self.shm.check(start, len as usize)?;
+        Ok(start)
+    }
+
+    pub fn read(&self, shmid: u64, off: u64, len: u64) -> Result<Vec<u8>, String> {
+        let start = self.window(shmid, off, len)?;
+        Ok((0..len as usize).map(|i| self.shm.read8(start + i)).collect())
+    }
+
+    pub fn write(&self, shmid: u64, off: u64, data: &[u8]) -> Result<(), String> {
+        let start = self.window(shmid, off, data.len() as u64)?;
+        for (i, &b) in data.iter().enumerate() {
+            self.shm.write8(start + i, b);
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes `iters` times inside the mapping and inside guest
+    /// RAM; reports both rates in MiB/s, measured back to back.
+    pub fn bandwidth(&self, shmid: u64, len: u64, iters: u64) -> Result<String, String> {
+        let half = len / 2;
+        let start = self.window(shmid, 0, len)?;
+        let ram = vec![0u8; len as usize];
+        let mut ram_dst = vec![0u8; half as usize];
+        let t = Instant::now();
+        for _ in 0..iters {
+            // SAFETY: both ranges lie in the mapped BAR (checked by window) and do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(self.shm.ptr.add(start), self.shm.ptr.add(start + half as usize), half as usize) };
+        }
+        let shm_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..iters {
+            ram_dst.copy_from_slice(&ram[..half as usize]);
+            std::hint::black_box(&mut ram_dst);
+        }
+        let ram_s = t.elapsed().as_secs_f64();
+        let mib = (half * iters) as f64 / (1024.0 * 1024.0);
+        Ok(format!("shm_mib_s={:.1} ram_mib_s={:.1}", mib / shm_s.max(1e-9), mib / ram_s.max(1e-9)))
+    }
+}
