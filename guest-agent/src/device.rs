@@ -8,8 +8,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const VIRTIO_VENDOR: u16 = 0x1af4;
-/// Virtio id the host's device spec uses; the PCI device id is 0x1040 + id.
+/// Virtio id used when the kernel command line has no `agent.virtio_id=`;
+/// the PCI device id is 0x1040 + virtio id.
 const DEFAULT_VIRTIO_ID: u16 = 45;
+
+fn virtio_id() -> u16 {
+    fs::read_to_string("/proc/cmdline")
+        .ok()
+        .and_then(|c| c.split_whitespace().find_map(|w| w.strip_prefix("agent.virtio_id=")?.parse().ok()))
+        .unwrap_or(DEFAULT_VIRTIO_ID)
+}
 const CAP_VENDOR: u8 = 0x09;
 const CFG_COMMON: u8 = 1;
 const CFG_SHARED_MEMORY: u8 = 8;
@@ -98,7 +106,7 @@ fn read_hex(path: &Path) -> Result<u64, String> {
 
 impl Device {
     pub fn find() -> Result<Self, String> {
-        let want = 0x1040 + DEFAULT_VIRTIO_ID;
+        let want = 0x1040 + virtio_id();
         let entries = fs::read_dir("/sys/bus/pci/devices").map_err(|e| format!("list PCI devices: {e}"))?;
         for e in entries.flatten() {
             let p = e.path();

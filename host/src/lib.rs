@@ -18,3 +18,4 @@ pub mod model;
 pub mod server;
 pub mod spec;
 pub mod wire;
+pub mod vm;

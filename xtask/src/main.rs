@@ -1,2 +1,153 @@
-//! cargo xtask: orchestration only. (Built out in the VM issue.)
-fn main() {}
+//! cargo xtask: orchestration only. Builds the guest agent (static), the
+//! kernel (cached) and the initramfs, finds or provisions a QEMU that
+//! supports vhost-user shared memory, and calls the host runner. Scenario
+//! logic and verdicts live in `shmem_host::vm`, not here.
+
+mod artefacts;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use shmem_host::spec::DeviceSpec;
+use shmem_host::vm::scenario::{Scenario, SuiteFile, load_known_defects};
+use shmem_host::vm::{self, AccelChoice, SuiteConfig};
+use xshell::{Shell, cmd};
+
+const USAGE: &str = "usage:
+  cargo xtask test                 clippy, unit/integration tests, then the VM suite
+  cargo xtask vm-test [OPTIONS]    build what the guest needs, boot QEMU, run the scenarios
+  cargo xtask bench [OPTIONS]      vm-test once, then print its timings as JSON
+
+vm-test / bench options:
+  --qemu PATH          QEMU to use (else $QEMU, else qemu-system-x86_64 on PATH, else provisioned)
+  --kernel FILE        use this bzImage instead of building one
+  --kernel-src DIR     build the kernel from this source tree (default: Debian's linux-source-6.12)
+  --accel auto|kvm|tcg accelerator (default auto: KVM if it boots, else TCG)
+  --filter TEXT        run only scenarios whose name contains TEXT
+  --list               list the scenarios and exit";
+
+struct Opts {
+    qemu: Option<PathBuf>,
+    kernel: Option<PathBuf>,
+    kernel_src: Option<PathBuf>,
+    accel: AccelChoice,
+    filter: Option<String>,
+    list: bool,
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts { qemu: None, kernel: None, kernel_src: None, accel: AccelChoice::Auto, filter: None, list: false };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--qemu" => o.qemu = Some(val()?.into()),
+            "--kernel" => o.kernel = Some(val()?.into()),
+            "--kernel-src" => o.kernel_src = Some(val()?.into()),
+            "--accel" => {
+                o.accel = match val()?.as_str() {
+                    "auto" => AccelChoice::Auto,
+                    "kvm" => AccelChoice::Kvm,
+                    "tcg" => AccelChoice::Tcg,
+                    other => return Err(format!("--accel {other:?}: use auto, kvm or tcg")),
+                }
+            }
+            "--filter" => o.filter = Some(val()?),
+            "--list" => o.list = true,
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(o)
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn load_scenarios(root: &Path, filter: Option<&str>) -> Result<Vec<Scenario>, String> {
+    let all = Scenario::load_dir(&root.join("tests/scenarios")).map_err(|e| e.to_string())?;
+    let picked: Vec<Scenario> = all.into_iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
+    if picked.is_empty() {
+        return Err(format!("no scenario matches {filter:?}"));
+    }
+    Ok(picked)
+}
+
+fn vm_test(args: &[String]) -> Result<vm::SuiteReport, String> {
+    let o = parse_opts(args)?;
+    let root = root();
+    let scenarios = load_scenarios(&root, o.filter.as_deref())?;
+    if o.list {
+        for s in &scenarios {
+            println!("{:<16} {}", s.name, s.description);
+        }
+        std::process::exit(0);
+    }
+    let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
+    let regions = suite.device.regions.iter().map(|s| s.0).collect();
+    let spec = DeviceSpec::new(suite.device.virtio_id, 1, regions).map_err(|e| format!("tests/suite.toml: {e}"))?;
+    let known_defects = load_known_defects(&root.join("tests/known-defects.toml")).map_err(|e| e.to_string())?;
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let cache = artefacts::cache_dir()?;
+    let qemu = artefacts::find_qemu(&sh, o.qemu.as_deref(), &cache)?;
+    println!("vm-test: QEMU {} at {}", qemu.version_text, qemu.path.display());
+    let agent = artefacts::build_agent(&sh, &root)?;
+    let kernel = match o.kernel {
+        Some(k) => k,
+        None => artefacts::build_kernel(&sh, &root, o.kernel_src.as_deref(), &cache)?,
+    };
+    let work_dir = root.join("target/vm-test");
+    let initramfs = artefacts::build_initramfs(&agent, &work_dir)?;
+    vm::install_interrupt_handler();
+    let cfg = SuiteConfig { qemu, kernel, initramfs, accel: o.accel, spec, scenarios, known_defects, work_dir };
+    let report = vm::run_suite(&cfg)?;
+    vm::print_report(&report);
+    Ok(report)
+}
+
+fn test(args: &[String]) -> Result<bool, String> {
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    sh.change_dir(root());
+    cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run().map_err(|e| e.to_string())?;
+    cmd!(sh, "cargo test --workspace").run().map_err(|e| e.to_string())?;
+    Ok(vm_test(args)?.ok())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(sub) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let res = match sub.as_str() {
+        "test" => test(rest),
+        "vm-test" => vm_test(rest).map(|r| r.ok()),
+        "bench" => vm_test(rest).map(|r| {
+            println!(
+                "{{\"bench\":\"vm-suite\",\"accel\":\"{:?}\",\"qemu\":\"{}.{}.{}\",\"boot_to_agent_ready_s\":{:.3},\"suite_s\":{:.3},\"scenarios\":{}}}",
+                r.accel,
+                r.qemu.version.0,
+                r.qemu.version.1,
+                r.qemu.version.2,
+                r.boot_time.as_secs_f64(),
+                r.suite_time.as_secs_f64(),
+                r.scenarios.len()
+            );
+            r.ok()
+        }),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(true)
+        }
+        other => Err(format!("unknown command {other:?}\n{USAGE}")),
+    };
+    match res {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

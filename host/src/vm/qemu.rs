@@ -1,0 +1,245 @@
+//! QEMU as a child process: capability probe, command line, start with the
+//! agent's serial socket, and kill-and-reap on drop. It knows nothing of
+//! scenarios.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::interrupted;
+
+/// Oldest QEMU with vhost-user shared memory.
+pub const MIN_VERSION: (u32, u32, u32) = (11, 1, 0);
+pub const DEVICE: &str = "vhost-user-test-device-pci";
+
+/// What the probe learnt of a QEMU binary.
+#[derive(Clone, Debug)]
+pub struct QemuInfo {
+    pub path: PathBuf,
+    pub version: (u32, u32, u32),
+    pub version_text: String,
+}
+
+fn run_probe(path: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{} cannot be run: {e}", path.display()))?;
+    if !out.status.success() {
+        return Err(format!("`{} {}` failed with {}: {}", path.display(), args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Accepts `path` only if it is a QEMU >= 11.1 with the test device.
+pub fn probe(path: &Path) -> Result<QemuInfo, String> {
+    let text = run_probe(path, &["--version"])?;
+    let first = text.lines().next().unwrap_or("").to_string();
+    let version = first
+        .split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+        .and_then(super::scenario::parse_version)
+        .ok_or_else(|| format!("{} is not a QEMU: `--version` printed {first:?}", path.display()))?;
+    if version < MIN_VERSION {
+        return Err(format!(
+            "{} is QEMU {}.{}.{}; vhost-user shared memory needs QEMU >= {}.{}.{}",
+            path.display(),
+            version.0,
+            version.1,
+            version.2,
+            MIN_VERSION.0,
+            MIN_VERSION.1,
+            MIN_VERSION.2
+        ));
+    }
+    let devices = run_probe(path, &["-machine", "none", "-device", "help"])?;
+    if !devices.contains(&format!("\"{DEVICE}\"")) {
+        return Err(format!("{} (QEMU {first}) has no {DEVICE} device", path.display()));
+    }
+    Ok(QemuInfo { path: path.to_path_buf(), version, version_text: first })
+}
+
+/// Which accelerator a boot uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// Everything one boot needs.
+#[derive(Clone, Debug)]
+pub struct BootConfig {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub accel: Accel,
+    pub vhost_socket: PathBuf,
+    pub virtio_id: u16,
+    pub run_dir: PathBuf,
+    pub ready_timeout: Duration,
+}
+
+/// A running QEMU with the agent connected. Killed and reaped on drop.
+pub struct Qemu {
+    child: Option<Child>,
+    pub console_log: PathBuf,
+    pub stderr_log: PathBuf,
+    pub agent: BufReader<UnixStream>,
+    pub ready_line: String,
+    pub boot_time: Duration,
+}
+
+impl Qemu {
+    /// Starts QEMU and waits for the agent's `ready` line.
+    pub fn boot(cfg: &BootConfig) -> Result<Self, String> {
+        let agent_sock = cfg.run_dir.join("agent.sock");
+        let listener = UnixListener::bind(&agent_sock).map_err(|e| format!("bind {}: {e}", agent_sock.display()))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let console_log = cfg.run_dir.join(format!("console-{:?}.log", cfg.accel).to_lowercase());
+        let stderr_log = cfg.run_dir.join(format!("qemu-{:?}.log", cfg.accel).to_lowercase());
+        let stderr = File::create(&stderr_log).map_err(|e| e.to_string())?;
+        let accel = match cfg.accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        };
+        let mut cmd = Command::new(&cfg.qemu);
+        cmd.args(["-machine", &format!("q35,accel={accel},memory-backend=mem")])
+            .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-m", "256M"])
+            .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(&cfg.kernel)
+            .arg("-initrd")
+            .arg(&cfg.initramfs)
+            .args(["-append", &format!("console=ttyS0 reboot=t panic=-1 agent.virtio_id={}", cfg.virtio_id)])
+            .args(["-serial", &format!("file:{}", console_log.display())])
+            .args(["-chardev", &format!("socket,id=agent,path={}", agent_sock.display())])
+            .args(["-device", "isa-serial,chardev=agent"])
+            .args(["-chardev", &format!("socket,id=vu0,path={}", cfg.vhost_socket.display())])
+            .args(["-device", &format!("{DEVICE},chardev=vu0,virtio-id={},num_vqs=1", cfg.virtio_id)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            // Own process group: a Ctrl-C reaches us, and we stop QEMU ourselves.
+            .process_group(0);
+        let start = Instant::now();
+        let child = cmd.spawn().map_err(|e| format!("starting {}: {e}", cfg.qemu.display()))?;
+        let mut q = Qemu {
+            child: Some(child),
+            console_log,
+            stderr_log,
+            agent: BufReader::new(UnixStream::pair().map_err(|e| e.to_string())?.0),
+            ready_line: String::new(),
+            boot_time: Duration::ZERO,
+        };
+        let deadline = start + cfg.ready_timeout;
+        let stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(format!("accept agent serial: {e}")),
+            }
+            q.check_running("connecting the agent serial port")?;
+            if Instant::now() > deadline || interrupted() {
+                return Err(format!("QEMU did not connect the agent serial port within {:?}", cfg.ready_timeout));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+        q.agent = BufReader::new(stream);
+        let line = q.read_line(deadline, "waiting for the guest agent's ready line")?;
+        if !line.starts_with("ready ") {
+            return Err(format!("guest agent's first line is not `ready`: {line:?}"));
+        }
+        q.ready_line = line;
+        q.boot_time = start.elapsed();
+        Ok(q)
+    }
+
+    /// Err with the exit status if QEMU is gone.
+    pub fn check_running(&mut self, during: &str) -> Result<(), String> {
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Err(format!("QEMU exited ({status}) while {during}; see {}", self.stderr_log.display()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Reads one line from the agent before `deadline`, watching QEMU.
+    pub fn read_line(&mut self, deadline: Instant, during: &str) -> Result<String, String> {
+        let mut line = String::new();
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!("timed out {during}"));
+            }
+            if interrupted() {
+                return Err(format!("interrupted {during}"));
+            }
+            let wait = (deadline - now).min(Duration::from_millis(200));
+            self.agent.get_ref().set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+            match self.agent.read_line(&mut line) {
+                Ok(0) => {
+                    self.check_running(during)?;
+                    return Err(format!("agent serial closed {during}"));
+                }
+                Ok(_) if line.ends_with('\n') => return Ok(line.trim_end().to_string()),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    self.check_running(during)?;
+                }
+                Err(e) => return Err(format!("reading the agent serial {during}: {e}")),
+            }
+        }
+    }
+
+    pub fn send_line(&mut self, line: &str) -> Result<(), String> {
+        self.agent.get_mut().write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("writing to the agent: {e}"))
+    }
+
+    /// Tail of QEMU's stderr, for reports.
+    pub fn stderr_tail(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.stderr_log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Asks the agent to power off, waits for QEMU to exit, kills it if not.
+    pub fn stop(&mut self, timeout: Duration) {
+        let _ = self.send_line("0 poweroff");
+        let deadline = Instant::now() + timeout;
+        while let Some(c) = self.child.as_mut() {
+            if matches!(c.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,235 @@
+//! Scenario files (TOML, one per scenario) and the known-defects list:
+//! schema, loading, and errors that name file:line:col. No execution here.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::spec::parse_size;
+
+/// A size written as a number or as `"64K"`, `"1M"`, `"0x1000"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One step of a scenario. `check` names a verdict-bearing step; the
+/// known-defects list refers to it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Step {
+    /// Create a host file (memfd) of `size` bytes, zero-filled.
+    File { name: String, size: Size },
+    /// Host fills `len` bytes (default: to the end) at `offset` with pattern `seed`.
+    Fill {
+        file: String,
+        seed: u8,
+        #[serde(default)]
+        offset: Size,
+        len: Option<Size>,
+    },
+    /// Backend asks the frontend to map; the ack must be `ack` (default 0).
+    Map {
+        shmid: u8,
+        file: String,
+        #[serde(default)]
+        fd_offset: Size,
+        shm_offset: Size,
+        len: Size,
+        rw: bool,
+        #[serde(default)]
+        ack: u64,
+    },
+    /// Backend asks the frontend to unmap; the ack must be `ack` (default 0).
+    Unmap {
+        shmid: u8,
+        shm_offset: Size,
+        len: Size,
+        #[serde(default)]
+        ack: u64,
+    },
+    /// The guest writes pattern `seed` into its region view.
+    GuestWrite { shmid: u8, offset: Size, len: Size, seed: u8 },
+    /// The host writes pattern `seed` into a file.
+    HostWrite { file: String, offset: Size, len: Size, seed: u8 },
+    /// Check: the guest's view equals what the ledger says is mapped there.
+    ExpectGuest { check: String, shmid: u8, offset: Size, len: Size },
+    /// Check: the guest's view does NOT show these bytes of `file` (after unmap, elsewhere).
+    ExpectGuestNot {
+        check: String,
+        shmid: u8,
+        offset: Size,
+        len: Size,
+        file: String,
+        #[serde(default)]
+        fd_offset: Size,
+    },
+    /// Check: the host file holds pattern `seed` at `offset`.
+    ExpectFile { check: String, file: String, offset: Size, len: Size, seed: u8 },
+    /// Check: the frontend still runs and the guest still answers.
+    ExpectAlive { check: String },
+}
+
+impl Step {
+    pub fn check(&self) -> Option<&str> {
+        match self {
+            Step::ExpectGuest { check, .. }
+            | Step::ExpectGuestNot { check, .. }
+            | Step::ExpectFile { check, .. }
+            | Step::ExpectAlive { check } => Some(check),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    description: String,
+    step: Vec<Step>,
+}
+
+/// A loaded scenario.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub path: PathBuf,
+    pub steps: Vec<Step>,
+}
+
+/// The device the whole suite boots with (one boot runs every scenario).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteDevice {
+    pub virtio_id: u16,
+    pub regions: Vec<Size>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteFile {
+    pub device: SuiteDevice,
+}
+
+/// One known frontend defect: a check that fails on these QEMU versions.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KnownDefect {
+    /// Lowest affected version, inclusive ("11.1.0").
+    pub since: String,
+    /// First fixed version, exclusive; absent = not fixed yet.
+    pub fixed_in: Option<String>,
+    pub scenario: String,
+    pub check: String,
+    pub evidence: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct DefectsFile {
+    defect: Vec<KnownDefect>,
+}
+
+/// A parse error that names where it is.
+#[derive(Debug)]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path.display(), self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.col, self.message)
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, LoadError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, col) = e.span().map_or((0, 0), |s| {
+            let before = &text[..s.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            (line, col)
+        });
+        LoadError { path: path.to_path_buf(), line, col, message: e.message().to_string() }
+    })
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|e| LoadError { path: path.to_path_buf(), line: 0, col: 0, message: e.to_string() })
+}
+
+impl Scenario {
+    pub fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
+        let f: ScenarioFile = parse(path, text)?;
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("scenario").to_string();
+        Ok(Scenario { name, description: f.description, path: path.to_path_buf(), steps: f.step })
+    }
+
+    /// Every `*.toml` in `dir`, sorted by name.
+    pub fn load_dir(dir: &Path) -> Result<Vec<Self>, LoadError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| LoadError { path: dir.into(), line: 0, col: 0, message: e.to_string() })?;
+        let mut paths: Vec<PathBuf> =
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+        paths.sort();
+        paths.iter().map(|p| Scenario::parse(p, &read(p)?)).collect()
+    }
+}
+
+impl SuiteFile {
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        parse(path, &read(path)?)
+    }
+}
+
+pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
+    let f: DefectsFile = parse(path, &read(path)?)?;
+    for d in &f.defect {
+        for v in std::iter::once(&d.since).chain(d.fixed_in.iter()) {
+            if parse_version(v).is_none() {
+                return Err(LoadError { path: path.into(), line: 0, col: 0, message: format!("bad version {v:?} in defect {}/{}", d.scenario, d.check) });
+            }
+        }
+    }
+    Ok(f.defect)
+}
+
+/// "11.1.3" -> (11, 1, 3); missing parts are 0.
+pub fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
+    let mut it = v.trim().split('.').map(|p| p.parse::<u32>());
+    let major = it.next()?.ok()?;
+    let minor = it.next().unwrap_or(Ok(0)).ok()?;
+    let micro = it.next().unwrap_or(Ok(0)).ok()?;
+    Some((major, minor, micro))
+}
+
+impl KnownDefect {
+    pub fn applies(&self, version: (u32, u32, u32), scenario: &str, check: &str) -> bool {
+        let since = parse_version(&self.since).unwrap_or((u32::MAX, 0, 0));
+        let before_fix = self.fixed_in.as_deref().and_then(parse_version).is_none_or(|f| version < f);
+        self.scenario == scenario && self.check == check && version >= since && before_fix
+    }
+}
