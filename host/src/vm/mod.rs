@@ -232,16 +232,26 @@ pub fn run_steps(scn: &Scenario, mgr: &mut MappingManager, guest: &mut dyn Guest
             Step::HostWrite { file: f, offset, len, seed } => {
                 mgr.file(&file(f)).map_err(|e| at(e.to_string()))?.fill(offset.0, len.0, *seed).map_err(|e| at(e.to_string()))?;
             }
-            Step::ExpectGuest { check, shmid, offset, len } => {
-                let want = mgr.expected(*shmid, offset.0, len.0).map_err(|e| at(e.to_string()))?;
-                let bytes: Option<Vec<u8>> = want.iter().map(|e| if let Expect::Byte(b) = e { Some(*b) } else { None }).collect();
-                let bytes = bytes.ok_or_else(|| at("the ledger has unmapped bytes in this range; use expect-guest-not".into()))?;
+            Step::ExpectGuest { check, shmid, offset, len, seed } => {
+                let bytes: Vec<u8> = match seed {
+                    Some(seed) => (0..len.0).map(|i| pattern_byte(*seed, i)).collect(),
+                    None => {
+                        let want = mgr.expected(*shmid, offset.0, len.0).map_err(|e| at(e.to_string()))?;
+                        let bytes: Option<Vec<u8>> = want.iter().map(|e| if let Expect::Byte(b) = e { Some(*b) } else { None }).collect();
+                        bytes.ok_or_else(|| at("the ledger has unmapped bytes in this range; use expect-guest-not".into()))?
+                    }
+                };
                 let want = Observed::of(&bytes);
                 let got = guest.observe(*shmid, offset.0, len.0).map_err(at)?;
                 checks.push(CheckResult {
                     check: check.clone(),
                     passed: got == want,
-                    evidence: format!("guest saw {}; the ledger expects {}", got.describe(), want.describe()),
+                    evidence: format!(
+                        "guest saw {}; expected {} ({})",
+                        got.describe(),
+                        want.describe(),
+                        seed.map_or("what the ledger maps there".to_string(), |s| format!("pattern {s}"))
+                    ),
                 });
             }
             Step::ExpectGuestNot { check, shmid, offset, len, file: f, fd_offset } => {
@@ -326,7 +336,7 @@ fn run_one(scn: &Scenario, mgr: &mut MappingManager, guest: &mut dyn Guest, defe
         mgr.forget_all();
         run_steps(scn, mgr, guest)
     });
-    let checks = res.as_ref().map(|c| c.clone()).unwrap_or_default();
+    let checks = res.clone().unwrap_or_default();
     (judge(res, &scn.name, defects), checks, start.elapsed())
 }
 

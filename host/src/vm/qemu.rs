@@ -163,11 +163,9 @@ impl Qemu {
 
     /// Err with the exit status if QEMU is gone.
     pub fn check_running(&mut self, during: &str) -> Result<(), String> {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                self.child = None;
-                return Err(format!("QEMU exited ({status}) while {during}; see {}", self.stderr_log.display()));
-            }
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            self.child = None;
+            return Err(format!("QEMU exited ({status}) while {during}; see {}", self.stderr_log.display()));
         }
         Ok(())
     }

@@ -66,8 +66,10 @@ pub enum Step {
     GuestWrite { shmid: u8, offset: Size, len: Size, seed: u8 },
     /// The host writes pattern `seed` into a file.
     HostWrite { file: String, offset: Size, len: Size, seed: u8 },
-    /// Check: the guest's view equals what the ledger says is mapped there.
-    ExpectGuest { check: String, shmid: u8, offset: Size, len: Size },
+    /// Check: the guest's view equals what the ledger says is mapped there,
+    /// or, with `seed`, pattern `seed` (what the host put there on purpose,
+    /// whatever the file holds now).
+    ExpectGuest { check: String, shmid: u8, offset: Size, len: Size, seed: Option<u8> },
     /// Check: the guest's view does NOT show these bytes of `file` (after unmap, elsewhere).
     ExpectGuestNot {
         check: String,
