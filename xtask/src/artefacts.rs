@@ -125,11 +125,11 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
     }
     out.extend_from_slice(name.as_bytes());
     out.push(0);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
     out.extend_from_slice(data);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -166,10 +166,8 @@ pub fn find_qemu(sh: &Shell, explicit: Option<&Path>, cache: &Path) -> Result<Qe
         }
     }
     let wrapper = cache.join("qemu/qemu-system-x86_64");
-    if wrapper.exists() {
-        if let Ok(info) = probe(&wrapper) {
-            return Ok(info);
-        }
+    if let (true, Ok(info)) = (wrapper.exists(), probe(&wrapper)) {
+        return Ok(info);
     }
     provision_qemu(sh, cache)?;
     probe(&wrapper).map_err(|e| format!("the provisioned QEMU failed the probe: {e}"))
