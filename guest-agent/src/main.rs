@@ -15,6 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use device::Device;
+use shmem_pattern::{fnv1a64, pattern_byte};
 
 /// The agent reboots (QEMU then exits, `-no-reboot`) when the host has been
 /// silent this long: a guest never outlives its host.
@@ -126,21 +127,6 @@ fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhites
         }
         other => Err(format!("unknown command {other:?}")),
     }
-}
-
-/// FNV-1a 64, the same digest the host computes.
-pub fn fnv1a64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The host's fill pattern (see shmem_host::files::pattern_byte).
-pub fn pattern_byte(seed: u8, i: u64) -> u8 {
-    seed.wrapping_add((i as u8).wrapping_mul(31)).wrapping_add((i >> 8) as u8)
 }
 
 fn main() {
