@@ -174,7 +174,7 @@ fn boot_with_fallback(cfg: &SuiteConfig, run_dir: &Path) -> Result<(QemuRig, Acc
     if try_kvm {
         match boot(cfg, Accel::Kvm, run_dir) {
             Ok(rig) => return Ok((rig, Accel::Kvm, None)),
-            Err(e) if cfg.accel == AccelChoice::Kvm => return Err(format!("KVM boot failed: {e}")),
+            Err(e) if cfg.accel == AccelChoice::Kvm || interrupted() => return Err(format!("KVM boot failed: {e}")),
             Err(e) => {
                 let note = format!("KVM boot failed ({e}); fell back to TCG");
                 eprintln!("vm-test: {note}");

@@ -145,7 +145,10 @@ impl Qemu {
                 Err(e) => return Err(format!("accept agent serial: {e}")),
             }
             q.check_running("connecting the agent serial port")?;
-            if Instant::now() > deadline || interrupted() {
+            if interrupted() {
+                return Err("interrupted while waiting for QEMU to connect the agent serial port".into());
+            }
+            if Instant::now() > deadline {
                 return Err(format!("QEMU did not connect the agent serial port within {:?}", cfg.ready_timeout));
             }
             std::thread::sleep(Duration::from_millis(20));
