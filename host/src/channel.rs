@@ -68,6 +68,8 @@ pub struct Reply {
     /// The REPLY_ACK payload: 0 success, anything else failure.
     pub ack: u64,
     pub latency: Duration,
+    /// When the ack arrived (to measure what happens after it).
+    pub at: Instant,
 }
 
 /// One end of the backend channel, owned by the backend side.
@@ -96,7 +98,7 @@ impl BackendChannel {
         let res = wire::send(sock, op.code(), wire::VERSION_1 | wire::FLAG_NEED_REPLY, body, &fds)
             .and_then(|()| wire::recv_ack(sock, op.code(), self.timeout));
         match res {
-            Ok(ack) => Ok(Reply { ack, latency: start.elapsed() }),
+            Ok(ack) => Ok(Reply { ack, latency: start.elapsed(), at: Instant::now() }),
             Err(e) => {
                 *guard = None;
                 Err(io::Error::new(e.kind(), format!("{op:?}: {e}")))

@@ -21,7 +21,7 @@ use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserShMemConfig};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
 
-use crate::backend::offered_features;
+use crate::backend::{FileId, offered_features};
 use crate::channel::{ShmemMsg, ShmemOp};
 use crate::manager::MAP_RW;
 use crate::memprobe::{self, Access};
@@ -341,6 +341,13 @@ impl ModelFrontend {
             .iter()
             .map(|m| MappingInfo { shmid: m.shmid, shm_offset: m.shm_offset, len: m.len, fd_offset: m.fd_offset, rw: m.rw })
             .collect()
+    }
+
+    /// Identities of every file the model holds an fd of (live mappings and
+    /// any the `keep_fd_after_unmap` fault leaked).
+    pub fn held_files(&self) -> Vec<FileId> {
+        let st = self.inner.state();
+        st.mappings.iter().map(|m| &m.fd).chain(st.leaked.iter()).filter_map(|fd| FileId::of(fd).ok()).collect()
     }
 
     /// Every backend request served, in order.

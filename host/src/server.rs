@@ -62,6 +62,13 @@ impl BackendServer {
     /// Starts listening in a fresh private directory under `parent`.
     pub fn start_in(spec: DeviceSpec, parent: &Path) -> io::Result<Self> {
         spec.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Self::start_unvalidated_in(spec, parent)
+    }
+
+    /// As [`Self::start_in`] but advertises `spec` even when it breaks the
+    /// rules (a total that is not a power of two...): for hazard probes that
+    /// check what a frontend does with such a device.
+    pub fn start_unvalidated_in(spec: DeviceSpec, parent: &Path) -> io::Result<Self> {
         let dir = tempfile::Builder::new().prefix("shmem-backend-").tempdir_in(parent)?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
         let socket = dir.path().join("vhost-user.sock");

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use shmem_host::spec::DeviceSpec;
 use shmem_host::vm::scenario::{Scenario, SuiteFile, load_known_defects};
-use shmem_host::vm::{self, AccelChoice, SuiteConfig};
+use shmem_host::vm::{self, AccelChoice, SuiteConfig, report};
 use xshell::{Shell, cmd};
 
 const USAGE: &str = "usage:
@@ -24,7 +24,9 @@ vm-test / bench options:
   --kernel-src DIR     build the kernel from this source tree (default: Debian's linux-source-6.12)
   --accel auto|kvm|tcg accelerator (default auto: KVM if it boots, else TCG)
   --filter TEXT        run only scenarios whose name contains TEXT
-  --list               list the scenarios and exit";
+  --list               list the scenarios and exit
+  --json PATH          also write the report as JSON (both verdicts, checks, logs of failures)
+  --junit PATH         also write the report as JUnit XML";
 
 struct Opts {
     qemu: Option<PathBuf>,
@@ -33,10 +35,12 @@ struct Opts {
     accel: AccelChoice,
     filter: Option<String>,
     list: bool,
+    json: Option<PathBuf>,
+    junit: Option<PathBuf>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { qemu: None, kernel: None, kernel_src: None, accel: AccelChoice::Auto, filter: None, list: false };
+    let mut o = Opts { qemu: None, kernel: None, kernel_src: None, accel: AccelChoice::Auto, filter: None, list: false, json: None, junit: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
@@ -54,6 +58,8 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             }
             "--filter" => o.filter = Some(val()?),
             "--list" => o.list = true,
+            "--json" => o.json = Some(val()?.into()),
+            "--junit" => o.junit = Some(val()?.into()),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -101,7 +107,13 @@ fn vm_test(args: &[String]) -> Result<vm::SuiteReport, String> {
     vm::install_interrupt_handler();
     let cfg = SuiteConfig { qemu, kernel, initramfs, accel: o.accel, spec, scenarios, known_defects, work_dir };
     let report = vm::run_suite(&cfg)?;
-    vm::print_report(&report);
+    report::print_report(&report);
+    for (path, text) in [(&o.json, report::json_report(&report)), (&o.junit, report::junit_report(&report))] {
+        if let Some(p) = path {
+            std::fs::write(p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
+            println!("vm-test: wrote {}", p.display());
+        }
+    }
     Ok(report)
 }
 
@@ -124,16 +136,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "vm-test" => vm_test(rest).map(|r| r.ok()),
         "bench" => vm_test(rest).map(|r| {
-            println!(
-                "{{\"bench\":\"vm-suite\",\"accel\":\"{:?}\",\"qemu\":\"{}.{}.{}\",\"boot_to_agent_ready_s\":{:.3},\"suite_s\":{:.3},\"scenarios\":{}}}",
-                r.accel,
-                r.qemu.version.0,
-                r.qemu.version.1,
-                r.qemu.version.2,
-                r.boot_time.as_secs_f64(),
-                r.suite_time.as_secs_f64(),
-                r.scenarios.len()
-            );
+            println!("{}", report::bench_report(&r));
             r.ok()
         }),
         "-h" | "--help" | "help" => {

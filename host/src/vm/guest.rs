@@ -4,7 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use std::os::unix::fs::MetadataExt;
+
 use super::qemu::Qemu;
+use crate::backend::FileId;
+use crate::model::MODEL_BAR_BASE;
 use crate::files::{fnv1a64, pattern_byte};
 use crate::model::ModelFrontend;
 
@@ -42,9 +46,26 @@ pub trait Guest {
     fn observe(&mut self, shmid: u8, offset: u64, len: u64) -> Result<Observed, String>;
     /// Writes pattern `seed`; returns a note on what happened (the model may refuse).
     fn fill(&mut self, shmid: u8, offset: u64, len: u64, seed: u8) -> Result<String, String>;
-    /// Device reset, then re-initialisation to DRIVER_OK.
-    fn reinit(&mut self) -> Result<(), String>;
+    /// Device reset (status 0), then, if `init`, re-initialisation to DRIVER_OK.
+    fn reset(&mut self, init: bool) -> Result<(), String>;
     fn alive(&mut self) -> Result<(), String>;
+    /// Guest-physical address of the shared-memory BAR.
+    fn bar_base(&self) -> u64;
+    /// A position in what the frontend says (QEMU's stderr, the model's reasons).
+    fn log_mark(&self) -> u64;
+    /// What the frontend said since `mark`.
+    fn log_since(&self, mark: u64) -> String;
+    /// Where the frontend still holds `file` (fds, memory mappings); empty when released.
+    fn holds(&self, file: FileId) -> Result<Vec<String>, String>;
+    /// `Some(description)` when the frontend process is gone.
+    fn gone(&mut self) -> Option<String>;
+    /// The frontend's logs, for a report of a failure.
+    fn log_text(&self) -> String;
+    /// Guest copy rates through region `shmid` (mapped read-write, `len`
+    /// bytes from offset 0) and in guest RAM: `shm_mib_s=.. ram_mib_s=..`.
+    fn bandwidth(&mut self, shmid: u8, len: u64, iterations: u32) -> Result<String, String>;
+    /// Ends the frontend (QEMU powers off); nothing else may be asked after.
+    fn shutdown(&mut self);
 }
 
 /// A QEMU guest driven through the agent.
@@ -103,8 +124,11 @@ impl Guest for QemuGuest {
         self.command(&format!("fill {shmid} {offset:#x} {len:#x} {seed}")).map(|_| "written by the guest CPU".into())
     }
 
-    fn reinit(&mut self) -> Result<(), String> {
+    fn reset(&mut self, init: bool) -> Result<(), String> {
         self.command("reset")?;
+        if !init {
+            return Ok(());
+        }
         let status = self.command("init")?;
         match status.as_str() {
             "status=0xf" => Ok(()),
@@ -115,6 +139,59 @@ impl Guest for QemuGuest {
     fn alive(&mut self) -> Result<(), String> {
         self.qemu.check_running("checking that QEMU still runs")?;
         self.command("ping").map(|_| ())
+    }
+
+    fn bar_base(&self) -> u64 {
+        field(&self.qemu.ready_line, "bar_addr")
+            .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0)
+    }
+
+    fn log_mark(&self) -> u64 {
+        std::fs::metadata(&self.qemu.stderr_log).map_or(0, |m| m.len())
+    }
+
+    fn log_since(&self, mark: u64) -> String {
+        let text = std::fs::read(&self.qemu.stderr_log).unwrap_or_default();
+        String::from_utf8_lossy(text.get(mark as usize..).unwrap_or_default()).trim().to_string()
+    }
+
+    fn holds(&self, file: FileId) -> Result<Vec<String>, String> {
+        let pid = self.qemu.pid().ok_or("QEMU is not running")?;
+        let mut found = Vec::new();
+        let fd_dir = format!("/proc/{pid}/fd");
+        for e in std::fs::read_dir(&fd_dir).map_err(|e| format!("{fd_dir}: {e}"))?.flatten() {
+            if std::fs::metadata(e.path()).is_ok_and(|m| (m.dev(), m.ino()) == (file.dev, file.ino)) {
+                found.push(format!("fd {}", e.file_name().to_string_lossy()));
+            }
+        }
+        let maps_path = format!("/proc/{pid}/maps");
+        let maps = std::fs::read_to_string(&maps_path).map_err(|e| format!("{maps_path}: {e}"))?;
+        for line in maps.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 6 && f[5].starts_with("/memfd:") && f[4].parse::<u64>().ok() == Some(file.ino) {
+                found.push(format!("mapping {}", f[0]));
+            }
+        }
+        Ok(found)
+    }
+
+    fn gone(&mut self) -> Option<String> {
+        self.qemu.check_running("running the scenario").err().map(|e| format!("{e}\n{}", self.qemu.stderr_tail()))
+    }
+
+    fn log_text(&self) -> String {
+        let console = std::fs::read_to_string(&self.qemu.console_log).unwrap_or_default();
+        let tail: Vec<&str> = console.lines().rev().take(10).collect();
+        format!("qemu stderr:\n{}\nguest console:\n{}", self.qemu.stderr_tail(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    }
+
+    fn bandwidth(&mut self, shmid: u8, len: u64, iterations: u32) -> Result<String, String> {
+        self.command(&format!("bw {shmid} {len:#x} {iterations}"))
+    }
+
+    fn shutdown(&mut self) {
+        self.qemu.stop(Duration::from_secs(10));
     }
 }
 
@@ -147,12 +224,48 @@ impl Guest for ModelGuest {
         }
     }
 
-    fn reinit(&mut self) -> Result<(), String> {
+    fn reset(&mut self, init: bool) -> Result<(), String> {
         self.model.reset().map_err(|e| e.to_string())?;
-        self.model.start().map_err(|e| e.to_string())
+        if init { self.model.start().map_err(|e| e.to_string()) } else { Ok(()) }
     }
 
     fn alive(&mut self) -> Result<(), String> {
         Ok(())
     }
+
+    fn bar_base(&self) -> u64 {
+        MODEL_BAR_BASE
+    }
+
+    fn log_mark(&self) -> u64 {
+        self.model.served().len() as u64
+    }
+
+    fn log_since(&self, mark: u64) -> String {
+        let served = self.model.served();
+        served
+            .iter()
+            .skip(mark as usize)
+            .filter_map(|s| s.result.err().map(|r| r.reason))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn holds(&self, file: FileId) -> Result<Vec<String>, String> {
+        Ok(self.model.held_files().into_iter().filter(|f| *f == file).map(|_| "fd (model)".to_string()).collect())
+    }
+
+    fn gone(&mut self) -> Option<String> {
+        None
+    }
+
+    fn log_text(&self) -> String {
+        self.log_since(0)
+    }
+
+    fn bandwidth(&mut self, _shmid: u8, _len: u64, _iterations: u32) -> Result<String, String> {
+        Err("the model has no guest CPU to measure".into())
+    }
+
+    fn shutdown(&mut self) {}
 }

@@ -1,25 +1,28 @@
 //! The VM runner: boots QEMU with the test device against our backend, runs
 //! every scenario on it and on the reference model, and turns what was seen
 //! into verdicts (with the known-defects list). xtask only builds artefacts
-//! and calls [`run_suite`].
+//! and calls [`run_suite`]. Step execution is in `steps`, reports in `report`.
 
 pub mod guest;
 pub mod qemu;
+pub mod report;
 pub mod scenario;
+pub mod steps;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::files::{fnv1a64, pattern_byte};
-use crate::manager::{Expect, MappingManager};
 use crate::model::{Faults, ModelFrontend};
+use crate::manager::MappingManager;
 use crate::server::BackendServer;
 use crate::spec::DeviceSpec;
-use guest::{Guest, ModelGuest, Observed, QemuGuest};
+use guest::{Guest, ModelGuest, QemuGuest};
 use qemu::{Accel, BootConfig, Qemu, QemuInfo};
-use scenario::{KnownDefect, Scenario, Step};
+use scenario::{KnownDefect, Scenario};
+pub use steps::CheckResult;
+use steps::{Target, run_steps};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -58,14 +61,6 @@ pub struct SuiteConfig {
     pub work_dir: PathBuf,
 }
 
-/// The outcome of one check.
-#[derive(Clone, Debug)]
-pub struct CheckResult {
-    pub check: String,
-    pub passed: bool,
-    pub evidence: String,
-}
-
 /// One scenario's verdict on one target.
 #[derive(Clone, Debug)]
 pub enum Verdict {
@@ -75,7 +70,7 @@ pub enum Verdict {
     Fail(Vec<CheckResult>),
     /// A listed defect did not show: the list is out of date.
     UnexpectedPass(Vec<String>),
-    /// The scenario could not be run to the end (infrastructure, timeout, crash).
+    /// The scenario could not be run to the end (infrastructure, timeout).
     Error(String),
 }
 
@@ -100,13 +95,31 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// One scenario on both targets.
 pub struct ScenarioReport {
     pub name: String,
+    pub description: String,
     pub qemu: Verdict,
     pub model: Verdict,
     pub qemu_time: Duration,
     pub model_time: Duration,
-    pub checks: Vec<(String, Vec<CheckResult>)>,
+    pub qemu_checks: Vec<CheckResult>,
+    pub model_checks: Vec<CheckResult>,
+    /// QEMU's stderr and console tails when the QEMU verdict is not ok.
+    pub qemu_log: Option<String>,
+}
+
+/// Raw measurements for the benchmark report.
+#[derive(Default)]
+pub struct Measurements {
+    pub qemu_map: Vec<Duration>,
+    pub qemu_unmap: Vec<Duration>,
+    pub model_map: Vec<Duration>,
+    pub model_unmap: Vec<Duration>,
+    pub qemu_table_lag: Vec<Duration>,
+    pub model_table_lag: Vec<Duration>,
+    /// Guest copy rate (MiB/s) through a read-write mapping and in guest RAM.
+    pub bandwidth: Option<(f64, f64)>,
 }
 
 pub struct SuiteReport {
@@ -116,6 +129,7 @@ pub struct SuiteReport {
     pub boot_time: Duration,
     pub suite_time: Duration,
     pub scenarios: Vec<ScenarioReport>,
+    pub measurements: Measurements,
     /// Where logs were kept (only when something failed).
     pub kept_logs: Option<PathBuf>,
 }
@@ -135,180 +149,86 @@ fn kvm_usable() -> Result<(), String> {
     std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(|_| ()).map_err(|e| format!("/dev/kvm: {e}"))
 }
 
-/// One booted QEMU with its backend and mapping manager.
-struct QemuRig {
-    guest: QemuGuest,
-    mgr: MappingManager,
+/// What went wrong while booting: QEMU died (a verdict) or something else (an error).
+enum BootError {
+    Died(String),
+    Other(String),
+}
+
+impl BootError {
+    fn text(&self) -> &str {
+        match self {
+            BootError::Died(s) | BootError::Other(s) => s,
+        }
+    }
+}
+
+/// A booted QEMU target; the backend server lives as long as the target.
+struct QemuTarget {
+    target: Target,
+    boot_time: Duration,
     _server: BackendServer,
 }
 
-fn boot(cfg: &SuiteConfig, accel: Accel, run_dir: &Path) -> Result<QemuRig, String> {
-    let server = BackendServer::start_in(cfg.spec.clone(), run_dir).map_err(|e| format!("starting the backend: {e}"))?;
+fn boot(cfg: &SuiteConfig, spec: &DeviceSpec, accel: Accel, init: bool, run_dir: &Path) -> Result<QemuTarget, BootError> {
+    let other = BootError::Other;
+    let server = BackendServer::start_unvalidated_in(spec.clone(), run_dir).map_err(|e| other(format!("starting the backend: {e}")))?;
     let boot = BootConfig {
         qemu: cfg.qemu.path.clone(),
         kernel: cfg.kernel.clone(),
         initramfs: cfg.initramfs.clone(),
         accel,
         vhost_socket: server.socket_path().to_path_buf(),
-        virtio_id: cfg.spec.virtio_id,
+        virtio_id: spec.virtio_id,
         run_dir: run_dir.to_path_buf(),
         ready_timeout: if accel == Accel::Kvm { READY_KVM } else { READY_TCG },
     };
     let _ = std::fs::remove_file(run_dir.join("agent.sock"));
-    let qemu = Qemu::boot(&boot)?;
-    let chan = server.channel(CHANNEL_TIMEOUT).map_err(|e| format!("backend channel: {e}"))?;
+    let qemu = Qemu::boot(&boot).map_err(|(e, died)| if died { BootError::Died(e) } else { other(e) })?;
+    let boot_time = qemu.boot_time;
+    let chan = server.channel(CHANNEL_TIMEOUT).map_err(|e| other(format!("backend channel: {e}")))?;
     let mut guest = QemuGuest::new(qemu);
     if !guest.qemu.ready_line.contains(" device ") {
-        return Err(format!("the guest agent found no test device: {}", guest.qemu.ready_line));
+        return Err(other(format!("the guest agent found no test device: {}", guest.qemu.ready_line)));
     }
-    guest.reinit().map_err(|e| format!("initialising the device: {e}"))?;
-    Ok(QemuRig { guest, mgr: MappingManager::new(cfg.spec.clone(), chan), _server: server })
+    guest.reset(init).map_err(|e| other(format!("initialising the device: {e}")))?;
+    let target = Target::new(MappingManager::new(spec.clone(), chan), Box::new(guest), server.recorder().clone());
+    Ok(QemuTarget { target, boot_time, _server: server })
 }
 
-fn boot_with_fallback(cfg: &SuiteConfig, run_dir: &Path) -> Result<(QemuRig, Accel, Option<String>), String> {
+fn boot_with_fallback(cfg: &SuiteConfig, run_dir: &Path) -> Result<(QemuTarget, Accel, Option<String>), String> {
     let try_kvm = match cfg.accel {
         AccelChoice::Tcg => false,
         AccelChoice::Kvm => true,
         AccelChoice::Auto => kvm_usable().is_ok(),
     };
     if try_kvm {
-        match boot(cfg, Accel::Kvm, run_dir) {
-            Ok(rig) => return Ok((rig, Accel::Kvm, None)),
-            Err(e) if cfg.accel == AccelChoice::Kvm || interrupted() => return Err(format!("KVM boot failed: {e}")),
+        match boot(cfg, &cfg.spec, Accel::Kvm, true, run_dir) {
+            Ok(t) => return Ok((t, Accel::Kvm, None)),
+            Err(e) if cfg.accel == AccelChoice::Kvm || interrupted() => return Err(format!("KVM boot failed: {}", e.text())),
             Err(e) => {
-                let note = format!("KVM boot failed ({e}); fell back to TCG");
+                let note = format!("KVM boot failed ({}); fell back to TCG", e.text());
                 eprintln!("vm-test: {note}");
-                let rig = boot(cfg, Accel::Tcg, run_dir)?;
-                return Ok((rig, Accel::Tcg, Some(note)));
+                let t = boot(cfg, &cfg.spec, Accel::Tcg, true, run_dir).map_err(|e| e.text().to_string())?;
+                return Ok((t, Accel::Tcg, Some(note)));
             }
         }
     }
     let note = (cfg.accel == AccelChoice::Auto).then(|| format!("TCG: {}", kvm_usable().err().unwrap_or_default()));
-    Ok((boot(cfg, Accel::Tcg, run_dir)?, Accel::Tcg, note))
+    let t = boot(cfg, &cfg.spec, Accel::Tcg, true, run_dir).map_err(|e| e.text().to_string())?;
+    Ok((t, Accel::Tcg, note))
 }
 
-fn model_rig(spec: &DeviceSpec, run_dir: &Path) -> Result<(ModelGuest, MappingManager, BackendServer), String> {
-    let server = BackendServer::start_in(spec.clone(), run_dir).map_err(|e| format!("starting the model's backend: {e}"))?;
-    let model = ModelFrontend::connect(server.socket_path(), u64::from(spec.num_queues), Faults::default())
-        .map_err(|e| e.to_string())?;
-    model.start().map_err(|e| e.to_string())?;
+/// The reference model behind its own backend, as a target.
+pub fn model_target(spec: &DeviceSpec, faults: Faults, init: bool, run_dir: &Path) -> Result<(Target, BackendServer), String> {
+    let server = BackendServer::start_unvalidated_in(spec.clone(), run_dir).map_err(|e| format!("starting the model's backend: {e}"))?;
+    let model = ModelFrontend::connect(server.socket_path(), u64::from(spec.num_queues), faults).map_err(|e| e.to_string())?;
+    if init {
+        model.start().map_err(|e| e.to_string())?;
+    }
     let chan = server.channel(CHANNEL_TIMEOUT).map_err(|e| e.to_string())?;
-    Ok((ModelGuest { model }, MappingManager::new(spec.clone(), chan), server))
-}
-
-/// Runs the steps of one scenario; checks never stop the run, errors do.
-pub fn run_steps(scn: &Scenario, mgr: &mut MappingManager, guest: &mut dyn Guest) -> Result<Vec<CheckResult>, String> {
-    let mut checks = Vec::new();
-    let file = |name: &str| format!("{}/{name}", scn.name);
-    for (n, step) in scn.steps.iter().enumerate() {
-        let at = |e: String| format!("step {} ({:?}): {e}", n + 1, step_kind(step));
-        match step {
-            Step::File { name, size } => {
-                mgr.create_file(&file(name), size.0).map_err(|e| at(e.to_string()))?;
-            }
-            Step::Fill { file: f, seed, offset, len } => {
-                let hf = mgr.file(&file(f)).map_err(|e| at(e.to_string()))?;
-                let len = len.map_or(hf.size().saturating_sub(offset.0), |l| l.0);
-                hf.fill(offset.0, len, *seed).map_err(|e| at(e.to_string()))?;
-            }
-            Step::Map { shmid, file: f, fd_offset, shm_offset, len, rw, ack } => {
-                let o = mgr.map(*shmid, &file(f), fd_offset.0, shm_offset.0, len.0, *rw).map_err(|e| at(e.to_string()))?;
-                checks.push(CheckResult {
-                    check: format!("ack-step-{}", n + 1),
-                    passed: o.reply.ack == *ack,
-                    evidence: format!("map shmid {shmid} offset {:#x} len {:#x} rw {rw}: ack {} (expected {ack}) in {:?}", shm_offset.0, len.0, o.reply.ack, o.reply.latency),
-                });
-            }
-            Step::Unmap { shmid, shm_offset, len, ack } => {
-                let o = mgr.unmap(*shmid, shm_offset.0, len.0).map_err(|e| at(e.to_string()))?;
-                checks.push(CheckResult {
-                    check: format!("ack-step-{}", n + 1),
-                    passed: o.reply.ack == *ack,
-                    evidence: format!("unmap shmid {shmid} offset {:#x} len {:#x}: ack {} (expected {ack})", shm_offset.0, len.0, o.reply.ack),
-                });
-            }
-            Step::GuestWrite { shmid, offset, len, seed } => {
-                guest.fill(*shmid, offset.0, len.0, *seed).map_err(at)?;
-            }
-            Step::HostWrite { file: f, offset, len, seed } => {
-                mgr.file(&file(f)).map_err(|e| at(e.to_string()))?.fill(offset.0, len.0, *seed).map_err(|e| at(e.to_string()))?;
-            }
-            Step::ExpectGuest { check, shmid, offset, len, seed } => {
-                let bytes: Vec<u8> = match seed {
-                    Some(seed) => (0..len.0).map(|i| pattern_byte(*seed, i)).collect(),
-                    None => {
-                        let want = mgr.expected(*shmid, offset.0, len.0).map_err(|e| at(e.to_string()))?;
-                        let bytes: Option<Vec<u8>> = want.iter().map(|e| if let Expect::Byte(b) = e { Some(*b) } else { None }).collect();
-                        bytes.ok_or_else(|| at("the ledger has unmapped bytes in this range; use expect-guest-not".into()))?
-                    }
-                };
-                let want = Observed::of(&bytes);
-                let got = guest.observe(*shmid, offset.0, len.0).map_err(at)?;
-                checks.push(CheckResult {
-                    check: check.clone(),
-                    passed: got == want,
-                    evidence: format!(
-                        "guest saw {}; expected {} ({})",
-                        got.describe(),
-                        want.describe(),
-                        seed.map_or("what the ledger maps there".to_string(), |s| format!("pattern {s}"))
-                    ),
-                });
-            }
-            Step::ExpectGuestNot { check, shmid, offset, len, file: f, fd_offset } => {
-                let old = mgr.file(&file(f)).map_err(|e| at(e.to_string()))?.read(fd_offset.0, len.0).map_err(|e| at(e.to_string()))?;
-                let old = Observed::of(&old);
-                let got = guest.observe(*shmid, offset.0, len.0).map_err(at)?;
-                checks.push(CheckResult {
-                    check: check.clone(),
-                    passed: got != old,
-                    evidence: format!("guest saw {}; the file's bytes are {}", got.describe(), old.describe()),
-                });
-            }
-            Step::ExpectFile { check, file: f, offset, len, seed } => {
-                let data = mgr.file(&file(f)).map_err(|e| at(e.to_string()))?.read(offset.0, len.0).map_err(|e| at(e.to_string()))?;
-                let want: Vec<u8> = (0..len.0).map(|i| pattern_byte(*seed, i)).collect();
-                let first_diff = data.iter().zip(&want).position(|(a, b)| a != b);
-                checks.push(CheckResult {
-                    check: check.clone(),
-                    passed: first_diff.is_none(),
-                    evidence: match first_diff {
-                        None => format!("file holds pattern {seed} (digest {:016x})", fnv1a64(&data)),
-                        Some(i) => format!(
-                            "file differs from pattern {seed} first at offset {:#x}: {:#04x} instead of {:#04x}",
-                            offset.0 + i as u64,
-                            data[i],
-                            want[i]
-                        ),
-                    },
-                });
-            }
-            Step::ExpectAlive { check } => {
-                let res = guest.alive();
-                checks.push(CheckResult {
-                    check: check.clone(),
-                    passed: res.is_ok(),
-                    evidence: res.err().unwrap_or_else(|| format!("{} answers", guest.kind())),
-                });
-            }
-        }
-    }
-    Ok(checks)
-}
-
-fn step_kind(step: &Step) -> &'static str {
-    match step {
-        Step::File { .. } => "file",
-        Step::Fill { .. } => "fill",
-        Step::Map { .. } => "map",
-        Step::Unmap { .. } => "unmap",
-        Step::GuestWrite { .. } => "guest-write",
-        Step::HostWrite { .. } => "host-write",
-        Step::ExpectGuest { .. } => "expect-guest",
-        Step::ExpectGuestNot { .. } => "expect-guest-not",
-        Step::ExpectFile { .. } => "expect-file",
-        Step::ExpectAlive { .. } => "expect-alive",
-    }
+    let target = Target::new(MappingManager::new(spec.clone(), chan), Box::new(ModelGuest { model }), server.recorder().clone());
+    Ok((target, server))
 }
 
 /// Turns check results into a verdict; `defects` are those that apply here.
@@ -331,24 +251,102 @@ pub fn judge(result: Result<Vec<CheckResult>, String>, scenario: &str, defects: 
     }
 }
 
-fn run_one(scn: &Scenario, mgr: &mut MappingManager, guest: &mut dyn Guest, defects: &[&KnownDefect]) -> (Verdict, Vec<CheckResult>, Duration) {
+/// Runs one scenario on a target that is ready for it; returns checks or an error.
+fn run_on(scn: &Scenario, t: &mut Target, prepare: bool) -> (Result<Vec<CheckResult>, String>, Duration) {
     let start = Instant::now();
-    let res = guest.reinit().map_err(|e| format!("re-initialising the device before the scenario: {e}")).and_then(|()| {
-        mgr.forget_all();
-        run_steps(scn, mgr, guest)
+    let res = if prepare {
+        t.guest.reset(scn.init).map_err(|e| format!("resetting the device before the scenario: {e}"))
+    } else {
+        Ok(())
+    };
+    let res = res.and_then(|()| {
+        t.mgr.forget_all();
+        run_steps(scn, t)
     });
-    let checks = res.clone().unwrap_or_default();
-    (judge(res, &scn.name, defects), checks, start.elapsed())
+    (res, start.elapsed())
 }
 
-/// Boots once, runs every scenario on QEMU and on the model, reports.
+fn defects_for<'a>(cfg: &'a SuiteConfig, scn: &Scenario) -> Vec<&'a KnownDefect> {
+    cfg.known_defects.iter().filter(|d| d.applies(cfg.qemu.version, &scn.name, &d.check)).collect()
+}
+
+fn report(scn: &Scenario, q: (Result<Vec<CheckResult>, String>, Duration), m: (Result<Vec<CheckResult>, String>, Duration), defects: &[&KnownDefect], qlog: impl FnOnce() -> String) -> ScenarioReport {
+    let qemu_checks = q.0.clone().unwrap_or_default();
+    let model_checks = m.0.clone().unwrap_or_default();
+    let qemu = judge(q.0, &scn.name, defects);
+    let model = judge(m.0, &scn.name, &[]);
+    let qemu_log = (!qemu.ok()).then(qlog);
+    ScenarioReport {
+        name: scn.name.clone(),
+        description: scn.description.clone(),
+        qemu,
+        model,
+        qemu_time: q.1,
+        model_time: m.1,
+        qemu_checks,
+        model_checks,
+        qemu_log,
+    }
+}
+
+/// A scenario with a QEMU and a model of its own (probes that may kill QEMU).
+fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path) -> Result<ScenarioReport, String> {
+    let spec = match &scn.device {
+        Some(d) => DeviceSpec { virtio_id: d.virtio_id, num_queues: 1, regions: d.regions.iter().map(|s| s.0).collect() },
+        None => cfg.spec.clone(),
+    };
+    // Inside the run directory, which is kept when the run fails.
+    let dir = run_dir.join(&scn.name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let defects = defects_for(cfg, scn);
+    let start = Instant::now();
+    let (q, qlog) = match boot(cfg, &spec, accel, scn.init, &dir) {
+        Ok(mut qt) => {
+            let r = run_on(scn, &mut qt.target, false);
+            let log = qt.target.guest.log_text();
+            qt.target.guest.shutdown();
+            (r, log)
+        }
+        Err(BootError::Died(e)) => {
+            let check = CheckResult { check: "frontend-survives".into(), passed: false, evidence: format!("QEMU died while booting with regions {:?}: {e}", spec.regions) };
+            ((Ok(vec![check]), start.elapsed()), e)
+        }
+        Err(BootError::Other(e)) => ((Err(e), start.elapsed()), String::new()),
+    };
+    let m = match model_target(&spec, Faults::default(), scn.init, &dir) {
+        Ok((mut t, _server)) => run_on(scn, &mut t, false),
+        Err(e) => (Err(e), Duration::ZERO),
+    };
+    Ok(report(scn, q, m, &defects, || qlog))
+}
+
+/// Measures guest copy bandwidth through a read-write mapping and in guest RAM.
+fn measure_bandwidth(t: &mut Target) -> Result<(f64, f64), String> {
+    const LEN: u64 = 512 << 10;
+    t.guest.reset(true)?;
+    t.mgr.forget_all();
+    if t.mgr.file("bench/bw").is_err() {
+        t.mgr.create_file("bench/bw", LEN).map_err(|e| e.to_string())?;
+    }
+    let o = t.mgr.map(0, "bench/bw", 0, 0, LEN, true).map_err(|e| e.to_string())?;
+    if o.reply.ack != 0 {
+        return Err(format!("bandwidth mapping refused (ack {})", o.reply.ack));
+    }
+    let text = t.guest.bandwidth(0, LEN, 64)?;
+    let field = |k: &str| text.split_whitespace().find_map(|w| w.strip_prefix(k)?.strip_prefix('=')?.parse::<f64>().ok());
+    let res = field("shm_mib_s").zip(field("ram_mib_s")).ok_or_else(|| format!("bad bandwidth reply {text:?}"));
+    let _ = t.mgr.unmap(0, 0, LEN);
+    res
+}
+
+/// Boots once for the shared scenarios (own-boot ones get their own QEMU),
+/// runs each on QEMU and on the model, reports.
 pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, String> {
     std::fs::create_dir_all(&cfg.work_dir).map_err(|e| format!("create {}: {e}", cfg.work_dir.display()))?;
     let run_dir = tempfile::Builder::new().prefix("run-").tempdir_in(&cfg.work_dir).map_err(|e| e.to_string())?;
     let suite_start = Instant::now();
     let result = run_in(cfg, run_dir.path(), suite_start);
-    let failed = result.as_ref().map_or(true, |r| !r.ok());
-    if failed {
+    if result.as_ref().map_or(true, |r| !r.ok()) {
         let kept = run_dir.keep();
         return match result {
             Ok(mut r) => {
@@ -362,32 +360,45 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, String> {
 }
 
 fn run_in(cfg: &SuiteConfig, run_dir: &Path, suite_start: Instant) -> Result<SuiteReport, String> {
-    let (mut rig, accel, accel_note) = boot_with_fallback(cfg, run_dir)?;
-    let boot_time = rig.guest.qemu.boot_time;
-    let (mut model, mut model_mgr, _model_server) = model_rig(&cfg.spec, run_dir)?;
-    let defects: Vec<&KnownDefect> = cfg.known_defects.iter().collect();
+    let (mut qt, accel, accel_note) = boot_with_fallback(cfg, run_dir)?;
+    let (mut model, _model_server) = model_target(&cfg.spec, Faults::default(), true, run_dir)?;
     let mut reports = Vec::new();
-    for scn in &cfg.scenarios {
+    let mut qemu_dead: Option<String> = None;
+    for scn in cfg.scenarios.iter().filter(|s| !s.own_boot) {
         if interrupted() {
             return Err("interrupted".into());
         }
-        let applicable: Vec<&KnownDefect> =
-            defects.iter().copied().filter(|d| d.applies(cfg.qemu.version, &scn.name, &d.check)).collect();
-        let (qv, qchecks, qt) = run_one(scn, &mut rig.mgr, &mut rig.guest, &applicable);
-        let (mv, mchecks, mt) = run_one(scn, &mut model_mgr, &mut model, &[]);
-        if let Verdict::Error(e) = &qv {
-            eprintln!("vm-test: {} on QEMU: {e}\n{}", scn.name, rig.guest.qemu.stderr_tail());
+        let defects = defects_for(cfg, scn);
+        let q = match &qemu_dead {
+            Some(name) => (Err(format!("not run: QEMU died in scenario {name}")), Duration::ZERO),
+            None => run_on(scn, &mut qt.target, true),
+        };
+        let m = run_on(scn, &mut model, true);
+        if qemu_dead.is_none() && qt.target.guest.gone().is_some() {
+            qemu_dead = Some(scn.name.clone());
         }
-        reports.push(ScenarioReport {
-            name: scn.name.clone(),
-            qemu: qv,
-            model: mv,
-            qemu_time: qt,
-            model_time: mt,
-            checks: vec![("qemu".into(), qchecks), ("model".into(), mchecks)],
-        });
+        let guest = &qt.target.guest;
+        reports.push(report(scn, q, m, &defects, || guest.log_text()));
     }
-    rig.guest.qemu.stop(Duration::from_secs(10));
+    let mut measurements = Measurements::default();
+    if qemu_dead.is_none() {
+        measurements.bandwidth = measure_bandwidth(&mut qt.target).map_err(|e| eprintln!("vm-test: bandwidth not measured: {e}")).ok();
+    }
+    measurements.qemu_map = std::mem::take(&mut qt.target.map_latencies);
+    measurements.qemu_unmap = std::mem::take(&mut qt.target.unmap_latencies);
+    measurements.qemu_table_lag = std::mem::take(&mut qt.target.table_lags);
+    measurements.model_map = std::mem::take(&mut model.map_latencies);
+    measurements.model_unmap = std::mem::take(&mut model.unmap_latencies);
+    measurements.model_table_lag = std::mem::take(&mut model.table_lags);
+    let boot_time = qt.boot_time;
+    qt.target.guest.shutdown();
+    drop(qt);
+    for scn in cfg.scenarios.iter().filter(|s| s.own_boot) {
+        if interrupted() {
+            return Err("interrupted".into());
+        }
+        reports.push(run_own_boot(cfg, scn, accel, run_dir)?);
+    }
     Ok(SuiteReport {
         qemu: cfg.qemu.clone(),
         accel,
@@ -395,42 +406,7 @@ fn run_in(cfg: &SuiteConfig, run_dir: &Path, suite_start: Instant) -> Result<Sui
         boot_time,
         suite_time: suite_start.elapsed(),
         scenarios: reports,
+        measurements,
         kept_logs: None,
     })
-}
-
-/// The human report: one line per scenario, details of what failed, a summary.
-pub fn print_report(r: &SuiteReport) {
-    println!("QEMU {} ({}), accel {:?}{}", r.qemu.version_text, r.qemu.path.display(), r.accel, r.accel_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default());
-    println!("{:<16} {:<18} {:<12} {:>8} {:>8}", "scenario", "qemu", "model", "qemu-t", "model-t");
-    for s in &r.scenarios {
-        println!("{:<16} {:<18} {:<12} {:>7.2}s {:>7.2}s", s.name, s.qemu.label(), s.model.label(), s.qemu_time.as_secs_f64(), s.model_time.as_secs_f64());
-        for (target, v) in [("qemu", &s.qemu), ("model", &s.model)] {
-            match v {
-                Verdict::Fail(c) | Verdict::KnownFailure(c) => {
-                    for c in c {
-                        println!("    {target}: {}/{} failed: {}", s.name, c.check, c.evidence);
-                    }
-                }
-                Verdict::UnexpectedPass(c) => println!("    {target}: listed known defects did not show: {} (update tests/known-defects.toml)", c.join(", ")),
-                Verdict::Error(e) => println!("    {target}: error: {e}"),
-                Verdict::Pass => {}
-            }
-        }
-    }
-    let verdicts = r.scenarios.iter().flat_map(|s| [&s.qemu, &s.model]);
-    let (mut pass, mut known, mut fail) = (0, 0, 0);
-    for v in verdicts {
-        match v {
-            Verdict::Pass => pass += 1,
-            Verdict::KnownFailure(_) => known += 1,
-            _ => fail += 1,
-        }
-    }
-    println!("boot to agent ready {:.2}s, whole suite {:.2}s", r.boot_time.as_secs_f64(), r.suite_time.as_secs_f64());
-    if let Some(p) = &r.kept_logs {
-        println!("logs kept in {}", p.display());
-    }
-    println!("{known} known failures (listed defects of this QEMU)");
-    println!("vm-test: {} passed, {fail} failed", pass + known);
 }

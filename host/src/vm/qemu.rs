@@ -15,6 +15,8 @@ use super::interrupted;
 /// Oldest QEMU with vhost-user shared memory.
 pub const MIN_VERSION: (u32, u32, u32) = (11, 1, 0);
 pub const DEVICE: &str = "vhost-user-test-device-pci";
+/// How errors say that the QEMU process ended.
+const EXITED: &str = "QEMU exited";
 
 /// What the probe learnt of a QEMU binary.
 #[derive(Clone, Debug)]
@@ -96,8 +98,16 @@ pub struct Qemu {
 }
 
 impl Qemu {
-    /// Starts QEMU and waits for the agent's `ready` line.
-    pub fn boot(cfg: &BootConfig) -> Result<Self, String> {
+    /// Starts QEMU and waits for the agent's `ready` line. The error says
+    /// whether QEMU itself died (`true`) or something else went wrong.
+    pub fn boot(cfg: &BootConfig) -> Result<Self, (String, bool)> {
+        Self::boot_inner(cfg).map_err(|e| {
+            let died = e.contains(EXITED);
+            (e, died)
+        })
+    }
+
+    fn boot_inner(cfg: &BootConfig) -> Result<Self, String> {
         let agent_sock = cfg.run_dir.join("agent.sock");
         let listener = UnixListener::bind(&agent_sock).map_err(|e| format!("bind {}: {e}", agent_sock.display()))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -192,7 +202,11 @@ impl Qemu {
             self.agent.get_ref().set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
             match self.agent.read_line(&mut line) {
                 Ok(0) => {
-                    self.check_running(during)?;
+                    // The serial socket closes as QEMU exits: give it a moment to be reaped.
+                    for _ in 0..50 {
+                        self.check_running(during)?;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                     return Err(format!("agent serial closed {during}"));
                 }
                 Ok(_) if line.ends_with('\n') => return Ok(line.trim_end().to_string()),

@@ -42,7 +42,11 @@ pub enum Step {
         offset: Size,
         len: Option<Size>,
     },
-    /// Backend asks the frontend to map; the ack must be `ack` (default 0).
+    /// Backend asks the frontend to map; the ack must be `ack` (default 0),
+    /// a check named `ack-step-N`. `attach = false` sends no fd; `flags`
+    /// overrides the flags `rw` implies (unknown bits, for error cases);
+    /// `reason` must appear in what the frontend says about a rejection
+    /// (QEMU's stderr, the model's reason), a check named `reason-step-N`.
     Map {
         shmid: u8,
         file: String,
@@ -53,14 +57,26 @@ pub enum Step {
         rw: bool,
         #[serde(default)]
         ack: u64,
+        #[serde(default = "yes")]
+        attach: bool,
+        flags: Option<u64>,
+        reason: Option<String>,
     },
-    /// Backend asks the frontend to unmap; the ack must be `ack` (default 0).
+    /// Backend asks the frontend to unmap; `ack` and `reason` as for `map`.
     Unmap {
         shmid: u8,
         shm_offset: Size,
         len: Size,
         #[serde(default)]
         ack: u64,
+        reason: Option<String>,
+    },
+    /// The guest resets the device (status 0) and, unless `init = false`,
+    /// re-initialises it to DRIVER_OK. The ledger is cleared: the spec says
+    /// a reset drops every mapping.
+    GuestReset {
+        #[serde(default = "yes")]
+        init: bool,
     },
     /// The guest writes pattern `seed` into its region view.
     GuestWrite { shmid: u8, offset: Size, len: Size, seed: u8 },
@@ -84,6 +100,20 @@ pub enum Step {
     ExpectFile { check: String, file: String, offset: Size, len: Size, seed: u8 },
     /// Check: the frontend still runs and the guest still answers.
     ExpectAlive { check: String },
+    /// Check: the frontend holds no fd and no memory mapping of `file`.
+    ExpectReleased { check: String, file: String },
+    /// Check: within a timeout, the backend's latest memory table holds
+    /// (`present = true`) or no longer holds the mapping of `file` at the
+    /// region's guest address + `shm_offset`, `len` bytes. Reports the lag
+    /// after the last ack.
+    ExpectMemTable { check: String, shmid: u8, shm_offset: Size, len: Size, file: String, present: bool },
+    /// Check: `iterations` times map `file` (read-only) at `shm_offset`, let
+    /// the guest read it at once, unmap; counts stale reads and stalls.
+    ProbeReplyBeforeCommit { check: String, shmid: u8, shm_offset: Size, file: String, iterations: u32 },
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Step {
@@ -92,7 +122,10 @@ impl Step {
             Step::ExpectGuest { check, .. }
             | Step::ExpectGuestNot { check, .. }
             | Step::ExpectFile { check, .. }
-            | Step::ExpectAlive { check } => Some(check),
+            | Step::ExpectAlive { check }
+            | Step::ExpectReleased { check, .. }
+            | Step::ExpectMemTable { check, .. }
+            | Step::ProbeReplyBeforeCommit { check, .. } => Some(check),
             _ => None,
         }
     }
@@ -102,6 +135,16 @@ impl Step {
 #[serde(deny_unknown_fields)]
 struct ScenarioFile {
     description: String,
+    /// Run in a QEMU (and model) of its own: for probes that may kill QEMU
+    /// or need another device.
+    #[serde(default)]
+    own_boot: bool,
+    /// The device for an own boot (default: the suite's). Not validated, so
+    /// probes can try layouts QEMU should refuse.
+    device: Option<SuiteDevice>,
+    /// Whether the device is initialised (DRIVER_OK) before the first step.
+    #[serde(default = "yes")]
+    init: bool,
     step: Vec<Step>,
 }
 
@@ -111,6 +154,9 @@ pub struct Scenario {
     pub name: String,
     pub description: String,
     pub path: PathBuf,
+    pub own_boot: bool,
+    pub device: Option<SuiteDevice>,
+    pub init: bool,
     pub steps: Vec<Step>,
 }
 
@@ -188,7 +234,18 @@ impl Scenario {
     pub fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
         let f: ScenarioFile = parse(path, text)?;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("scenario").to_string();
-        Ok(Scenario { name, description: f.description, path: path.to_path_buf(), steps: f.step })
+        if f.device.is_some() && !f.own_boot {
+            return Err(LoadError { path: path.into(), line: 0, col: 0, message: "`device` needs `own_boot = true`: one boot runs every shared scenario".into() });
+        }
+        Ok(Scenario {
+            name,
+            description: f.description,
+            path: path.to_path_buf(),
+            own_boot: f.own_boot,
+            device: f.device,
+            init: f.init,
+            steps: f.step,
+        })
     }
 
     /// Every `*.toml` in `dir`, sorted by name.

@@ -1,0 +1,310 @@
+//! Executes scenario steps on one target (QEMU or the model) and records
+//! each check's outcome with its evidence. Checks never stop a scenario; a
+//! step that cannot be carried out does. Verdicts are made elsewhere.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::guest::{Guest, Observed};
+use super::scenario::{Scenario, Step};
+use crate::backend::{MemTable, Recorder};
+use crate::channel::{ShmemMsg, ShmemOp};
+use crate::files::{fnv1a64, pattern_byte};
+use crate::manager::{Attach, Expect, MAP_RW, MappingManager, Outcome};
+
+/// How long a memory-table update may take to arrive after an ack.
+pub const MEM_TABLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// An operation slower than this counts as a stall in the probes.
+const STALL: Duration = Duration::from_secs(1);
+
+/// The outcome of one check.
+#[derive(Clone, Debug)]
+pub struct CheckResult {
+    pub check: String,
+    pub passed: bool,
+    pub evidence: String,
+}
+
+/// One frontend with what the runner needs to drive and observe it.
+pub struct Target {
+    pub mgr: MappingManager,
+    pub guest: Box<dyn Guest>,
+    pub recorder: Arc<Recorder>,
+    /// Ack latencies of accepted maps and unmaps, for the benchmarks.
+    pub map_latencies: Vec<Duration>,
+    pub unmap_latencies: Vec<Duration>,
+    /// Ack-to-memory-table lags measured by `expect-mem-table`.
+    pub table_lags: Vec<Duration>,
+    last_ack: Option<Instant>,
+}
+
+impl Target {
+    pub fn new(mgr: MappingManager, guest: Box<dyn Guest>, recorder: Arc<Recorder>) -> Self {
+        Target { mgr, guest, recorder, map_latencies: Vec::new(), unmap_latencies: Vec::new(), table_lags: Vec::new(), last_ack: None }
+    }
+
+    fn note(&mut self, o: &Outcome) {
+        self.last_ack = Some(o.reply.at);
+        if o.accepted() {
+            match o.op {
+                ShmemOp::Map => self.map_latencies.push(o.reply.latency),
+                ShmemOp::Unmap => self.unmap_latencies.push(o.reply.latency),
+            }
+        }
+    }
+}
+
+fn step_kind(step: &Step) -> &'static str {
+    match step {
+        Step::File { .. } => "file",
+        Step::Fill { .. } => "fill",
+        Step::Map { .. } => "map",
+        Step::Unmap { .. } => "unmap",
+        Step::GuestReset { .. } => "guest-reset",
+        Step::GuestWrite { .. } => "guest-write",
+        Step::HostWrite { .. } => "host-write",
+        Step::ExpectGuest { .. } => "expect-guest",
+        Step::ExpectGuestNot { .. } => "expect-guest-not",
+        Step::ExpectFile { .. } => "expect-file",
+        Step::ExpectAlive { .. } => "expect-alive",
+        Step::ExpectReleased { .. } => "expect-released",
+        Step::ExpectMemTable { .. } => "expect-mem-table",
+        Step::ProbeReplyBeforeCommit { .. } => "probe-reply-before-commit",
+    }
+}
+
+/// Runs the scenario's steps. A frontend that dies is recorded as the
+/// failed check `frontend-survives` (with the step that killed it) and ends
+/// the scenario; any other step error is returned as an error.
+pub fn run_steps(scn: &Scenario, t: &mut Target) -> Result<Vec<CheckResult>, String> {
+    let mut checks = Vec::new();
+    for (n, step) in scn.steps.iter().enumerate() {
+        let res = run_step(scn, n + 1, step, t, &mut checks);
+        if let Some(death) = t.guest.gone() {
+            checks.push(CheckResult {
+                check: "frontend-survives".into(),
+                passed: false,
+                evidence: format!("during step {} ({} {step:?}): {death}", n + 1, step_kind(step)),
+            });
+            return Ok(checks);
+        }
+        res.map_err(|e| format!("step {} ({}): {e}", n + 1, step_kind(step)))?;
+    }
+    Ok(checks)
+}
+
+fn ack_checks(n: usize, t: &Target, o: &Outcome, want: u64, reason: Option<&str>, said: &str, checks: &mut Vec<CheckResult>) {
+    checks.push(CheckResult {
+        check: format!("ack-step-{n}"),
+        passed: o.reply.ack == want,
+        evidence: format!("{:?} {:?} fd={}: ack {} (expected {want}) after {:?}", o.op, o.msg, o.with_fd, o.reply.ack, o.reply.latency),
+    });
+    if let Some(reason) = reason {
+        checks.push(CheckResult {
+            check: format!("reason-step-{n}"),
+            passed: said.contains(reason),
+            evidence: format!("{} said {said:?}; expected it to mention {reason:?}", t.guest.kind()),
+        });
+    }
+}
+
+fn run_step(scn: &Scenario, n: usize, step: &Step, t: &mut Target, checks: &mut Vec<CheckResult>) -> Result<(), String> {
+    let file = |name: &str| format!("{}/{name}", scn.name);
+    let e2s = |e: crate::manager::ManagerError| e.to_string();
+    match step {
+        Step::File { name, size } => {
+            t.mgr.create_file(&file(name), size.0).map_err(e2s)?;
+        }
+        Step::Fill { file: f, seed, offset, len } => {
+            let hf = t.mgr.file(&file(f)).map_err(e2s)?;
+            let len = len.map_or(hf.size().saturating_sub(offset.0), |l| l.0);
+            hf.fill(offset.0, len, *seed).map_err(|e| e.to_string())?;
+        }
+        Step::Map { shmid, file: f, fd_offset, shm_offset, len, rw, ack, attach, flags, reason } => {
+            let name = file(f);
+            let msg = ShmemMsg {
+                shmid: *shmid,
+                fd_offset: fd_offset.0,
+                shm_offset: shm_offset.0,
+                len: len.0,
+                flags: flags.unwrap_or(if *rw { MAP_RW } else { 0 }),
+            };
+            let mark = t.guest.log_mark();
+            let o = t.mgr.send(ShmemOp::Map, msg, if *attach { Attach::File(&name) } else { Attach::None }).map_err(e2s)?;
+            t.note(&o);
+            let said = t.guest.log_since(mark);
+            ack_checks(n, t, &o, *ack, reason.as_deref(), &said, checks);
+        }
+        Step::Unmap { shmid, shm_offset, len, ack, reason } => {
+            let mark = t.guest.log_mark();
+            let o = t.mgr.unmap(*shmid, shm_offset.0, len.0).map_err(e2s)?;
+            t.note(&o);
+            let said = t.guest.log_since(mark);
+            ack_checks(n, t, &o, *ack, reason.as_deref(), &said, checks);
+        }
+        Step::GuestReset { init } => {
+            t.guest.reset(*init)?;
+            t.mgr.forget_all();
+        }
+        Step::GuestWrite { shmid, offset, len, seed } => {
+            t.guest.fill(*shmid, offset.0, len.0, *seed)?;
+        }
+        Step::HostWrite { file: f, offset, len, seed } => {
+            t.mgr.file(&file(f)).map_err(e2s)?.fill(offset.0, len.0, *seed).map_err(|e| e.to_string())?;
+        }
+        Step::ExpectGuest { check, shmid, offset, len, seed } => {
+            let bytes: Vec<u8> = match seed {
+                Some(seed) => (0..len.0).map(|i| pattern_byte(*seed, i)).collect(),
+                None => {
+                    let want = t.mgr.expected(*shmid, offset.0, len.0).map_err(e2s)?;
+                    let bytes: Option<Vec<u8>> = want.iter().map(|e| if let Expect::Byte(b) = e { Some(*b) } else { None }).collect();
+                    bytes.ok_or("the ledger has unmapped bytes in this range; use expect-guest-not")?
+                }
+            };
+            let want = Observed::of(&bytes);
+            let got = t.guest.observe(*shmid, offset.0, len.0)?;
+            checks.push(CheckResult {
+                check: check.clone(),
+                passed: got == want,
+                evidence: format!(
+                    "guest saw {}; expected {} ({})",
+                    got.describe(),
+                    want.describe(),
+                    seed.map_or("what the ledger maps there".to_string(), |s| format!("pattern {s}"))
+                ),
+            });
+        }
+        Step::ExpectGuestNot { check, shmid, offset, len, file: f, fd_offset } => {
+            let old = t.mgr.file(&file(f)).map_err(e2s)?.read(fd_offset.0, len.0).map_err(|e| e.to_string())?;
+            let old = Observed::of(&old);
+            let got = t.guest.observe(*shmid, offset.0, len.0)?;
+            checks.push(CheckResult {
+                check: check.clone(),
+                passed: got != old,
+                evidence: format!("guest saw {}; the file's bytes are {}", got.describe(), old.describe()),
+            });
+        }
+        Step::ExpectFile { check, file: f, offset, len, seed } => {
+            let data = t.mgr.file(&file(f)).map_err(e2s)?.read(offset.0, len.0).map_err(|e| e.to_string())?;
+            let want: Vec<u8> = (0..len.0).map(|i| pattern_byte(*seed, i)).collect();
+            let first_diff = data.iter().zip(&want).position(|(a, b)| a != b);
+            checks.push(CheckResult {
+                check: check.clone(),
+                passed: first_diff.is_none(),
+                evidence: match first_diff {
+                    None => format!("file holds pattern {seed} (digest {:016x})", fnv1a64(&data)),
+                    Some(i) => format!(
+                        "file differs from pattern {seed} first at offset {:#x}: {:#04x} instead of {:#04x}",
+                        offset.0 + i as u64,
+                        data[i],
+                        want[i]
+                    ),
+                },
+            });
+        }
+        Step::ExpectAlive { check } => {
+            let res = t.guest.alive();
+            checks.push(CheckResult {
+                check: check.clone(),
+                passed: res.is_ok(),
+                evidence: res.err().unwrap_or_else(|| format!("{} answers", t.guest.kind())),
+            });
+        }
+        Step::ExpectReleased { check, file: f } => {
+            let id = t.mgr.file(&file(f)).map_err(e2s)?.id();
+            let held = t.guest.holds(id)?;
+            checks.push(CheckResult {
+                check: check.clone(),
+                passed: held.is_empty(),
+                evidence: if held.is_empty() {
+                    format!("{} holds no fd or mapping of {f}", t.guest.kind())
+                } else {
+                    format!("{} still holds {f}: {}", t.guest.kind(), held.join(", "))
+                },
+            });
+        }
+        Step::ExpectMemTable { check, shmid, shm_offset, len, file: f, present } => {
+            let id = t.mgr.file(&file(f)).map_err(e2s)?.id();
+            let window = t.mgr.spec().bar_offset(*shmid).ok_or_else(|| format!("no region shmid {shmid}"))?;
+            let addr = t.guest.bar_base() + window + shm_offset.0;
+            let holds = |m: &MemTable| m.regions.iter().any(|r| r.guest_addr == addr && r.size == len.0 && r.file == Some(id));
+            let since = t.last_ack.unwrap_or_else(Instant::now);
+            let ok = t.recorder.wait_for(MEM_TABLE_TIMEOUT, |r| r.mem_tables.last().is_some_and(|m| holds(m) == *present));
+            let rec = t.recorder.lock();
+            let lag = rec.mem_tables.iter().rev().find(|m| holds(m) == *present && m.at >= since).map(|m| m.at - since);
+            let evidence = match (ok, lag) {
+                (true, Some(lag)) => format!("memory table {} {f} at {addr:#x}+{:#x} {lag:?} after the ack", if *present { "holds" } else { "no longer holds" }, len.0),
+                (true, None) => format!("memory table already {} it before the ack", if *present { "held" } else { "lacked" }),
+                (false, _) => format!(
+                    "after {MEM_TABLE_TIMEOUT:?} the latest of {} memory tables {} {f} at {addr:#x}+{:#x}; its regions: {:?}",
+                    rec.mem_tables.len(),
+                    if *present { "does not hold" } else { "still holds" },
+                    len.0,
+                    rec.mem_tables.last().map(|m| m.regions.iter().map(|r| (r.guest_addr, r.size)).collect::<Vec<_>>())
+                ),
+            };
+            drop(rec);
+            if let (true, Some(lag)) = (ok, lag) {
+                t.table_lags.push(lag);
+            }
+            checks.push(CheckResult { check: check.clone(), passed: ok, evidence });
+        }
+        Step::ProbeReplyBeforeCommit { check, shmid, shm_offset, file: f, iterations } => {
+            checks.push(probe_reply_before_commit(t, check, *shmid, shm_offset.0, &file(f), *iterations)?);
+        }
+    }
+    Ok(())
+}
+
+/// Map, read at once from the guest, unmap, `iterations` times. A read that
+/// does not show the file right after the ack is stale; an operation slower
+/// than [`STALL`] is a stall. Reports counts and an ack-latency histogram.
+fn probe_reply_before_commit(t: &mut Target, check: &str, shmid: u8, shm_offset: u64, file: &str, iterations: u32) -> Result<CheckResult, String> {
+    let hf = t.mgr.file(file).map_err(|e| e.to_string())?;
+    let len = hf.size();
+    let want = Observed::of(&hf.read(0, len).map_err(|e| e.to_string())?);
+    let (mut stale, mut stalls, mut first_stale) = (0u32, 0u32, None);
+    let mut hist = [0u32; 6]; // <0.1 ms, <0.3, <1, <3, <10, >=10 ms
+    let bucket = |d: Duration| match d.as_micros() {
+        0..100 => 0,
+        100..300 => 1,
+        300..1000 => 2,
+        1000..3000 => 3,
+        3000..10000 => 4,
+        _ => 5,
+    };
+    for i in 0..iterations {
+        let o = t.mgr.map(shmid, file, 0, shm_offset, len, false).map_err(|e| e.to_string())?;
+        if o.reply.ack != 0 {
+            return Err(format!("iteration {i}: map refused (ack {})", o.reply.ack));
+        }
+        t.note(&o);
+        hist[bucket(o.reply.latency)] += 1;
+        let read_start = Instant::now();
+        let got = t.guest.observe(shmid, shm_offset, len)?;
+        let read_time = read_start.elapsed();
+        if got != want {
+            stale += 1;
+            first_stale.get_or_insert((i, got.describe()));
+        }
+        let u = t.mgr.unmap(shmid, shm_offset, len).map_err(|e| e.to_string())?;
+        if u.reply.ack != 0 {
+            return Err(format!("iteration {i}: unmap refused (ack {})", u.reply.ack));
+        }
+        t.note(&u);
+        if o.reply.latency > STALL || u.reply.latency > STALL || read_time > STALL {
+            stalls += 1;
+        }
+        if super::interrupted() {
+            return Err("interrupted".into());
+        }
+    }
+    let mut evidence = format!(
+        "{iterations} iterations: {stale} stale reads, {stalls} stalls (> {STALL:?}); map ack latency histogram <0.1ms:{} <0.3ms:{} <1ms:{} <3ms:{} <10ms:{} >=10ms:{}",
+        hist[0], hist[1], hist[2], hist[3], hist[4], hist[5]
+    );
+    if let Some((i, what)) = first_stale {
+        evidence.push_str(&format!("; first stale read at iteration {i}: {what}"));
+    }
+    Ok(CheckResult { check: check.into(), passed: stale == 0 && stalls == 0, evidence })
+}
