@@ -91,6 +91,8 @@ fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> ManagerError {
 pub enum Attach<'a> {
     None,
     File(&'a str),
+    /// The file re-opened read-only (through /proc/self/fd).
+    ReadOnly(&'a str),
 }
 
 /// Owns files and the ledger; talks to one frontend through one channel.
@@ -143,9 +145,15 @@ impl MappingManager {
     /// Sends any request, malformed ones included (no fd, len 0, overflow,
     /// unknown flags, unknown shmid), and updates the ledger from the ack.
     pub fn send(&mut self, op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>) -> Result<Outcome, ManagerError> {
+        let reopened;
         let (fd, file_name) = match attach {
             Attach::None => (None, None),
             Attach::File(name) => (Some(self.file(name)?.file().as_raw_fd()), Some(name.to_string())),
+            Attach::ReadOnly(name) => {
+                let path = format!("/proc/self/fd/{}", self.file(name)?.file().as_raw_fd());
+                reopened = std::fs::File::open(&path).map_err(io_ctx(format!("re-opening {name:?} read-only")))?;
+                (Some(reopened.as_raw_fd()), Some(name.to_string()))
+            }
         };
         let reply = self
             .channel

@@ -318,19 +318,26 @@ impl ModelFrontend {
         Ok(())
     }
 
-    /// Device reset (`virtio_reset`): every mapping goes and its fd is closed.
+    /// Device reset (`virtio_reset`): every mapping goes and its fd is
+    /// closed, and a started device tells the backend with a memory table
+    /// that no longer holds them (QEMU 11.1.3 sends none: the backend's view
+    /// goes stale).
     pub fn reset(&self) -> io::Result<()> {
-        let mut st = self.inner.state();
-        let keep = st.faults.keep_fd_after_unmap;
-        let mappings = std::mem::take(&mut st.mappings);
-        for m in mappings {
-            self.inner.regions[usize::from(m.shmid)].as_ref().map_or(Ok(()), |r| r.clear(m.shm_offset, m.len))?;
-            if keep {
-                st.leaked.push(m.fd);
+        let was_started = {
+            let mut st = self.inner.state();
+            let keep = st.faults.keep_fd_after_unmap;
+            let mappings = std::mem::take(&mut st.mappings);
+            for m in mappings {
+                self.inner.regions[usize::from(m.shmid)].as_ref().map_or(Ok(()), |r| r.clear(m.shm_offset, m.len))?;
+                if keep {
+                    st.leaked.push(m.fd);
+                }
             }
-        }
-        st.started = false;
-        Ok(())
+            st.started
+        };
+        let table = if was_started { send_mem_table(&self.inner) } else { Ok(()) };
+        self.inner.state().started = false;
+        table.map_err(|e| io::Error::other(format!("model frontend: SET_MEM_TABLE after reset: {e}")))
     }
 
     /// Live mappings.
@@ -407,7 +414,12 @@ fn guest_ram() -> io::Result<GuestRam> {
 /// QEMU's checks for SHMEM_MAP, in QEMU's order, then the model's own
 /// stricter ones (alignment, file size, access mode) that QEMU does in mmap.
 fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) -> Result<(), Rejection> {
-    let fd = fd.ok_or(reject(libc::EBADF, "no fd attached"))?;
+    let fd = fd.ok_or(reject(libc::EBADF, "Bad fd for map"))?;
+    // QEMU 11.1.3 crashes here (its vhost device is not started); a correct
+    // frontend refuses: there is no started device to map into.
+    if !st.started {
+        return Err(reject(libc::ENODEV, "device not started (no DRIVER_OK since the last reset)"));
+    }
     let region = inner
         .regions
         .get(usize::from(msg.shmid))
@@ -452,6 +464,11 @@ fn fd_size(fd: &OwnedFd) -> io::Result<u64> {
     Ok(st.st_size as u64)
 }
 
+fn fd_writable(fd: &OwnedFd) -> bool {
+    // SAFETY: F_GETFL on a valid fd.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) & libc::O_ACCMODE == libc::O_RDWR }
+}
+
 fn check_unmap(inner: &Inner, st: &State, msg: &ShmemMsg) -> Result<usize, Rejection> {
     inner
         .regions
@@ -479,7 +496,7 @@ fn serve(inner: &Inner, sock: &UnixStream) {
         let mut st = inner.state();
         let decided: Result<Change, Rejection> = match (req.request, msg) {
             (r, Some(m)) if r == ShmemOp::Map.code() => check_map(inner, &st, &m, fd.as_ref()).and_then(|()| {
-                let fd = fd.ok_or(reject(libc::EBADF, "no fd attached"))?;
+                let fd = fd.ok_or(reject(libc::EBADF, "Bad fd for map"))?;
                 Ok(Change::Map(Mapping {
                     shmid: m.shmid,
                     shm_offset: m.shm_offset,
@@ -557,7 +574,9 @@ fn send_mem_table(inner: &Inner) -> Result<(), String> {
         mmap_offset: 0,
         mmap_handle: inner.guest_ram.file.as_raw_fd(),
     }];
-    for m in &st.mappings {
+    // A mapping of a read-only fd cannot be in the table: backends map
+    // memory-table regions read-write (QEMU never gets here: it refuses such fds).
+    for m in st.mappings.iter().filter(|m| fd_writable(&m.fd)) {
         let window: u64 = inner.regions[..usize::from(m.shmid)].iter().flatten().map(|r| r.size).sum();
         let base = inner.regions[usize::from(m.shmid)].as_ref().map_or(0, |r| r.base);
         table.push(VhostUserMemoryRegionInfo {

@@ -275,3 +275,16 @@ fn a_read_only_fd_can_be_mapped_read_only_but_not_read_write() {
     r.model.sync(T).unwrap();
     assert_eq!(r.model.served().last().unwrap().result.unwrap_err().errno, libc::EACCES);
 }
+
+#[test]
+fn a_map_before_the_device_is_started_is_refused_not_fatal() {
+    let mut r = rig(vec![0x10000]);
+    r.mgr.create_file("early", 0x1000).unwrap();
+    r.model.reset().unwrap();
+    let o = r.mgr.map(0, "early", 0, 0, 0x1000, false).unwrap();
+    assert_eq!(o.reply.ack, 1);
+    r.model.sync(T).unwrap();
+    assert_eq!(r.model.served().last().unwrap().result.unwrap_err().errno, libc::ENODEV);
+    r.model.start().unwrap();
+    assert_eq!(r.mgr.map(0, "early", 0, 0, 0x1000, false).unwrap().reply.ack, 0);
+}

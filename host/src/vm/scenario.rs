@@ -59,9 +59,15 @@ pub enum Step {
         ack: u64,
         #[serde(default = "yes")]
         attach: bool,
+        /// Attach the file re-opened read-only instead.
+        #[serde(default)]
+        readonly_fd: bool,
         flags: Option<u64>,
         reason: Option<String>,
     },
+    /// Check: `count` mappings of `len` bytes of `file` side by side from
+    /// offset 0 of region `shmid` are all accepted.
+    MapMany { check: String, shmid: u8, file: String, count: u32, len: Size },
     /// Backend asks the frontend to unmap; `ack` and `reason` as for `map`.
     Unmap {
         shmid: u8,
@@ -125,7 +131,8 @@ impl Step {
             | Step::ExpectAlive { check }
             | Step::ExpectReleased { check, .. }
             | Step::ExpectMemTable { check, .. }
-            | Step::ProbeReplyBeforeCommit { check, .. } => Some(check),
+            | Step::ProbeReplyBeforeCommit { check, .. }
+            | Step::MapMany { check, .. } => Some(check),
             _ => None,
         }
     }

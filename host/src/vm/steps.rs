@@ -14,6 +14,10 @@ use crate::manager::{Attach, Expect, MAP_RW, MappingManager, Outcome};
 
 /// How long a memory-table update may take to arrive after an ack.
 pub const MEM_TABLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a frontend may take to release a file after a reset or unmap.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a frontend whose socket closed may take to show as exited.
+const DEATH_GRACE: Duration = Duration::from_secs(2);
 /// An operation slower than this counts as a stall in the probes.
 const STALL: Duration = Duration::from_secs(1);
 
@@ -59,6 +63,7 @@ fn step_kind(step: &Step) -> &'static str {
         Step::File { .. } => "file",
         Step::Fill { .. } => "fill",
         Step::Map { .. } => "map",
+        Step::MapMany { .. } => "map-many",
         Step::Unmap { .. } => "unmap",
         Step::GuestReset { .. } => "guest-reset",
         Step::GuestWrite { .. } => "guest-write",
@@ -80,7 +85,15 @@ pub fn run_steps(scn: &Scenario, t: &mut Target) -> Result<Vec<CheckResult>, Str
     let mut checks = Vec::new();
     for (n, step) in scn.steps.iter().enumerate() {
         let res = run_step(scn, n + 1, step, t, &mut checks);
-        if let Some(death) = t.guest.gone() {
+        // A dying QEMU closes its sockets before it can be reaped: after a
+        // failed step, give it a moment to show as gone.
+        let deadline = Instant::now() + if res.is_err() { DEATH_GRACE } else { Duration::ZERO };
+        let mut gone = t.guest.gone();
+        while gone.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            gone = t.guest.gone();
+        }
+        if let Some(death) = gone {
             checks.push(CheckResult {
                 check: "frontend-survives".into(),
                 passed: false,
@@ -120,7 +133,7 @@ fn run_step(scn: &Scenario, n: usize, step: &Step, t: &mut Target, checks: &mut 
             let len = len.map_or(hf.size().saturating_sub(offset.0), |l| l.0);
             hf.fill(offset.0, len, *seed).map_err(|e| e.to_string())?;
         }
-        Step::Map { shmid, file: f, fd_offset, shm_offset, len, rw, ack, attach, flags, reason } => {
+        Step::Map { shmid, file: f, fd_offset, shm_offset, len, rw, ack, attach, readonly_fd, flags, reason } => {
             let name = file(f);
             let msg = ShmemMsg {
                 shmid: *shmid,
@@ -130,10 +143,41 @@ fn run_step(scn: &Scenario, n: usize, step: &Step, t: &mut Target, checks: &mut 
                 flags: flags.unwrap_or(if *rw { MAP_RW } else { 0 }),
             };
             let mark = t.guest.log_mark();
-            let o = t.mgr.send(ShmemOp::Map, msg, if *attach { Attach::File(&name) } else { Attach::None }).map_err(e2s)?;
+            let how = match (attach, readonly_fd) {
+                (false, _) => Attach::None,
+                (true, false) => Attach::File(&name),
+                (true, true) => Attach::ReadOnly(&name),
+            };
+            let o = t.mgr.send(ShmemOp::Map, msg, how).map_err(e2s)?;
             t.note(&o);
             let said = t.guest.log_since(mark);
             ack_checks(n, t, &o, *ack, reason.as_deref(), &said, checks);
+        }
+        Step::MapMany { check, shmid, file: f, count, len } => {
+            let name = file(f);
+            let mut refused = Vec::new();
+            let start = Instant::now();
+            for i in 0..u64::from(*count) {
+                let o = t.mgr.map(*shmid, &name, 0, i * len.0, len.0, false).map_err(e2s)?;
+                t.note(&o);
+                if o.reply.ack != 0 {
+                    refused.push(i);
+                }
+                if t.guest.gone().is_some() {
+                    return Err(format!("frontend died at mapping {i} of {count}"));
+                }
+            }
+            checks.push(CheckResult {
+                check: check.clone(),
+                passed: refused.is_empty(),
+                evidence: format!(
+                    "{count} maps of {:#x} bytes in {:?}: {} refused{}",
+                    len.0,
+                    start.elapsed(),
+                    refused.len(),
+                    refused.first().map(|i| format!(" (first: mapping {i})")).unwrap_or_default()
+                ),
+            });
         }
         Step::Unmap { shmid, shm_offset, len, ack, reason } => {
             let mark = t.guest.log_mark();
@@ -212,14 +256,19 @@ fn run_step(scn: &Scenario, n: usize, step: &Step, t: &mut Target, checks: &mut 
         }
         Step::ExpectReleased { check, file: f } => {
             let id = t.mgr.file(&file(f)).map_err(e2s)?.id();
-            let held = t.guest.holds(id)?;
+            let start = Instant::now();
+            let mut held = t.guest.holds(id)?;
+            while !held.is_empty() && start.elapsed() < RELEASE_TIMEOUT {
+                std::thread::sleep(Duration::from_millis(20));
+                held = t.guest.holds(id)?;
+            }
             checks.push(CheckResult {
                 check: check.clone(),
                 passed: held.is_empty(),
                 evidence: if held.is_empty() {
-                    format!("{} holds no fd or mapping of {f}", t.guest.kind())
+                    format!("{} holds no fd or mapping of {f} ({:?} after the check began)", t.guest.kind(), start.elapsed())
                 } else {
-                    format!("{} still holds {f}: {}", t.guest.kind(), held.join(", "))
+                    format!("{} still holds {f} after {RELEASE_TIMEOUT:?}: {}", t.guest.kind(), held.join(", "))
                 },
             });
         }
