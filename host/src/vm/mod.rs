@@ -251,8 +251,9 @@ pub fn judge(result: Result<Vec<CheckResult>, String>, scenario: &str, defects: 
     }
 }
 
-/// Runs one scenario on a target that is ready for it; returns checks or an error.
-fn run_on(scn: &Scenario, t: &mut Target, prepare: bool) -> (Result<Vec<CheckResult>, String>, Duration) {
+/// Runs one scenario on a target (after a device reset when `prepare`);
+/// returns its checks or an error, and how long it took.
+pub fn run_on(scn: &Scenario, t: &mut Target, prepare: bool) -> (Result<Vec<CheckResult>, String>, Duration) {
     let start = Instant::now();
     let res = if prepare {
         t.guest.reset(scn.init).map_err(|e| format!("resetting the device before the scenario: {e}"))
@@ -289,12 +290,17 @@ fn report(scn: &Scenario, q: (Result<Vec<CheckResult>, String>, Duration), m: (R
     }
 }
 
+/// The device a scenario runs with: its own (unvalidated) or the suite's.
+pub fn scenario_spec(suite: &DeviceSpec, scn: &Scenario) -> DeviceSpec {
+    match &scn.device {
+        Some(d) => DeviceSpec { virtio_id: d.virtio_id, num_queues: 1, regions: d.regions.iter().map(|s| s.0).collect() },
+        None => suite.clone(),
+    }
+}
+
 /// A scenario with a QEMU and a model of its own (probes that may kill QEMU).
 fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path) -> Result<ScenarioReport, String> {
-    let spec = match &scn.device {
-        Some(d) => DeviceSpec { virtio_id: d.virtio_id, num_queues: 1, regions: d.regions.iter().map(|s| s.0).collect() },
-        None => cfg.spec.clone(),
-    };
+    let spec = scenario_spec(&cfg.spec, scn);
     // Inside the run directory, which is kept when the run fails.
     let dir = run_dir.join(&scn.name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
