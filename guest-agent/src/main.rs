@@ -88,6 +88,12 @@ fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhites
     if cmd == "ping" {
         return Ok("pong".into());
     }
+    if cmd == "hang" {
+        // Fault injection: stop answering for N seconds.
+        let secs = num(args.next(), "seconds")?;
+        std::thread::sleep(Duration::from_secs(secs));
+        return Ok("awake".into());
+    }
     if cmd == "poweroff" {
         return Ok("bye".into());
     }

@@ -3,7 +3,7 @@
 //! never sends requests on the backend channel itself; the mapping manager does.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -146,12 +146,27 @@ pub struct TestDevice {
     spec: Arc<DeviceSpec>,
     recorder: Arc<Recorder>,
     exit: Arc<(EventConsumer, EventNotifier)>,
+    /// Exit-event consumers handed to the crate. vhost-user-backend 0.24
+    /// registers them with `into_raw_fd()` and never closes them (one fd
+    /// leaked per worker and daemon); we close them once the workers are gone.
+    handed_out: Arc<Mutex<Vec<RawFd>>>,
 }
 
 impl TestDevice {
     pub fn new(spec: DeviceSpec, recorder: Arc<Recorder>) -> io::Result<Self> {
         let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
-        Ok(TestDevice { spec: Arc::new(spec), recorder, exit: Arc::new(exit) })
+        Ok(TestDevice { spec: Arc::new(spec), recorder, exit: Arc::new(exit), handed_out: Arc::default() })
+    }
+
+    /// Closes the exit-event consumers the crate leaked. Call only after
+    /// the daemon and its workers are gone (then nothing uses them).
+    pub fn close_leaked_exit_fds(&self) {
+        for fd in self.handed_out.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            // SAFETY: the crate turned this fd into a raw fd and never closes
+            // it; we are its last user, and it stays open (so its number is not
+            // reused) until this close.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
     }
 }
 
@@ -214,7 +229,10 @@ impl VhostUserBackend for TestDevice {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
+        let consumer = self.exit.0.try_clone().ok()?;
+        let notifier = self.exit.1.try_clone().ok()?;
+        self.handed_out.lock().unwrap_or_else(|p| p.into_inner()).push(consumer.as_raw_fd());
+        Some((consumer, notifier))
     }
 
     fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {

@@ -75,13 +75,19 @@ pub struct Reply {
 /// One end of the backend channel, owned by the backend side.
 #[derive(Debug)]
 pub struct BackendChannel {
-    sock: Mutex<Option<UnixStream>>,
+    /// The socket, or why it can no longer be used.
+    sock: Mutex<Result<UnixStream, String>>,
     timeout: Duration,
 }
 
 impl BackendChannel {
     pub fn new(sock: UnixStream) -> Self {
-        BackendChannel { sock: Mutex::new(Some(sock)), timeout: ACK_TIMEOUT }
+        BackendChannel { sock: Mutex::new(Ok(sock)), timeout: ACK_TIMEOUT }
+    }
+
+    /// Closes our end, as a backend that dies would.
+    pub fn close(&self) {
+        *self.sock.lock().unwrap_or_else(|p| p.into_inner()) = Err("the backend closed the channel (it died)".into());
     }
 
     /// Sends one request with NEED_REPLY and waits for its ack. `fd` is
@@ -90,9 +96,7 @@ impl BackendChannel {
     /// request's), so every later call fails with the first error.
     pub fn request(&self, op: ShmemOp, body: &[u8], fd: Option<RawFd>) -> io::Result<Reply> {
         let mut guard = self.sock.lock().unwrap_or_else(|p| p.into_inner());
-        let sock = guard.as_ref().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotConnected, "backend channel is unusable after an earlier failure")
-        })?;
+        let sock = guard.as_ref().map_err(|why| io::Error::new(io::ErrorKind::NotConnected, format!("backend channel unusable: {why}")))?;
         let fds: Vec<RawFd> = fd.into_iter().collect();
         let start = Instant::now();
         let res = wire::send(sock, op.code(), wire::VERSION_1 | wire::FLAG_NEED_REPLY, body, &fds)
@@ -100,8 +104,9 @@ impl BackendChannel {
         match res {
             Ok(ack) => Ok(Reply { ack, latency: start.elapsed(), at: Instant::now() }),
             Err(e) => {
-                *guard = None;
-                Err(io::Error::new(e.kind(), format!("{op:?}: {e}")))
+                let e = io::Error::new(e.kind(), format!("{op:?}: {e}"));
+                *guard = Err(format!("an earlier request failed: {e}"));
+                Err(e)
             }
         }
     }

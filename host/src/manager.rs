@@ -199,6 +199,11 @@ impl MappingManager {
         }
     }
 
+    /// The backend channel, shared with whoever must be able to close it.
+    pub fn channel(&self) -> &Arc<BackendChannel> {
+        &self.channel
+    }
+
     /// The frontend dropped every mapping (device reset): so does the ledger.
     pub fn forget_all(&mut self) {
         self.ledger.clear();

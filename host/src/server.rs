@@ -187,6 +187,7 @@ fn serve_one(
     }
     let inner = UnixListener::bind(inner_path).map_err(|e| format!("bind {}: {e}", inner_path.display()))?;
     let to_daemon = UnixStream::connect(inner_path).map_err(|e| format!("connect to the daemon socket: {e}"))?;
+    let device_handle = device.clone();
     let mut daemon = VhostUserDaemon::new("shmem-test-device".into(), device, GuestMemoryAtomic::new(GuestMemoryMmap::new()))
         .map_err(|e| format!("creating the vhost-user daemon: {e}"))?;
     let mut inner = Listener::from(inner);
@@ -211,12 +212,17 @@ fn serve_one(
         .spawn(move || tap(&d_in, &f_out, Direction::ToFrontend, &rec, &sh))
         .map_err(|e| format!("spawn tap: {e}"))?;
     let daemon_res = daemon.wait();
+    // The vring workers run until told to exit; nothing else tells them.
+    for handler in daemon.get_epoll_handlers() {
+        handler.send_exit_event();
+    }
     for s in [&frontend, &to_daemon] {
         let _ = s.shutdown(Shutdown::Both);
     }
     let taps = [downstream.join(), upstream.join()];
     recorder.update(|r| r.disconnected = true);
     drop(daemon);
+    device_handle.close_leaked_exit_fds();
     let _ = fs::remove_file(inner_path);
     let stopping = shared.stop.load(Ordering::SeqCst);
     for t in taps {

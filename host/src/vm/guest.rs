@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use std::os::unix::fs::MetadataExt;
 
 use super::qemu::Qemu;
+use super::scenario::Fault;
 use crate::backend::FileId;
 use crate::model::MODEL_BAR_BASE;
 use crate::files::{fnv1a64, pattern_byte};
@@ -66,25 +67,35 @@ pub trait Guest {
     fn bandwidth(&mut self, shmid: u8, len: u64, iterations: u32) -> Result<String, String>;
     /// Ends the frontend (QEMU powers off); nothing else may be asked after.
     fn shutdown(&mut self);
+    /// Fault injection on the frontend or guest side (`kill-backend` is the runner's).
+    fn inject(&mut self, fault: Fault) -> Result<(), String>;
+    /// Asks the guest for a sign of life, waiting at most `timeout`.
+    fn ping(&mut self, timeout: Duration) -> Result<(), String>;
 }
 
 /// A QEMU guest driven through the agent.
 pub struct QemuGuest {
     pub qemu: Qemu,
     seq: u64,
+    /// The agent was told to stop answering (fault injection).
+    hung: bool,
 }
 
 impl QemuGuest {
     pub fn new(qemu: Qemu) -> Self {
-        QemuGuest { qemu, seq: 0 }
+        QemuGuest { qemu, seq: 0, hung: false }
     }
 
     /// Sends one command and returns the text after `ok`.
     pub fn command(&mut self, cmd: &str) -> Result<String, String> {
+        self.command_within(cmd, COMMAND_TIMEOUT)
+    }
+
+    fn command_within(&mut self, cmd: &str, timeout: Duration) -> Result<String, String> {
         self.seq += 1;
         let id = self.seq.to_string();
         self.qemu.send_line(&format!("{id} {cmd}"))?;
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             let line = self.qemu.read_line(deadline, &format!("waiting for the agent's answer to `{cmd}`"))?;
             let Some(rest) = line.strip_prefix(&format!("{id} ")) else { continue };
@@ -191,7 +202,32 @@ impl Guest for QemuGuest {
     }
 
     fn shutdown(&mut self) {
-        self.qemu.stop(Duration::from_secs(10));
+        self.qemu.stop(if self.hung { Duration::ZERO } else { Duration::from_secs(10) });
+    }
+
+    fn inject(&mut self, fault: Fault) -> Result<(), String> {
+        match fault {
+            Fault::KillQemu => self.qemu.kill_unannounced(),
+            Fault::HangAgent => {
+                self.hung = true;
+                self.seq += 1;
+                self.qemu.send_line(&format!("{} hang 600", self.seq))
+            }
+            Fault::KillBackend => Err("kill-backend is injected by the runner".into()),
+        }
+    }
+
+    fn ping(&mut self, timeout: Duration) -> Result<(), String> {
+        self.qemu.check_running("pinging the guest")?;
+        let res = self.command_within("ping", timeout).map(|_| ());
+        if let Err(e) = &res {
+            // Name a death rather than its symptom on the serial socket.
+            for _ in 0..50 {
+                self.qemu.check_running(&format!("pinging the guest ({e})"))?;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        res
     }
 }
 
@@ -268,4 +304,12 @@ impl Guest for ModelGuest {
     }
 
     fn shutdown(&mut self) {}
+
+    fn inject(&mut self, fault: Fault) -> Result<(), String> {
+        Err(format!("{fault:?} is not injected into the model (fault scenarios are QEMU-only)"))
+    }
+
+    fn ping(&mut self, _timeout: Duration) -> Result<(), String> {
+        Ok(())
+    }
 }

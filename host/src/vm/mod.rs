@@ -4,6 +4,7 @@
 //! and calls [`run_suite`]. Step execution is in `steps`, reports in `report`.
 
 pub mod guest;
+pub mod leaks;
 pub mod qemu;
 pub mod report;
 pub mod scenario;
@@ -72,11 +73,14 @@ pub enum Verdict {
     UnexpectedPass(Vec<String>),
     /// The scenario could not be run to the end (infrastructure, timeout).
     Error(String),
+    /// Not run on this target, and why (fault scenarios on the model).
+    Skipped(String),
 }
 
 impl Verdict {
+    /// Whether the run may still succeed with this verdict.
     pub fn ok(&self) -> bool {
-        matches!(self, Verdict::Pass | Verdict::KnownFailure(_))
+        matches!(self, Verdict::Pass | Verdict::KnownFailure(_) | Verdict::Skipped(_))
     }
     pub fn label(&self) -> &'static str {
         match self {
@@ -85,6 +89,7 @@ impl Verdict {
             Verdict::Fail(_) => "FAIL",
             Verdict::UnexpectedPass(_) => "UNEXPECTED-PASS",
             Verdict::Error(_) => "ERROR",
+            Verdict::Skipped(_) => "SKIPPED",
         }
     }
 }
@@ -163,11 +168,10 @@ impl BootError {
     }
 }
 
-/// A booted QEMU target; the backend server lives as long as the target.
+/// A booted QEMU target (its backend server lives in the target).
 struct QemuTarget {
     target: Target,
     boot_time: Duration,
-    _server: BackendServer,
 }
 
 fn boot(cfg: &SuiteConfig, spec: &DeviceSpec, accel: Accel, init: bool, run_dir: &Path) -> Result<QemuTarget, BootError> {
@@ -192,8 +196,8 @@ fn boot(cfg: &SuiteConfig, spec: &DeviceSpec, accel: Accel, init: bool, run_dir:
         return Err(other(format!("the guest agent found no test device: {}", guest.qemu.ready_line)));
     }
     guest.reset(init).map_err(|e| other(format!("initialising the device: {e}")))?;
-    let target = Target::new(MappingManager::new(spec.clone(), chan), Box::new(guest), server.recorder().clone());
-    Ok(QemuTarget { target, boot_time, _server: server })
+    let target = Target::new(MappingManager::new(spec.clone(), chan), Box::new(guest), server);
+    Ok(QemuTarget { target, boot_time })
 }
 
 fn boot_with_fallback(cfg: &SuiteConfig, run_dir: &Path) -> Result<(QemuTarget, Accel, Option<String>), String> {
@@ -220,15 +224,14 @@ fn boot_with_fallback(cfg: &SuiteConfig, run_dir: &Path) -> Result<(QemuTarget, 
 }
 
 /// The reference model behind its own backend, as a target.
-pub fn model_target(spec: &DeviceSpec, faults: Faults, init: bool, run_dir: &Path) -> Result<(Target, BackendServer), String> {
+pub fn model_target(spec: &DeviceSpec, faults: Faults, init: bool, run_dir: &Path) -> Result<Target, String> {
     let server = BackendServer::start_unvalidated_in(spec.clone(), run_dir).map_err(|e| format!("starting the model's backend: {e}"))?;
     let model = ModelFrontend::connect(server.socket_path(), u64::from(spec.num_queues), faults).map_err(|e| e.to_string())?;
     if init {
         model.start().map_err(|e| e.to_string())?;
     }
     let chan = server.channel(CHANNEL_TIMEOUT).map_err(|e| e.to_string())?;
-    let target = Target::new(MappingManager::new(spec.clone(), chan), Box::new(ModelGuest { model }), server.recorder().clone());
-    Ok((target, server))
+    Ok(Target::new(MappingManager::new(spec.clone(), chan), Box::new(ModelGuest { model }), server))
 }
 
 /// Turns check results into a verdict; `defects` are those that apply here.
@@ -275,7 +278,7 @@ fn report(scn: &Scenario, q: (Result<Vec<CheckResult>, String>, Duration), m: (R
     let qemu_checks = q.0.clone().unwrap_or_default();
     let model_checks = m.0.clone().unwrap_or_default();
     let qemu = judge(q.0, &scn.name, defects);
-    let model = judge(m.0, &scn.name, &[]);
+    let model = if scn.qemu_only { Verdict::Skipped("fault scenario: QEMU only".into()) } else { judge(m.0, &scn.name, &[]) };
     let qemu_log = (!qemu.ok()).then(qlog);
     ScenarioReport {
         name: scn.name.clone(),
@@ -306,7 +309,8 @@ fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path)
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let defects = defects_for(cfg, scn);
     let start = Instant::now();
-    let (q, qlog) = match boot(cfg, &spec, accel, scn.init, &dir) {
+    let before = leaks::Snapshot::take();
+    let (mut q, qlog) = match boot(cfg, &spec, accel, scn.init, &dir) {
         Ok(mut qt) => {
             let r = run_on(scn, &mut qt.target, false);
             let log = qt.target.guest.log_text();
@@ -319,9 +323,22 @@ fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path)
         }
         Err(BootError::Other(e)) => ((Err(e), start.elapsed()), String::new()),
     };
-    let m = match model_target(&spec, Faults::default(), scn.init, &dir) {
-        Ok((mut t, _server)) => run_on(scn, &mut t, false),
-        Err(e) => (Err(e), Duration::ZERO),
+    // Everything of that boot is torn down now: nothing of it may remain.
+    let leaks = before.leaks_after(&dir, Duration::from_secs(1));
+    if let Ok(checks) = &mut q.0 {
+        checks.push(CheckResult {
+            check: "no-leaks".into(),
+            passed: leaks.is_empty(),
+            evidence: if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") },
+        });
+    }
+    let m = if scn.qemu_only {
+        (Ok(Vec::new()), Duration::ZERO)
+    } else {
+        match model_target(&spec, Faults::default(), scn.init, &dir) {
+            Ok(mut t) => run_on(scn, &mut t, false),
+            Err(e) => (Err(e), Duration::ZERO),
+        }
     };
     Ok(report(scn, q, m, &defects, || qlog))
 }
@@ -367,7 +384,7 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, String> {
 
 fn run_in(cfg: &SuiteConfig, run_dir: &Path, suite_start: Instant) -> Result<SuiteReport, String> {
     let (mut qt, accel, accel_note) = boot_with_fallback(cfg, run_dir)?;
-    let (mut model, _model_server) = model_target(&cfg.spec, Faults::default(), true, run_dir)?;
+    let mut model = model_target(&cfg.spec, Faults::default(), true, run_dir)?;
     let mut reports = Vec::new();
     let mut qemu_dead: Option<String> = None;
     for scn in cfg.scenarios.iter().filter(|s| !s.own_boot) {

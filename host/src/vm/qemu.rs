@@ -110,6 +110,14 @@ impl Qemu {
     fn boot_inner(cfg: &BootConfig) -> Result<Self, String> {
         let agent_sock = cfg.run_dir.join("agent.sock");
         let listener = UnixListener::bind(&agent_sock).map_err(|e| format!("bind {}: {e}", agent_sock.display()))?;
+        // The socket file goes when boot ends, however it ends.
+        struct Unlink<'a>(&'a Path);
+        impl Drop for Unlink<'_> {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(self.0);
+            }
+        }
+        let _unlink = Unlink(&agent_sock);
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let console_log = cfg.run_dir.join(format!("console-{:?}.log", cfg.accel).to_lowercase());
         let stderr_log = cfg.run_dir.join(format!("qemu-{:?}.log", cfg.accel).to_lowercase());
@@ -243,6 +251,17 @@ impl Qemu {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill();
+    }
+
+    /// Fault injection: SIGKILL QEMU and leave it to be noticed (and reaped)
+    /// like any other death.
+    pub fn kill_unannounced(&mut self) -> Result<(), String> {
+        let pid = self.pid().ok_or("QEMU is not running")?;
+        // SAFETY: signalling our own child, which is not reaped yet.
+        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } != 0 {
+            return Err(format!("kill {pid}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     fn kill(&mut self) {

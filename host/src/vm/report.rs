@@ -30,18 +30,19 @@ pub fn print_report(r: &SuiteReport) {
                     println!("    {target}: listed known defects did not show: {} (update tests/known-defects.toml)", c.join(", "))
                 }
                 Verdict::Error(e) => println!("    {target}: error: {e}"),
-                Verdict::Pass => {}
+                Verdict::Pass | Verdict::Skipped(_) => {}
             }
         }
         for d in differences(s) {
             println!("    differs: {d}");
         }
     }
-    let (mut pass, mut known, mut fail) = (0, 0, 0);
+    let (mut pass, mut known, mut fail, mut skipped) = (0, 0, 0, 0);
     for v in r.scenarios.iter().flat_map(|s| [&s.qemu, &s.model]) {
         match v {
             Verdict::Pass => pass += 1,
             Verdict::KnownFailure(_) => known += 1,
+            Verdict::Skipped(_) => skipped += 1,
             _ => fail += 1,
         }
     }
@@ -50,7 +51,7 @@ pub fn print_report(r: &SuiteReport) {
         println!("logs kept in {}", p.display());
     }
     println!("{known} known failures (listed defects of this QEMU)");
-    println!("vm-test: {} passed, {fail} failed", pass + known);
+    println!("vm-test: {} passed, {fail} failed, {skipped} skipped", pass + known);
 }
 
 /// Checks whose outcome differs between QEMU and the model.
@@ -72,7 +73,7 @@ fn checks_json(c: &[CheckResult]) -> Value {
 
 fn verdict_json(v: &Verdict) -> Value {
     match v {
-        Verdict::Error(e) => json!({"verdict": v.label(), "error": e}),
+        Verdict::Error(e) | Verdict::Skipped(e) => json!({"verdict": v.label(), "why": e}),
         Verdict::UnexpectedPass(c) => json!({"verdict": v.label(), "checks": c}),
         _ => json!({"verdict": v.label()}),
     }
@@ -145,6 +146,8 @@ pub fn junit_report(r: &SuiteReport) -> String {
                 };
                 let log = if target == "qemu" { s.qemu_log.clone().unwrap_or_default() } else { String::new() };
                 cases.push_str(&format!("    <failure message=\"{}\">{}{}</failure>\n", xml(&msg), xml(&detail), xml(&log)));
+            } else if let Verdict::Skipped(why) = v {
+                cases.push_str(&format!("    <skipped message=\"{}\"/>\n", xml(why)));
             } else if matches!(v, Verdict::KnownFailure(_)) {
                 cases.push_str(&format!("    <system-out>KNOWN-FAIL (listed defect)\n{}</system-out>\n", xml(&detail)));
             }

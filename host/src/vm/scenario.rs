@@ -65,6 +65,12 @@ pub enum Step {
         flags: Option<u64>,
         reason: Option<String>,
     },
+    /// Fault injection (QEMU only): `kill-qemu`, `kill-backend`, `hang-agent`.
+    Inject { fault: Fault },
+    /// Check: the guest (`from = "guest"`: a ping) or the frontend (`from =
+    /// "frontend"`: a 4 KiB map of `file`) gives no answer within a short
+    /// timeout, and the runner names why.
+    ExpectNoAnswer { check: String, from: Party, file: Option<String> },
     /// Check: `count` mappings of `len` bytes of `file` side by side from
     /// offset 0 of region `shmid` are all accepted.
     MapMany { check: String, shmid: u8, file: String, count: u32, len: Size },
@@ -118,6 +124,23 @@ pub enum Step {
     ProbeReplyBeforeCommit { check: String, shmid: u8, shm_offset: Size, file: String, iterations: u32 },
 }
 
+/// A fault the runner can inject.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    KillQemu,
+    KillBackend,
+    HangAgent,
+}
+
+/// Who is expected not to answer.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Party {
+    Guest,
+    Frontend,
+}
+
 fn yes() -> bool {
     true
 }
@@ -132,7 +155,8 @@ impl Step {
             | Step::ExpectReleased { check, .. }
             | Step::ExpectMemTable { check, .. }
             | Step::ProbeReplyBeforeCommit { check, .. }
-            | Step::MapMany { check, .. } => Some(check),
+            | Step::MapMany { check, .. }
+            | Step::ExpectNoAnswer { check, .. } => Some(check),
             _ => None,
         }
     }
@@ -152,6 +176,10 @@ struct ScenarioFile {
     /// Whether the device is initialised (DRIVER_OK) before the first step.
     #[serde(default = "yes")]
     init: bool,
+    /// Fault scenarios exercise the appliance against QEMU; the model
+    /// verdict is reported as skipped.
+    #[serde(default)]
+    qemu_only: bool,
     step: Vec<Step>,
 }
 
@@ -164,6 +192,7 @@ pub struct Scenario {
     pub own_boot: bool,
     pub device: Option<SuiteDevice>,
     pub init: bool,
+    pub qemu_only: bool,
     pub steps: Vec<Step>,
 }
 
@@ -241,6 +270,10 @@ impl Scenario {
     pub fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
         let f: ScenarioFile = parse(path, text)?;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("scenario").to_string();
+        let injects = f.step.iter().any(|s| matches!(s, Step::Inject { .. }));
+        if injects && !(f.own_boot && f.qemu_only) {
+            return Err(LoadError { path: path.into(), line: 0, col: 0, message: "`inject` needs `own_boot = true` and `qemu_only = true`".into() });
+        }
         if f.device.is_some() && !f.own_boot {
             return Err(LoadError { path: path.into(), line: 0, col: 0, message: "`device` needs `own_boot = true`: one boot runs every shared scenario".into() });
         }
@@ -251,6 +284,7 @@ impl Scenario {
             own_boot: f.own_boot,
             device: f.device,
             init: f.init,
+            qemu_only: f.qemu_only,
             steps: f.step,
         })
     }

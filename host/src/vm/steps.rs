@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::guest::{Guest, Observed};
-use super::scenario::{Scenario, Step};
+use super::scenario::{Fault, Party, Scenario, Step};
+use crate::server::BackendServer;
 use crate::backend::{MemTable, Recorder};
 use crate::channel::{ShmemMsg, ShmemOp};
 use crate::files::{fnv1a64, pattern_byte};
@@ -18,6 +19,8 @@ pub const MEM_TABLE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a frontend whose socket closed may take to show as exited.
 const DEATH_GRACE: Duration = Duration::from_secs(2);
+/// How long `expect-no-answer` waits.
+const NO_ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 /// An operation slower than this counts as a stall in the probes.
 const STALL: Duration = Duration::from_secs(1);
 
@@ -34,6 +37,10 @@ pub struct Target {
     pub mgr: MappingManager,
     pub guest: Box<dyn Guest>,
     pub recorder: Arc<Recorder>,
+    /// The backend; `None` once a `kill-backend` fault stopped it.
+    pub server: Option<BackendServer>,
+    /// A fault was injected that kills the frontend: its death is no failure.
+    expected_death: bool,
     /// Ack latencies of accepted maps and unmaps, for the benchmarks.
     pub map_latencies: Vec<Duration>,
     pub unmap_latencies: Vec<Duration>,
@@ -43,8 +50,9 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(mgr: MappingManager, guest: Box<dyn Guest>, recorder: Arc<Recorder>) -> Self {
-        Target { mgr, guest, recorder, map_latencies: Vec::new(), unmap_latencies: Vec::new(), table_lags: Vec::new(), last_ack: None }
+    pub fn new(mgr: MappingManager, guest: Box<dyn Guest>, server: BackendServer) -> Self {
+        let recorder = server.recorder().clone();
+        Target { mgr, guest, recorder, server: Some(server), expected_death: false, map_latencies: Vec::new(), unmap_latencies: Vec::new(), table_lags: Vec::new(), last_ack: None }
     }
 
     fn note(&mut self, o: &Outcome) {
@@ -64,6 +72,8 @@ fn step_kind(step: &Step) -> &'static str {
         Step::Fill { .. } => "fill",
         Step::Map { .. } => "map",
         Step::MapMany { .. } => "map-many",
+        Step::Inject { .. } => "inject",
+        Step::ExpectNoAnswer { .. } => "expect-no-answer",
         Step::Unmap { .. } => "unmap",
         Step::GuestReset { .. } => "guest-reset",
         Step::GuestWrite { .. } => "guest-write",
@@ -88,8 +98,8 @@ pub fn run_steps(scn: &Scenario, t: &mut Target) -> Result<Vec<CheckResult>, Str
         // A dying QEMU closes its sockets before it can be reaped: after a
         // failed step, give it a moment to show as gone.
         let deadline = Instant::now() + if res.is_err() { DEATH_GRACE } else { Duration::ZERO };
-        let mut gone = t.guest.gone();
-        while gone.is_none() && Instant::now() < deadline {
+        let mut gone = if t.expected_death { None } else { t.guest.gone() };
+        while gone.is_none() && !t.expected_death && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
             gone = t.guest.gone();
         }
@@ -297,6 +307,38 @@ fn run_step(scn: &Scenario, n: usize, step: &Step, t: &mut Target, checks: &mut 
                 t.table_lags.push(lag);
             }
             checks.push(CheckResult { check: check.clone(), passed: ok, evidence });
+        }
+        Step::Inject { fault } => match fault {
+            Fault::KillBackend => {
+                // A dead backend's sockets close: the daemon's and the channel.
+                if let Some(server) = t.server.take() {
+                    server.shutdown()?;
+                }
+                t.mgr.channel().close();
+            }
+            Fault::KillQemu => {
+                t.expected_death = true;
+                t.guest.inject(*fault)?;
+            }
+            Fault::HangAgent => t.guest.inject(*fault)?,
+        },
+        Step::ExpectNoAnswer { check, from, file: f } => {
+            let start = Instant::now();
+            let res: Result<String, String> = match from {
+                Party::Guest => t.guest.ping(NO_ANSWER_TIMEOUT).map(|()| "the guest answered".into()),
+                Party::Frontend => {
+                    let name = file(f.as_deref().ok_or("expect-no-answer from the frontend needs `file`")?);
+                    t.mgr.map(0, &name, 0, 0, 0x1000, false).map(|o| format!("the frontend acked {}", o.reply.ack)).map_err(e2s)
+                }
+            };
+            checks.push(CheckResult {
+                check: check.clone(),
+                passed: res.is_err(),
+                evidence: match res {
+                    Ok(answer) => format!("{answer} within {:?}", start.elapsed()),
+                    Err(e) => format!("no answer after {:?}: {e}", start.elapsed()),
+                },
+            });
         }
         Step::ProbeReplyBeforeCommit { check, shmid, shm_offset, file: f, iterations } => {
             checks.push(probe_reply_before_commit(t, check, *shmid, shm_offset.0, &file(f), *iterations)?);

@@ -1,0 +1,27 @@
+//! The leak check the runner applies to itself finds each kind of leak.
+//! One test in its own binary: fds are counted process-wide.
+
+use std::os::unix::net::UnixListener;
+use std::process::Command;
+
+use shmem_host::vm::leaks::Snapshot;
+
+#[test]
+fn the_leak_check_finds_a_child_an_fd_a_socket_and_a_temp_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = Snapshot::take();
+    assert_eq!(snap.leaks_since(dir.path()), Vec::<String>::new(), "clean at first");
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let file = std::fs::File::create(dir.path().join("held-open")).unwrap();
+    let listener = UnixListener::bind(dir.path().join("left.sock")).unwrap();
+    std::fs::create_dir(dir.path().join("shmem-backend-x")).unwrap();
+    let leaks = snap.leaks_since(dir.path());
+    let _ = child.kill();
+    let _ = child.wait();
+    drop((file, listener));
+    let text = leaks.join("\n");
+    assert!(text.contains("child process") && text.contains("sleep 30"), "{text}");
+    assert!(text.contains("held-open") && text.contains("socket:["), "{text}");
+    assert!(text.contains("left.sock"), "{text}");
+    assert!(text.contains("temp dir") && text.contains("shmem-backend-x"), "{text}");
+}
