@@ -81,11 +81,33 @@ fn load_scenarios(root: &Path, filter: Option<&str>) -> Result<Vec<Scenario>, St
 
 fn vm_test(args: &[String]) -> Result<vm::SuiteReport, String> {
     let o = parse_opts(args)?;
+    let result = prepare_and_run(&o);
+    let (json, junit) = match &result {
+        Ok(r) => {
+            report::print_report(r);
+            (report::json_report(r), report::junit_report(r))
+        }
+        // A run that could not even start still leaves a failing report.
+        Err(e) => (report::json_error(e), report::junit_error(e)),
+    };
+    for (path, text) in [(&o.json, json), (&o.junit, junit)] {
+        if let Some(p) = path {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            }
+            std::fs::write(p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
+            println!("vm-test: wrote {}", p.display());
+        }
+    }
+    result
+}
+
+fn prepare_and_run(o: &Opts) -> Result<vm::SuiteReport, String> {
     let root = root();
     let scenarios = load_scenarios(&root, o.filter.as_deref())?;
     if o.list {
         for s in &scenarios {
-            println!("{:<16} {}", s.name, s.description);
+            println!("{:<28} {}", s.name, s.description);
         }
         std::process::exit(0);
     }
@@ -98,23 +120,15 @@ fn vm_test(args: &[String]) -> Result<vm::SuiteReport, String> {
     let qemu = artefacts::find_qemu(&sh, o.qemu.as_deref(), &cache)?;
     println!("vm-test: QEMU {} at {}", qemu.version_text, qemu.path.display());
     let agent = artefacts::build_agent(&sh, &root)?;
-    let kernel = match o.kernel {
-        Some(k) => k,
+    let kernel = match &o.kernel {
+        Some(k) => k.clone(),
         None => artefacts::build_kernel(&sh, &root, o.kernel_src.as_deref(), &cache)?,
     };
     let work_dir = root.join("target/vm-test");
     let initramfs = artefacts::build_initramfs(&agent, &work_dir)?;
     vm::install_interrupt_handler();
     let cfg = SuiteConfig { qemu, kernel, initramfs, accel: o.accel, spec, scenarios, known_defects, work_dir };
-    let report = vm::run_suite(&cfg)?;
-    report::print_report(&report);
-    for (path, text) in [(&o.json, report::json_report(&report)), (&o.junit, report::junit_report(&report))] {
-        if let Some(p) = path {
-            std::fs::write(p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
-            println!("vm-test: wrote {}", p.display());
-        }
-    }
-    Ok(report)
+    vm::run_suite(&cfg)
 }
 
 fn test(args: &[String]) -> Result<bool, String> {

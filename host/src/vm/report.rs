@@ -161,6 +161,19 @@ pub fn junit_report(r: &SuiteReport) -> String {
     )
 }
 
+/// `--json` for a run that could not start (no QEMU boot, bad artefacts).
+pub fn json_error(error: &str) -> String {
+    serde_json::to_string_pretty(&json!({"ok": false, "error": error, "scenarios": []})).unwrap_or_default()
+}
+
+/// `--junit` for a run that could not start: one failing test case.
+pub fn junit_error(error: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"vm-test\" tests=\"1\" failures=\"1\">\n  <testcase classname=\"vm-test\" name=\"run\">\n    <failure message=\"{}\"/>\n  </testcase>\n</testsuite>\n",
+        xml(error)
+    )
+}
+
 fn percentile(v: &[Duration], p: f64) -> Option<f64> {
     if v.is_empty() {
         return None;
