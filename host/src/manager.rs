@@ -101,12 +101,11 @@ pub struct MappingManager {
     channel: Arc<BackendChannel>,
     files: BTreeMap<String, HostFile>,
     ledger: Vec<LedgerEntry>,
-    history: Vec<Outcome>,
 }
 
 impl MappingManager {
     pub fn new(spec: DeviceSpec, channel: Arc<BackendChannel>) -> Self {
-        MappingManager { spec, channel, files: BTreeMap::new(), ledger: Vec::new(), history: Vec::new() }
+        MappingManager { spec, channel, files: BTreeMap::new(), ledger: Vec::new() }
     }
 
     pub fn spec(&self) -> &DeviceSpec {
@@ -123,10 +122,6 @@ impl MappingManager {
 
     pub fn file(&self, name: &str) -> Result<&HostFile, ManagerError> {
         self.files.get(name).ok_or_else(|| ManagerError::UnknownFile(name.into()))
-    }
-
-    pub fn files(&self) -> impl Iterator<Item = &HostFile> {
-        self.files.values()
     }
 
     /// Asks the frontend to map `len` bytes of `file` at `fd_offset` into
@@ -166,7 +161,6 @@ impl MappingManager {
                 ShmemOp::Unmap => self.record_unmap(msg),
             };
         }
-        self.history.push(outcome.clone());
         Ok(outcome)
     }
 
@@ -212,11 +206,6 @@ impl MappingManager {
     /// Live mappings, oldest first.
     pub fn ledger(&self) -> &[LedgerEntry] {
         &self.ledger
-    }
-
-    /// Every request sent so far with its reply.
-    pub fn history(&self) -> &[Outcome] {
-        &self.history
     }
 
     /// What `len` bytes of region `shmid` at `offset` should show now. Where

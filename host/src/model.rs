@@ -361,13 +361,6 @@ impl ModelFrontend {
     pub fn served(&self) -> Vec<Served> {
         self.inner.state().served.clone()
     }
-
-    /// Guest address of region `shmid`'s window, as the model's memory tables use it.
-    pub fn guest_addr(&self, shmid: u8) -> Option<u64> {
-        let idx = usize::from(shmid);
-        self.inner.regions.get(idx)?.as_ref()?;
-        Some(MODEL_BAR_BASE + self.inner.regions[..idx].iter().flatten().map(|r| r.size).sum::<u64>())
-    }
 }
 
 impl Drop for ModelFrontend {

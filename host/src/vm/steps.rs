@@ -120,7 +120,15 @@ fn ack_checks(n: usize, t: &Target, o: &Outcome, want: u64, reason: Option<&str>
     checks.push(CheckResult {
         check: format!("ack-step-{n}"),
         passed: o.reply.ack == want,
-        evidence: format!("{:?} {:?} fd={}: ack {} (expected {want}) after {:?}", o.op, o.msg, o.with_fd, o.reply.ack, o.reply.latency),
+        evidence: format!(
+            "{:?} {:?} fd={}: ack {} (expected {want}) after {:?}{}",
+            o.op,
+            o.msg,
+            o.with_fd,
+            o.reply.ack,
+            o.reply.latency,
+            o.anomaly.as_ref().map(|a| format!("; the ledger cannot make sense of it: {a:?}")).unwrap_or_default()
+        ),
     });
     if let Some(reason) = reason {
         checks.push(CheckResult {
