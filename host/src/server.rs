@@ -101,6 +101,12 @@ impl BackendServer {
         Ok(BackendServer { dir, private, socket, recorder, shared, thread: Some(thread) })
     }
 
+    /// The private (0700) directory of this server's sockets; others that
+    /// belong to the same boot may go there too.
+    pub fn private_dir(&self) -> &Path {
+        &self.private
+    }
+
     /// Path of the vhost-user socket the frontend connects to.
     pub fn socket_path(&self) -> &Path {
         &self.socket

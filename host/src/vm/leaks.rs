@@ -70,6 +70,13 @@ impl Snapshot {
         }
     }
 
+    /// Sockets and temp dirs left under `dir` (for a second directory).
+    pub fn leftovers_in(&self, dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        leftovers(dir, &mut out);
+        out
+    }
+
     /// What is left now that was not there at the snapshot: child
     /// processes, fds, and sockets or temp dirs under `dir`.
     pub fn leaks_since(&self, dir: &Path) -> Vec<String> {

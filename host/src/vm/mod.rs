@@ -174,9 +174,16 @@ struct QemuTarget {
     boot_time: Duration,
 }
 
-fn boot(cfg: &SuiteConfig, spec: &DeviceSpec, accel: Accel, init: bool, run_dir: &Path) -> Result<QemuTarget, BootError> {
+/// Where a boot keeps its logs, and the short directory its sockets live under.
+#[derive(Clone, Copy)]
+struct Dirs<'a> {
+    logs: &'a Path,
+    sockets: &'a Path,
+}
+
+fn boot(cfg: &SuiteConfig, spec: &DeviceSpec, accel: Accel, init: bool, dirs: Dirs<'_>) -> Result<QemuTarget, BootError> {
     let other = BootError::Other;
-    let server = BackendServer::start_unvalidated_in(spec.clone(), run_dir).map_err(|e| other(format!("starting the backend: {e}")))?;
+    let server = BackendServer::start_unvalidated_in(spec.clone(), dirs.sockets).map_err(|e| other(format!("starting the backend: {e}")))?;
     let boot = BootConfig {
         qemu: cfg.qemu.path.clone(),
         kernel: cfg.kernel.clone(),
@@ -184,10 +191,10 @@ fn boot(cfg: &SuiteConfig, spec: &DeviceSpec, accel: Accel, init: bool, run_dir:
         accel,
         vhost_socket: server.socket_path().to_path_buf(),
         virtio_id: spec.virtio_id,
-        run_dir: run_dir.to_path_buf(),
+        log_dir: dirs.logs.to_path_buf(),
+        agent_socket: server.private_dir().join("agent.sock"),
         ready_timeout: if accel == Accel::Kvm { READY_KVM } else { READY_TCG },
     };
-    let _ = std::fs::remove_file(run_dir.join("agent.sock"));
     let qemu = Qemu::boot(&boot).map_err(|(e, died)| if died { BootError::Died(e) } else { other(e) })?;
     let boot_time = qemu.boot_time;
     let chan = server.channel(CHANNEL_TIMEOUT).map_err(|e| other(format!("backend channel: {e}")))?;
@@ -200,32 +207,32 @@ fn boot(cfg: &SuiteConfig, spec: &DeviceSpec, accel: Accel, init: bool, run_dir:
     Ok(QemuTarget { target, boot_time })
 }
 
-fn boot_with_fallback(cfg: &SuiteConfig, run_dir: &Path) -> Result<(QemuTarget, Accel, Option<String>), String> {
+fn boot_with_fallback(cfg: &SuiteConfig, dirs: Dirs<'_>) -> Result<(QemuTarget, Accel, Option<String>), String> {
     let try_kvm = match cfg.accel {
         AccelChoice::Tcg => false,
         AccelChoice::Kvm => true,
         AccelChoice::Auto => kvm_usable().is_ok(),
     };
     if try_kvm {
-        match boot(cfg, &cfg.spec, Accel::Kvm, true, run_dir) {
+        match boot(cfg, &cfg.spec, Accel::Kvm, true, dirs) {
             Ok(t) => return Ok((t, Accel::Kvm, None)),
             Err(e) if cfg.accel == AccelChoice::Kvm || interrupted() => return Err(format!("KVM boot failed: {}", e.text())),
             Err(e) => {
                 let note = format!("KVM boot failed ({}); fell back to TCG", e.text());
                 eprintln!("vm-test: {note}");
-                let t = boot(cfg, &cfg.spec, Accel::Tcg, true, run_dir).map_err(|e| e.text().to_string())?;
+                let t = boot(cfg, &cfg.spec, Accel::Tcg, true, dirs).map_err(|e| e.text().to_string())?;
                 return Ok((t, Accel::Tcg, Some(note)));
             }
         }
     }
     let note = (cfg.accel == AccelChoice::Auto).then(|| format!("TCG: {}", kvm_usable().err().unwrap_or_default()));
-    let t = boot(cfg, &cfg.spec, Accel::Tcg, true, run_dir).map_err(|e| e.text().to_string())?;
+    let t = boot(cfg, &cfg.spec, Accel::Tcg, true, dirs).map_err(|e| e.text().to_string())?;
     Ok((t, Accel::Tcg, note))
 }
 
-/// The reference model behind its own backend, as a target.
-pub fn model_target(spec: &DeviceSpec, faults: Faults, init: bool, run_dir: &Path) -> Result<Target, String> {
-    let server = BackendServer::start_unvalidated_in(spec.clone(), run_dir).map_err(|e| format!("starting the model's backend: {e}"))?;
+/// The reference model behind its own backend (socket under `sockets`), as a target.
+pub fn model_target(spec: &DeviceSpec, faults: Faults, init: bool, sockets: &Path) -> Result<Target, String> {
+    let server = BackendServer::start_unvalidated_in(spec.clone(), sockets).map_err(|e| format!("starting the model's backend: {e}"))?;
     let model = ModelFrontend::connect(server.socket_path(), u64::from(spec.num_queues), faults).map_err(|e| e.to_string())?;
     if init {
         model.start().map_err(|e| e.to_string())?;
@@ -302,7 +309,7 @@ pub fn scenario_spec(suite: &DeviceSpec, scn: &Scenario) -> DeviceSpec {
 }
 
 /// A scenario with a QEMU and a model of its own (probes that may kill QEMU).
-fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path) -> Result<ScenarioReport, String> {
+fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path, sockets: &Path) -> Result<ScenarioReport, String> {
     let spec = scenario_spec(&cfg.spec, scn);
     // Inside the run directory, which is kept when the run fails.
     let dir = run_dir.join(&scn.name);
@@ -310,7 +317,7 @@ fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path)
     let defects = defects_for(cfg, scn);
     let start = Instant::now();
     let before = leaks::Snapshot::take();
-    let (mut q, qlog) = match boot(cfg, &spec, accel, scn.init, &dir) {
+    let (mut q, qlog) = match boot(cfg, &spec, accel, scn.init, Dirs { logs: &dir, sockets }) {
         Ok(mut qt) => {
             let r = run_on(scn, &mut qt.target, false);
             let log = qt.target.guest.log_text();
@@ -324,7 +331,8 @@ fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path)
         Err(BootError::Other(e)) => ((Err(e), start.elapsed()), String::new()),
     };
     // Everything of that boot is torn down now: nothing of it may remain.
-    let leaks = before.leaks_after(&dir, Duration::from_secs(1));
+    let mut leaks = before.leaks_after(&dir, Duration::from_secs(1));
+    leaks.extend(before.leftovers_in(sockets));
     if let Ok(checks) = &mut q.0 {
         checks.push(CheckResult {
             check: "no-leaks".into(),
@@ -335,7 +343,7 @@ fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path)
     let m = if scn.qemu_only {
         (Ok(Vec::new()), Duration::ZERO)
     } else {
-        match model_target(&spec, Faults::default(), scn.init, &dir) {
+        match model_target(&spec, Faults::default(), scn.init, sockets) {
             Ok(mut t) => run_on(scn, &mut t, false),
             Err(e) => (Err(e), Duration::ZERO),
         }
@@ -367,8 +375,11 @@ fn measure_bandwidth(t: &mut Target) -> Result<(f64, f64), String> {
 pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, String> {
     std::fs::create_dir_all(&cfg.work_dir).map_err(|e| format!("create {}: {e}", cfg.work_dir.display()))?;
     let run_dir = tempfile::Builder::new().prefix("run-").tempdir_in(&cfg.work_dir).map_err(|e| e.to_string())?;
+    // Sockets go under the system temp dir: a Unix socket path must stay
+    // below 108 bytes, and a clone's target/ may be deep.
+    let sockets = tempfile::Builder::new().prefix("shmem-vm-").tempdir().map_err(|e| format!("socket dir: {e}"))?;
     let suite_start = Instant::now();
-    let result = run_in(cfg, run_dir.path(), suite_start);
+    let result = run_in(cfg, Dirs { logs: run_dir.path(), sockets: sockets.path() }, suite_start);
     if result.as_ref().map_or(true, |r| !r.ok()) {
         let kept = run_dir.keep();
         return match result {
@@ -382,9 +393,9 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, String> {
     result
 }
 
-fn run_in(cfg: &SuiteConfig, run_dir: &Path, suite_start: Instant) -> Result<SuiteReport, String> {
-    let (mut qt, accel, accel_note) = boot_with_fallback(cfg, run_dir)?;
-    let mut model = model_target(&cfg.spec, Faults::default(), true, run_dir)?;
+fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<SuiteReport, String> {
+    let (mut qt, accel, accel_note) = boot_with_fallback(cfg, dirs)?;
+    let mut model = model_target(&cfg.spec, Faults::default(), true, dirs.sockets)?;
     let mut reports = Vec::new();
     let mut qemu_dead: Option<String> = None;
     for scn in cfg.scenarios.iter().filter(|s| !s.own_boot) {
@@ -415,12 +426,15 @@ fn run_in(cfg: &SuiteConfig, run_dir: &Path, suite_start: Instant) -> Result<Sui
     measurements.model_table_lag = std::mem::take(&mut model.table_lags);
     let boot_time = qt.boot_time;
     qt.target.guest.shutdown();
+    // Own boots check that nothing is left under the socket dir: the shared
+    // targets go first.
     drop(qt);
+    drop(model);
     for scn in cfg.scenarios.iter().filter(|s| s.own_boot) {
         if interrupted() {
             return Err("interrupted".into());
         }
-        reports.push(run_own_boot(cfg, scn, accel, run_dir)?);
+        reports.push(run_own_boot(cfg, scn, accel, dirs.logs, dirs.sockets)?);
     }
     Ok(SuiteReport {
         qemu: cfg.qemu.clone(),

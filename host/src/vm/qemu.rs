@@ -83,7 +83,10 @@ pub struct BootConfig {
     pub accel: Accel,
     pub vhost_socket: PathBuf,
     pub virtio_id: u16,
-    pub run_dir: PathBuf,
+    /// Where QEMU's stderr and the guest console are logged.
+    pub log_dir: PathBuf,
+    /// The agent's serial socket (a short path: sockets are limited to 108 bytes).
+    pub agent_socket: PathBuf,
     pub ready_timeout: Duration,
 }
 
@@ -108,7 +111,7 @@ impl Qemu {
     }
 
     fn boot_inner(cfg: &BootConfig) -> Result<Self, String> {
-        let agent_sock = cfg.run_dir.join("agent.sock");
+        let agent_sock = cfg.agent_socket.clone();
         let listener = UnixListener::bind(&agent_sock).map_err(|e| format!("bind {}: {e}", agent_sock.display()))?;
         // The socket file goes when boot ends, however it ends.
         struct Unlink<'a>(&'a Path);
@@ -119,8 +122,8 @@ impl Qemu {
         }
         let _unlink = Unlink(&agent_sock);
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let console_log = cfg.run_dir.join(format!("console-{:?}.log", cfg.accel).to_lowercase());
-        let stderr_log = cfg.run_dir.join(format!("qemu-{:?}.log", cfg.accel).to_lowercase());
+        let console_log = cfg.log_dir.join(format!("console-{:?}.log", cfg.accel).to_lowercase());
+        let stderr_log = cfg.log_dir.join(format!("qemu-{:?}.log", cfg.accel).to_lowercase());
         let stderr = File::create(&stderr_log).map_err(|e| e.to_string())?;
         let accel = match cfg.accel {
             Accel::Kvm => "kvm",
