@@ -445,6 +445,13 @@ fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) ->
     if mode == libc::O_WRONLY || (rw && mode != libc::O_RDWR) {
         return Err(reject(libc::EACCES, "Permission denied"));
     }
+    // An accepted mapping must reach the backend's memory table; refuse
+    // what the table cannot hold (QEMU 11.1.3 accepts it and fails to tell
+    // the backend: "vhost_set_mem_table failed: No buffer space available").
+    let in_table = 1 + st.mappings.iter().filter(|m| fd_writable(&m.fd)).count();
+    if fd_writable(fd) && in_table + 1 > MAX_TABLE_REGIONS {
+        return Err(reject(libc::ENOSPC, "no free vhost-user memory slot for the mapping"));
+    }
     Ok(())
 }
 

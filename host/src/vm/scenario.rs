@@ -71,8 +71,9 @@ pub enum Step {
     /// "frontend"`: a 4 KiB map of `file`) gives no answer within a short
     /// timeout, and the runner names why.
     ExpectNoAnswer { check: String, from: Party, file: Option<String> },
-    /// Check: `count` mappings of `len` bytes of `file` side by side from
-    /// offset 0 of region `shmid` are all accepted.
+    /// Check: of `count` mappings of `len` bytes of `file` side by side from
+    /// offset 0 of region `shmid`, every one the frontend accepts reaches the
+    /// backend's memory table (refusing what it cannot hold is fine).
     MapMany { check: String, shmid: u8, file: String, count: u32, len: Size },
     /// Backend asks the frontend to unmap; `ack` and `reason` as for `map`.
     Unmap {
