@@ -188,7 +188,10 @@ impl Guest for QemuGuest {
     }
 
     fn gone(&mut self) -> Option<String> {
-        self.qemu.check_running("running the scenario").err().map(|e| format!("{e}\n{}", self.qemu.stderr_tail()))
+        self.qemu.check_running("running the scenario").err().map(|e| match self.qemu.stderr_tail() {
+            t if t.is_empty() => format!("{e}; its stderr is empty"),
+            t => format!("{e}; its stderr ends:\n{t}"),
+        })
     }
 
     fn log_text(&self) -> String {

@@ -90,6 +90,20 @@ pub struct BootConfig {
     pub ready_timeout: Duration,
 }
 
+fn stderr_log(cfg: &BootConfig) -> PathBuf {
+    cfg.log_dir.join(format!("qemu-{:?}.log", cfg.accel).to_lowercase())
+}
+
+/// The last 20 lines of a log file.
+fn tail(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    let lines: Vec<&str> = s.lines().rev().take(20).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
 /// A running QEMU with the agent connected. Killed and reaped on drop.
 pub struct Qemu {
     child: Option<Child>,
@@ -105,8 +119,11 @@ impl Qemu {
     /// whether QEMU itself died (`true`) or something else went wrong.
     pub fn boot(cfg: &BootConfig) -> Result<Self, (String, bool)> {
         Self::boot_inner(cfg).map_err(|e| {
-            let died = e.contains(EXITED);
-            (e, died)
+            if e.contains(EXITED) {
+                (format!("{e}\n{}", tail(&stderr_log(cfg))), true)
+            } else {
+                (e, false)
+            }
         })
     }
 
@@ -123,7 +140,7 @@ impl Qemu {
         let _unlink = Unlink(&agent_sock);
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let console_log = cfg.log_dir.join(format!("console-{:?}.log", cfg.accel).to_lowercase());
-        let stderr_log = cfg.log_dir.join(format!("qemu-{:?}.log", cfg.accel).to_lowercase());
+        let stderr_log = stderr_log(cfg);
         let stderr = File::create(&stderr_log).map_err(|e| e.to_string())?;
         let accel = match cfg.accel {
             Accel::Kvm => "kvm",
@@ -189,7 +206,7 @@ impl Qemu {
     pub fn check_running(&mut self, during: &str) -> Result<(), String> {
         if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
             self.child = None;
-            return Err(format!("QEMU exited ({status}) while {during}; see {}", self.stderr_log.display()));
+            return Err(format!("{EXITED} ({status}) while {during}"));
         }
         Ok(())
     }
@@ -236,11 +253,7 @@ impl Qemu {
 
     /// Tail of QEMU's stderr, for reports.
     pub fn stderr_tail(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = File::open(&self.stderr_log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        tail(&self.stderr_log)
     }
 
     /// Asks the agent to power off, waits for QEMU to exit, kills it if not.
