@@ -121,6 +121,7 @@ fn prepare_and_run(o: &Opts) -> Result<vm::SuiteReport, String> {
     println!("vm-test: QEMU {} at {}", qemu.version_text, qemu.path.display());
     let agent = artefacts::build_agent(&sh, &root)?;
     let kernel = match &o.kernel {
+        Some(k) if !k.is_file() => return Err(format!("--kernel {}: no such file", k.display())),
         Some(k) => k.clone(),
         None => artefacts::build_kernel(&sh, &root, o.kernel_src.as_deref(), &cache)?,
     };
