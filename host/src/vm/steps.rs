@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::guest::{Guest, Observed};
+use super::guest::{COMMAND_TIMEOUT, Guest, Observed};
 use super::scenario::{Fault, Party, Scenario, Step};
 use crate::server::BackendServer;
 use crate::backend::{MemTable, Recorder};
@@ -275,7 +275,7 @@ fn run_step(scn: &Scenario, n: usize, step: &Step, t: &mut Target, checks: &mut 
             });
         }
         Step::ExpectAlive { check } => {
-            let res = t.guest.alive();
+            let res = t.guest.ping(COMMAND_TIMEOUT);
             checks.push(CheckResult {
                 check: check.clone(),
                 passed: res.is_ok(),
