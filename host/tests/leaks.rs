@@ -12,6 +12,13 @@ fn the_leak_check_finds_a_child_an_fd_a_socket_and_a_temp_dir() {
     let snap = Snapshot::take();
     assert_eq!(snap.leaks_since(dir.path()), Vec::<String>::new(), "clean at first");
     let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    // Until the child has exec'd, its cmdline is still ours.
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read(&cmdline).unwrap_or_default().starts_with(b"sleep") {
+        assert!(std::time::Instant::now() < deadline, "sleep never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let file = std::fs::File::create(dir.path().join("held-open")).unwrap();
     let listener = UnixListener::bind(dir.path().join("left.sock")).unwrap();
     std::fs::create_dir(dir.path().join("shmem-backend-x")).unwrap();
