@@ -22,6 +22,9 @@ const CAP_VENDOR: u8 = 0x09;
 const CFG_COMMON: u8 = 1;
 const CFG_SHARED_MEMORY: u8 = 8;
 
+/// Largest range `bandwidth` copies (it allocates as much guest RAM).
+const MAX_BANDWIDTH_LEN: u64 = 16 << 20;
+
 const ACKNOWLEDGE: u8 = 1;
 const DRIVER: u8 = 2;
 const DRIVER_OK: u8 = 4;
@@ -237,15 +240,21 @@ impl Device {
         Ok(start)
     }
 
-    pub fn read(&self, shmid: u64, off: u64, len: u64) -> Result<Vec<u8>, String> {
+    /// Reads `len` bytes of region `shmid`, one volatile byte at a time,
+    /// handing each to `each` (no buffer the size of the range).
+    pub fn read_each(&self, shmid: u64, off: u64, len: u64, mut each: impl FnMut(u8)) -> Result<(), String> {
         let start = self.window(shmid, off, len)?;
-        Ok((0..len as usize).map(|i| self.shm.read8(start + i)).collect())
+        for i in 0..len as usize {
+            each(self.shm.read8(start + i));
+        }
+        Ok(())
     }
 
-    pub fn write(&self, shmid: u64, off: u64, data: &[u8]) -> Result<(), String> {
-        let start = self.window(shmid, off, data.len() as u64)?;
-        for (i, &b) in data.iter().enumerate() {
-            self.shm.write8(start + i, b);
+    /// Writes byte `byte(i)` at offset `off + i` for i in 0..len.
+    pub fn write_each(&self, shmid: u64, off: u64, len: u64, byte: impl Fn(u64) -> u8) -> Result<(), String> {
+        let start = self.window(shmid, off, len)?;
+        for i in 0..len {
+            self.shm.write8(start + i as usize, byte(i));
         }
         Ok(())
     }
@@ -253,6 +262,9 @@ impl Device {
     /// Copies `len` bytes `iters` times inside the mapping and inside guest
     /// RAM; reports both rates in MiB/s, measured back to back.
     pub fn bandwidth(&self, shmid: u64, len: u64, iters: u64) -> Result<String, String> {
+        if !(2..=MAX_BANDWIDTH_LEN).contains(&len) {
+            return Err(format!("bandwidth length {len:#x}: use 2 bytes to {MAX_BANDWIDTH_LEN:#x} (it is copied in guest RAM too)"));
+        }
         let half = len / 2;
         let start = self.window(shmid, 0, len)?;
         let ram = vec![0u8; len as usize];

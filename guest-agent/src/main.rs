@@ -15,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use device::Device;
-use shmem_pattern::{fnv1a64, pattern_byte};
+use shmem_pattern::{Fnv1a64, pattern_byte};
 
 /// The agent reboots (QEMU then exits, `-no-reboot`) when the host has been
 /// silent this long: a guest never outlives its host.
@@ -65,8 +65,8 @@ fn hex(data: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
-    if !s.len().is_multiple_of(2) {
-        return Err("hex string has odd length".into());
+    if !s.is_ascii() || !s.len().is_multiple_of(2) {
+        return Err("data must be an even number of hex digits".into());
     }
     (0..s.len())
         .step_by(2)
@@ -108,24 +108,32 @@ fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhites
             if len > MAX_HEX {
                 return Err(format!("read of {len} bytes; at most {MAX_HEX} per line (use digest)"));
             }
-            Ok(hex(&dev.read(shmid, off, len)?))
+            let mut data = Vec::with_capacity(len as usize);
+            dev.read_each(shmid, off, len, |b| data.push(b))?;
+            Ok(hex(&data))
         }
         "digest" => {
             let (shmid, off, len) = (num(args.next(), "shmid")?, num(args.next(), "offset")?, num(args.next(), "len")?);
-            let data = dev.read(shmid, off, len)?;
-            let zero = data.iter().all(|&b| b == 0);
-            Ok(format!("{:016x} zero={} head={}", fnv1a64(&data), zero, hex(&data[..data.len().min(16)])))
+            let (mut digest, mut zero, mut head) = (Fnv1a64::new(), true, Vec::with_capacity(16));
+            dev.read_each(shmid, off, len, |b| {
+                digest.update(b);
+                zero &= b == 0;
+                if head.len() < 16 {
+                    head.push(b);
+                }
+            })?;
+            Ok(format!("{:016x} zero={zero} head={}", digest.value(), hex(&head)))
         }
         "write" => {
             let (shmid, off) = (num(args.next(), "shmid")?, num(args.next(), "offset")?);
             let data = unhex(args.next().ok_or("missing data")?)?;
-            dev.write(shmid, off, &data).map(|()| "written".into())
+            dev.write_each(shmid, off, data.len() as u64, |i| data[i as usize]).map(|()| "written".into())
         }
         "fill" => {
             let (shmid, off, len, seed) =
                 (num(args.next(), "shmid")?, num(args.next(), "offset")?, num(args.next(), "len")?, num(args.next(), "seed")?);
-            let data: Vec<u8> = (0..len).map(|i| pattern_byte(seed as u8, i)).collect();
-            dev.write(shmid, off, &data).map(|()| "filled".into())
+            let seed = u8::try_from(seed).map_err(|_| format!("seed {seed} is not a byte"))?;
+            dev.write_each(shmid, off, len, |i| pattern_byte(seed, i)).map(|()| "filled".into())
         }
         "bw" => {
             let (shmid, len, iters) = (num(args.next(), "shmid")?, num(args.next(), "len")?, num(args.next(), "iters")?);
@@ -160,25 +168,27 @@ fn main() {
     eprintln!("guest-agent: ready, {found}");
     let _ = writeln!(out, "ready {found}");
     let mut reader = BufReader::new(serial);
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut last = Instant::now();
     loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) => {
-                if last.elapsed() > HOST_SILENCE_LIMIT {
-                    eprintln!("guest-agent: host silent for {HOST_SILENCE_LIMIT:?}, powering off");
-                    power_off();
-                }
-                continue;
+        // A line may arrive in pieces across read timeouts: keep what came.
+        match reader.read_until(b'\n', &mut line) {
+            Ok(_) if line.last() == Some(&b'\n') => {}
+            Ok(0) if last.elapsed() > HOST_SILENCE_LIMIT => {
+                eprintln!("guest-agent: host silent for {HOST_SILENCE_LIMIT:?}, powering off");
+                power_off();
             }
-            Ok(_) if !line.ends_with('\n') => continue,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => power_off(),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                eprintln!("guest-agent: serial port failed ({e}), powering off");
+                power_off();
+            }
         }
         last = Instant::now();
-        let mut words = line.split_whitespace();
+        let text = String::from_utf8_lossy(&line).into_owned();
+        line.clear();
+        let mut words = text.split_whitespace();
         let (Some(id), Some(cmd)) = (words.next(), words.next()) else { continue };
         let reply = match execute(&mut dev, cmd, &mut words) {
             Ok(text) => format!("{id} ok {text}"),
@@ -189,5 +199,40 @@ fn main() {
             let _ = out.flush();
             power_off();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(line: &str) -> Result<String, String> {
+        let mut words = line.split_whitespace();
+        let cmd = words.next().unwrap_or_default();
+        execute(&mut None, cmd, &mut words)
+    }
+
+    #[test]
+    fn bad_commands_get_errors_not_panics() {
+        assert_eq!(run("ping"), Ok("pong".into()));
+        for bad in ["frobnicate", "read", "read x y z", "write 0 0 é1", "fill 0 0 4 999", "digest 0 0", "info", "bw 0"] {
+            assert!(run(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(run("hang").unwrap_err().contains("missing seconds"));
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_non_hex() {
+        assert_eq!(unhex(&hex(&[0, 0xab, 0xff])), Ok(vec![0, 0xab, 0xff]));
+        assert!(unhex("abc").is_err());
+        assert!(unhex("zz").is_err());
+        assert!(unhex("éé").is_err());
+    }
+
+    #[test]
+    fn numbers_parse_as_decimal_or_hex() {
+        assert_eq!(num(Some("0x10"), "n"), Ok(16));
+        assert_eq!(num(Some("10"), "n"), Ok(10));
+        assert!(num(None, "n").unwrap_err().contains("missing n"));
     }
 }
