@@ -204,19 +204,8 @@ fn serve_one(
             socks.push(s.try_clone().map_err(|e| format!("dup socket: {e}"))?);
         }
     }
-    let clone = |s: &UnixStream| s.try_clone().map_err(|e| format!("dup socket: {e}"));
-    let (f_in, d_out) = (clone(&frontend)?, clone(&to_daemon)?);
-    let (rec, sh) = (recorder.clone(), shared.clone());
-    let downstream = thread::Builder::new()
-        .name("tap-from-frontend".into())
-        .spawn(move || tap(&f_in, &d_out, Direction::FromFrontend, &rec, &sh))
-        .map_err(|e| format!("spawn tap: {e}"))?;
-    let (d_in, f_out) = (clone(&to_daemon)?, clone(&frontend)?);
-    let (rec, sh) = (recorder.clone(), shared.clone());
-    let upstream = thread::Builder::new()
-        .name("tap-to-frontend".into())
-        .spawn(move || tap(&d_in, &f_out, Direction::ToFrontend, &rec, &sh))
-        .map_err(|e| format!("spawn tap: {e}"))?;
+    let downstream = spawn_tap(&frontend, &to_daemon, Direction::FromFrontend, recorder, shared)?;
+    let upstream = spawn_tap(&to_daemon, &frontend, Direction::ToFrontend, recorder, shared)?;
     let daemon_res = daemon.wait();
     // The vring workers run until told to exit; nothing else tells them.
     for handler in daemon.get_epoll_handlers() {
@@ -246,6 +235,17 @@ fn serve_one(
         Err(e) if !stopping => Err(format!("vhost-user daemon ended with: {e}")),
         _ => Ok(()),
     }
+}
+
+type TapHandle = JoinHandle<Result<(), String>>;
+
+fn spawn_tap(from: &UnixStream, to: &UnixStream, direction: Direction, recorder: &Arc<Recorder>, shared: &Arc<Shared>) -> Result<TapHandle, String> {
+    let clone = |s: &UnixStream| s.try_clone().map_err(|e| format!("dup socket: {e}"));
+    let (from, to, rec, sh) = (clone(from)?, clone(to)?, recorder.clone(), shared.clone());
+    thread::Builder::new()
+        .name(format!("tap-{direction:?}"))
+        .spawn(move || tap(&from, &to, direction, &rec, &sh))
+        .map_err(|e| format!("spawn tap: {e}"))
 }
 
 /// Copies messages from `from` to `to`, recording each; captures the backend
