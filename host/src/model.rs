@@ -357,9 +357,14 @@ impl ModelFrontend {
         st.mappings.iter().map(|m| &m.fd).chain(st.leaked.iter()).filter_map(|fd| FileId::of(fd).ok()).collect()
     }
 
-    /// Every backend request served, in order.
-    pub fn served(&self) -> Vec<Served> {
-        self.inner.state().served.clone()
+    /// How many backend requests have been served so far.
+    pub fn served_count(&self) -> usize {
+        self.inner.state().served.len()
+    }
+
+    /// The backend requests served from the `from`-th on, in order.
+    pub fn served_since(&self, from: usize) -> Vec<Served> {
+        self.inner.state().served.get(from..).map(<[Served]>::to_vec).unwrap_or_default()
     }
 }
 

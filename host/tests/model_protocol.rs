@@ -153,7 +153,7 @@ fn check_error_cases(faults: Faults) -> Result<(), String> {
         let attach = if c.fd { Attach::File("e") } else { Attach::None };
         let o = r.mgr.send(c.op, c.msg, attach).map_err(|e| format!("{}: {e}", c.name))?;
         r.model.sync(T).map_err(|e| e.to_string())?;
-        let served = r.model.served().pop().ok_or("model served nothing")?;
+        let served = r.model.served_since(0).pop().ok_or("model served nothing")?;
         let errno = served.result.err().map(|rej| rej.errno);
         if o.reply.ack != 1 || errno != Some(c.errno) {
             return Err(format!("{}: ack {} (want 1), model errno {errno:?} (want {})", c.name, o.reply.ack, c.errno));
@@ -273,7 +273,7 @@ fn a_read_only_fd_can_be_mapped_read_only_but_not_read_write() {
     let reply = chan.request(ShmemOp::Map, &body, Some(std::os::fd::AsRawFd::as_raw_fd(&ro))).unwrap();
     assert_eq!(reply.ack, 1);
     r.model.sync(T).unwrap();
-    assert_eq!(r.model.served().last().unwrap().result.unwrap_err().errno, libc::EACCES);
+    assert_eq!(r.model.served_since(0).last().unwrap().result.unwrap_err().errno, libc::EACCES);
 }
 
 #[test]
@@ -284,7 +284,7 @@ fn a_map_before_the_device_is_started_is_refused_not_fatal() {
     let o = r.mgr.map(0, "early", 0, 0, 0x1000, false).unwrap();
     assert_eq!(o.reply.ack, 1);
     r.model.sync(T).unwrap();
-    assert_eq!(r.model.served().last().unwrap().result.unwrap_err().errno, libc::ENODEV);
+    assert_eq!(r.model.served_since(0).last().unwrap().result.unwrap_err().errno, libc::ENODEV);
     r.model.start().unwrap();
     assert_eq!(r.mgr.map(0, "early", 0, 0, 0x1000, false).unwrap().reply.ack, 0);
 }

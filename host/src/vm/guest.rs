@@ -265,17 +265,21 @@ impl Guest for ModelGuest {
     }
 
     fn log_mark(&self) -> u64 {
-        self.model.served().len() as u64
+        self.model.served_count() as u64
     }
 
+    /// Rejection reasons, and failures to apply an acked request.
     fn log_since(&self, mark: u64) -> String {
-        let served = self.model.served();
-        served
-            .iter()
-            .skip(mark as usize)
-            .filter_map(|s| s.result.err().map(|r| r.reason))
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut said = Vec::new();
+        for s in self.model.served_since(mark as usize) {
+            if let Err(r) = s.result {
+                said.push(r.reason.to_string());
+            }
+            if let Some(e) = s.apply_error {
+                said.push(format!("after the ack: {e}"));
+            }
+        }
+        said.join("\n")
     }
 
     fn holds(&self, file: FileId) -> Result<Vec<String>, String> {
