@@ -15,6 +15,8 @@ use super::interrupted;
 /// Oldest QEMU with vhost-user shared memory.
 pub const MIN_VERSION: (u32, u32, u32) = (11, 1, 0);
 pub const DEVICE: &str = "vhost-user-test-device-pci";
+/// How long a QEMU whose sockets broke may take to be reaped.
+const DEATH_GRACE: Duration = Duration::from_secs(1);
 /// How errors say that the QEMU process ended.
 const EXITED: &str = "QEMU exited";
 
@@ -230,11 +232,7 @@ impl Qemu {
             self.agent.get_ref().set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
             match self.agent.read_line(&mut line) {
                 Ok(0) => {
-                    // The serial socket closes as QEMU exits: give it a moment to be reaped.
-                    for _ in 0..50 {
-                        self.check_running(during)?;
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                    self.check_exit_within(DEATH_GRACE, during)?;
                     return Err(format!("agent serial closed {during}"));
                 }
                 Ok(_) if line.ends_with('\n') => return Ok(line.trim_end().to_string()),
@@ -242,8 +240,24 @@ impl Qemu {
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     self.check_running(during)?;
                 }
-                Err(e) => return Err(format!("reading the agent serial {during}: {e}")),
+                Err(e) => {
+                    self.check_exit_within(DEATH_GRACE, during)?;
+                    return Err(format!("reading the agent serial {during}: {e}"));
+                }
             }
+        }
+    }
+
+    /// The serial socket breaks as QEMU dies, a moment before QEMU can be
+    /// reaped: wait up to `grace` so the error names the death, not its symptom.
+    fn check_exit_within(&mut self, grace: Duration, during: &str) -> Result<(), String> {
+        let deadline = Instant::now() + grace;
+        loop {
+            self.check_running(during)?;
+            if Instant::now() >= deadline {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
