@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::guest::{COMMAND_TIMEOUT, Guest, Observed};
 use super::scenario::{Fault, Party, Scenario, Step};
 use crate::server::BackendServer;
-use crate::backend::{MemTable, Recorder};
+use crate::backend::{FileId, MemTable, Recorder};
 use crate::channel::{ShmemMsg, ShmemOp};
 use crate::files::{fnv1a64, pattern_byte};
 use crate::manager::{Attach, Expect, MAP_RW, MappingManager, Outcome};
@@ -116,6 +116,17 @@ pub fn run_steps(scn: &Scenario, t: &mut Target) -> Result<Vec<CheckResult>, Str
     Ok(checks)
 }
 
+/// Guest-physical address of region `shmid`'s window in the shared-memory BAR.
+fn region_guest_addr(t: &Target, shmid: u8) -> Result<u64, String> {
+    let window = t.mgr.spec().bar_offset(shmid).ok_or_else(|| format!("no region shmid {shmid}"))?;
+    Ok(t.guest.bar_base() + window)
+}
+
+/// Whether a memory table maps `len` bytes of file `id` at guest address `addr`.
+fn table_holds(m: &MemTable, addr: u64, len: u64, id: FileId) -> bool {
+    m.regions.iter().any(|r| r.guest_addr == addr && r.size == len && r.file == Some(id))
+}
+
 fn ack_checks(n: usize, t: &Target, o: &Outcome, want: u64, reason: Option<&str>, said: &str, checks: &mut Vec<CheckResult>) {
     checks.push(CheckResult {
         check: format!("ack-step-{n}"),
@@ -174,8 +185,7 @@ fn run_step(scn: &Scenario, n: usize, step: &Step, t: &mut Target, checks: &mut 
         Step::MapMany { check, shmid, file: f, count, len } => {
             let name = file(f);
             let id = t.mgr.file(&name).map_err(e2s)?.id();
-            let window = t.mgr.spec().bar_offset(*shmid).ok_or_else(|| format!("no region shmid {shmid}"))?;
-            let base = t.guest.bar_base() + window;
+            let base = region_guest_addr(t, *shmid)?;
             let mark = t.guest.log_mark();
             let start = Instant::now();
             let mut accepted = Vec::new();
@@ -190,7 +200,7 @@ fn run_step(scn: &Scenario, n: usize, step: &Step, t: &mut Target, checks: &mut 
                 }
             }
             let elapsed = start.elapsed();
-            let in_table = |m: &MemTable, addr: u64| m.regions.iter().any(|r| r.guest_addr == addr && r.size == len.0 && r.file == Some(id));
+            let in_table = |m: &MemTable, addr: u64| table_holds(m, addr, len.0, id);
             let all_there = |m: &MemTable| accepted.iter().all(|&a| in_table(m, a));
             t.recorder.wait_for(MEM_TABLE_TIMEOUT, |r| r.mem_tables.last().is_some_and(all_there));
             let missing = t.recorder.lock().mem_tables.last().map_or(accepted.len(), |m| accepted.iter().filter(|&&a| !in_table(m, a)).count());
@@ -302,9 +312,8 @@ fn run_step(scn: &Scenario, n: usize, step: &Step, t: &mut Target, checks: &mut 
         }
         Step::ExpectMemTable { check, shmid, shm_offset, len, file: f, present } => {
             let id = t.mgr.file(&file(f)).map_err(e2s)?.id();
-            let window = t.mgr.spec().bar_offset(*shmid).ok_or_else(|| format!("no region shmid {shmid}"))?;
-            let addr = t.guest.bar_base() + window + shm_offset.0;
-            let holds = |m: &MemTable| m.regions.iter().any(|r| r.guest_addr == addr && r.size == len.0 && r.file == Some(id));
+            let addr = region_guest_addr(t, *shmid)? + shm_offset.0;
+            let holds = |m: &MemTable| table_holds(m, addr, len.0, id);
             let since = t.last_ack.unwrap_or_else(Instant::now);
             let ok = t.recorder.wait_for(MEM_TABLE_TIMEOUT, |r| r.mem_tables.last().is_some_and(|m| holds(m) == *present));
             let rec = t.recorder.lock();
