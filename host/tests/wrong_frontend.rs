@@ -12,24 +12,23 @@ use shmem_host::vm::{Verdict, judge, model_target, run_on, scenario_spec};
 fn suite() -> (DeviceSpec, Vec<Scenario>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let suite = SuiteFile::load(&root.join("tests/suite.toml")).unwrap();
-    let spec = DeviceSpec::new(suite.device.virtio_id, 1, suite.device.regions.iter().map(|s| s.0).collect()).unwrap();
+    let spec = suite.device.spec();
+    spec.validate().unwrap();
     (spec, Scenario::load_dir(&root.join("tests/scenarios")).unwrap())
+}
+
+/// One scenario's verdict on a fresh model with `faults`.
+fn verdict_on_model(suite_spec: &DeviceSpec, scn: &Scenario, faults: Faults) -> Verdict {
+    let dir = tempfile::tempdir().unwrap();
+    let mut target = model_target(&scenario_spec(suite_spec, scn), faults, scn.init, dir.path()).unwrap();
+    let (res, _) = run_on(scn, &mut target, false);
+    judge(res, &scn.name, &[])
 }
 
 /// The verdict of every scenario on a model with `faults`.
 fn verdicts(faults: Faults) -> Vec<(String, Verdict)> {
     let (spec, scenarios) = suite();
-    let dir = tempfile::tempdir().unwrap();
-    scenarios
-        .iter()
-        .filter(|scn| !scn.qemu_only)
-        .map(|scn| {
-            let spec = scenario_spec(&spec, scn);
-            let mut target = model_target(&spec, faults, scn.init, dir.path()).unwrap();
-            let (res, _) = run_on(scn, &mut target, false);
-            (scn.name.clone(), judge(res, &scn.name, &[]))
-        })
-        .collect()
+    scenarios.iter().filter(|scn| !scn.qemu_only).map(|scn| (scn.name.clone(), verdict_on_model(&spec, scn, faults))).collect()
 }
 
 fn failing(faults: Faults) -> Vec<String> {
@@ -64,17 +63,12 @@ fn a_frontend_that_keeps_fds_fails_reset_cleanup() {
 fn the_fault_checks_fail_when_no_fault_is_injected() {
     let (spec, scenarios) = suite();
     let scn = scenarios.iter().find(|s| s.name == "fault-kill-backend").expect("fault-kill-backend.toml");
-    let dir = tempfile::tempdir().unwrap();
     // As shipped (the runner kills the model's backend, as it would QEMU's): passes.
-    let mut t = model_target(&spec, Faults::default(), true, dir.path()).unwrap();
-    let (res, _) = run_on(scn, &mut t, false);
-    assert!(matches!(judge(res, &scn.name, &[]), Verdict::Pass));
+    assert!(matches!(verdict_on_model(&spec, scn, Faults::default()), Verdict::Pass));
     // Without the injection the backend still answers: the check must fail.
     let mut healthy = scn.clone();
     healthy.steps.retain(|s| !matches!(s, shmem_host::vm::scenario::Step::Inject { .. }));
-    let mut t = model_target(&spec, Faults::default(), true, dir.path()).unwrap();
-    let (res, _) = run_on(&healthy, &mut t, false);
-    match judge(res, &healthy.name, &[]) {
+    match verdict_on_model(&spec, &healthy, Faults::default()) {
         Verdict::Fail(c) => assert_eq!(c[0].check, "map-after-backend-death-unanswered"),
         other => panic!("{other:?}"),
     }

@@ -8,7 +8,6 @@ mod artefacts;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use shmem_host::spec::DeviceSpec;
 use shmem_host::vm::scenario::{Scenario, SuiteFile, load_known_defects};
 use shmem_host::vm::{self, AccelChoice, SuiteConfig, report};
 use xshell::{Shell, cmd};
@@ -112,8 +111,8 @@ fn prepare_and_run(o: &Opts) -> Result<vm::SuiteReport, String> {
         std::process::exit(0);
     }
     let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
-    let regions = suite.device.regions.iter().map(|s| s.0).collect();
-    let spec = DeviceSpec::new(suite.device.virtio_id, 1, regions).map_err(|e| format!("tests/suite.toml: {e}"))?;
+    let spec = suite.device.spec();
+    spec.validate().map_err(|e| format!("tests/suite.toml: {e}"))?;
     let known_defects = load_known_defects(&root.join("tests/known-defects.toml")).map_err(|e| e.to_string())?;
     let sh = Shell::new().map_err(|e| e.to_string())?;
     let cache = artefacts::cache_dir()?;

@@ -21,7 +21,7 @@ use crate::server::BackendServer;
 use crate::spec::DeviceSpec;
 use guest::{Guest, ModelGuest, QemuGuest};
 use qemu::{Accel, BootConfig, Qemu, QemuInfo};
-use scenario::{KnownDefect, Scenario};
+use scenario::{KnownDefect, Scenario, SuiteDevice};
 pub use steps::CheckResult;
 use steps::{Target, run_steps};
 
@@ -302,10 +302,7 @@ fn report(scn: &Scenario, q: (Result<Vec<CheckResult>, String>, Duration), m: (R
 
 /// The device a scenario runs with: its own (unvalidated) or the suite's.
 pub fn scenario_spec(suite: &DeviceSpec, scn: &Scenario) -> DeviceSpec {
-    match &scn.device {
-        Some(d) => DeviceSpec { virtio_id: d.virtio_id, num_queues: 1, regions: d.regions.iter().map(|s| s.0).collect() },
-        None => suite.clone(),
-    }
+    scn.device.as_ref().map_or_else(|| suite.clone(), SuiteDevice::spec)
 }
 
 /// A scenario with a QEMU and a model of its own (probes that may kill QEMU).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::spec::parse_size;
+use crate::spec::{DeviceSpec, parse_size};
 
 /// A size written as a number or as `"64K"`, `"1M"`, `"0x1000"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -203,6 +203,14 @@ pub struct Scenario {
 pub struct SuiteDevice {
     pub virtio_id: u16,
     pub regions: Vec<Size>,
+}
+
+impl SuiteDevice {
+    /// The device spec as written, not validated (probes try bad layouts;
+    /// callers that need a valid one call `validate`).
+    pub fn spec(&self) -> DeviceSpec {
+        DeviceSpec { virtio_id: self.virtio_id, num_queues: 1, regions: self.regions.iter().map(|s| s.0).collect() }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
