@@ -81,7 +81,6 @@ pub struct Recorded {
     pub acked_features: Option<u64>,
     pub acked_protocol_features: Option<u64>,
     pub shmem_config_requests: u32,
-    pub resets: u32,
     pub channel_installed: bool,
     pub mem_tables: Vec<MemTable>,
     pub messages: Vec<TapRecord>,
@@ -192,10 +191,6 @@ impl VhostUserBackend for TestDevice {
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         offered_protocol_features()
-    }
-
-    fn reset_device(&self) {
-        self.recorder.update(|r| r.resets += 1);
     }
 
     fn set_event_idx(&self, _enabled: bool) {}
