@@ -16,7 +16,7 @@ use super::interrupted;
 pub const MIN_VERSION: (u32, u32, u32) = (11, 1, 0);
 pub const DEVICE: &str = "vhost-user-test-device-pci";
 /// How long a QEMU whose sockets broke may take to be reaped.
-const DEATH_GRACE: Duration = Duration::from_secs(1);
+pub const DEATH_GRACE: Duration = Duration::from_secs(2);
 /// How errors say that the QEMU process ended.
 const EXITED: &str = "QEMU exited";
 

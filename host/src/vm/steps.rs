@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::guest::{COMMAND_TIMEOUT, Guest, Observed};
+use super::qemu::DEATH_GRACE;
 use super::scenario::{Fault, Party, Scenario, Step};
 use crate::server::BackendServer;
 use crate::backend::{FileId, MemTable, Recorder};
@@ -17,8 +18,6 @@ use crate::manager::{Attach, Expect, MAP_RW, MappingManager, Outcome};
 pub const MEM_TABLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a frontend may take to release a file after a reset or unmap.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a frontend whose socket closed may take to show as exited.
-const DEATH_GRACE: Duration = Duration::from_secs(2);
 /// How long `expect-no-answer` waits.
 const NO_ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 /// An operation slower than this counts as a stall in the probes.
