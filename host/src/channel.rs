@@ -3,6 +3,7 @@
 //! REPLY_ACK value and its latency. Message layouts come from the `vhost`
 //! crate; it keeps no state about mappings (the ledger does).
 
+use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
@@ -33,6 +34,15 @@ impl ShmemOp {
     }
 }
 
+impl fmt::Display for ShmemOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ShmemOp::Map => "SHMEM_MAP",
+            ShmemOp::Unmap => "SHMEM_UNMAP",
+        })
+    }
+}
+
 /// The 40-byte SHMEM_MAP/UNMAP payload, by field.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShmemMsg {
@@ -59,6 +69,18 @@ impl ShmemMsg {
     pub fn from_bytes(body: &[u8]) -> Option<Self> {
         let m = VhostUserMMap::from_slice(body)?;
         Some(ShmemMsg { shmid: m.shmid, fd_offset: m.fd_offset, shm_offset: m.shm_offset, len: m.len, flags: m.flags })
+    }
+}
+
+/// `shmid 0 shm_offset 0x10000 len 0x8000 fd_offset 0x0 flags 0x1 (rw)`.
+impl fmt::Display for ShmemMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.flags {
+            0 => "ro".to_string(),
+            1 => "rw".to_string(),
+            other => format!("unknown bits {:#x}", other & !1),
+        };
+        write!(f, "shmid {} shm_offset {:#x} len {:#x} fd_offset {:#x} flags {:#x} ({mode})", self.shmid, self.shm_offset, self.len, self.fd_offset, self.flags)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The mapping manager: owns the host files, sends map/unmap requests through
 //! the backend channel, and keeps the ledger of what each region should show.
-//! It records what the frontend answered; it never judges (verdicts do).
+//! The ledger holds what the scenario expects, never what a frontend merely
+//! accepted; the manager records answers, never judges them, and never
+//! panics whatever a frontend answers.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,14 +37,18 @@ pub enum Expect {
     Byte(u8),
 }
 
-/// Something the frontend accepted that the ledger cannot make sense of:
-/// evidence of a wrong frontend, kept for the verdicts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Anomaly {
-    /// A map was accepted over an existing mapping.
-    OverlapAccepted { new: LedgerEntry, existing: LedgerEntry },
-    /// An unmap was accepted for a range that is not exactly one mapping.
-    UnmapOfUnknownRange { shmid: u8, shm_offset: u64, len: u64 },
+/// What the scenario expects of a request. The ledger follows this: an
+/// answer that differs is evidence for a check, never a new expectation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The request must be accepted: the ledger takes it whatever the ack.
+    Accept,
+    /// The request must be refused: the ledger ignores it whatever the ack.
+    Refuse,
+    /// Either is fine (probes that find a frontend's limits): the ledger
+    /// takes an accepted request only if it is consistent with the ledger
+    /// (inside its region, no overlap; an unmap of exactly one mapping).
+    Either,
 }
 
 /// A request whose ack we have, with what it meant for the ledger.
@@ -52,7 +58,9 @@ pub struct Outcome {
     pub msg: ShmemMsg,
     pub with_fd: bool,
     pub reply: Reply,
-    pub anomaly: Option<Anomaly>,
+    pub want: Want,
+    /// Where the answer and the expectation part, said for the evidence.
+    pub surprise: Option<String>,
 }
 
 impl Outcome {
@@ -66,6 +74,8 @@ impl Outcome {
 pub enum ManagerError {
     UnknownFile(String),
     FileExists(String),
+    /// A view asked of a range outside its region.
+    OutOfRegion { shmid: u8, offset: u64, len: u64 },
     Io { what: String, err: io::Error },
 }
 
@@ -74,6 +84,7 @@ impl fmt::Display for ManagerError {
         match self {
             ManagerError::UnknownFile(n) => write!(f, "no host file named {n:?}"),
             ManagerError::FileExists(n) => write!(f, "a host file named {n:?} already exists"),
+            ManagerError::OutOfRegion { shmid, offset, len } => write!(f, "range {offset:#x}+{len:#x} is not inside region shmid {shmid}"),
             ManagerError::Io { what, err } => write!(f, "{what}: {err}"),
         }
     }
@@ -125,21 +136,21 @@ impl MappingManager {
     }
 
     /// Asks the frontend to map `len` bytes of `file` at `fd_offset` into
-    /// region `shmid` at `shm_offset`.
+    /// region `shmid` at `shm_offset` (either answer is fine: [`Want::Either`]).
     pub fn map(&mut self, shmid: u8, file: &str, fd_offset: u64, shm_offset: u64, len: u64, rw: bool) -> Result<Outcome, ManagerError> {
         let msg = ShmemMsg { shmid, fd_offset, shm_offset, len, flags: if rw { MAP_RW } else { 0 } };
-        self.send(ShmemOp::Map, msg, Attach::File(file))
+        self.send(ShmemOp::Map, msg, Attach::File(file), Want::Either)
     }
 
     /// Asks the frontend to unmap exactly the mapping at `shm_offset`, `len`.
     pub fn unmap(&mut self, shmid: u8, shm_offset: u64, len: u64) -> Result<Outcome, ManagerError> {
         let msg = ShmemMsg { shmid, shm_offset, len, ..ShmemMsg::default() };
-        self.send(ShmemOp::Unmap, msg, Attach::None)
+        self.send(ShmemOp::Unmap, msg, Attach::None, Want::Either)
     }
 
     /// Sends any request, malformed ones included (no fd, len 0, overflow,
-    /// unknown flags, unknown shmid), and updates the ledger from the ack.
-    pub fn send(&mut self, op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>) -> Result<Outcome, ManagerError> {
+    /// unknown flags, unknown shmid), and updates the ledger from `want`.
+    pub fn send(&mut self, op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>, want: Want) -> Result<Outcome, ManagerError> {
         let reopened;
         let (fd, file_name) = match attach {
             Attach::None => (None, None),
@@ -153,44 +164,60 @@ impl MappingManager {
         let reply = self
             .channel
             .request(op, &msg.to_bytes(), fd)
-            .map_err(io_ctx(format!("sending {op:?} {msg:?} to the frontend")))?;
-        let mut outcome = Outcome { op, msg, with_fd: fd.is_some(), reply, anomaly: None };
-        if outcome.accepted() {
-            outcome.anomaly = match op {
-                ShmemOp::Map => self.record_map(msg, file_name.unwrap_or_default()),
-                ShmemOp::Unmap => self.record_unmap(msg),
-            };
-        }
-        Ok(outcome)
-    }
-
-    fn record_map(&mut self, msg: ShmemMsg, file: String) -> Option<Anomaly> {
-        let new = LedgerEntry {
+            .map_err(io_ctx(format!("sending {op} {msg} to the frontend")))?;
+        let accepted = reply.ack == 0;
+        let entry = LedgerEntry {
             shmid: msg.shmid,
             shm_offset: msg.shm_offset,
             len: msg.len,
-            file,
+            file: file_name.unwrap_or_default(),
             fd_offset: msg.fd_offset,
             rw: msg.flags & MAP_RW != 0,
         };
-        let end = new.shm_offset.saturating_add(new.len);
-        let existing = self
-            .ledger
-            .iter()
-            .find(|e| e.shmid == new.shmid && e.shm_offset < end && new.shm_offset < e.shm_offset + e.len)
-            .cloned();
-        self.ledger.push(new.clone());
-        existing.map(|existing| Anomaly::OverlapAccepted { new, existing })
+        let conflict = match op {
+            ShmemOp::Map => self.map_conflict(&entry),
+            ShmemOp::Unmap => self.position(&entry).is_none().then(|| "it is not exactly one mapping in the ledger".to_string()),
+        };
+        let take = match want {
+            Want::Accept => true,
+            Want::Refuse => false,
+            Want::Either => accepted && conflict.is_none(),
+        };
+        let surprise = match (want, accepted, &conflict) {
+            (Want::Accept, false, _) => Some("refused a request the scenario expects accepted; the ledger keeps it as expected".to_string()),
+            (Want::Refuse, true, _) => Some("accepted a request the scenario expects refused; the ledger ignores it".to_string()),
+            (Want::Either, true, Some(why)) => Some(format!("accepted a request the ledger cannot hold ({why}); the ledger ignores it")),
+            (Want::Accept, true, Some(why)) => Some(format!("the scenario expects acceptance, but {why}")),
+            _ => None,
+        };
+        if take {
+            match op {
+                ShmemOp::Map => self.ledger.push(entry),
+                ShmemOp::Unmap => {
+                    if let Some(i) = self.position(&entry) {
+                        self.ledger.remove(i);
+                    }
+                }
+            }
+        }
+        Ok(Outcome { op, msg, with_fd: fd.is_some(), reply, want, surprise })
     }
 
-    fn record_unmap(&mut self, msg: ShmemMsg) -> Option<Anomaly> {
-        match self.ledger.iter().position(|e| e.shmid == msg.shmid && e.shm_offset == msg.shm_offset && e.len == msg.len) {
-            Some(i) => {
-                self.ledger.remove(i);
-                None
-            }
-            None => Some(Anomaly::UnmapOfUnknownRange { shmid: msg.shmid, shm_offset: msg.shm_offset, len: msg.len }),
-        }
+    /// Why a mapping could not be live beside the ledger's (none if it could).
+    fn map_conflict(&self, new: &LedgerEntry) -> Option<String> {
+        let size = self.spec.regions.get(usize::from(new.shmid)).copied().unwrap_or(0);
+        let end = match new.shm_offset.checked_add(new.len) {
+            Some(end) if new.len > 0 && end <= size => end,
+            _ => return Some(format!("{:#x}+{:#x} is not a non-empty range inside region shmid {} of {size:#x} bytes", new.shm_offset, new.len, new.shmid)),
+        };
+        self.ledger
+            .iter()
+            .find(|e| e.shmid == new.shmid && e.shm_offset < end && new.shm_offset < e.shm_offset.saturating_add(e.len))
+            .map(|e| format!("it overlaps the mapping at {:#x}+{:#x}", e.shm_offset, e.len))
+    }
+
+    fn position(&self, m: &LedgerEntry) -> Option<usize> {
+        self.ledger.iter().position(|e| e.shmid == m.shmid && e.shm_offset == m.shm_offset && e.len == m.len)
     }
 
     /// The backend channel, shared with whoever must be able to close it.
@@ -212,14 +239,17 @@ impl MappingManager {
     /// accepted mappings overlap (a wrong frontend), the newest wins, as a
     /// fixed mapping over another would.
     pub fn expected(&self, shmid: u8, offset: u64, len: u64) -> Result<Vec<Expect>, ManagerError> {
+        let size = self.spec.regions.get(usize::from(shmid)).copied().unwrap_or(0);
+        let end = offset.checked_add(len).filter(|&end| end <= size).ok_or(ManagerError::OutOfRegion { shmid, offset, len })?;
         let mut out = vec![Expect::Unmapped; len as usize];
         for e in self.ledger.iter().filter(|e| e.shmid == shmid) {
             let lo = e.shm_offset.max(offset);
-            let hi = (e.shm_offset + e.len).min(offset + len);
+            let hi = e.shm_offset.saturating_add(e.len).min(end);
             if lo >= hi {
                 continue;
             }
-            let bytes = self.file(&e.file)?.read(e.fd_offset + (lo - e.shm_offset), hi - lo).map_err(io_ctx(format!(
+            let at = e.fd_offset.saturating_add(lo - e.shm_offset);
+            let bytes = self.file(&e.file)?.read(at, hi - lo).map_err(io_ctx(format!(
                 "reading file {:?} for the expected view of shmid {shmid}",
                 e.file
             )))?;

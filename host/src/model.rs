@@ -46,6 +46,9 @@ pub struct Faults {
     pub skip_overlap_check: bool,
     /// Leak the dup'd fd when a mapping is unmapped or reset.
     pub keep_fd_after_unmap: bool,
+    /// Die (stop serving, drop the channel) on a map sent to a device that
+    /// is not started, as QEMU 11.1.3 does with SIGSEGV.
+    pub crash_on_stopped_map: bool,
 }
 
 /// Why the model rejected a request: the errno QEMU's handler would return
@@ -167,6 +170,8 @@ struct State {
     /// Accepted requests whose change is not applied yet.
     pending: VecDeque<usize>,
     started: bool,
+    /// Why the model died (a fault switch or a panic), once it did.
+    died: Option<String>,
 }
 
 struct Inner {
@@ -243,11 +248,19 @@ impl ModelFrontend {
                 served: Vec::new(),
                 pending: VecDeque::new(),
                 started: false,
+                died: None,
             }),
             applied: Condvar::new(),
         });
         let (srv_inner, srv_sock) = (inner.clone(), ours.try_clone()?);
-        let server = thread::Builder::new().name("model-backend-channel".into()).spawn(move || serve(&srv_inner, &srv_sock))?;
+        let server = thread::Builder::new().name("model-backend-channel".into()).spawn(move || {
+            // A panic is the model's crash: noticed like QEMU's death, never the runner's.
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&srv_inner, &srv_sock))) {
+                let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+                srv_inner.state().died = Some(format!("panicked: {what}"));
+                let _ = srv_sock.shutdown(Shutdown::Both);
+            }
+        })?;
         Ok(ModelFrontend { inner, chan: ours, server: Some(server) })
     }
 
@@ -355,6 +368,28 @@ impl ModelFrontend {
     pub fn held_files(&self) -> Vec<FileId> {
         let st = self.inner.state();
         st.mappings.iter().map(|m| &m.fd).chain(st.leaked.iter()).filter_map(|fd| FileId::of(fd).ok()).collect()
+    }
+
+    /// Why the model died, if it did (its channel is closed then).
+    pub fn death(&self) -> Option<String> {
+        self.inner.state().died.clone()
+    }
+
+    /// Ends the model as QEMU ends on request: closes the channel and joins
+    /// the thread serving it. Err when it had died or does not end in time.
+    pub fn shut_down(&mut self, timeout: Duration) -> Result<(), String> {
+        let _ = self.chan.shutdown(Shutdown::Both);
+        let deadline = Instant::now() + timeout;
+        while self.server.as_ref().is_some_and(|t| !t.is_finished()) {
+            if Instant::now() >= deadline {
+                return Err(format!("the model's channel thread did not end within {timeout:?}"));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(t) = self.server.take() {
+            let _ = t.join();
+        }
+        self.death().map_or(Ok(()), |d| Err(format!("the model had died: {d}")))
     }
 
     /// How many backend requests have been served so far.
@@ -499,6 +534,11 @@ fn serve(inner: &Inner, sock: &UnixStream) {
         let fd = if req.fds.is_empty() { None } else { Some(req.fds.remove(0)) };
         let with_fd = fd.is_some();
         let mut st = inner.state();
+        if st.faults.crash_on_stopped_map && !st.started && req.request == ShmemOp::Map.code() {
+            st.died = Some("crashed on a map to a stopped device (fault switch crash_on_stopped_map)".into());
+            let _ = sock.shutdown(Shutdown::Both);
+            return;
+        }
         let decided: Result<Change, Rejection> = match (req.request, msg) {
             (r, Some(m)) if r == ShmemOp::Map.code() => check_map(inner, &st, &m, fd.as_ref()).and_then(|()| {
                 let fd = fd.ok_or(reject(libc::EBADF, "Bad fd for map"))?;

@@ -1,11 +1,11 @@
 //! The VM runner's pure parts: scenario parsing errors with file:line:col,
-//! verdicts against the known-defects list, and the QEMU probe refusing
-//! things that are not a suitable QEMU.
+//! step labels, verdicts against the known defects' signatures, and the
+//! QEMU probe refusing things that are not a suitable QEMU.
 
 use std::path::Path;
 
 use shmem_host::vm::qemu::probe;
-use shmem_host::vm::scenario::{KnownDefect, Scenario, Step, load_known_defects};
+use shmem_host::vm::scenario::{KnownDefect, RESERVED_CHECKS, Scenario, Step, load_known_defects};
 use shmem_host::vm::{CheckResult, Verdict, judge};
 
 #[test]
@@ -36,45 +36,122 @@ fn the_shipped_scenarios_and_defects_load() {
     let defects = load_known_defects(&root.join("tests/known-defects.toml")).unwrap();
     for d in &defects {
         let scn = all.iter().find(|s| s.name == d.scenario).expect("defect names a scenario");
-        // Checks are named by `check`, or implicit: the ack (and reason) of
-        // map/unmap step N, and whether the frontend survived.
-        let step_n = |prefix: &str| d.check.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok());
-        let implicit = d.check == "frontend-survives"
-            || step_n("ack-step-").or(step_n("reason-step-")).is_some_and(|n| {
-                matches!(scn.steps.get(n.wrapping_sub(1)), Some(Step::Map { .. } | Step::Unmap { .. }))
-            });
-        assert!(implicit || scn.steps.iter().filter_map(Step::check).any(|c| c == d.check), "defect names no check of its scenario: {d:?}");
+        // A defect names a step's check, a map/unmap label's ack or reason,
+        // or a check the runner adds to every scenario.
+        let named = scn.steps.iter().filter_map(Step::check).any(|c| c == d.check)
+            || scn.labels.iter().any(|l| d.check == format!("{l}/ack") || d.check == format!("{l}/reason"))
+            || RESERVED_CHECKS.contains(&d.check.as_str());
+        assert!(named, "defect names no check of its scenario: {d:?}");
     }
 }
 
-fn check(name: &str, passed: bool) -> CheckResult {
-    CheckResult { check: name.into(), passed, evidence: String::new() }
-}
-
-fn defect(check: &str) -> KnownDefect {
-    KnownDefect { since: "11.1.0".into(), fixed_in: Some("11.2.0".into()), scenario: "s".into(), check: check.into(), evidence: String::new() }
+#[test]
+fn labels_follow_content_not_position() {
+    let text = |extra: &str| {
+        format!(
+            "description = \"x\"\n{extra}[[step]]\ndo = \"file\"\nname = \"f\"\nsize = \"4K\"\n[[step]]\ndo = \"map\"\nshmid = 0\nfile = \"f\"\nshm_offset = 0\nlen = \"4K\"\nrw = true\n[[step]]\ndo = \"map\"\ncheck = \"second\"\nshmid = 0\nfile = \"f\"\nshm_offset = 0\nlen = \"4K\"\nrw = true\nack = 1\n"
+        )
+    };
+    let a = Scenario::parse(Path::new("a.toml"), &text("")).unwrap();
+    let b = Scenario::parse(Path::new("b.toml"), &text("[[step]]\ndo = \"guest-reset\"\n")).unwrap();
+    assert_eq!(a.labels, ["file", "map 0:0x0+0x1000", "second"]);
+    // Inserting a step renames no other step's checks.
+    assert_eq!(b.labels[1..], a.labels[..]);
 }
 
 #[test]
-fn verdicts_follow_the_known_defects_list() {
-    let d = defect("ro");
+fn a_check_name_used_twice_or_reserved_is_refused() {
+    let twice = "description = \"x\"\n[[step]]\ndo = \"expect-alive\"\ncheck = \"a\"\n[[step]]\ndo = \"expect-alive\"\ncheck = \"a\"\n";
+    let err = Scenario::parse(Path::new("t.toml"), twice).unwrap_err().to_string();
+    assert!(err.contains("step 2") && err.contains("used twice"), "{err}");
+    let reserved = "description = \"x\"\n[[step]]\ndo = \"expect-alive\"\ncheck = \"frontend-survives\"\n";
+    let err = Scenario::parse(Path::new("t.toml"), reserved).unwrap_err().to_string();
+    assert!(err.contains("reserved"), "{err}");
+}
+
+fn check(name: &str, passed: bool) -> CheckResult {
+    CheckResult::new(name, passed, "")
+}
+
+fn defect(check: &str, signature: &[(&str, &str)]) -> KnownDefect {
+    KnownDefect {
+        id: format!("{check}-defect"),
+        scenario: "s".into(),
+        check: check.into(),
+        qemu: vec!["11.1.3 (Debian 1:11.1.3+ds-1)".into()],
+        accel: vec!["tcg".into()],
+        signature: signature.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        evidence: String::new(),
+    }
+}
+
+fn crash(step: &str, exit: &str) -> CheckResult {
+    check("frontend-survives", false).with("exit", exit).with("step", step).with("said", "qemu-system-x86_64: oops")
+}
+
+#[test]
+fn verdicts_follow_the_known_defects_by_signature() {
+    let d = defect("ro", &[("ack", "0")]);
     let listed = [&d];
-    assert!(matches!(judge(Ok(vec![check("a", true)]), "s", &listed), Verdict::Pass));
-    assert!(matches!(judge(Ok(vec![check("ro", false)]), "s", &listed), Verdict::KnownFailure(_)));
-    assert!(matches!(judge(Ok(vec![check("ro", true)]), "s", &listed), Verdict::UnexpectedPass(_)));
-    assert!(matches!(judge(Ok(vec![check("ro", false), check("b", false)]), "s", &listed), Verdict::Fail(_)));
-    assert!(matches!(judge(Ok(vec![check("ro", false)]), "s", &[]), Verdict::Fail(_)));
-    assert!(matches!(judge(Err("boom".into()), "s", &listed), Verdict::Error(_)));
+    assert!(matches!(judge(Ok(vec![check("a", true)]), &[]), Verdict::Pass));
+    assert!(matches!(judge(Ok(vec![check("ro", false).with("ack", "0")]), &listed), Verdict::KnownFailure(_)));
+    // The same check failing with other facts is a failure, with the listing shown.
+    match judge(Ok(vec![check("ro", false).with("ack", "7")]), &listed) {
+        Verdict::Fail(j) => assert_eq!(j[0].listed.as_ref().map(|l| l.1.as_str()), Some("ack=0")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(judge(Ok(vec![check("ro", false).with("ack", "0"), check("b", false)]), &listed), Verdict::Fail(_)));
+    assert!(matches!(judge(Ok(vec![check("ro", false)]), &[]), Verdict::Fail(_)));
+    assert!(matches!(judge(Err("boom".into()), &listed), Verdict::Error(_)));
     assert!(!Verdict::UnexpectedPass(vec![]).ok() && !Verdict::Error(String::new()).ok());
 }
 
 #[test]
-fn a_defect_applies_only_to_its_version_range() {
-    let d = defect("ro");
-    assert!(d.applies((11, 1, 3), "s", "ro"));
-    assert!(!d.applies((11, 2, 0), "s", "ro"));
-    assert!(!d.applies((11, 0, 9), "s", "ro"));
-    assert!(!d.applies((11, 1, 3), "other", "ro"));
+fn a_listed_defect_that_passes_or_never_runs_is_an_unexpected_pass_naming_the_entry() {
+    let d = defect("ro", &[("ack", "0")]);
+    for checks in [vec![check("ro", true)], vec![check("other", true)]] {
+        match judge(Ok(checks), &[&d]) {
+            Verdict::UnexpectedPass(m) => assert!(m[0].contains("`ro-defect`") && m[0].contains("drop it"), "{m:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_crash_matches_only_its_signal_and_step() {
+    let d = defect("frontend-survives", &[("exit", "signal 11 (SIGSEGV)"), ("step", "map-early"), ("said", "oops")]);
+    assert!(matches!(judge(Ok(vec![crash("map-early", "signal 11 (SIGSEGV)")]), &[&d]), Verdict::KnownFailure(_)));
+    // A clean refusal, a guest panic (status 0 under -no-reboot), another
+    // signal, another step: all fail, none hides behind the listed crash.
+    for (step, exit) in [("map-early", "status 1"), ("map-early", "status 0"), ("map-early", "signal 6 (SIGABRT)"), ("unmap", "signal 11 (SIGSEGV)")] {
+        assert!(matches!(judge(Ok(vec![crash(step, exit)]), &[&d]), Verdict::Fail(_)), "{step} {exit}");
+    }
+    // A fixed QEMU survives: frontend-survives passes, the entry must go.
+    assert!(matches!(judge(Ok(vec![check("frontend-survives", true)]), &[&d]), Verdict::UnexpectedPass(_)));
+}
+
+#[test]
+fn a_defect_applies_only_to_its_build_accelerator_and_scenario() {
+    let d = defect("ro", &[("ack", "0")]);
+    assert!(d.applies("11.1.3 (Debian 1:11.1.3+ds-1)", "tcg", "s"));
+    assert!(!d.applies("11.1.3 (v11.1.3-dirty)", "tcg", "s"));
+    assert!(!d.applies("11.1.3", "tcg", "s"));
+    assert!(!d.applies("11.1.4 (Debian 1:11.1.4+ds-1)", "tcg", "s"));
+    assert!(!d.applies("11.1.3 (Debian 1:11.1.3+ds-1)", "kvm", "s"));
+    assert!(!d.applies("11.1.3 (Debian 1:11.1.3+ds-1)", "tcg", "other"));
+}
+
+#[test]
+fn a_known_defects_file_without_a_signature_or_with_a_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.toml");
+    let entry = "[[defect]]\nid = \"x\"\nscenario = \"s\"\ncheck = \"c\"\nqemu = [\"11.1.3\"]\naccel = [\"tcg\"]\nevidence = \"e\"\n";
+    std::fs::write(&p, format!("{entry}signature = {{}}\n")).unwrap();
+    assert!(load_known_defects(&p).unwrap_err().to_string().contains("signature"));
+    std::fs::write(&p, entry.replace("qemu = [\"11.1.3\"]", "since = \"11.1.0\"") + "signature = { ack = \"1\" }\n").unwrap();
+    assert!(load_known_defects(&p).unwrap_err().to_string().contains("since"));
+    std::fs::write(&p, entry.replace("tcg", "hvf") + "signature = { ack = \"1\" }\n").unwrap();
+    assert!(load_known_defects(&p).unwrap_err().to_string().contains("hvf"));
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn verdict_on_model(suite_spec: &DeviceSpec, scn: &Scenario, faults: Faults) -> 
     let dir = tempfile::tempdir().unwrap();
     let mut target = model_target(&scenario_spec(suite_spec, scn), faults, scn.init, dir.path()).unwrap();
     let (res, _) = run_on(scn, &mut target, false);
-    judge(res, &scn.name, &[])
+    judge(res, &[])
 }
 
 /// The verdict of every scenario on a model with `faults`.
@@ -60,16 +60,35 @@ fn a_frontend_that_keeps_fds_fails_reset_cleanup() {
 }
 
 #[test]
-fn the_fault_checks_fail_when_no_fault_is_injected() {
+fn a_frontend_that_crashes_on_an_early_map_fails_the_hazards_naming_the_step() {
     let (spec, scenarios) = suite();
-    let scn = scenarios.iter().find(|s| s.name == "fault-kill-backend").expect("fault-kill-backend.toml");
-    // As shipped (the runner kills the model's backend, as it would QEMU's): passes.
-    assert!(matches!(verdict_on_model(&spec, scn, Faults::default()), Verdict::Pass));
-    // Without the injection the backend still answers: the check must fail.
+    for name in ["hazard-map-before-driver-ok", "hazard-map-after-reset"] {
+        let scn = scenarios.iter().find(|s| s.name == name).unwrap();
+        assert!(matches!(verdict_on_model(&spec, scn, Faults::default()), Verdict::Pass), "{name}");
+        match verdict_on_model(&spec, scn, Faults { crash_on_stopped_map: true, ..Faults::default() }) {
+            Verdict::Fail(j) => {
+                let c = &j[0].check;
+                assert_eq!(c.check, "frontend-survives", "{name}: {j:?}");
+                assert_eq!(c.facts.get("step").map(String::as_str), Some("map-to-stopped-device"), "{name}: {c:?}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_hang_check_fails_when_the_guest_answers() {
+    let (spec, scenarios) = suite();
+    let scn = scenarios.iter().find(|s| s.name == "fault-hang-agent").expect("fault-hang-agent.toml");
+    // Without the injection the guest answers: the check must fail.
     let mut healthy = scn.clone();
-    healthy.steps.retain(|s| !matches!(s, shmem_host::vm::scenario::Step::Inject { .. }));
+    let keep: Vec<bool> = healthy.steps.iter().map(|s| !matches!(s, shmem_host::vm::scenario::Step::Inject { .. })).collect();
+    let mut k = keep.iter();
+    healthy.steps.retain(|_| *k.next().unwrap());
+    let mut k = keep.iter();
+    healthy.labels.retain(|_| *k.next().unwrap());
     match verdict_on_model(&spec, &healthy, Faults::default()) {
-        Verdict::Fail(c) => assert_eq!(c[0].check, "map-after-backend-death-unanswered"),
+        Verdict::Fail(j) => assert_eq!(j[0].check.check, "hung-agent-detected"),
         other => panic!("{other:?}"),
     }
 }

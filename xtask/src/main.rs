@@ -8,6 +8,7 @@ mod artefacts;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use shmem_host::vm::qemu::probe;
 use shmem_host::vm::scenario::{Scenario, SuiteFile, load_known_defects};
 use shmem_host::vm::{self, AccelChoice, SuiteConfig, report};
 use xshell::{Shell, cmd};
@@ -24,6 +25,11 @@ vm-test / bench options:
   --accel auto|kvm|tcg accelerator (default auto: KVM if it boots, else TCG)
   --filter TEXT        run only scenarios whose name contains TEXT
   --list               list the scenarios and exit
+  --known-defects PATH|none
+                       judge by this list of known QEMU defects (default tests/known-defects.toml);
+                       none: every failure is a FAIL
+  --compare QEMU2      run the suite on --qemu (A, the baseline) and on QEMU2 (B); print what B
+                       fixed, regressed and fails differently; exit non-zero on a regression
   --json PATH          also write the report as JSON (both verdicts, checks, logs of failures)
   --junit PATH         also write the report as JUnit XML";
 
@@ -36,10 +42,23 @@ struct Opts {
     list: bool,
     json: Option<PathBuf>,
     junit: Option<PathBuf>,
+    known_defects: Option<String>,
+    compare: Option<PathBuf>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { qemu: None, kernel: None, kernel_src: None, accel: AccelChoice::Auto, filter: None, list: false, json: None, junit: None };
+    let mut o = Opts {
+        qemu: None,
+        kernel: None,
+        kernel_src: None,
+        accel: AccelChoice::Auto,
+        filter: None,
+        list: false,
+        json: None,
+        junit: None,
+        known_defects: None,
+        compare: None,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
@@ -59,6 +78,8 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--list" => o.list = true,
             "--json" => o.json = Some(val()?.into()),
             "--junit" => o.junit = Some(val()?.into()),
+            "--known-defects" => o.known_defects = Some(val()?),
+            "--compare" => o.compare = Some(val()?.into()),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -78,13 +99,38 @@ fn load_scenarios(root: &Path, filter: Option<&str>) -> Result<Vec<Scenario>, St
     Ok(picked)
 }
 
-fn vm_test(args: &[String]) -> Result<vm::SuiteReport, String> {
+/// What a vm-test invocation ran: one suite, or with `--compare` the
+/// baseline (A) too and what changed from it to `run` (B).
+struct Outcome {
+    run: vm::SuiteReport,
+    baseline: Option<(vm::SuiteReport, report::Comparison)>,
+}
+
+impl Outcome {
+    fn ok(&self) -> bool {
+        match &self.baseline {
+            None => self.run.ok(),
+            // Comparing a patch against a baseline fails on regressions only.
+            Some((_, c)) => c.regressed == 0,
+        }
+    }
+}
+
+fn vm_test(args: &[String]) -> Result<Outcome, String> {
     let o = parse_opts(args)?;
     let result = prepare_and_run(&o);
     let (json, junit) = match &result {
-        Ok(r) => {
+        Ok(Outcome { run: r, baseline: None }) => {
             report::print_report(r);
             (report::json_report(r), report::junit_report(r))
+        }
+        Ok(Outcome { run: b, baseline: Some((a, c)) }) => {
+            println!("== A (baseline)");
+            report::print_report(a);
+            println!("== B");
+            report::print_report(b);
+            report::print_comparison(a, b, c);
+            (report::json_compare(a, b, c), report::junit_report(b))
         }
         // A run that could not even start still leaves a failing report.
         Err(e) => (report::json_error(e), report::junit_error(e)),
@@ -101,7 +147,7 @@ fn vm_test(args: &[String]) -> Result<vm::SuiteReport, String> {
     result
 }
 
-fn prepare_and_run(o: &Opts) -> Result<vm::SuiteReport, String> {
+fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let root = root();
     let scenarios = load_scenarios(&root, o.filter.as_deref())?;
     if o.list {
@@ -113,11 +159,19 @@ fn prepare_and_run(o: &Opts) -> Result<vm::SuiteReport, String> {
     let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
     let spec = suite.device.spec();
     spec.validate().map_err(|e| format!("tests/suite.toml: {e}"))?;
-    let known_defects = load_known_defects(&root.join("tests/known-defects.toml")).map_err(|e| e.to_string())?;
+    let (known_defects, known_defects_source) = match o.known_defects.as_deref() {
+        Some("none") => (Vec::new(), "none".to_string()),
+        Some(p) => (load_known_defects(Path::new(p)).map_err(|e| e.to_string())?, p.to_string()),
+        None => (load_known_defects(&root.join("tests/known-defects.toml")).map_err(|e| e.to_string())?, "tests/known-defects.toml".to_string()),
+    };
     let sh = Shell::new().map_err(|e| e.to_string())?;
     let cache = artefacts::cache_dir()?;
     let qemu = artefacts::find_qemu(&sh, o.qemu.as_deref(), &cache)?;
     println!("vm-test: QEMU {} at {}", qemu.version_text, qemu.path.display());
+    let other = match &o.compare {
+        Some(p) => Some(probe(p).map_err(|e| format!("--compare refused: {e}"))?),
+        None => None,
+    };
     let agent = artefacts::build_agent(&sh, &root)?;
     let kernel = match &o.kernel {
         Some(k) if !k.is_file() => return Err(format!("--kernel {}: no such file", k.display())),
@@ -127,8 +181,13 @@ fn prepare_and_run(o: &Opts) -> Result<vm::SuiteReport, String> {
     let work_dir = root.join("target/vm-test");
     let initramfs = artefacts::build_initramfs(&agent, &work_dir)?;
     vm::install_interrupt_handler();
-    let cfg = SuiteConfig { qemu, kernel, initramfs, accel: o.accel, spec, scenarios, known_defects, work_dir };
-    vm::run_suite(&cfg)
+    let cfg = SuiteConfig { qemu, kernel, initramfs, accel: o.accel, spec, scenarios, known_defects, known_defects_source, work_dir };
+    let a = vm::run_suite(&cfg)?;
+    let Some(other) = other else { return Ok(Outcome { run: a, baseline: None }) };
+    println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
+    let b = vm::run_suite(&SuiteConfig { qemu: other, ..cfg })?;
+    let c = report::compare(&a, &b);
+    Ok(Outcome { run: b, baseline: Some((a, c)) })
 }
 
 fn test(args: &[String]) -> Result<bool, String> {
@@ -150,7 +209,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "vm-test" => vm_test(rest).map(|r| r.ok()),
         "bench" => vm_test(rest).map(|r| {
-            println!("{}", report::bench_report(&r));
+            println!("{}", report::bench_report(&r.run));
             r.ok()
         }),
         "-h" | "--help" | "help" => {

@@ -2,10 +2,11 @@
 //! guest agent on its serial port) and the reference model. Both answer the
 //! same questions; neither judges.
 
+use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use super::qemu::Qemu;
+use super::qemu::{Qemu, describe_status};
 use super::scenario::Fault;
 use crate::backend::FileId;
 use crate::files::{fnv1a64, pattern_byte};
@@ -31,6 +32,15 @@ impl Observed {
         Observed::Bytes { digest: fnv1a64(data), zero: data.iter().all(|&b| b == 0), head }
     }
 
+    /// Short form for known-defect signatures: "zeros", "inaccessible", "digest X".
+    pub fn fact(&self) -> String {
+        match self {
+            Observed::Bytes { zero: true, .. } => "zeros".into(),
+            Observed::Bytes { digest, .. } => format!("digest {digest:016x}"),
+            Observed::Inaccessible => "inaccessible".into(),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Observed::Bytes { digest, zero, head } => format!("digest {digest:016x}{} first bytes {head}", if *zero { " (all zero)" } else { "" }),
@@ -38,6 +48,28 @@ impl Observed {
         }
     }
 }
+
+/// How a frontend ended (or failed to end cleanly): its exit as the
+/// known-defect signatures name it ("signal 11 (SIGSEGV)", "status 1"),
+/// and the tail of what it said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Death {
+    pub exit: String,
+    pub said: String,
+}
+
+impl fmt::Display for Death {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.said.as_str() {
+            "" => write!(f, "{}; it said nothing", self.exit),
+            said => write!(f, "{}; it said last:\n{said}", self.exit),
+        }
+    }
+}
+
+/// One shared-memory region as the guest found it: shmid, offset in the
+/// shared-memory BAR, length.
+pub type RegionWindow = (u8, u64, u64);
 
 pub trait Guest {
     /// "qemu" or "model".
@@ -49,23 +81,28 @@ pub trait Guest {
     fn fill(&mut self, shmid: u8, offset: u64, len: u64, seed: u8) -> Result<(), String>;
     /// Device reset (status 0), then, if `init`, re-initialisation to DRIVER_OK.
     fn reset(&mut self, init: bool) -> Result<(), String>;
-    /// Guest-physical address of the shared-memory BAR.
-    fn bar_base(&self) -> u64;
+    /// Guest-physical address of region `shmid`, from what the guest found
+    /// (the BAR's address and the region's capability), never assumed.
+    fn region_addr(&self, shmid: u8) -> Result<u64, String>;
+    /// The regions as the guest found them, by shmid.
+    fn layout(&self) -> Result<Vec<RegionWindow>, String>;
     /// A position in what the frontend says (QEMU's stderr, the model's reasons).
     fn log_mark(&self) -> u64;
     /// What the frontend said since `mark`.
     fn log_since(&self, mark: u64) -> String;
     /// Where the frontend still holds `file` (fds, memory mappings); empty when released.
     fn holds(&self, file: FileId) -> Result<Vec<String>, String>;
-    /// `Some(description)` when the frontend process is gone.
-    fn gone(&mut self) -> Option<String>;
+    /// How the frontend died, once it has.
+    fn gone(&mut self) -> Option<Death>;
     /// The frontend's logs, for a report of a failure.
     fn log_text(&self) -> String;
     /// Guest copy rates through region `shmid` (mapped read-write, `len`
     /// bytes from offset 0) and in guest RAM: `shm_mib_s=.. ram_mib_s=..`.
     fn bandwidth(&mut self, shmid: u8, len: u64, iterations: u32) -> Result<String, String>;
-    /// Ends the frontend (QEMU powers off); nothing else may be asked after.
-    fn shutdown(&mut self);
+    /// Asks the frontend to quit (QEMU: the guest powers off) and says how
+    /// it ended: `Ok(exit)` for a clean end (status 0, no signal), else how
+    /// it ended instead. Nothing else may be asked after.
+    fn shutdown(&mut self) -> Result<String, Death>;
     /// Fault injection on the frontend or guest side (`kill-backend` is the runner's).
     fn inject(&mut self, fault: Fault) -> Result<(), String>;
     /// Asks the guest for a sign of life, waiting at most `timeout`.
@@ -111,6 +148,13 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
+fn hex(v: &str) -> Option<u64> {
+    u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()
+}
+
+/// How long QEMU may take to exit once asked.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Guest for QemuGuest {
     fn kind(&self) -> &'static str {
         "qemu"
@@ -146,10 +190,26 @@ impl Guest for QemuGuest {
         }
     }
 
-    fn bar_base(&self) -> u64 {
-        field(&self.qemu.ready_line, "bar_addr")
-            .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
-            .unwrap_or(0)
+    fn region_addr(&self, shmid: u8) -> Result<u64, String> {
+        let bar = field(&self.qemu.ready_line, "bar_addr")
+            .and_then(hex)
+            .ok_or_else(|| format!("the agent's ready line names no BAR address: {:?}", self.qemu.ready_line))?;
+        let (_, offset, _) = self.layout()?.into_iter().find(|r| r.0 == shmid).ok_or_else(|| format!("the guest found no capability for region shmid {shmid}"))?;
+        Ok(bar + offset)
+    }
+
+    /// From the agent's ready line: `regions=SHMID:BAR:OFFSET:LEN,...`.
+    fn layout(&self) -> Result<Vec<RegionWindow>, String> {
+        let bad = || format!("the agent's ready line has no readable regions: {:?}", self.qemu.ready_line);
+        let list = field(&self.qemu.ready_line, "regions").ok_or_else(bad)?;
+        let window = |r: &str| -> Option<RegionWindow> {
+            let f: Vec<&str> = r.split(':').collect();
+            match f.as_slice() {
+                [id, _bar, off, len] => Some((id.parse().ok()?, hex(off)?, hex(len)?)),
+                _ => None,
+            }
+        };
+        list.split(',').filter(|r| !r.is_empty()).map(|r| window(r).ok_or_else(bad)).collect()
     }
 
     fn log_mark(&self) -> u64 {
@@ -181,11 +241,10 @@ impl Guest for QemuGuest {
         Ok(found)
     }
 
-    fn gone(&mut self) -> Option<String> {
-        self.qemu.check_running("running the scenario").err().map(|e| match self.qemu.stderr_tail() {
-            t if t.is_empty() => format!("{e}; its stderr is empty"),
-            t => format!("{e}; its stderr ends:\n{t}"),
-        })
+    fn gone(&mut self) -> Option<Death> {
+        self.qemu.check_running("running the scenario").err()?;
+        let exit = self.qemu.exit.map_or_else(|| "ended".to_string(), describe_status);
+        Some(Death { exit, said: self.qemu.stderr_tail() })
     }
 
     fn log_text(&self) -> String {
@@ -198,8 +257,13 @@ impl Guest for QemuGuest {
         self.command(&format!("bw {shmid} {len:#x} {iterations}"))
     }
 
-    fn shutdown(&mut self) {
-        self.qemu.stop(if self.hung { Duration::ZERO } else { Duration::from_secs(10) });
+    fn shutdown(&mut self) -> Result<String, Death> {
+        let death = |exit: String, qemu: &Qemu| Death { exit, said: qemu.stderr_tail() };
+        match self.qemu.stop(!self.hung, SHUTDOWN_TIMEOUT) {
+            Ok(status) if status.success() => Ok(describe_status(status)),
+            Ok(status) => Err(death(describe_status(status), &self.qemu)),
+            Err(e) => Err(death(e, &self.qemu)),
+        }
     }
 
     fn inject(&mut self, fault: Fault) -> Result<(), String> {
@@ -252,8 +316,22 @@ impl Guest for ModelGuest {
         if init { self.model.start().map_err(|e| e.to_string()) } else { Ok(()) }
     }
 
-    fn bar_base(&self) -> u64 {
-        MODEL_BAR_BASE
+    fn region_addr(&self, shmid: u8) -> Result<u64, String> {
+        let (_, offset, _) = self.layout()?.into_iter().find(|r| r.0 == shmid).ok_or_else(|| format!("the model has no region shmid {shmid}"))?;
+        Ok(MODEL_BAR_BASE + offset)
+    }
+
+    /// The regions GET_SHMEM_CONFIG gave the model, packed by shmid as QEMU packs them.
+    fn layout(&self) -> Result<Vec<RegionWindow>, String> {
+        let mut offset = 0;
+        let mut out = Vec::new();
+        for (id, size) in self.model.region_sizes().into_iter().enumerate() {
+            if size != 0 {
+                out.push((id as u8, offset, size));
+                offset += size;
+            }
+        }
+        Ok(out)
     }
 
     fn log_mark(&self) -> u64 {
@@ -278,8 +356,8 @@ impl Guest for ModelGuest {
         Ok(self.model.held_files().into_iter().filter(|f| *f == file).map(|_| "fd (model)".to_string()).collect())
     }
 
-    fn gone(&mut self) -> Option<String> {
-        None
+    fn gone(&mut self) -> Option<Death> {
+        self.model.death().map(|exit| Death { exit, said: self.log_text() })
     }
 
     fn log_text(&self) -> String {
@@ -290,13 +368,22 @@ impl Guest for ModelGuest {
         Err("the model has no guest CPU to measure".into())
     }
 
-    fn shutdown(&mut self) {}
+    fn shutdown(&mut self) -> Result<String, Death> {
+        match self.model.shut_down(SHUTDOWN_TIMEOUT) {
+            Ok(()) => Ok("status 0".into()),
+            Err(exit) => Err(Death { exit, said: self.log_text() }),
+        }
+    }
 
     fn inject(&mut self, fault: Fault) -> Result<(), String> {
         Err(format!("{fault:?} is not injected into the model (fault scenarios are QEMU-only)"))
     }
 
-    fn ping(&mut self, _timeout: Duration) -> Result<(), String> {
-        Ok(())
+    /// Alive when it has not died and applies what it acked in time.
+    fn ping(&mut self, timeout: Duration) -> Result<(), String> {
+        if let Some(d) = self.model.death() {
+            return Err(format!("the model died: {d}"));
+        }
+        self.model.sync(timeout).map_err(|e| e.to_string())
     }
 }

@@ -19,7 +19,7 @@ use crate::model::{Faults, ModelFrontend};
 use crate::manager::MappingManager;
 use crate::server::BackendServer;
 use crate::spec::DeviceSpec;
-use guest::{Guest, ModelGuest, QemuGuest};
+use guest::{Death, Guest, ModelGuest, QemuGuest, RegionWindow};
 use qemu::{Accel, BootConfig, Qemu, QemuInfo};
 use scenario::{KnownDefect, Scenario, SuiteDevice};
 pub use steps::CheckResult;
@@ -57,19 +57,35 @@ pub struct SuiteConfig {
     pub accel: AccelChoice,
     pub spec: DeviceSpec,
     pub scenarios: Vec<Scenario>,
+    /// The known defects to judge by (empty with `--known-defects none`).
     pub known_defects: Vec<KnownDefect>,
+    /// Where they came from, for the report ("none" for none).
+    pub known_defects_source: String,
     /// Parent of the run directory (kept there when the run fails).
     pub work_dir: PathBuf,
+}
+
+/// A failed check as judged against the known defects.
+#[derive(Clone, Debug)]
+pub struct Judged {
+    pub check: CheckResult,
+    /// The known defect whose signature this failure shows.
+    pub defect: Option<String>,
+    /// A listed defect of this check whose signature it does NOT show: its
+    /// id and signature, printed beside what was seen.
+    pub listed: Option<(String, String)>,
 }
 
 /// One scenario's verdict on one target.
 #[derive(Clone, Debug)]
 pub enum Verdict {
     Pass,
-    /// Every failed check is a listed known defect.
-    KnownFailure(Vec<CheckResult>),
-    Fail(Vec<CheckResult>),
-    /// A listed defect did not show: the list is out of date.
+    /// Every failed check shows the signature of a listed known defect.
+    KnownFailure(Vec<Judged>),
+    /// A failed check is not listed, or fails differently from its listing.
+    Fail(Vec<Judged>),
+    /// Listed defects did not show (the check passed or never ran): each
+    /// message names the entry to drop.
     UnexpectedPass(Vec<String>),
     /// The scenario could not be run to the end (infrastructure, timeout).
     Error(String),
@@ -110,7 +126,7 @@ pub struct ScenarioReport {
     pub model_time: Duration,
     pub qemu_checks: Vec<CheckResult>,
     pub model_checks: Vec<CheckResult>,
-    /// QEMU's stderr and console tails when the QEMU verdict is not ok.
+    /// QEMU's stderr and console tails when the QEMU verdict is not PASS.
     pub qemu_log: Option<String>,
 }
 
@@ -129,6 +145,8 @@ pub struct Measurements {
 
 pub struct SuiteReport {
     pub qemu: QemuInfo,
+    /// Where the known defects came from ("none" when not used).
+    pub known_defects: String,
     pub accel: Accel,
     pub accel_note: Option<String>,
     pub boot_time: Duration,
@@ -156,22 +174,25 @@ fn kvm_usable() -> Result<(), String> {
 
 /// What went wrong while booting: QEMU died (a verdict) or something else (an error).
 enum BootError {
-    Died(String),
+    Died(Death),
     Other(String),
 }
 
 impl BootError {
-    fn text(&self) -> &str {
+    fn text(&self) -> String {
         match self {
-            BootError::Died(s) | BootError::Other(s) => s,
+            BootError::Died(d) => format!("QEMU died while booting ({})", d),
+            BootError::Other(s) => s.clone(),
         }
     }
 }
 
-/// A booted QEMU target (its backend server lives in the target).
+/// A booted QEMU target (its backend server lives in the target), with the
+/// checks its boot already made.
 struct QemuTarget {
     target: Target,
     boot_time: Duration,
+    boot_checks: Vec<CheckResult>,
 }
 
 /// Where a boot keeps its logs, and the short directory its sockets live under.
@@ -179,6 +200,40 @@ struct QemuTarget {
 struct Dirs<'a> {
     logs: &'a Path,
     sockets: &'a Path,
+}
+
+/// Check `layout-matches-spec`: the regions the guest found (capabilities in
+/// the shared-memory BAR) are the ones the backend advertised, packed by shmid.
+fn layout_check(spec: &DeviceSpec, guest: &dyn Guest) -> CheckResult {
+    let want: Vec<RegionWindow> =
+        (0..spec.regions.len()).filter_map(|i| spec.bar_offset(i as u8).map(|off| (i as u8, off, spec.regions[i]))).collect();
+    let show = |l: &[RegionWindow]| l.iter().map(|(id, off, len)| format!("{id}@{off:#x}+{len:#x}")).collect::<Vec<_>>().join(" ");
+    match guest.layout() {
+        Ok(mut got) => {
+            got.sort();
+            CheckResult::new("layout-matches-spec", got == want, format!("{} found regions [{}]; the backend advertised [{}]", guest.kind(), show(&got), show(&want)))
+            .with("found", show(&got))
+        }
+        Err(e) => CheckResult::new("layout-matches-spec", false, e),
+    }
+}
+
+/// Check `clean-shutdown`: asked to quit, the frontend ends with status 0
+/// and no signal (QEMU unrealizes the device, live mappings and all).
+fn shutdown_check(guest: &mut dyn Guest) -> CheckResult {
+    match guest.shutdown() {
+        Ok(exit) => CheckResult::new("clean-shutdown", true, format!("{} quit on request ({exit})", guest.kind())).with("exit", exit),
+        Err(d) => CheckResult::new("clean-shutdown", false, format!("asked to quit, the {} ended badly: {d}", guest.kind())).with("exit", &d.exit).with("said", steps::said_fact(&d.said)),
+    }
+}
+
+/// Ends a target that ran `checks`: the clean-shutdown check, unless the
+/// frontend already died (that is `frontend-survives`) or was killed on purpose.
+fn finish(t: &mut Target, checks: &mut Vec<CheckResult>) {
+    let died = checks.iter().any(|c| c.check == "frontend-survives" && !c.passed);
+    if !died && !t.expected_death() {
+        checks.push(shutdown_check(t.guest.as_mut()));
+    }
 }
 
 fn boot(cfg: &SuiteConfig, spec: &DeviceSpec, accel: Accel, init: bool, dirs: Dirs<'_>) -> Result<QemuTarget, BootError> {
@@ -195,16 +250,20 @@ fn boot(cfg: &SuiteConfig, spec: &DeviceSpec, accel: Accel, init: bool, dirs: Di
         agent_socket: server.private_dir().join("agent.sock"),
         ready_timeout: if accel == Accel::Kvm { READY_KVM } else { READY_TCG },
     };
-    let qemu = Qemu::boot(&boot).map_err(|(e, died)| if died { BootError::Died(e) } else { other(e) })?;
+    let qemu = Qemu::boot(&boot).map_err(|(e, exit)| match exit {
+        Some(exit) => BootError::Died(Death { exit, said: e }),
+        None => other(e),
+    })?;
     let boot_time = qemu.boot_time;
     let chan = server.channel(CHANNEL_TIMEOUT).map_err(|e| other(format!("backend channel: {e}")))?;
     let mut guest = QemuGuest::new(qemu);
     if !guest.qemu.ready_line.contains(" device ") {
         return Err(other(format!("the guest agent found no test device: {}", guest.qemu.ready_line)));
     }
+    let boot_checks = vec![layout_check(spec, &guest)];
     guest.reset(init).map_err(|e| other(format!("initialising the device: {e}")))?;
     let target = Target::new(MappingManager::new(spec.clone(), chan), Box::new(guest), server);
-    Ok(QemuTarget { target, boot_time })
+    Ok(QemuTarget { target, boot_time, boot_checks })
 }
 
 fn boot_with_fallback(cfg: &SuiteConfig, dirs: Dirs<'_>) -> Result<(QemuTarget, Accel, Option<String>), String> {
@@ -220,14 +279,29 @@ fn boot_with_fallback(cfg: &SuiteConfig, dirs: Dirs<'_>) -> Result<(QemuTarget, 
             Err(e) => {
                 let note = format!("KVM boot failed ({}); fell back to TCG", e.text());
                 eprintln!("vm-test: {note}");
-                let t = boot(cfg, &cfg.spec, Accel::Tcg, true, dirs).map_err(|e| e.text().to_string())?;
+                let t = boot(cfg, &cfg.spec, Accel::Tcg, true, dirs).map_err(|e| e.text())?;
                 return Ok((t, Accel::Tcg, Some(note)));
             }
         }
     }
     let note = (cfg.accel == AccelChoice::Auto).then(|| format!("TCG: {}", kvm_usable().err().unwrap_or_default()));
-    let t = boot(cfg, &cfg.spec, Accel::Tcg, true, dirs).map_err(|e| e.text().to_string())?;
+    let t = boot(cfg, &cfg.spec, Accel::Tcg, true, dirs).map_err(|e| e.text())?;
     Ok((t, Accel::Tcg, note))
+}
+
+/// The accelerator for own boots when no shared boot chose one (a filtered run).
+fn own_boot_accel(cfg: &SuiteConfig, note: &mut Option<String>) -> Accel {
+    match cfg.accel {
+        AccelChoice::Kvm => Accel::Kvm,
+        AccelChoice::Tcg => Accel::Tcg,
+        AccelChoice::Auto => match kvm_usable() {
+            Ok(()) => Accel::Kvm,
+            Err(e) => {
+                *note = Some(format!("TCG: {e}"));
+                Accel::Tcg
+            }
+        },
+    }
 }
 
 /// The reference model behind its own backend (socket under `sockets`), as a target.
@@ -241,16 +315,38 @@ pub fn model_target(spec: &DeviceSpec, faults: Faults, init: bool, sockets: &Pat
     Ok(Target::new(MappingManager::new(spec.clone(), chan), Box::new(ModelGuest { model }), server))
 }
 
-/// Turns check results into a verdict; `defects` are those that apply here.
-pub fn judge(result: Result<Vec<CheckResult>, String>, scenario: &str, defects: &[&KnownDefect]) -> Verdict {
+/// Turns check results into a verdict. `defects` are the entries that apply
+/// to this scenario on this build and accelerator. A failed check is known
+/// only when a listed entry's signature matches its facts; a listed entry
+/// whose check passed or never ran is an unexpected pass.
+pub fn judge(result: Result<Vec<CheckResult>, String>, defects: &[&KnownDefect]) -> Verdict {
     let checks = match result {
         Ok(c) => c,
         Err(e) => return Verdict::Error(e),
     };
-    let listed = |c: &str| defects.iter().any(|d| d.scenario == scenario && d.check == c);
-    let failed: Vec<CheckResult> = checks.iter().filter(|c| !c.passed).cloned().collect();
-    let unexpected: Vec<String> = checks.iter().filter(|c| c.passed && listed(&c.check)).map(|c| c.check.clone()).collect();
-    if failed.iter().any(|c| !listed(&c.check)) {
+    let failed: Vec<Judged> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| {
+            let listed: Vec<&&KnownDefect> = defects.iter().filter(|d| d.check == c.check).collect();
+            let matched = listed.iter().find(|d| d.matches(&c.facts));
+            Judged {
+                check: c.clone(),
+                defect: matched.map(|d| d.id.clone()),
+                listed: if matched.is_none() { listed.first().map(|d| (d.id.clone(), d.signature_text())) } else { None },
+            }
+        })
+        .collect();
+    let unexpected: Vec<String> = defects
+        .iter()
+        .filter(|d| !failed.iter().any(|j| j.defect.as_deref() == Some(d.id.as_str())))
+        .filter(|d| !failed.iter().any(|j| j.check.check == d.check))
+        .map(|d| {
+            let how = if checks.iter().any(|c| c.check == d.check) { "the check passed" } else { "the check never ran" };
+            format!("known defect `{}` ({}) did not show: {how}; drop it from the known-defects list", d.id, d.check)
+        })
+        .collect();
+    if failed.iter().any(|j| j.defect.is_none()) {
         Verdict::Fail(failed)
     } else if !unexpected.is_empty() {
         Verdict::UnexpectedPass(unexpected)
@@ -262,34 +358,39 @@ pub fn judge(result: Result<Vec<CheckResult>, String>, scenario: &str, defects: 
 }
 
 /// Runs one scenario on a target (after a device reset when `prepare`);
-/// returns its checks or an error, and how long it took.
+/// returns its checks or an error, and how long it took. A panic of the
+/// runner itself (whatever a frontend answered) is an error, never a crash.
 pub fn run_on(scn: &Scenario, t: &mut Target, prepare: bool) -> (Result<Vec<CheckResult>, String>, Duration) {
     let start = Instant::now();
-    let res = if prepare {
-        t.guest.reset(scn.init).map_err(|e| format!("resetting the device before the scenario: {e}"))
-    } else {
-        Ok(())
-    };
-    let res = res.and_then(|()| {
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if prepare {
+            t.guest.reset(scn.init).map_err(|e| format!("resetting the device before the scenario: {e}"))?;
+        }
         t.mgr.forget_all();
         run_steps(scn, t)
+    }));
+    let res = res.unwrap_or_else(|p| {
+        let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Err(format!("the runner panicked (a bug of the appliance, please report it): {what}"))
     });
     (res, start.elapsed())
 }
 
-fn defects_for<'a>(cfg: &'a SuiteConfig, scn: &Scenario) -> Vec<&'a KnownDefect> {
-    cfg.known_defects.iter().filter(|d| d.applies(cfg.qemu.version, &scn.name, &d.check)).collect()
+fn defects_for<'a>(cfg: &'a SuiteConfig, accel: Accel, scenario: &str) -> Vec<&'a KnownDefect> {
+    cfg.known_defects.iter().filter(|d| d.applies(&cfg.qemu.build, accel.name(), scenario)).collect()
 }
 
-fn report(scn: &Scenario, q: (Result<Vec<CheckResult>, String>, Duration), m: (Result<Vec<CheckResult>, String>, Duration), defects: &[&KnownDefect], qlog: impl FnOnce() -> String) -> ScenarioReport {
+type Run = (Result<Vec<CheckResult>, String>, Duration);
+
+fn report(name: &str, description: &str, qemu_only: bool, q: Run, m: Run, defects: &[&KnownDefect], qlog: impl FnOnce() -> String) -> ScenarioReport {
     let qemu_checks = q.0.clone().unwrap_or_default();
     let model_checks = m.0.clone().unwrap_or_default();
-    let qemu = judge(q.0, &scn.name, defects);
-    let model = if scn.qemu_only { Verdict::Skipped("fault scenario: QEMU only".into()) } else { judge(m.0, &scn.name, &[]) };
-    let qemu_log = (!qemu.ok()).then(qlog);
+    let qemu = judge(q.0, defects);
+    let model = if qemu_only { Verdict::Skipped("fault scenario: QEMU only".into()) } else { judge(m.0, &[]) };
+    let qemu_log = (!matches!(qemu, Verdict::Pass)).then(qlog);
     ScenarioReport {
-        name: scn.name.clone(),
-        description: scn.description.clone(),
+        name: name.to_string(),
+        description: description.to_string(),
         qemu,
         model,
         qemu_time: q.1,
@@ -305,47 +406,58 @@ pub fn scenario_spec(suite: &DeviceSpec, scn: &Scenario) -> DeviceSpec {
     scn.device.as_ref().map_or_else(|| suite.clone(), SuiteDevice::spec)
 }
 
+/// The model as a target for a scenario's own boot: its layout check, the
+/// scenario, its clean shutdown.
+fn run_model_boot(spec: &DeviceSpec, scn: &Scenario, sockets: &Path) -> Run {
+    let start = Instant::now();
+    match model_target(spec, Faults::default(), scn.init, sockets) {
+        Ok(mut t) => {
+            let layout = layout_check(spec, t.guest.as_ref());
+            let (res, _) = run_on(scn, &mut t, false);
+            let res = res.map(|checks| {
+                let mut all = vec![layout];
+                all.extend(checks);
+                finish(&mut t, &mut all);
+                all
+            });
+            (res, start.elapsed())
+        }
+        Err(e) => (Err(e), start.elapsed()),
+    }
+}
+
 /// A scenario with a QEMU and a model of its own (probes that may kill QEMU).
 fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path, sockets: &Path) -> Result<ScenarioReport, String> {
     let spec = scenario_spec(&cfg.spec, scn);
     // Inside the run directory, which is kept when the run fails.
     let dir = run_dir.join(&scn.name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let defects = defects_for(cfg, scn);
+    let defects = defects_for(cfg, accel, &scn.name);
     let start = Instant::now();
     let before = leaks::Snapshot::take();
     let (mut q, qlog) = match boot(cfg, &spec, accel, scn.init, Dirs { logs: &dir, sockets }) {
         Ok(mut qt) => {
-            let r = run_on(scn, &mut qt.target, false);
-            let log = qt.target.guest.log_text();
-            qt.target.guest.shutdown();
-            (r, log)
+            let (res, took) = run_on(scn, &mut qt.target, false);
+            let res = res.map(|checks| {
+                let mut all = std::mem::take(&mut qt.boot_checks);
+                all.extend(checks);
+                finish(&mut qt.target, &mut all);
+                all
+            });
+            ((res, took), qt.target.guest.log_text())
         }
-        Err(BootError::Died(e)) => {
-            let check = CheckResult { check: "frontend-survives".into(), passed: false, evidence: format!("QEMU died while booting with regions {:?}: {e}", spec.regions) };
-            ((Ok(vec![check]), start.elapsed()), e)
-        }
+        Err(BootError::Died(death)) => ((Ok(vec![CheckResult::died("boot", &death)]), start.elapsed()), death.said),
         Err(BootError::Other(e)) => ((Err(e), start.elapsed()), String::new()),
     };
     // Everything of that boot is torn down now: nothing of it may remain.
     let mut leaks = before.leaks_after(&dir, Duration::from_secs(1));
     leaks.extend(before.leftovers_in(sockets));
     if let Ok(checks) = &mut q.0 {
-        checks.push(CheckResult {
-            check: "no-leaks".into(),
-            passed: leaks.is_empty(),
-            evidence: if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") },
-        });
+        let evidence = if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
+        checks.push(CheckResult::new("no-leaks", leaks.is_empty(), evidence).with("leaks", leaks.len()));
     }
-    let m = if scn.qemu_only {
-        (Ok(Vec::new()), Duration::ZERO)
-    } else {
-        match model_target(&spec, Faults::default(), scn.init, sockets) {
-            Ok(mut t) => run_on(scn, &mut t, false),
-            Err(e) => (Err(e), Duration::ZERO),
-        }
-    };
-    Ok(report(scn, q, m, &defects, || qlog))
+    let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { run_model_boot(&spec, scn, sockets) };
+    Ok(report(&scn.name, &scn.description, scn.qemu_only, q, m, &defects, || qlog))
 }
 
 /// Measures guest copy bandwidth through a read-write mapping and in guest RAM.
@@ -390,43 +502,69 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, String> {
     result
 }
 
+/// The report row of the shared boot's own checks (layout at boot, clean shutdown).
+pub const SHARED_BOOT: &str = "shared-boot";
+
 fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<SuiteReport, String> {
-    let (mut qt, accel, accel_note) = boot_with_fallback(cfg, dirs)?;
-    let mut model = model_target(&cfg.spec, Faults::default(), true, dirs.sockets)?;
+    let shared: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| !s.own_boot).collect();
     let mut reports = Vec::new();
-    let mut qemu_dead: Option<String> = None;
-    for scn in cfg.scenarios.iter().filter(|s| !s.own_boot) {
-        if interrupted() {
-            return Err("interrupted".into());
-        }
-        let defects = defects_for(cfg, scn);
-        let q = match &qemu_dead {
-            Some(name) => (Err(format!("not run: QEMU died in scenario {name}")), Duration::ZERO),
-            None => run_on(scn, &mut qt.target, true),
-        };
-        let m = run_on(scn, &mut model, true);
-        if qemu_dead.is_none() && qt.target.guest.gone().is_some() {
-            qemu_dead = Some(scn.name.clone());
-        }
-        let guest = &qt.target.guest;
-        reports.push(report(scn, q, m, &defects, || guest.log_text()));
-    }
     let mut measurements = Measurements::default();
-    if qemu_dead.is_none() {
-        measurements.bandwidth = measure_bandwidth(&mut qt.target).map_err(|e| eprintln!("vm-test: bandwidth not measured: {e}")).ok();
+    let mut boot_time = None;
+    let (mut accel, mut accel_note) = (None, None);
+    if !shared.is_empty() {
+        let (mut qt, a, note) = boot_with_fallback(cfg, dirs)?;
+        (accel, accel_note, boot_time) = (Some(a), note, Some(qt.boot_time));
+        let model_start = Instant::now();
+        let mut model = model_target(&cfg.spec, Faults::default(), true, dirs.sockets)?;
+        let mut model_boot = vec![layout_check(&cfg.spec, model.guest.as_ref())];
+        let model_boot_time = model_start.elapsed();
+        let mut qemu_dead: Option<String> = None;
+        for scn in &shared {
+            if interrupted() {
+                return Err("interrupted".into());
+            }
+            let defects = defects_for(cfg, a, &scn.name);
+            let q = match &qemu_dead {
+                Some(name) => (Err(format!("not run: QEMU died in scenario {name}")), Duration::ZERO),
+                None => run_on(scn, &mut qt.target, true),
+            };
+            let m = run_on(scn, &mut model, true);
+            if qemu_dead.is_none() && qt.target.guest.gone().is_some() {
+                qemu_dead = Some(scn.name.clone());
+            }
+            let guest = &qt.target.guest;
+            reports.push(report(&scn.name, &scn.description, scn.qemu_only, q, m, &defects, || guest.log_text()));
+        }
+        if qemu_dead.is_none() {
+            measurements.bandwidth = measure_bandwidth(&mut qt.target).map_err(|e| eprintln!("vm-test: bandwidth not measured: {e}")).ok();
+        }
+        measurements.qemu_map = std::mem::take(&mut qt.target.map_latencies);
+        measurements.qemu_unmap = std::mem::take(&mut qt.target.unmap_latencies);
+        measurements.qemu_table_lag = std::mem::take(&mut qt.target.table_lags);
+        measurements.model_map = std::mem::take(&mut model.map_latencies);
+        measurements.model_unmap = std::mem::take(&mut model.unmap_latencies);
+        measurements.model_table_lag = std::mem::take(&mut model.table_lags);
+        // The shared boot's own row: a QEMU that died in a scenario has its
+        // death reported there; one that lives must quit cleanly.
+        let mut qemu_boot = std::mem::take(&mut qt.boot_checks);
+        if qemu_dead.is_none() {
+            qemu_boot.push(shutdown_check(qt.target.guest.as_mut()));
+        }
+        model_boot.push(shutdown_check(model.guest.as_mut()));
+        let defects = defects_for(cfg, a, SHARED_BOOT);
+        let guest = &qt.target.guest;
+        let description = "the boot the shared scenarios run in: regions where the backend advertised them, a clean shutdown";
+        let row = report(SHARED_BOOT, description, false, (Ok(qemu_boot), qt.boot_time), (Ok(model_boot), model_boot_time), &defects, || guest.log_text());
+        reports.insert(0, row);
+        // Own boots check that nothing is left under the socket dir: the
+        // shared targets go first.
+        drop(qt);
+        drop(model);
     }
-    measurements.qemu_map = std::mem::take(&mut qt.target.map_latencies);
-    measurements.qemu_unmap = std::mem::take(&mut qt.target.unmap_latencies);
-    measurements.qemu_table_lag = std::mem::take(&mut qt.target.table_lags);
-    measurements.model_map = std::mem::take(&mut model.map_latencies);
-    measurements.model_unmap = std::mem::take(&mut model.unmap_latencies);
-    measurements.model_table_lag = std::mem::take(&mut model.table_lags);
-    let boot_time = qt.boot_time;
-    qt.target.guest.shutdown();
-    // Own boots check that nothing is left under the socket dir: the shared
-    // targets go first.
-    drop(qt);
-    drop(model);
+    let accel = match accel {
+        Some(a) => a,
+        None => own_boot_accel(cfg, &mut accel_note),
+    };
     for scn in cfg.scenarios.iter().filter(|s| s.own_boot) {
         if interrupted() {
             return Err("interrupted".into());
@@ -435,12 +573,145 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
     }
     Ok(SuiteReport {
         qemu: cfg.qemu.clone(),
+        known_defects: cfg.known_defects_source.clone(),
         accel,
         accel_note,
-        boot_time,
+        boot_time: boot_time.unwrap_or_default(),
         suite_time: suite_start.elapsed(),
         scenarios: reports,
         measurements,
         kept_logs: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The runner's boot checks and the comparison, against a stub guest
+    //! and hand-made reports: each can fail.
+
+    use super::*;
+    use crate::backend::FileId;
+
+    /// A guest that finds `layout` and ends with `exit`.
+    struct Stub {
+        layout: Vec<RegionWindow>,
+        exit: Result<String, Death>,
+    }
+
+    impl Guest for Stub {
+        fn kind(&self) -> &'static str {
+            "stub"
+        }
+        fn observe(&mut self, _: u8, _: u64, _: u64) -> Result<guest::Observed, String> {
+            Err("stub".into())
+        }
+        fn fill(&mut self, _: u8, _: u64, _: u64, _: u8) -> Result<(), String> {
+            Err("stub".into())
+        }
+        fn reset(&mut self, _: bool) -> Result<(), String> {
+            Ok(())
+        }
+        fn region_addr(&self, _: u8) -> Result<u64, String> {
+            Err("stub".into())
+        }
+        fn layout(&self) -> Result<Vec<RegionWindow>, String> {
+            Ok(self.layout.clone())
+        }
+        fn log_mark(&self) -> u64 {
+            0
+        }
+        fn log_since(&self, _: u64) -> String {
+            String::new()
+        }
+        fn holds(&self, _: FileId) -> Result<Vec<String>, String> {
+            Ok(Vec::new())
+        }
+        fn gone(&mut self) -> Option<Death> {
+            None
+        }
+        fn log_text(&self) -> String {
+            String::new()
+        }
+        fn bandwidth(&mut self, _: u8, _: u64, _: u32) -> Result<String, String> {
+            Err("stub".into())
+        }
+        fn shutdown(&mut self) -> Result<String, Death> {
+            self.exit.clone()
+        }
+        fn inject(&mut self, _: scenario::Fault) -> Result<(), String> {
+            Err("stub".into())
+        }
+        fn ping(&mut self, _: Duration) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn spec() -> DeviceSpec {
+        DeviceSpec { virtio_id: 45, num_queues: 1, regions: vec![0xc0000, 0, 0x40000] }
+    }
+
+    #[test]
+    fn the_layout_check_fails_when_the_guest_finds_other_regions() {
+        let mut g = Stub { layout: vec![(2, 0xc0000, 0x40000), (0, 0, 0xc0000)], exit: Ok("status 0".into()) };
+        assert!(layout_check(&spec(), &g).passed, "the order of the capabilities does not matter");
+        g.layout = vec![(0, 0x40000, 0xc0000), (2, 0, 0x40000)];
+        assert!(!layout_check(&spec(), &g).passed);
+        g.layout.clear();
+        assert!(!layout_check(&spec(), &g).passed);
+    }
+
+    #[test]
+    fn the_shutdown_check_fails_on_a_signal_a_status_or_a_hang() {
+        let mut g = Stub { layout: Vec::new(), exit: Ok("status 0".into()) };
+        assert!(shutdown_check(&mut g).passed);
+        for exit in ["status 1", "signal 11 (SIGSEGV)", "QEMU did not exit within 10s of the agent's power-off; killed"] {
+            g.exit = Err(Death { exit: exit.into(), said: "bye".into() });
+            let c = shutdown_check(&mut g);
+            assert!(!c.passed && c.facts["exit"] == exit, "{c:?}");
+        }
+    }
+
+    fn suite_report(build: &str, checks: Vec<CheckResult>) -> SuiteReport {
+        let qemu = QemuInfo { path: PathBuf::from("qemu"), version: (11, 1, 3), version_text: String::new(), build: build.into() };
+        let s = ScenarioReport {
+            name: "s".into(),
+            description: String::new(),
+            qemu: Verdict::Pass,
+            model: Verdict::Pass,
+            qemu_time: Duration::ZERO,
+            model_time: Duration::ZERO,
+            qemu_checks: checks,
+            model_checks: Vec::new(),
+            qemu_log: None,
+        };
+        SuiteReport {
+            qemu,
+            known_defects: "none".into(),
+            accel: Accel::Tcg,
+            accel_note: None,
+            boot_time: Duration::ZERO,
+            suite_time: Duration::ZERO,
+            scenarios: vec![s],
+            measurements: Measurements::default(),
+            kept_logs: None,
+        }
+    }
+
+    #[test]
+    fn compare_names_fixes_regressions_and_changed_evidence() {
+        let crash = |sig: &str| CheckResult::new("frontend-survives", false, "").with("exit", sig);
+        let a = suite_report("a", vec![crash("signal 11 (SIGSEGV)"), CheckResult::new("ro", false, "").with("ack", "0"), CheckResult::new("mt", true, ""), CheckResult::new("x", false, "").with("n", "1")]);
+        let b = suite_report("b", vec![CheckResult::new("frontend-survives", true, ""), CheckResult::new("ro", false, "").with("ack", "0"), CheckResult::new("mt", false, "lost"), CheckResult::new("x", false, "").with("n", "2")]);
+        let c = report::compare(&a, &b);
+        assert_eq!((c.fixed, c.regressed, c.changed), (1, 1, 1), "{:#?}", c.lines);
+        assert!(c.lines.iter().any(|l| l.starts_with("fixed: s/frontend-survives")));
+        assert!(c.lines.iter().any(|l| l.starts_with("REGRESSED: s/mt")));
+        assert!(c.lines.iter().any(|l| l.starts_with("evidence changed: s/x")));
+        // A check that passed on A and never ran on B is a regression too.
+        let b = suite_report("b", vec![crash("signal 11 (SIGSEGV)")]);
+        assert!(report::compare(&a, &b).lines.iter().any(|l| l.starts_with("REGRESSED: s/mt: passed on A, never ran on B")));
+        // The same run on both sides changes nothing.
+        let same = report::compare(&a, &a);
+        assert!(same.lines.is_empty(), "{:?}", same.lines);
+    }
 }

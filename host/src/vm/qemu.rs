@@ -5,9 +5,9 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::interrupted;
@@ -26,6 +26,33 @@ pub struct QemuInfo {
     pub path: PathBuf,
     pub version: (u32, u32, u32),
     pub version_text: String,
+    /// The build's identity: what `--version` prints after "version ", e.g.
+    /// "11.1.3 (Debian 1:11.1.3+ds-1)". Known defects key on it.
+    pub build: String,
+}
+
+/// An exit status as the reports and known-defect signatures name it:
+/// "status 0", "signal 11 (SIGSEGV)".
+pub fn describe_status(s: ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("status {c}"),
+        (None, Some(sig)) => format!("signal {sig} ({})", signal_name(sig)),
+        _ => format!("{s}"),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGTRAP => "SIGTRAP",
+        _ => "other signal",
+    }
 }
 
 fn run_probe(path: &Path, args: &[&str]) -> Result<String, String> {
@@ -44,10 +71,10 @@ fn run_probe(path: &Path, args: &[&str]) -> Result<String, String> {
 pub fn probe(path: &Path) -> Result<QemuInfo, String> {
     let text = run_probe(path, &["--version"])?;
     let first = text.lines().next().unwrap_or("").to_string();
-    let version = first
+    let build = first.split_once(" version ").map(|(_, b)| b.trim().to_string()).unwrap_or_default();
+    let version = build
         .split_whitespace()
-        .skip_while(|w| *w != "version")
-        .nth(1)
+        .next()
         .and_then(super::scenario::parse_version)
         .ok_or_else(|| format!("{} is not a QEMU: `--version` printed {first:?}", path.display()))?;
     if version < MIN_VERSION {
@@ -66,7 +93,7 @@ pub fn probe(path: &Path) -> Result<QemuInfo, String> {
     if !devices.contains(&format!("\"{DEVICE}\"")) {
         return Err(format!("{} (QEMU {first}) has no {DEVICE} device", path.display()));
     }
-    Ok(QemuInfo { path: path.to_path_buf(), version, version_text: first })
+    Ok(QemuInfo { path: path.to_path_buf(), version, version_text: first, build })
 }
 
 /// Which accelerator a boot uses.
@@ -74,6 +101,16 @@ pub fn probe(path: &Path) -> Result<QemuInfo, String> {
 pub enum Accel {
     Kvm,
     Tcg,
+}
+
+impl Accel {
+    /// As QEMU and the known-defects list name it: "kvm", "tcg".
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
 }
 
 /// Everything one boot needs.
@@ -109,6 +146,8 @@ fn tail(path: &Path) -> String {
 /// A running QEMU with the agent connected. Killed and reaped on drop.
 pub struct Qemu {
     child: Option<Child>,
+    /// How QEMU ended, once it was reaped.
+    pub exit: Option<ExitStatus>,
     pub console_log: PathBuf,
     pub stderr_log: PathBuf,
     pub agent: BufReader<UnixStream>,
@@ -117,21 +156,18 @@ pub struct Qemu {
 }
 
 impl Qemu {
-    /// Starts QEMU and waits for the agent's `ready` line. The error says
-    /// whether QEMU itself died (`true`) or something else went wrong.
-    pub fn boot(cfg: &BootConfig) -> Result<Self, (String, bool)> {
-        Self::boot_inner(cfg).map_err(|e| {
-            if e.contains(EXITED) {
-                (format!("{e}\n{}", tail(&stderr_log(cfg))), true)
-            } else {
-                (e, false)
-            }
+    /// Starts QEMU and waits for the agent's `ready` line. When QEMU itself
+    /// died, the error carries how it ended ("signal 6 (SIGABRT)").
+    pub fn boot(cfg: &BootConfig) -> Result<Self, (String, Option<String>)> {
+        Self::boot_inner(cfg).map_err(|(e, exit)| match exit {
+            Some(status) => (format!("{e}\n{}", tail(&stderr_log(cfg))), Some(describe_status(status))),
+            None => (e, None),
         })
     }
 
-    fn boot_inner(cfg: &BootConfig) -> Result<Self, String> {
+    fn boot_inner(cfg: &BootConfig) -> Result<Self, (String, Option<ExitStatus>)> {
         let agent_sock = cfg.agent_socket.clone();
-        let listener = UnixListener::bind(&agent_sock).map_err(|e| format!("bind {}: {e}", agent_sock.display()))?;
+        let listener = UnixListener::bind(&agent_sock).map_err(|e| (format!("bind {}: {e}", agent_sock.display()), None))?;
         // The socket file goes when boot ends, however it ends.
         struct Unlink<'a>(&'a Path);
         impl Drop for Unlink<'_> {
@@ -140,14 +176,11 @@ impl Qemu {
             }
         }
         let _unlink = Unlink(&agent_sock);
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        listener.set_nonblocking(true).map_err(|e| (e.to_string(), None))?;
         let console_log = cfg.log_dir.join(format!("console-{:?}.log", cfg.accel).to_lowercase());
         let stderr_log = stderr_log(cfg);
-        let stderr = File::create(&stderr_log).map_err(|e| e.to_string())?;
-        let accel = match cfg.accel {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        };
+        let stderr = File::create(&stderr_log).map_err(|e| (e.to_string(), None))?;
+        let accel = cfg.accel.name();
         let mut cmd = Command::new(&cfg.qemu);
         cmd.args(["-machine", &format!("q35,accel={accel},memory-backend=mem")])
             .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-m", "256M"])
@@ -168,49 +201,62 @@ impl Qemu {
             // Own process group: a Ctrl-C reaches us, and we stop QEMU ourselves.
             .process_group(0);
         let start = Instant::now();
-        let child = cmd.spawn().map_err(|e| format!("starting {}: {e}", cfg.qemu.display()))?;
+        let child = cmd.spawn().map_err(|e| (format!("starting {}: {e}", cfg.qemu.display()), None))?;
         let mut q = Qemu {
             child: Some(child),
+            exit: None,
             console_log,
             stderr_log,
-            agent: BufReader::new(UnixStream::pair().map_err(|e| e.to_string())?.0),
+            agent: BufReader::new(UnixStream::pair().map_err(|e| (e.to_string(), None))?.0),
             ready_line: String::new(),
             boot_time: Duration::ZERO,
         };
-        let deadline = start + cfg.ready_timeout;
+        match q.await_agent(&listener, start + cfg.ready_timeout, cfg.ready_timeout) {
+            Ok(()) => {
+                q.boot_time = start.elapsed();
+                Ok(q)
+            }
+            Err(e) => Err((e, q.exit)),
+        }
+    }
+
+    /// Waits for QEMU to connect the agent's serial port and for the agent's `ready` line.
+    fn await_agent(&mut self, listener: &UnixListener, deadline: Instant, timeout: Duration) -> Result<(), String> {
         let stream = loop {
             match listener.accept() {
                 Ok((s, _)) => break s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(format!("accept agent serial: {e}")),
             }
-            q.check_running("connecting the agent serial port")?;
+            self.check_running("connecting the agent serial port")?;
             if interrupted() {
                 return Err("interrupted while waiting for QEMU to connect the agent serial port".into());
             }
             if Instant::now() > deadline {
-                return Err(format!("QEMU did not connect the agent serial port within {:?}", cfg.ready_timeout));
+                return Err(format!("QEMU did not connect the agent serial port within {timeout:?}"));
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-        q.agent = BufReader::new(stream);
-        let line = q.read_line(deadline, "waiting for the guest agent's ready line")?;
+        self.agent = BufReader::new(stream);
+        let line = self.read_line(deadline, "waiting for the guest agent's ready line")?;
         if !line.starts_with("ready ") {
             return Err(format!("guest agent's first line is not `ready`: {line:?}"));
         }
-        q.ready_line = line;
-        q.boot_time = start.elapsed();
-        Ok(q)
+        self.ready_line = line;
+        Ok(())
     }
 
     /// Err with the exit status if QEMU is gone.
     pub fn check_running(&mut self, during: &str) -> Result<(), String> {
         if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
             self.child = None;
-            return Err(format!("{EXITED} ({status}) while {during}"));
+            self.exit = Some(status);
         }
-        Ok(())
+        match self.exit {
+            Some(status) => Err(format!("{EXITED} ({}) while {during}", describe_status(status))),
+            None => Ok(()),
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -270,34 +316,55 @@ impl Qemu {
         tail(&self.stderr_log)
     }
 
-    /// Asks the agent to power off, waits for QEMU to exit, kills it if not.
-    pub fn stop(&mut self, timeout: Duration) {
-        let _ = self.send_line("0 poweroff");
+    /// Asks QEMU to quit — through the agent's power-off, or with SIGTERM
+    /// when the agent cannot be asked — and waits up to `timeout`; kills it
+    /// if it does not go. Returns how it ended, or why it had to be killed.
+    pub fn stop(&mut self, agent_answers: bool, timeout: Duration) -> Result<ExitStatus, String> {
+        if let Some(status) = self.exit {
+            return Err(format!("QEMU had already ended ({})", describe_status(status)));
+        }
+        let how = if agent_answers {
+            self.send_line("0 poweroff").map(|()| "the agent's power-off")
+        } else {
+            self.signal(libc::SIGTERM).map(|()| "SIGTERM")
+        };
         let deadline = Instant::now() + timeout;
-        while let Some(c) = self.child.as_mut() {
-            if matches!(c.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+        while how.is_ok() && self.child.is_some() && Instant::now() < deadline {
+            if self.check_running("shutting down").is_err() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let running = self.child.is_some();
         self.kill();
+        match (how, self.exit) {
+            (Err(e), _) => Err(format!("could not ask QEMU to quit: {e}; killed")),
+            (Ok(_), Some(status)) if !running => Ok(status),
+            (Ok(how), _) => Err(format!("QEMU did not exit within {timeout:?} of {how}; killed")),
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) -> Result<(), String> {
+        let pid = self.pid().ok_or("QEMU is not running")?;
+        // SAFETY: signalling our own child, which is not reaped yet.
+        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+            return Err(format!("kill -{sig} {pid}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     /// Fault injection: SIGKILL QEMU and leave it to be noticed (and reaped)
     /// like any other death.
     pub fn kill_unannounced(&mut self) -> Result<(), String> {
-        let pid = self.pid().ok_or("QEMU is not running")?;
-        // SAFETY: signalling our own child, which is not reaped yet.
-        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } != 0 {
-            return Err(format!("kill {pid}: {}", std::io::Error::last_os_error()));
-        }
-        Ok(())
+        self.signal(libc::SIGKILL)
     }
 
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
-            let _ = c.wait();
+            if let Ok(status) = c.wait() {
+                self.exit.get_or_insert(status);
+            }
         }
     }
 }

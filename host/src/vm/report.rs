@@ -5,32 +5,26 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{CheckResult, ScenarioReport, SuiteReport, Verdict};
+use super::scenario::facts_text;
+use super::{CheckResult, Judged, ScenarioReport, SuiteReport, Verdict};
 
 /// The human report: one line per scenario, what failed, a summary line.
 pub fn print_report(r: &SuiteReport) {
     println!(
-        "QEMU {} ({}), accel {:?}{}",
+        "QEMU {} ({}), build {:?}, accel {}{}; known defects: {}",
         r.qemu.version_text,
         r.qemu.path.display(),
-        r.accel,
-        r.accel_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default()
+        r.qemu.build,
+        r.accel.name(),
+        r.accel_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default(),
+        r.known_defects
     );
-    println!("{:<26} {:<16} {:<12} {:>8} {:>8}", "scenario", "qemu", "model", "qemu-t", "model-t");
+    println!("{:<28} {:<16} {:<12} {:>8} {:>8}", "scenario", "qemu", "model", "qemu-t", "model-t");
     for s in &r.scenarios {
-        println!("{:<26} {:<16} {:<12} {:>7.2}s {:>7.2}s", s.name, s.qemu.label(), s.model.label(), s.qemu_time.as_secs_f64(), s.model_time.as_secs_f64());
+        println!("{:<28} {:<16} {:<12} {:>7.2}s {:>7.2}s", s.name, s.qemu.label(), s.model.label(), s.qemu_time.as_secs_f64(), s.model_time.as_secs_f64());
         for (target, v) in [("qemu", &s.qemu), ("model", &s.model)] {
-            match v {
-                Verdict::Fail(c) | Verdict::KnownFailure(c) => {
-                    for c in c {
-                        println!("    {target}: {}/{} failed: {}", s.name, c.check, c.evidence);
-                    }
-                }
-                Verdict::UnexpectedPass(c) => {
-                    println!("    {target}: listed known defects did not show: {} (update tests/known-defects.toml)", c.join(", "))
-                }
-                Verdict::Error(e) => println!("    {target}: error: {e}"),
-                Verdict::Pass | Verdict::Skipped(_) => {}
+            for line in verdict_lines(v) {
+                println!("    {target}: {}", line.replace('\n', "\n        "));
             }
         }
         for d in differences(s) {
@@ -50,8 +44,29 @@ pub fn print_report(r: &SuiteReport) {
     if let Some(p) = &r.kept_logs {
         println!("logs kept in {}", p.display());
     }
-    println!("{known} known failures (listed defects of this QEMU)");
+    println!("{known} known failures (listed defects of this QEMU build, matched by signature)");
     println!("vm-test: {} passed, {fail} failed, {skipped} skipped", pass + known);
+}
+
+/// What a verdict says beyond its label, one line per failed check or entry.
+pub fn verdict_lines(v: &Verdict) -> Vec<String> {
+    match v {
+        Verdict::Fail(j) | Verdict::KnownFailure(j) => j.iter().map(judged_line).collect(),
+        Verdict::UnexpectedPass(msgs) => msgs.clone(),
+        Verdict::Error(e) => vec![format!("error: {e}")],
+        Verdict::Pass | Verdict::Skipped(_) => Vec::new(),
+    }
+}
+
+fn judged_line(j: &Judged) -> String {
+    let mut line = format!("{} failed: {}", j.check.check, j.check.evidence);
+    if let Some(id) = &j.defect {
+        line.push_str(&format!(" [known defect `{id}`]"));
+    }
+    if let Some((id, sig)) = &j.listed {
+        line.push_str(&format!("\nlisted as known defect `{id}` with signature {{{sig}}}, but seen {{{}}}: it fails differently", facts_text(&j.check.facts)));
+    }
+    line
 }
 
 /// Checks whose outcome differs between QEMU and the model.
@@ -60,27 +75,39 @@ pub fn differences(s: &ScenarioReport) -> Vec<String> {
         .iter()
         .filter_map(|q| {
             let m = s.model_checks.iter().find(|m| m.check == q.check)?;
-            (m.passed != q.passed).then(|| {
-                format!("{}: QEMU {} / model {}", q.check, if q.passed { "passed" } else { "failed" }, if m.passed { "passed" } else { "failed" })
-            })
+            (m.passed != q.passed).then(|| format!("{}: QEMU {} / model {}", q.check, passed_word(q.passed), passed_word(m.passed)))
         })
         .collect()
 }
 
+fn passed_word(p: bool) -> &'static str {
+    if p { "passed" } else { "failed" }
+}
+
 fn checks_json(c: &[CheckResult]) -> Value {
-    Value::Array(c.iter().map(|c| json!({"check": c.check, "passed": c.passed, "evidence": c.evidence})).collect())
+    Value::Array(c.iter().map(|c| json!({"check": c.check, "passed": c.passed, "evidence": c.evidence, "facts": c.facts})).collect())
 }
 
 fn verdict_json(v: &Verdict) -> Value {
+    let judged = |j: &[Judged]| -> Value {
+        j.iter()
+            .map(|j| json!({"check": j.check.check, "known_defect": j.defect, "listed_but_differs": j.listed.as_ref().map(|(id, sig)| json!({"id": id, "signature": sig}))}))
+            .collect()
+    };
     match v {
         Verdict::Error(e) | Verdict::Skipped(e) => json!({"verdict": v.label(), "why": e}),
-        Verdict::UnexpectedPass(c) => json!({"verdict": v.label(), "checks": c}),
-        _ => json!({"verdict": v.label()}),
+        Verdict::UnexpectedPass(c) => json!({"verdict": v.label(), "drop": c}),
+        Verdict::Fail(j) | Verdict::KnownFailure(j) => json!({"verdict": v.label(), "failed": judged(j)}),
+        Verdict::Pass => json!({"verdict": v.label()}),
     }
 }
 
 /// `--json`: every scenario with both verdicts, all checks, and the logs of failing ones.
 pub fn json_report(r: &SuiteReport) -> String {
+    serde_json::to_string_pretty(&suite_json(r)).unwrap_or_default()
+}
+
+fn suite_json(r: &SuiteReport) -> Value {
     let scenarios: Vec<Value> = r
         .scenarios
         .iter()
@@ -99,15 +126,94 @@ pub fn json_report(r: &SuiteReport) -> String {
             })
         })
         .collect();
-    let doc = json!({
-        "qemu": {"path": r.qemu.path.display().to_string(), "version": r.qemu.version_text},
-        "accel": format!("{:?}", r.accel),
+    json!({
+        "qemu": {"path": r.qemu.path.display().to_string(), "version": r.qemu.version_text, "build": r.qemu.build},
+        "accel": r.accel.name(),
         "accel_note": r.accel_note,
+        "known_defects": r.known_defects,
         "ok": r.ok(),
         "boot_to_agent_ready_s": r.boot_time.as_secs_f64(),
         "suite_s": r.suite_time.as_secs_f64(),
         "scenarios": scenarios,
-    });
+    })
+}
+
+/// What changed from a baseline run (A) to another frontend's run (B).
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// `fixed: scenario/check ...`, `REGRESSED: ...`, `evidence changed: ...`.
+    pub lines: Vec<String>,
+    pub fixed: usize,
+    pub regressed: usize,
+    pub changed: usize,
+}
+
+/// Compares the QEMU side of two runs check by check. A check that passed
+/// on A and fails or never ran on B, a new failing check, or a scenario that
+/// ran on A and errs on B is a regression.
+pub fn compare(a: &SuiteReport, b: &SuiteReport) -> Comparison {
+    let mut c = Comparison::default();
+    let mut names: Vec<&str> = a.scenarios.iter().map(|s| s.name.as_str()).collect();
+    names.extend(b.scenarios.iter().map(|s| s.name.as_str()).filter(|n| !a.scenarios.iter().any(|s| s.name == *n)));
+    for name in names {
+        let sa = a.scenarios.iter().find(|s| s.name == name);
+        let sb = b.scenarios.iter().find(|s| s.name == name);
+        let (ea, eb) = (sa.is_some_and(|s| matches!(s.qemu, Verdict::Error(_))), sb.is_some_and(|s| matches!(s.qemu, Verdict::Error(_))));
+        if eb && !ea {
+            c.regressed += 1;
+            c.lines.push(format!("REGRESSED: {name}: {} on B", sb.map(|s| verdict_lines(&s.qemu).join("; ")).unwrap_or_default()));
+        } else if ea && !eb {
+            c.fixed += 1;
+            c.lines.push(format!("fixed: {name}: runs to the end on B"));
+        }
+        let checks_a = sa.map(|s| s.qemu_checks.as_slice()).unwrap_or_default();
+        let checks_b = sb.map(|s| s.qemu_checks.as_slice()).unwrap_or_default();
+        let mut check_names: Vec<&str> = checks_a.iter().map(|x| x.check.as_str()).collect();
+        check_names.extend(checks_b.iter().map(|x| x.check.as_str()).filter(|n| !checks_a.iter().any(|x| x.check == *n)));
+        for check in check_names {
+            let ca = checks_a.iter().find(|x| x.check == check);
+            let cb = checks_b.iter().find(|x| x.check == check);
+            let line = match (ca, cb) {
+                (Some(x), Some(y)) if !x.passed && y.passed => {
+                    c.fixed += 1;
+                    format!("fixed: {name}/{check}: failed on A ({}), passes on B", facts_text(&x.facts))
+                }
+                (Some(x), Some(y)) if x.passed && !y.passed => {
+                    c.regressed += 1;
+                    format!("REGRESSED: {name}/{check}: passed on A, fails on B: {}", y.evidence)
+                }
+                (Some(x), Some(y)) if !x.passed && !y.passed && x.facts != y.facts => {
+                    c.changed += 1;
+                    format!("evidence changed: {name}/{check}: A {{{}}} / B {{{}}}", facts_text(&x.facts), facts_text(&y.facts))
+                }
+                (Some(x), None) if x.passed && !ea && !eb => {
+                    c.regressed += 1;
+                    format!("REGRESSED: {name}/{check}: passed on A, never ran on B")
+                }
+                (None, Some(y)) if !y.passed => {
+                    c.regressed += 1;
+                    format!("REGRESSED: {name}/{check}: fails on B ({}), did not run on A", y.evidence)
+                }
+                _ => continue,
+            };
+            c.lines.push(line);
+        }
+    }
+    c
+}
+
+/// The comparison as printed after both runs.
+pub fn print_comparison(a: &SuiteReport, b: &SuiteReport, c: &Comparison) {
+    println!("compare: A = QEMU {} ({}), B = QEMU {} ({})", a.qemu.build, a.qemu.path.display(), b.qemu.build, b.qemu.path.display());
+    for l in &c.lines {
+        println!("  {l}");
+    }
+    println!("compare: {} fixed, {} regressed, {} with changed evidence", c.fixed, c.regressed, c.changed);
+}
+
+/// `--json` for a `--compare` run: both runs and what changed.
+pub fn json_compare(a: &SuiteReport, b: &SuiteReport, c: &Comparison) -> String {
+    let doc = json!({"a": suite_json(a), "b": suite_json(b), "compare": {"lines": c.lines, "fixed": c.fixed, "regressed": c.regressed, "changed": c.changed}, "ok": c.regressed == 0});
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
@@ -141,15 +247,15 @@ pub fn junit_report(r: &SuiteReport) -> String {
                 failures += 1;
                 let msg = match v {
                     Verdict::Error(e) => e.clone(),
-                    Verdict::UnexpectedPass(c) => format!("known defects did not show: {}", c.join(", ")),
-                    _ => v.label().to_string(),
+                    _ => format!("{}: {}", v.label(), verdict_lines(v).join("; ")),
                 };
                 let log = if target == "qemu" { s.qemu_log.clone().unwrap_or_default() } else { String::new() };
                 cases.push_str(&format!("    <failure message=\"{}\">{}{}</failure>\n", xml(&msg), xml(&detail), xml(&log)));
             } else if let Verdict::Skipped(why) = v {
                 cases.push_str(&format!("    <skipped message=\"{}\"/>\n", xml(why)));
             } else if matches!(v, Verdict::KnownFailure(_)) {
-                cases.push_str(&format!("    <system-out>KNOWN-FAIL (listed defect)\n{}</system-out>\n", xml(&detail)));
+                let known = verdict_lines(v).join("\n");
+                cases.push_str(&format!("    <system-out>KNOWN-FAIL (listed defects, matched by signature)\n{}\n{}</system-out>\n", xml(&known), xml(&detail)));
             }
             cases.push_str("  </testcase>\n");
         }
@@ -195,7 +301,7 @@ pub fn bench_report(r: &SuiteReport) -> String {
     let doc = json!({
         "bench": "vm-suite",
         "qemu": r.qemu.version_text,
-        "accel": format!("{:?}", r.accel),
+        "accel": r.accel.name(),
         "boot_to_agent_ready_s": r.boot_time.as_secs_f64(),
         "suite_s": r.suite_time.as_secs_f64(),
         "scenarios": r.scenarios.len(),

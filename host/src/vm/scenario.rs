@@ -1,6 +1,7 @@
 //! Scenario files (TOML, one per scenario) and the known-defects list:
 //! schema, loading, and errors that name file:line:col. No execution here.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -43,11 +44,13 @@ pub enum Step {
         len: Option<Size>,
     },
     /// Backend asks the frontend to map; the ack must be `ack` (default 0),
-    /// a check named `ack-step-N`. `attach = false` sends no fd; `flags`
+    /// a check named `LABEL/ack`. `attach = false` sends no fd; `flags`
     /// overrides the flags `rw` implies (unknown bits, for error cases);
     /// `reason` must appear in what the frontend says about a rejection
-    /// (QEMU's stderr, the model's reason), a check named `reason-step-N`.
+    /// (QEMU's stderr, the model's reason), a check named `LABEL/reason`.
+    /// LABEL is `check`, or derived from the request (see [`Step::label`]).
     Map {
+        check: Option<String>,
         shmid: u8,
         file: String,
         #[serde(default)]
@@ -67,16 +70,17 @@ pub enum Step {
     },
     /// Fault injection (QEMU only): `kill-qemu`, `kill-backend`, `hang-agent`.
     Inject { fault: Fault },
-    /// Check: the guest (`from = "guest"`: a ping) or the frontend (`from =
-    /// "frontend"`: a 4 KiB map of `file`) gives no answer within a short
-    /// timeout, and the runner names why.
-    ExpectNoAnswer { check: String, from: Party, file: Option<String> },
+    /// Check: the guest gives no answer to a ping within a short timeout
+    /// because it hangs (a timeout) or its frontend is dead, and the runner
+    /// names which; any other error fails the check.
+    ExpectNoAnswer { check: String, from: Party },
     /// Check: of `count` mappings of `len` bytes of `file` side by side from
     /// offset 0 of region `shmid`, every one the frontend accepts reaches the
     /// backend's memory table (refusing what it cannot hold is fine).
     MapMany { check: String, shmid: u8, file: String, count: u32, len: Size },
-    /// Backend asks the frontend to unmap; `ack` and `reason` as for `map`.
+    /// Backend asks the frontend to unmap; `check`, `ack` and `reason` as for `map`.
     Unmap {
+        check: Option<String>,
         shmid: u8,
         shm_offset: Size,
         len: Size,
@@ -134,12 +138,12 @@ pub enum Fault {
     HangAgent,
 }
 
-/// Who is expected not to answer.
+/// Who is expected not to answer (only the guest: a frontend asked through
+/// a channel the runner closed itself would say nothing about the frontend).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Party {
     Guest,
-    Frontend,
 }
 
 fn yes() -> bool {
@@ -147,6 +151,41 @@ fn yes() -> bool {
 }
 
 impl Step {
+    /// The step's kind, as written after `do =`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::File { .. } => "file",
+            Step::Fill { .. } => "fill",
+            Step::Map { .. } => "map",
+            Step::MapMany { .. } => "map-many",
+            Step::Inject { .. } => "inject",
+            Step::ExpectNoAnswer { .. } => "expect-no-answer",
+            Step::Unmap { .. } => "unmap",
+            Step::GuestReset { .. } => "guest-reset",
+            Step::GuestWrite { .. } => "guest-write",
+            Step::HostWrite { .. } => "host-write",
+            Step::ExpectGuest { .. } => "expect-guest",
+            Step::ExpectGuestNot { .. } => "expect-guest-not",
+            Step::ExpectFile { .. } => "expect-file",
+            Step::ExpectAlive { .. } => "expect-alive",
+            Step::ExpectReleased { .. } => "expect-released",
+            Step::ExpectMemTable { .. } => "expect-mem-table",
+            Step::ProbeReplyBeforeCommit { .. } => "probe-reply-before-commit",
+        }
+    }
+
+    /// The label of a map or unmap without its `#N` repeat suffix: its
+    /// `check`, else the request itself (`map 0:0x10000+0x8000`).
+    fn base_label(&self) -> Option<String> {
+        match self {
+            Step::Map { check: Some(c), .. } | Step::Unmap { check: Some(c), .. } => Some(c.clone()),
+            Step::Map { shmid, shm_offset, len, .. } => Some(format!("map {shmid}:{:#x}+{:#x}", shm_offset.0, len.0)),
+            Step::Unmap { shmid, shm_offset, len, .. } => Some(format!("unmap {shmid}:{:#x}+{:#x}", shm_offset.0, len.0)),
+            _ => None,
+        }
+    }
+
+    /// A named verdict-bearing step's check name.
     pub fn check(&self) -> Option<&str> {
         match self {
             Step::ExpectGuest { check, .. }
@@ -161,6 +200,23 @@ impl Step {
             _ => None,
         }
     }
+}
+
+/// Every step's label, in order: a check's name; for a map or unmap its
+/// `check` or its request; for any other step its kind. Repeats get `#2`,
+/// `#3`... Labels depend on content, not position, so inserting a step
+/// never renames another step's checks (which the known defects refer to).
+pub fn step_labels(steps: &[Step]) -> Vec<String> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    steps
+        .iter()
+        .map(|s| {
+            let base = s.check().map(str::to_string).or_else(|| s.base_label()).unwrap_or_else(|| s.kind().to_string());
+            let n = seen.entry(base.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 { base } else { format!("{base}#{n}") }
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -195,6 +251,8 @@ pub struct Scenario {
     pub init: bool,
     pub qemu_only: bool,
     pub steps: Vec<Step>,
+    /// Each step's label (see [`step_labels`]).
+    pub labels: Vec<String>,
 }
 
 /// The device the whole suite boots with (one boot runs every scenario).
@@ -219,17 +277,51 @@ pub struct SuiteFile {
     pub device: SuiteDevice,
 }
 
-/// One known frontend defect: a check that fails on these QEMU versions.
+/// Checks the runner adds to every scenario or boot; a step may not take their names.
+pub const RESERVED_CHECKS: [&str; 3] = ["frontend-survives", "clean-shutdown", "layout-matches-spec"];
+
+/// One known frontend defect: what a check's failure looks like on the
+/// QEMU builds and accelerators it was measured on. A failure matches only
+/// when every fact of the signature is seen (see [`KnownDefect::matches`]).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KnownDefect {
-    /// Lowest affected version, inclusive ("11.1.0").
-    pub since: String,
-    /// First fixed version, exclusive; absent = not fixed yet.
-    pub fixed_in: Option<String>,
+    /// Stable name; the report names it when the entry should be dropped.
+    pub id: String,
     pub scenario: String,
     pub check: String,
+    /// Exact builds, as `--version` prints them after "version ":
+    /// "11.1.3 (Debian 1:11.1.3+ds-1)". No ranges: widen only after measuring.
+    pub qemu: Vec<String>,
+    /// Accelerators it was measured under: "tcg", "kvm".
+    pub accel: Vec<String>,
+    /// Facts the failed check must show, all of them (`said` by substring,
+    /// every other fact exactly).
+    pub signature: BTreeMap<String, String>,
+    /// What was measured, for people.
     pub evidence: String,
+}
+
+impl KnownDefect {
+    /// Whether this entry is about this scenario on this build and accelerator.
+    pub fn applies(&self, build: &str, accel: &str, scenario: &str) -> bool {
+        self.scenario == scenario && self.qemu.iter().any(|q| q == build) && self.accel.iter().any(|a| a == accel)
+    }
+
+    /// Whether a failed check's facts show this signature.
+    pub fn matches(&self, facts: &BTreeMap<String, String>) -> bool {
+        self.signature.iter().all(|(k, want)| facts.get(k).is_some_and(|got| if k == "said" { got.contains(want.as_str()) } else { got == want }))
+    }
+
+    /// The signature as `key=value, ...`.
+    pub fn signature_text(&self) -> String {
+        facts_text(&self.signature)
+    }
+}
+
+/// Facts as `key=value, ...` (values quoted when they hold spaces).
+pub fn facts_text(facts: &BTreeMap<String, String>) -> String {
+    facts.iter().map(|(k, v)| if v.contains(char::is_whitespace) || v.is_empty() { format!("{k}={v:?}") } else { format!("{k}={v}") }).collect::<Vec<_>>().join(", ")
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -286,6 +378,25 @@ impl Scenario {
         if f.device.is_some() && !f.own_boot {
             return Err(LoadError { path: path.into(), line: 0, col: 0, message: "`device` needs `own_boot = true`: one boot runs every shared scenario".into() });
         }
+        let labels = step_labels(&f.step);
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in f.step.iter().enumerate() {
+            let Some(c) = s.check().or(match s {
+                Step::Map { check, .. } | Step::Unmap { check, .. } => check.as_deref(),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let why = if RESERVED_CHECKS.contains(&c) {
+                "reserved for the runner"
+            } else if !names.insert(c) {
+                "used twice: known defects name checks, so names must be unique"
+            } else {
+                continue;
+            };
+            let message = format!("step {} (`do = \"{}\"`): check name {c:?} is {why}", i + 1, s.kind());
+            return Err(LoadError { path: path.into(), line: 0, col: 0, message });
+        }
         Ok(Scenario {
             name,
             description: f.description,
@@ -295,6 +406,7 @@ impl Scenario {
             init: f.init,
             qemu_only: f.qemu_only,
             steps: f.step,
+            labels,
         })
     }
 
@@ -316,11 +428,17 @@ impl SuiteFile {
 
 pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
     let f: DefectsFile = parse(path, &read(path)?)?;
+    let bad = |message: String| LoadError { path: path.into(), line: 0, col: 0, message };
+    let mut ids = std::collections::BTreeSet::new();
     for d in &f.defect {
-        for v in std::iter::once(&d.since).chain(d.fixed_in.iter()) {
-            if parse_version(v).is_none() {
-                return Err(LoadError { path: path.into(), line: 0, col: 0, message: format!("bad version {v:?} in defect {}/{}", d.scenario, d.check) });
-            }
+        if !ids.insert(&d.id) {
+            return Err(bad(format!("defect id {:?} is used twice", d.id)));
+        }
+        if d.qemu.is_empty() || d.accel.is_empty() || d.signature.is_empty() {
+            return Err(bad(format!("defect {:?}: `qemu`, `accel` and `signature` must each name at least one build, accelerator and fact", d.id)));
+        }
+        if let Some(a) = d.accel.iter().find(|a| !matches!(a.as_str(), "tcg" | "kvm")) {
+            return Err(bad(format!("defect {:?}: accel {a:?} is not tcg or kvm", d.id)));
         }
     }
     Ok(f.defect)
@@ -333,12 +451,4 @@ pub fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
     let minor = it.next().unwrap_or(Ok(0)).ok()?;
     let micro = it.next().unwrap_or(Ok(0)).ok()?;
     Some((major, minor, micro))
-}
-
-impl KnownDefect {
-    pub fn applies(&self, version: (u32, u32, u32), scenario: &str, check: &str) -> bool {
-        let since = parse_version(&self.since).unwrap_or((u32::MAX, 0, 0));
-        let before_fix = self.fixed_in.as_deref().and_then(parse_version).is_none_or(|f| version < f);
-        self.scenario == scenario && self.check == check && version >= since && before_fix
-    }
 }
