@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use shmem_host::files::fnv1a64;
@@ -42,26 +43,50 @@ pub fn build_agent(sh: &Shell, root: &Path) -> Result<PathBuf, String> {
     Ok(root.join("target/agent/x86_64-unknown-linux-gnu/release/guest-agent"))
 }
 
+fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
 fn package_installed(sh: &Shell, name: &str) -> bool {
     let fmt = "-f=${Status}";
     cmd!(sh, "dpkg-query -W {fmt} {name}").quiet().ignore_stderr().read().is_ok_and(|s| s.contains("install ok installed"))
 }
 
+/// Installs what is missing of `packages`; calls apt only when something is.
+/// Without root it installs nothing and says the exact command to run.
 fn apt_install(sh: &Shell, packages: &[&str]) -> Result<(), String> {
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !package_installed(sh, p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    println!("xtask: installing {}", missing.join(" "));
+    let list = missing.join(" ");
+    if !is_root() {
+        return Err(format!("missing Debian packages: {list}; run as root: apt-get install -y {list}"));
+    }
+    println!("xtask: installing {list}");
     let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
     let m = &missing;
     if cmd!(sh, "apt-get install -y -q {m...}").quiet().run().is_err() {
         cmd!(sh, "apt-get update -q").quiet().run().map_err(err("apt-get update"))?;
-        cmd!(sh, "apt-get install -y -q {m...}")
-            .run()
-            .map_err(|e| format!("installing {} failed ({e}); as root, run: apt-get install {}", missing.join(" "), missing.join(" ")))?;
+        cmd!(sh, "apt-get install -y -q {m...}").run().map_err(|e| format!("installing {list} failed ({e}); as root, run: apt-get install -y {list}"))?;
     }
     Ok(())
+}
+
+/// The version of a Debian package: installed, else the one apt would install.
+fn package_version(sh: &Shell, name: &str) -> Result<String, String> {
+    let fmt = "-f=${Version}";
+    if package_installed(sh, name) {
+        return cmd!(sh, "dpkg-query -W {fmt} {name}").read().map_err(err("dpkg-query"));
+    }
+    let policy = cmd!(sh, "apt-cache policy {name}").quiet().ignore_stderr().read().map_err(err("apt-cache policy"))?;
+    policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:").map(str::trim))
+        .filter(|v| !v.is_empty() && *v != "(none)")
+        .map(str::to_string)
+        .ok_or_else(|| format!("{name} is not installed and apt knows no version of it: pass --kernel or --kernel-src"))
 }
 
 /// Builds (or reuses) a bzImage from `tinyconfig` + `images/kernel.config`.
@@ -74,17 +99,20 @@ pub fn build_kernel(sh: &Shell, root: &Path, src: Option<&Path>, cache: &Path) -
             let v = cmd!(sh, "make -s kernelversion").read().map_err(err("reading the kernel version of --kernel-src"))?;
             format!("{}:{v}", dir.display())
         }
-        None => {
-            apt_install(sh, &KERNEL_BUILD_DEPS)?;
-            let fmt = "-f=${Version}";
-            let v = cmd!(sh, "dpkg-query -W {fmt} {KERNEL_PACKAGE}").read().map_err(err("dpkg-query"))?;
-            format!("{KERNEL_PACKAGE}:{v}")
-        }
+        // The cache is looked at before anything is installed: a cached kernel needs no root.
+        None => format!("{KERNEL_PACKAGE}:{}", package_version(sh, KERNEL_PACKAGE)?),
     };
     let key = fnv1a64(format!("{source_id}\n{fragment}").as_bytes());
     let out = cache.join(format!("kernel-{key:016x}/bzImage"));
     if out.exists() {
         return Ok(out);
+    }
+    if src.is_none() {
+        apt_install(sh, &KERNEL_BUILD_DEPS)?;
+        let installed = format!("{KERNEL_PACKAGE}:{}", package_version(sh, KERNEL_PACKAGE)?);
+        if installed != source_id {
+            return Err(format!("apt installed {installed}, not the {source_id} it announced: run again"));
+        }
     }
     println!("xtask: building the guest kernel ({source_id}); this takes a few minutes once");
     let tmp = tempfile::Builder::new().prefix("kbuild-").tempdir_in(cache).map_err(|e| e.to_string())?;
@@ -165,12 +193,71 @@ pub fn find_qemu(sh: &Shell, explicit: Option<&Path>, cache: &Path) -> Result<Qe
             Err(e) => println!("xtask: not using the QEMU on PATH: {e}"),
         }
     }
-    let wrapper = cache.join("qemu/qemu-system-x86_64");
-    if let (true, Ok(info)) = (wrapper.exists(), probe(&wrapper)) {
-        return Ok(info);
+    let prefix = cache.join("qemu");
+    let wrapper = prefix.join("qemu-system-x86_64");
+    if prefix_intact(&prefix) {
+        // Rewritten every time, so a cached prefix gets the current wrapper.
+        write_wrapper(&prefix)?;
+        // An intact prefix is never downloaded again: a failed probe is reported as it is.
+        return probe(&wrapper).map_err(|e| format!("the provisioned QEMU in {} failed the probe: {e}", prefix.display()));
     }
     provision_qemu(sh, cache)?;
     probe(&wrapper).map_err(|e| format!("the provisioned QEMU failed the probe: {e}"))
+}
+
+/// A prefix is intact when it was completely unpacked (or, from before the
+/// marker existed, its QEMU answers `--version`).
+fn prefix_intact(prefix: &Path) -> bool {
+    if prefix.join(COMPLETE).exists() {
+        return true;
+    }
+    let binary = prefix.join("root/usr/bin/qemu-system-x86_64");
+    let answers = binary.is_file()
+        && write_wrapper(prefix).is_ok()
+        && std::process::Command::new(prefix.join("qemu-system-x86_64")).arg("--version").output().is_ok_and(|o| o.status.success());
+    answers && fs::write(prefix.join(COMPLETE), "").is_ok()
+}
+
+/// Written into the prefix once every package is unpacked: a prefix without
+/// it is damaged (an interrupted download or unpack) and is provisioned again.
+const COMPLETE: &str = ".complete";
+
+/// Where Debian's QEMU builds look for their add-on modules.
+const MODULE_DIR: &str = "/usr/lib/x86_64-linux-gnu/qemu";
+
+/// The wrapper runs the provisioned QEMU through the prefix's own loader and
+/// libraries. When a system-wide QEMU keeps its modules where this build
+/// looks for its own (Debian 12's 7.2, say), this build would load them and
+/// abort ("Only modules from the same build can be loaded"), and
+/// QEMU_MODULE_DIR does not stop it falling back there: so the wrapper
+/// re-executes itself in a private mount namespace (a user namespace too
+/// when not root) where the prefix's module directory is bind-mounted over
+/// the system's. `exec` all the way: QEMU keeps the wrapper's pid.
+fn write_wrapper(prefix: &Path) -> Result<(), String> {
+    let script = format!(
+        r#"#!/bin/sh
+# Runs the privately provisioned QEMU through its own loader and libraries
+# (written by cargo xtask; see xtask/src/artefacts.rs).
+R="$(cd "$(dirname "$0")" && pwd)/root"
+MODS={MODULE_DIR}
+if [ -d "$MODS" ] && [ -z "$SHMEM_QEMU_PRIVATE_MODULES" ]; then
+  export SHMEM_QEMU_PRIVATE_MODULES=1
+  if [ "$(id -u)" = 0 ]; then
+    exec unshare --mount --propagation private "$0" "$@"
+  else
+    exec unshare --user --map-root-user --mount --propagation private "$0" "$@"
+  fi
+fi
+if [ -n "$SHMEM_QEMU_PRIVATE_MODULES" ] && [ -d "$MODS" ]; then
+  mount --bind "$R$MODS" "$MODS" || {{ echo "qemu wrapper: cannot hide the system QEMU's modules in $MODS" >&2; exit 1; }}
+fi
+exec "$R/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$R/usr/lib/x86_64-linux-gnu" \
+  "$R/usr/bin/qemu-system-x86_64" -L "$R/usr/share/qemu" -L "$R/usr/share/seabios" "$@"
+"#
+    );
+    let wrapper = prefix.join("qemu-system-x86_64");
+    fs::write(&wrapper, script).map_err(|e| format!("write {}: {e}", wrapper.display()))?;
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {}: {e}", wrapper.display()))
 }
 
 /// The base mirror this machine's apt already uses (never a hardcoded host).
@@ -219,6 +306,8 @@ fn provision_qemu(sh: &Shell, cache: &Path) -> Result<(), String> {
         "Debug::NoLocking=1".into(),
     ]
     .into_iter()
+    // As root, apt would download as `_apt`, which cannot enter our private dirs.
+    .chain(is_root().then(|| "APT::Sandbox::User=root".to_string()))
     .flat_map(|o| ["-o".to_string(), o])
     .collect();
     let o = &opts;
@@ -236,14 +325,7 @@ fn provision_qemu(sh: &Shell, cache: &Path) -> Result<(), String> {
     for deb in debs.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "deb")) {
         cmd!(sh, "dpkg-deb -x {deb} {root}").quiet().run().map_err(err("unpacking a package"))?;
     }
-    let wrapper = prefix.join("qemu-system-x86_64");
-    let script = r#"#!/bin/sh
-# Runs the privately provisioned QEMU through its own loader and libraries.
-R="$(cd "$(dirname "$0")" && pwd)/root"
-exec "$R/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$R/usr/lib/x86_64-linux-gnu" \
-  "$R/usr/bin/qemu-system-x86_64" -L "$R/usr/share/qemu" -L "$R/usr/share/seabios" "$@"
-"#;
-    fs::write(&wrapper, script).map_err(|e| e.to_string())?;
-    cmd!(sh, "chmod 0755 {wrapper}").run().map_err(err("chmod"))?;
-    Ok(())
+    fs::create_dir_all(root.join(MODULE_DIR.trim_start_matches('/'))).map_err(|e| e.to_string())?;
+    write_wrapper(&prefix)?;
+    fs::write(prefix.join(COMPLETE), "").map_err(|e| e.to_string())
 }

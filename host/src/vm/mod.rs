@@ -168,8 +168,21 @@ const READY_TCG: Duration = Duration::from_secs(120);
 const READY_KVM: Duration = Duration::from_secs(10);
 const CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Whether KVM can run a guest at native speed: `/dev/kvm` opens, and it is
+/// hardware-backed. A `/dev/kvm` from `kvm_pvm`, or on a CPU without
+/// vmx/svm, emulates every guest instruction (about 1000x slower than
+/// native, measured): a boot would never finish, so TCG is used at once.
 fn kvm_usable() -> Result<(), String> {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(|_| ()).map_err(|e| format!("/dev/kvm: {e}"))
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map_err(|e| format!("/dev/kvm: {e}"))?;
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        return Err("/dev/kvm comes from kvm_pvm, not hardware virtualization".into());
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").map_err(|e| format!("/proc/cpuinfo: {e}"))?;
+    let hw = cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    if !hw {
+        return Err("/dev/kvm exists but the CPU has no vmx/svm flag: not hardware virtualization".into());
+    }
+    Ok(())
 }
 
 /// What went wrong while booting: QEMU died (a verdict) or something else (an error).
