@@ -118,7 +118,11 @@ impl Outcome {
 
 fn vm_test(args: &[String]) -> Result<Outcome, String> {
     let o = parse_opts(args)?;
-    let result = prepare_and_run(&o);
+    // Whatever happens, the reports are written: a panic is a failed run too.
+    let result = std::panic::catch_unwind(|| prepare_and_run(&o)).unwrap_or_else(|p| {
+        let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Err(format!("the appliance panicked (a bug, please report it): {what}"))
+    });
     let (json, junit) = match &result {
         Ok(Outcome { run: r, baseline: None }) => {
             report::print_report(r);
