@@ -256,7 +256,7 @@ impl ModelFrontend {
         let server = thread::Builder::new().name("model-backend-channel".into()).spawn(move || {
             // A panic is the model's crash: noticed like QEMU's death, never the runner's.
             if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&srv_inner, &srv_sock))) {
-                let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+                let what = crate::panic_text(p.as_ref());
                 srv_inner.state().died = Some(format!("panicked: {what}"));
                 let _ = srv_sock.shutdown(Shutdown::Both);
             }

@@ -120,7 +120,7 @@ fn vm_test(args: &[String]) -> Result<Outcome, String> {
     let o = parse_opts(args)?;
     // Whatever happens, the reports are written: a panic is a failed run too.
     let result = std::panic::catch_unwind(|| prepare_and_run(&o)).unwrap_or_else(|p| {
-        let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+        let what = shmem_host::panic_text(p.as_ref());
         Err(format!("the appliance panicked (a bug, please report it): {what}"))
     });
     let (json, junit) = match &result {

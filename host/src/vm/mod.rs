@@ -383,7 +383,7 @@ pub fn run_on(scn: &Scenario, t: &mut Target, prepare: bool) -> (Result<Vec<Chec
         run_steps(scn, t)
     }));
     let res = res.unwrap_or_else(|p| {
-        let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+        let what = crate::panic_text(p.as_ref());
         Err(format!("the runner panicked (a bug of the appliance, please report it): {what}"))
     });
     (res, start.elapsed())
