@@ -130,11 +130,6 @@ pub fn run_steps(scn: &Scenario, t: &mut Target) -> Result<Vec<CheckResult>, Str
     Ok(checks)
 }
 
-/// Guest-physical address of region `shmid`, as the guest found it.
-fn region_guest_addr(t: &Target, shmid: u8) -> Result<u64, String> {
-    t.guest.region_addr(shmid)
-}
-
 /// Whether a memory table maps `len` bytes of file `id` at guest address `addr`.
 fn table_holds(m: &MemTable, addr: u64, len: u64, id: FileId) -> bool {
     m.regions.iter().any(|r| r.guest_addr == addr && r.size == len && r.file == Some(id))
@@ -201,7 +196,7 @@ fn run_step(scn: &Scenario, label: &str, step: &Step, t: &mut Target, checks: &m
         Step::MapMany { check, shmid, file: f, count, len } => {
             let name = file(f);
             let id = t.mgr.file(&name).map_err(e2s)?.id();
-            let base = region_guest_addr(t, *shmid)?;
+            let base = t.guest.region_addr(*shmid)?;
             let mark = t.guest.log_mark();
             let start = Instant::now();
             let mut accepted = Vec::new();
@@ -321,7 +316,7 @@ fn run_step(scn: &Scenario, label: &str, step: &Step, t: &mut Target, checks: &m
         }
         Step::ExpectMemTable { check, shmid, shm_offset, len, file: f, present } => {
             let id = t.mgr.file(&file(f)).map_err(e2s)?.id();
-            let addr = region_guest_addr(t, *shmid)? + shm_offset.0;
+            let addr = t.guest.region_addr(*shmid)? + shm_offset.0;
             let holds = |m: &MemTable| table_holds(m, addr, len.0, id);
             let since = t.last_ack.unwrap_or_else(Instant::now);
             let ok = t.recorder.wait_for(MEM_TABLE_TIMEOUT, |r| r.mem_tables.last().is_some_and(|m| holds(m) == *present));
