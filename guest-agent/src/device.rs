@@ -262,34 +262,44 @@ impl Device {
     }
 
     /// Copies half of `len` bytes onto the other half, `iters` times, inside
-    /// the mapping and inside guest RAM, in five alternating rounds; reports
-    /// the best rate of each in MiB/s. Both sources are written first, so no
-    /// copy reads untouched (zero-page) memory.
-    pub fn bandwidth(&self, shmid: u64, len: u64, iters: u64) -> Result<String, String> {
+    /// the mapping and inside guest RAM, in `rounds` alternating rounds, and
+    /// reports the TSC ticks of each copy run (`shm_ticks=a,b,.. ram_ticks=..
+    /// bytes=N`): the host converts ticks with its calibration of the TSC.
+    /// Both sources are written first, so no copy reads zero-page memory.
+    pub fn bandwidth(&self, shmid: u64, len: u64, iters: u64, rounds: u64) -> Result<String, String> {
         if !(2..=MAX_BANDWIDTH_LEN).contains(&len) {
             return Err(format!("bandwidth length {len:#x}: use 2 bytes to {MAX_BANDWIDTH_LEN:#x} (it is copied in guest RAM too)"));
+        }
+        if !(1..=64).contains(&rounds) {
+            return Err(format!("bandwidth rounds {rounds}: use 1 to 64"));
         }
         let half = (len / 2) as usize;
         let start = self.window(shmid, 0, len)?;
         self.write_each(shmid, 0, len, |i| pattern_byte(0x5a, i))?;
         let mut ram: Vec<u8> = (0..len).map(|i| pattern_byte(0x5a, i)).collect();
         let (src, dst) = ram.split_at_mut(half);
-        let (mut best_shm, mut best_ram) = (f64::MAX, f64::MAX);
-        for _ in 0..5 {
-            let t = Instant::now();
+        let (mut shm_ticks, mut ram_ticks) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let t = rdtsc();
             for _ in 0..iters {
                 // SAFETY: both halves lie in the mapped BAR (checked by window) and do not overlap.
                 unsafe { std::ptr::copy_nonoverlapping(self.shm.ptr.add(start), self.shm.ptr.add(start + half), half) };
             }
-            best_shm = best_shm.min(t.elapsed().as_secs_f64());
-            let t = Instant::now();
+            shm_ticks.push(rdtsc().wrapping_sub(t).to_string());
+            let t = rdtsc();
             for _ in 0..iters {
                 dst[..half].copy_from_slice(&src[..half]);
                 std::hint::black_box(&mut *dst);
             }
-            best_ram = best_ram.min(t.elapsed().as_secs_f64());
+            ram_ticks.push(rdtsc().wrapping_sub(t).to_string());
         }
-        let mib = (half as u64 * iters) as f64 / (1024.0 * 1024.0);
-        Ok(format!("shm_mib_s={:.1} ram_mib_s={:.1}", mib / best_shm.max(1e-9), mib / best_ram.max(1e-9)))
+        Ok(format!("shm_ticks={} ram_ticks={} bytes={}", shm_ticks.join(","), ram_ticks.join(","), half as u64 * iters))
     }
+}
+
+/// The CPU's time-stamp counter: under TCG it follows the host's clock, under
+/// KVM it is the hardware's. Fine-grained where the guest kernel's clock is not.
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no preconditions on x86_64.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }

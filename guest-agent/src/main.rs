@@ -88,6 +88,11 @@ fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhites
     if cmd == "ping" {
         return Ok("pong".into());
     }
+    if cmd == "tsc" {
+        // The guest's fine clock: the host calibrates it against its own
+        // (the kernel's clocksource under TCG has tick resolution).
+        return Ok(format!("tsc={}", device::rdtsc()));
+    }
     if cmd == "hang" {
         // Fault injection: stop answering for N seconds.
         let secs = num(args.next(), "seconds")?;
@@ -136,8 +141,8 @@ fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhites
             dev.write_each(shmid, off, len, |i| pattern_byte(seed, i)).map(|()| "filled".into())
         }
         "bw" => {
-            let (shmid, len, iters) = (num(args.next(), "shmid")?, num(args.next(), "len")?, num(args.next(), "iters")?);
-            dev.bandwidth(shmid, len, iters)
+            let (shmid, len, iters, rounds) = (num(args.next(), "shmid")?, num(args.next(), "len")?, num(args.next(), "iters")?, num(args.next(), "rounds")?);
+            dev.bandwidth(shmid, len, iters, rounds)
         }
         other => Err(format!("unknown command {other:?}")),
     }
@@ -215,6 +220,7 @@ mod tests {
     #[test]
     fn bad_commands_get_errors_not_panics() {
         assert_eq!(run("ping"), Ok("pong".into()));
+        assert!(run("tsc").unwrap().starts_with("tsc="));
         for bad in ["frobnicate", "read", "read x y z", "write 0 0 é1", "fill 0 0 4 999", "digest 0 0", "info", "bw 0"] {
             assert!(run(bad).is_err(), "{bad:?} should be refused");
         }

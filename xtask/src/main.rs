@@ -16,7 +16,9 @@ use xshell::{Shell, cmd};
 const USAGE: &str = "usage:
   cargo xtask test                 clippy, unit/integration tests, then the VM suite
   cargo xtask vm-test [OPTIONS]    build what the guest needs, boot QEMU, run the scenarios
-  cargo xtask bench [OPTIONS]      vm-test once, then print its timings as JSON
+  cargo xtask bench [--runs N] [OPTIONS]
+                                   vm-test N times (default 3), then every figure's
+                                   min/median/max as JSON; no figures if a run fails
 
 vm-test / bench options:
   --qemu PATH          QEMU to use (else $QEMU, else qemu-system-x86_64 on PATH, else provisioned)
@@ -194,6 +196,33 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     Ok(Outcome { run: b, baseline: Some((a, c)) })
 }
 
+/// `bench [--runs N] [vm-test options]`: the suite N times (default 3), then
+/// every figure with its spread. A failed run ends the bench without figures.
+fn bench(args: &[String]) -> Result<bool, String> {
+    let mut rest = args.to_vec();
+    let mut runs = 3;
+    if let Some(i) = rest.iter().position(|a| a == "--runs") {
+        let n = rest.get(i + 1).ok_or("--runs needs a value")?;
+        runs = n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("--runs {n:?}: a number of runs, at least 1"))?;
+        rest.drain(i..i + 2);
+    }
+    if rest.iter().any(|a| a == "--compare") {
+        return Err("bench measures one QEMU; --compare is for vm-test".into());
+    }
+    let mut reports = Vec::new();
+    for k in 1..=runs {
+        println!("bench: run {k} of {runs}");
+        let outcome = vm_test(&rest).map_err(|e| format!("bench: run {k} of {runs} could not run ({e}): no figures"))?;
+        if !outcome.ok() {
+            println!("bench: run {k} of {runs} failed: no figures");
+            return Ok(false);
+        }
+        reports.push(outcome.run);
+    }
+    println!("{}", report::bench_report(&reports));
+    Ok(true)
+}
+
 fn test(args: &[String]) -> Result<bool, String> {
     let sh = Shell::new().map_err(|e| e.to_string())?;
     sh.change_dir(root());
@@ -212,10 +241,7 @@ fn main() -> ExitCode {
     let res = match sub.as_str() {
         "test" => test(rest),
         "vm-test" => vm_test(rest).map(|r| r.ok()),
-        "bench" => vm_test(rest).map(|r| {
-            println!("{}", report::bench_report(&r.run));
-            r.ok()
-        }),
+        "bench" => bench(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(true)

@@ -67,6 +67,55 @@ impl fmt::Display for Death {
     }
 }
 
+/// The guest's fine clock (its TSC), calibrated against the host's clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuestClock {
+    pub hz: f64,
+    /// Relative uncertainty of `hz`: half the round trips over the window.
+    pub uncertainty: f64,
+    pub window: Duration,
+}
+
+impl fmt::Display for GuestClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guest TSC at {:.1} MHz, calibrated against the host over {:?} (±{:.3} %)", self.hz / 1e6, self.window, self.uncertainty * 100.0)
+    }
+}
+
+/// How long the TSC calibration compares the guest's clock with the host's.
+const CALIBRATION_WINDOW: Duration = Duration::from_millis(300);
+
+/// One bandwidth measurement: `rounds` alternating timed copy runs of
+/// `bytes` each through the mapping and in guest RAM, in guest TSC ticks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CopyRounds {
+    pub clock: GuestClock,
+    pub bytes: u64,
+    pub shm_ticks: Vec<u64>,
+    pub ram_ticks: Vec<u64>,
+}
+
+impl CopyRounds {
+    fn mib_s(&self, ticks: &[u64]) -> Vec<f64> {
+        ticks.iter().map(|&t| self.bytes as f64 / (1024.0 * 1024.0) / (t as f64 / self.clock.hz)).collect()
+    }
+    pub fn shm_mib_s(&self) -> Vec<f64> {
+        self.mib_s(&self.shm_ticks)
+    }
+    pub fn ram_mib_s(&self) -> Vec<f64> {
+        self.mib_s(&self.ram_ticks)
+    }
+    /// Mapping rate over guest-RAM rate, one per round (both halves of a
+    /// ratio come from the same round of the same boot).
+    pub fn ratios(&self) -> Vec<f64> {
+        self.ram_ticks.iter().zip(&self.shm_ticks).map(|(&r, &s)| r as f64 / s as f64).collect()
+    }
+    /// The shortest timed copy, in clock ticks (the clock's resolution is one tick).
+    pub fn shortest(&self) -> u64 {
+        self.shm_ticks.iter().chain(&self.ram_ticks).copied().min().unwrap_or(0)
+    }
+}
+
 /// One shared-memory region as the guest found it: shmid, offset in the
 /// shared-memory BAR, length.
 pub type RegionWindow = (u8, u64, u64);
@@ -96,9 +145,10 @@ pub trait Guest {
     fn gone(&mut self) -> Option<Death>;
     /// The frontend's logs, for a report of a failure.
     fn log_text(&self) -> String;
-    /// Guest copy rates through region `shmid` (mapped read-write, `len`
-    /// bytes from offset 0) and in guest RAM: `shm_mib_s=.. ram_mib_s=..`.
-    fn bandwidth(&mut self, shmid: u8, len: u64, iterations: u32) -> Result<String, String>;
+    /// Guest copy timings through region `shmid` (mapped read-write, `len`
+    /// bytes from offset 0) and in guest RAM, `rounds` rounds of `iterations`
+    /// copies of half of `len`, on the guest's calibrated fine clock.
+    fn bandwidth(&mut self, shmid: u8, len: u64, iterations: u32, rounds: u32) -> Result<CopyRounds, String>;
     /// Asks the frontend to quit (QEMU: the guest powers off) and says how
     /// it ended: `Ok(exit)` for a clean end (status 0, no signal), else how
     /// it ended instead. Nothing else may be asked after.
@@ -113,13 +163,15 @@ pub trait Guest {
 pub struct QemuGuest {
     pub qemu: Qemu,
     seq: u64,
+    /// The guest's TSC, once calibrated.
+    clock: Option<GuestClock>,
     /// The agent was told to stop answering (fault injection).
     hung: bool,
 }
 
 impl QemuGuest {
     pub fn new(qemu: Qemu) -> Self {
-        QemuGuest { qemu, seq: 0, hung: false }
+        QemuGuest { qemu, seq: 0, clock: None, hung: false }
     }
 
     /// Sends one command and returns the text after `ok`.
@@ -141,6 +193,39 @@ impl QemuGuest {
                 _ => Err(format!("agent answered `{cmd}` with {line:?}")),
             };
         }
+    }
+}
+
+impl QemuGuest {
+    /// One reading of the guest's TSC, taken at the midpoint of the quickest
+    /// of five round trips: (host instant, TSC, round trip).
+    fn tsc_reading(&mut self) -> Result<(Instant, u64, Duration), String> {
+        let mut best: Option<(Instant, u64, Duration)> = None;
+        for _ in 0..5 {
+            let sent = Instant::now();
+            let text = self.command("tsc")?;
+            let rtt = sent.elapsed();
+            let tsc = field(&text, "tsc").and_then(|v| v.parse().ok()).ok_or_else(|| format!("bad tsc reply {text:?}"))?;
+            if best.is_none_or(|b| rtt < b.2) {
+                best = Some((sent + rtt / 2, tsc, rtt));
+            }
+        }
+        best.ok_or_else(|| "no tsc reading".into())
+    }
+
+    /// Calibrates the guest's TSC against the host's clock (once per boot).
+    fn clock(&mut self) -> Result<GuestClock, String> {
+        if let Some(c) = &self.clock {
+            return Ok(c.clone());
+        }
+        let (t0, c0, rtt0) = self.tsc_reading()?;
+        std::thread::sleep(CALIBRATION_WINDOW);
+        let (t1, c1, rtt1) = self.tsc_reading()?;
+        let window = t1 - t0;
+        let ticks = c1.checked_sub(c0).filter(|&t| t > 0).ok_or_else(|| format!("the guest TSC did not advance ({c0} then {c1})"))?;
+        let clock = GuestClock { hz: ticks as f64 / window.as_secs_f64(), uncertainty: (rtt0 + rtt1).as_secs_f64() / 2.0 / window.as_secs_f64(), window };
+        self.clock = Some(clock.clone());
+        Ok(clock)
     }
 }
 
@@ -253,8 +338,17 @@ impl Guest for QemuGuest {
         format!("qemu stderr:\n{}\nguest console:\n{}", self.qemu.stderr_tail(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
     }
 
-    fn bandwidth(&mut self, shmid: u8, len: u64, iterations: u32) -> Result<String, String> {
-        self.command(&format!("bw {shmid} {len:#x} {iterations}"))
+    fn bandwidth(&mut self, shmid: u8, len: u64, iterations: u32, rounds: u32) -> Result<CopyRounds, String> {
+        let clock = self.clock()?;
+        let text = self.command(&format!("bw {shmid} {len:#x} {iterations} {rounds}"))?;
+        let ticks = |k: &str| -> Option<Vec<u64>> { field(&text, k)?.split(',').map(|t| t.parse().ok()).collect() };
+        let bad = || format!("bad bandwidth reply {text:?}");
+        let bytes = field(&text, "bytes").and_then(|b| b.parse().ok()).ok_or_else(bad)?;
+        let (shm_ticks, ram_ticks) = ticks("shm_ticks").zip(ticks("ram_ticks")).ok_or_else(bad)?;
+        if shm_ticks.iter().chain(&ram_ticks).any(|&t| t == 0) {
+            return Err(bad());
+        }
+        Ok(CopyRounds { clock, bytes, shm_ticks, ram_ticks })
     }
 
     fn shutdown(&mut self) -> Result<String, Death> {
@@ -364,7 +458,7 @@ impl Guest for ModelGuest {
         self.log_since(0)
     }
 
-    fn bandwidth(&mut self, _shmid: u8, _len: u64, _iterations: u32) -> Result<String, String> {
+    fn bandwidth(&mut self, _shmid: u8, _len: u64, _iterations: u32, _rounds: u32) -> Result<CopyRounds, String> {
         Err("the model has no guest CPU to measure".into())
     }
 

@@ -139,8 +139,10 @@ pub struct Measurements {
     pub model_unmap: Vec<Duration>,
     pub qemu_table_lag: Vec<Duration>,
     pub model_table_lag: Vec<Duration>,
-    /// Guest copy rate (MiB/s) through a read-write mapping and in guest RAM.
-    pub bandwidth: Option<(f64, f64)>,
+    /// Guest copy timings through a read-write mapping and in guest RAM.
+    pub bandwidth: Option<guest::CopyRounds>,
+    /// Boot to agent ready, of every QEMU boot that got there.
+    pub boot_times: Vec<Duration>,
 }
 
 pub struct SuiteReport {
@@ -440,7 +442,7 @@ fn run_model_boot(spec: &DeviceSpec, scn: &Scenario, sockets: &Path) -> Run {
 }
 
 /// A scenario with a QEMU and a model of its own (probes that may kill QEMU).
-fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path, sockets: &Path) -> Result<ScenarioReport, String> {
+fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path, sockets: &Path, boot_times: &mut Vec<Duration>) -> Result<ScenarioReport, String> {
     let spec = scenario_spec(&cfg.spec, scn);
     // Inside the run directory, which is kept when the run fails.
     let dir = run_dir.join(&scn.name);
@@ -450,6 +452,7 @@ fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path,
     let before = leaks::Snapshot::take();
     let (mut q, qlog) = match boot(cfg, &spec, accel, scn.init, Dirs { logs: &dir, sockets }) {
         Ok(mut qt) => {
+            boot_times.push(qt.boot_time);
             let (res, took) = run_on(scn, &mut qt.target, false);
             let res = res.map(|checks| {
                 let mut all = std::mem::take(&mut qt.boot_checks);
@@ -473,8 +476,12 @@ fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path,
     Ok(report(&scn.name, &scn.description, scn.qemu_only, q, m, &defects, || qlog))
 }
 
-/// Measures guest copy bandwidth through a read-write mapping and in guest RAM.
-fn measure_bandwidth(t: &mut Target) -> Result<(f64, f64), String> {
+/// Each timed copy must last at least this many ticks of the clock that times it.
+const MIN_TICKS_PER_COPY: u64 = 100;
+
+/// Measures guest copy bandwidth through a read-write mapping and in guest
+/// RAM, in alternating rounds of one boot, on the guest's calibrated TSC.
+fn measure_bandwidth(t: &mut Target) -> Result<guest::CopyRounds, String> {
     const LEN: u64 = 512 << 10;
     t.guest.reset(true)?;
     t.mgr.forget_all();
@@ -485,11 +492,13 @@ fn measure_bandwidth(t: &mut Target) -> Result<(f64, f64), String> {
     if o.reply.ack != 0 {
         return Err(format!("bandwidth mapping refused (ack {})", o.reply.ack));
     }
-    let text = t.guest.bandwidth(0, LEN, 64)?;
-    let field = |k: &str| text.split_whitespace().find_map(|w| w.strip_prefix(k)?.strip_prefix('=')?.parse::<f64>().ok());
-    let res = field("shm_mib_s").zip(field("ram_mib_s")).ok_or_else(|| format!("bad bandwidth reply {text:?}"));
+    let res = t.guest.bandwidth(0, LEN, 64, 7);
     let _ = t.mgr.unmap(0, 0, LEN);
-    res
+    let rounds = res?;
+    if rounds.shortest() < MIN_TICKS_PER_COPY {
+        return Err(format!("a timed copy took {} ticks of the guest clock; at least {MIN_TICKS_PER_COPY} are needed", rounds.shortest()));
+    }
+    Ok(rounds)
 }
 
 /// Boots once for the shared scenarios (own-boot ones get their own QEMU),
@@ -527,6 +536,7 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
     if !shared.is_empty() {
         let (mut qt, a, note) = boot_with_fallback(cfg, dirs)?;
         (accel, accel_note, boot_time) = (Some(a), note, Some(qt.boot_time));
+        measurements.boot_times.push(qt.boot_time);
         let model_start = Instant::now();
         let mut model = model_target(&cfg.spec, Faults::default(), true, dirs.sockets)?;
         let mut model_boot = vec![layout_check(&cfg.spec, model.guest.as_ref())];
@@ -582,7 +592,7 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
         if interrupted() {
             return Err("interrupted".into());
         }
-        reports.push(run_own_boot(cfg, scn, accel, dirs.logs, dirs.sockets)?);
+        reports.push(run_own_boot(cfg, scn, accel, dirs.logs, dirs.sockets, &mut measurements.boot_times)?);
     }
     Ok(SuiteReport {
         qemu: cfg.qemu.clone(),
@@ -645,7 +655,7 @@ mod tests {
         fn log_text(&self) -> String {
             String::new()
         }
-        fn bandwidth(&mut self, _: u8, _: u64, _: u32) -> Result<String, String> {
+        fn bandwidth(&mut self, _: u8, _: u64, _: u32, _: u32) -> Result<guest::CopyRounds, String> {
             Err("stub".into())
         }
         fn shutdown(&mut self) -> Result<String, Death> {

@@ -290,24 +290,63 @@ fn percentile(v: &[Duration], p: f64) -> Option<f64> {
     Some(s[idx.min(s.len() - 1)])
 }
 
-fn lat(v: &[Duration]) -> Value {
-    json!({"n": v.len(), "p50_ms": percentile(v, 50.0), "p99_ms": percentile(v, 99.0)})
+/// n, min, median and max of some measurements (null when there are none).
+fn spread(v: impl IntoIterator<Item = f64>) -> Value {
+    let mut s: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return Value::Null;
+    }
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
+    json!({"n": n, "min": s[0], "median": median, "max": s[n - 1]})
 }
 
-/// The benchmark summary (one JSON document), measured in this one run.
-pub fn bench_report(r: &SuiteReport) -> String {
-    let m = &r.measurements;
-    let bw = m.bandwidth.map(|(shm, ram)| json!({"mapping_mib_s": shm, "guest_ram_mib_s": ram, "ratio": shm / ram}));
+/// A figure of one run, from its QEMU and model samples.
+type RunFigure<'a> = &'a dyn Fn(&[Duration], &[Duration]) -> Option<f64>;
+
+/// Per run: the p50 and p99 of a latency on QEMU and the model, and their ratio in that run.
+fn latency(runs: &[SuiteReport], pick: impl Fn(&super::Measurements) -> (&[Duration], &[Duration])) -> Value {
+    let per = |f: RunFigure<'_>| spread(runs.iter().filter_map(|r| {
+        let (q, m) = pick(&r.measurements);
+        f(q, m)
+    }));
+    json!({
+        "qemu_p50_ms": per(&|q, _| percentile(q, 50.0)),
+        "qemu_p99_ms": per(&|q, _| percentile(q, 99.0)),
+        "model_p50_ms": per(&|_, m| percentile(m, 50.0)),
+        "qemu_over_model_p50": per(&|q, m| Some(percentile(q, 50.0)? / percentile(m, 50.0)?)),
+    })
+}
+
+/// The benchmark summary of `runs` (each a whole suite run that passed), as
+/// one JSON document: every figure as n/min/median/max over the runs, and
+/// ratios only from figures measured in the same run (bandwidth: the same
+/// round of the same boot).
+pub fn bench_report(runs: &[SuiteReport]) -> String {
+    let Some(first) = runs.first() else { return String::new() };
+    let rounds: Vec<&super::guest::CopyRounds> = runs.iter().filter_map(|r| r.measurements.bandwidth.as_ref()).collect();
+    let bw = (!rounds.is_empty()).then(|| {
+        json!({
+            "clock": rounds.iter().map(|c| c.clock.to_string()).collect::<Vec<_>>(),
+            "bytes_per_copy_run": rounds[0].bytes,
+            "shortest_copy_ticks": rounds.iter().map(|c| c.shortest()).min(),
+            "mapping_mib_s": spread(rounds.iter().flat_map(|c| c.shm_mib_s())),
+            "guest_ram_mib_s": spread(rounds.iter().flat_map(|c| c.ram_mib_s())),
+            "ratio_mapping_over_ram": spread(rounds.iter().flat_map(|c| c.ratios())),
+        })
+    });
     let doc = json!({
         "bench": "vm-suite",
-        "qemu": r.qemu.version_text,
-        "accel": r.accel.name(),
-        "boot_to_agent_ready_s": r.boot_time.as_secs_f64(),
-        "suite_s": r.suite_time.as_secs_f64(),
-        "scenarios": r.scenarios.len(),
-        "map_ack": {"qemu": lat(&m.qemu_map), "model": lat(&m.model_map)},
-        "unmap_ack": {"qemu": lat(&m.qemu_unmap), "model": lat(&m.model_unmap)},
-        "ack_to_mem_table": {"qemu": lat(&m.qemu_table_lag), "model": lat(&m.model_table_lag)},
+        "runs": runs.len(),
+        "qemu": first.qemu.version_text,
+        "accel": first.accel.name(),
+        "scenarios": first.scenarios.len(),
+        "boot_to_agent_ready_s": spread(runs.iter().flat_map(|r| r.measurements.boot_times.iter().map(Duration::as_secs_f64))),
+        "suite_s": spread(runs.iter().map(|r| r.suite_time.as_secs_f64())),
+        "map_ack": latency(runs, |m| (&m.qemu_map, &m.model_map)),
+        "unmap_ack": latency(runs, |m| (&m.qemu_unmap, &m.model_unmap)),
+        "ack_to_mem_table": latency(runs, |m| (&m.qemu_table_lag, &m.model_table_lag)),
         "copy_bandwidth": bw,
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
