@@ -8,7 +8,7 @@ mod artefacts;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use shmem_host::vm::qemu::probe;
+use shmem_host::vm::qemu::{Accel, QemuInfo, probe};
 use shmem_host::vm::scenario::{Scenario, SuiteFile, load_known_defects};
 use shmem_host::vm::{self, AccelChoice, SuiteConfig, report};
 use xshell::{Shell, cmd};
@@ -187,11 +187,29 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let work_dir = root.join("target/vm-test");
     let initramfs = artefacts::build_initramfs(&agent, &work_dir)?;
     vm::install_interrupt_handler();
-    let cfg = SuiteConfig { qemu, kernel, initramfs, accel: o.accel, spec, scenarios, known_defects, known_defects_source, work_dir };
+    // Own boots run in parallel, each in a worker process of this binary.
+    let exe = std::env::current_exe().map_err(|e| format!("locating the xtask binary: {e}"))?;
+    let worker = |q: &QemuInfo| {
+        let mut w = vec![exe.display().to_string(), "own-boot-worker".into(), "--qemu".into(), q.path.display().to_string(), "--build".into(), q.build.clone()];
+        w.extend(["--kernel".into(), kernel.display().to_string(), "--initramfs".into(), initramfs.display().to_string()]);
+        Some(w)
+    };
+    let cfg = SuiteConfig {
+        worker: worker(&qemu),
+        qemu,
+        kernel: kernel.clone(),
+        initramfs: initramfs.clone(),
+        accel: o.accel,
+        spec,
+        scenarios,
+        known_defects,
+        known_defects_source,
+        work_dir,
+    };
     let a = vm::run_suite(&cfg)?;
     let Some(other) = other else { return Ok(Outcome { run: a, baseline: None }) };
     println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
-    let b = vm::run_suite(&SuiteConfig { qemu: other, ..cfg })?;
+    let b = vm::run_suite(&SuiteConfig { worker: worker(&other), qemu: other, ..cfg })?;
     let c = report::compare(&a, &b);
     Ok(Outcome { run: b, baseline: Some((a, c)) })
 }
@@ -223,6 +241,43 @@ fn bench(args: &[String]) -> Result<bool, String> {
     Ok(true)
 }
 
+/// `own-boot-worker`: one own-boot scenario in this process (started by the
+/// runner, which passes everything it needs); prints its run as JSON.
+fn own_boot_worker(args: &[String]) -> Result<bool, String> {
+    let get = |key: &str| -> Result<String, String> {
+        let i = args.iter().position(|a| a == key).ok_or_else(|| format!("own-boot-worker: {key} missing"))?;
+        args.get(i + 1).cloned().ok_or_else(|| format!("own-boot-worker: {key} needs a value"))
+    };
+    let (qemu, build, kernel, initramfs) = (get("--qemu")?, get("--build")?, get("--kernel")?, get("--initramfs")?);
+    let (scenario, accel, logs) = (PathBuf::from(get("--scenario")?), get("--accel")?, PathBuf::from(get("--logs")?));
+    let accel = match accel.as_str() {
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        other => return Err(format!("own-boot-worker: --accel {other:?}")),
+    };
+    let text = std::fs::read_to_string(&scenario).map_err(|e| format!("{}: {e}", scenario.display()))?;
+    let scn = Scenario::parse(&scenario, &text).map_err(|e| e.to_string())?;
+    let suite = SuiteFile::load(&root().join("tests/suite.toml")).map_err(|e| e.to_string())?;
+    vm::install_interrupt_handler();
+    let cfg = SuiteConfig {
+        qemu: QemuInfo { path: qemu.into(), version: (0, 0, 0), version_text: String::new(), build },
+        kernel: kernel.into(),
+        initramfs: initramfs.into(),
+        accel: AccelChoice::Tcg,
+        spec: suite.device.spec(),
+        scenarios: vec![scn.clone()],
+        known_defects: Vec::new(),
+        known_defects_source: String::new(),
+        work_dir: logs.clone(),
+        worker: None,
+    };
+    // Sockets under the system temp dir: a Unix socket path stays short.
+    let sockets = tempfile::Builder::new().prefix("shmem-vm-").tempdir().map_err(|e| format!("socket dir: {e}"))?;
+    let run = vm::own_boot_run(&cfg, &scn, accel, &logs, sockets.path());
+    println!("{}", serde_json::to_string(&run).map_err(|e| e.to_string())?);
+    Ok(true)
+}
+
 fn test(args: &[String]) -> Result<bool, String> {
     let sh = Shell::new().map_err(|e| e.to_string())?;
     sh.change_dir(root());
@@ -242,6 +297,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "vm-test" => vm_test(rest).map(|r| r.ok()),
         "bench" => bench(rest),
+        "own-boot-worker" => own_boot_worker(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(true)

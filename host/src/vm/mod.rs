@@ -61,6 +61,11 @@ pub struct SuiteConfig {
     pub known_defects: Vec<KnownDefect>,
     /// Where they came from, for the report ("none" for none).
     pub known_defects_source: String,
+    /// A command that runs one own boot in a process of its own (completed
+    /// with `--scenario PATH --accel NAME --logs DIR`; prints an
+    /// [`OwnBootRun`] as JSON): own boots then run in parallel, each with its
+    /// own leak self-check. `None`: one after another in this process.
+    pub worker: Option<Vec<String>>,
     /// Parent of the run directory (kept there when the run fails).
     pub work_dir: PathBuf,
 }
@@ -441,18 +446,42 @@ fn run_model_boot(spec: &DeviceSpec, scn: &Scenario, sockets: &Path) -> Run {
     }
 }
 
-/// A scenario with a QEMU and a model of its own (probes that may kill QEMU).
-fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path, sockets: &Path, boot_times: &mut Vec<Duration>) -> Result<ScenarioReport, String> {
+/// What one own boot produced, before judging: passed between a worker
+/// process and the runner as JSON.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct OwnBootRun {
+    pub qemu: Result<Vec<CheckResult>, String>,
+    pub qemu_secs: f64,
+    pub model: Result<Vec<CheckResult>, String>,
+    pub model_secs: f64,
+    pub qemu_log: String,
+    /// Boot to agent ready, when the guest got there.
+    pub boot_secs: Option<f64>,
+}
+
+impl OwnBootRun {
+    /// A run that could not happen, on both targets.
+    pub fn failed(why: String) -> Self {
+        OwnBootRun { qemu: Err(why.clone()), qemu_secs: 0.0, model: Err(why), model_secs: 0.0, qemu_log: String::new(), boot_secs: None }
+    }
+}
+
+/// A scenario with a QEMU and a model of its own (probes that may kill
+/// QEMU), then the self-check that nothing of that boot remains. The leak
+/// check looks at the whole process: run one own boot at a time per process.
+pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path, sockets: &Path) -> OwnBootRun {
     let spec = scenario_spec(&cfg.spec, scn);
     // Inside the run directory, which is kept when the run fails.
     let dir = run_dir.join(&scn.name);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let defects = defects_for(cfg, accel, &scn.name);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return OwnBootRun::failed(format!("create {}: {e}", dir.display()));
+    }
     let start = Instant::now();
     let before = leaks::Snapshot::take();
-    let (mut q, qlog) = match boot(cfg, &spec, accel, scn.init, Dirs { logs: &dir, sockets }) {
+    let mut boot_secs = None;
+    let (mut q, qemu_log) = match boot(cfg, &spec, accel, scn.init, Dirs { logs: &dir, sockets }) {
         Ok(mut qt) => {
-            boot_times.push(qt.boot_time);
+            boot_secs = Some(qt.boot_time.as_secs_f64());
             let (res, took) = run_on(scn, &mut qt.target, false);
             let res = res.map(|checks| {
                 let mut all = std::mem::take(&mut qt.boot_checks);
@@ -473,7 +502,85 @@ fn run_own_boot(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path,
         checks.push(CheckResult::new("no-leaks", leaks.is_empty(), evidence).with("leaks", leaks.len()));
     }
     let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { run_model_boot(&spec, scn, sockets) };
-    Ok(report(&scn.name, &scn.description, scn.qemu_only, q, m, &defects, || qlog))
+    OwnBootRun { qemu: q.0, qemu_secs: q.1.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs }
+}
+
+/// Judges an own boot's run into its report row.
+fn own_boot_report(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run: OwnBootRun, boot_times: &mut Vec<Duration>) -> ScenarioReport {
+    boot_times.extend(run.boot_secs.map(Duration::from_secs_f64));
+    let defects = defects_for(cfg, accel, &scn.name);
+    let (q, m) = ((run.qemu, Duration::from_secs_f64(run.qemu_secs)), (run.model, Duration::from_secs_f64(run.model_secs)));
+    let log = run.qemu_log;
+    report(&scn.name, &scn.description, scn.qemu_only, q, m, &defects, || log)
+}
+
+/// How long one own-boot worker process may take before it is killed.
+const WORKER_LIMIT: Duration = Duration::from_secs(900);
+
+/// Runs one own boot in a worker process (`cfg.worker` + scenario, accel,
+/// log dir), which has its own fd table, so its leak self-check is its own.
+fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path) -> OwnBootRun {
+    let failed = OwnBootRun::failed;
+    let Some((program, args)) = worker.split_first() else { return failed("no own-boot worker command".into()) };
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .arg("--scenario")
+        .arg(&scn.path)
+        .args(["--accel", accel.name()])
+        .arg("--logs")
+        .arg(logs)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return failed(format!("starting the own-boot worker {program}: {e}")),
+    };
+    let mut out = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(o) = out.as_mut() {
+            let _ = std::io::Read::read_to_string(o, &mut text);
+        }
+        text
+    });
+    let deadline = Instant::now() + WORKER_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Ok(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => break Err(format!("the own-boot worker for {} did not end within {WORKER_LIMIT:?}; killed", scn.name)),
+            Err(e) => break Err(format!("waiting for the own-boot worker: {e}")),
+        }
+    };
+    if status.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = reader.join().unwrap_or_default();
+    match status {
+        Err(e) => failed(e),
+        Ok(s) => serde_json::from_str(text.trim()).unwrap_or_else(|e| failed(format!("the own-boot worker for {} ended ({}) without a readable result: {e}", scn.name, qemu::describe_status(s)))),
+    }
+}
+
+/// Runs the own boots in worker processes, as many at a time as `threads`;
+/// results in the scenarios' order.
+fn run_workers(worker: &[String], own: &[&Scenario], accel: Accel, logs: &Path, threads: usize) -> Vec<OwnBootRun> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<OwnBootRun>>> = own.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, own.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(scn) = own.get(i) else { break };
+                    let run = if interrupted() { OwnBootRun::failed("interrupted".into()) } else { run_worker(worker, scn, accel, logs) };
+                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+                }
+            });
+        }
+    });
+    results.into_iter().map(|r| r.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every own boot ran")).collect()
 }
 
 /// Each timed copy must last at least this many ticks of the clock that times it.
@@ -529,82 +636,113 @@ pub const SHARED_BOOT: &str = "shared-boot";
 
 fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<SuiteReport, String> {
     let shared: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| !s.own_boot).collect();
-    let mut reports = Vec::new();
+    let own: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| s.own_boot).collect();
     let mut measurements = Measurements::default();
-    let mut boot_time = None;
-    let (mut accel, mut accel_note) = (None, None);
-    if !shared.is_empty() {
-        let (mut qt, a, note) = boot_with_fallback(cfg, dirs)?;
-        (accel, accel_note, boot_time) = (Some(a), note, Some(qt.boot_time));
-        measurements.boot_times.push(qt.boot_time);
-        let model_start = Instant::now();
-        let mut model = model_target(&cfg.spec, Faults::default(), true, dirs.sockets)?;
-        let mut model_boot = vec![layout_check(&cfg.spec, model.guest.as_ref())];
-        let model_boot_time = model_start.elapsed();
-        let mut qemu_dead: Option<String> = None;
-        for scn in &shared {
-            if interrupted() {
-                return Err("interrupted".into());
+    let mut reports = Vec::new();
+    std::thread::scope(|scope| {
+        // Own boots go to worker processes, as many at a time as there are
+        // cores, beside the shared boot once it has chosen the accelerator
+        // (or at once without one). Measured on 2 cores: the suite takes 18 s
+        // so against 27 s with one worker beside the shared boot (guests
+        // under TCG wait on the host as much as they compute).
+        let start_pool = |accel: Accel| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let own = &own;
+            cfg.worker.as_ref().map(|w| scope.spawn(move || run_workers(w, own, accel, dirs.logs, threads)))
+        };
+        let (accel, accel_note, boot_time, pool) = if shared.is_empty() {
+            let mut note = None;
+            let accel = own_boot_accel(cfg, &mut note);
+            (accel, note, None, start_pool(accel))
+        } else {
+            let (qt, accel, note) = boot_with_fallback(cfg, dirs)?;
+            let boot_time = qt.boot_time;
+            let pool = start_pool(accel);
+            run_shared(cfg, dirs, qt, accel, &shared, &mut reports, &mut measurements)?;
+            (accel, note, Some(boot_time), pool)
+        };
+        match pool {
+            Some(pool) => {
+                let runs = pool.join().map_err(|p| format!("the own-boot pool panicked: {}", crate::panic_text(p.as_ref())))?;
+                for (scn, run) in own.iter().zip(runs) {
+                    reports.push(own_boot_report(cfg, scn, accel, run, &mut measurements.boot_times));
+                }
             }
-            let defects = defects_for(cfg, a, &scn.name);
-            let q = match &qemu_dead {
-                Some(name) => (Err(format!("not run: QEMU died in scenario {name}")), Duration::ZERO),
-                None => run_on(scn, &mut qt.target, true),
-            };
-            let m = run_on(scn, &mut model, true);
-            if qemu_dead.is_none() && qt.target.guest.gone().is_some() {
-                qemu_dead = Some(scn.name.clone());
+            None => {
+                for scn in &own {
+                    if interrupted() {
+                        return Err("interrupted".into());
+                    }
+                    let run = own_boot_run(cfg, scn, accel, dirs.logs, dirs.sockets);
+                    reports.push(own_boot_report(cfg, scn, accel, run, &mut measurements.boot_times));
+                }
             }
-            let guest = &qt.target.guest;
-            reports.push(report(&scn.name, &scn.description, scn.qemu_only, q, m, &defects, || guest.log_text()));
         }
-        if qemu_dead.is_none() {
-            measurements.bandwidth = measure_bandwidth(&mut qt.target).map_err(|e| eprintln!("vm-test: bandwidth not measured: {e}")).ok();
-        }
-        measurements.qemu_map = std::mem::take(&mut qt.target.map_latencies);
-        measurements.qemu_unmap = std::mem::take(&mut qt.target.unmap_latencies);
-        measurements.qemu_table_lag = std::mem::take(&mut qt.target.table_lags);
-        measurements.model_map = std::mem::take(&mut model.map_latencies);
-        measurements.model_unmap = std::mem::take(&mut model.unmap_latencies);
-        measurements.model_table_lag = std::mem::take(&mut model.table_lags);
-        // The shared boot's own row: a QEMU that died in a scenario has its
-        // death reported there; one that lives must quit cleanly.
-        let mut qemu_boot = std::mem::take(&mut qt.boot_checks);
-        if qemu_dead.is_none() {
-            qemu_boot.push(shutdown_check(qt.target.guest.as_mut()));
-        }
-        model_boot.push(shutdown_check(model.guest.as_mut()));
-        let defects = defects_for(cfg, a, SHARED_BOOT);
-        let guest = &qt.target.guest;
-        let description = "the boot the shared scenarios run in: regions where the backend advertised them, a clean shutdown";
-        let row = report(SHARED_BOOT, description, false, (Ok(qemu_boot), qt.boot_time), (Ok(model_boot), model_boot_time), &defects, || guest.log_text());
-        reports.insert(0, row);
-        // Own boots check that nothing is left under the socket dir: the
-        // shared targets go first.
-        drop(qt);
-        drop(model);
-    }
-    let accel = match accel {
-        Some(a) => a,
-        None => own_boot_accel(cfg, &mut accel_note),
-    };
-    for scn in cfg.scenarios.iter().filter(|s| s.own_boot) {
         if interrupted() {
             return Err("interrupted".into());
         }
-        reports.push(run_own_boot(cfg, scn, accel, dirs.logs, dirs.sockets, &mut measurements.boot_times)?);
-    }
-    Ok(SuiteReport {
-        qemu: cfg.qemu.clone(),
-        known_defects: cfg.known_defects_source.clone(),
-        accel,
-        accel_note,
-        boot_time: boot_time.unwrap_or_default(),
-        suite_time: suite_start.elapsed(),
-        scenarios: reports,
-        measurements,
-        kept_logs: None,
+        Ok(SuiteReport {
+            qemu: cfg.qemu.clone(),
+            known_defects: cfg.known_defects_source.clone(),
+            accel,
+            accel_note,
+            boot_time: boot_time.unwrap_or_default(),
+            suite_time: suite_start.elapsed(),
+            scenarios: reports,
+            measurements,
+            kept_logs: None,
+        })
     })
+}
+
+/// The shared scenarios on one QEMU boot and one model, the bandwidth
+/// measurement, and the shared boot's own row (first in `reports`).
+fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, shared: &[&Scenario], reports: &mut Vec<ScenarioReport>, measurements: &mut Measurements) -> Result<(), String> {
+    measurements.boot_times.push(qt.boot_time);
+    let model_start = Instant::now();
+    let mut model = model_target(&cfg.spec, Faults::default(), true, dirs.sockets)?;
+    let mut model_boot = vec![layout_check(&cfg.spec, model.guest.as_ref())];
+    let model_boot_time = model_start.elapsed();
+    let mut qemu_dead: Option<String> = None;
+    let mut rows = Vec::new();
+    for scn in shared {
+        if interrupted() {
+            return Err("interrupted".into());
+        }
+        let defects = defects_for(cfg, a, &scn.name);
+        let q = match &qemu_dead {
+            Some(name) => (Err(format!("not run: QEMU died in scenario {name}")), Duration::ZERO),
+            None => run_on(scn, &mut qt.target, true),
+        };
+        let m = run_on(scn, &mut model, true);
+        if qemu_dead.is_none() && qt.target.guest.gone().is_some() {
+            qemu_dead = Some(scn.name.clone());
+        }
+        let guest = &qt.target.guest;
+        rows.push(report(&scn.name, &scn.description, scn.qemu_only, q, m, &defects, || guest.log_text()));
+    }
+    if qemu_dead.is_none() {
+        measurements.bandwidth = measure_bandwidth(&mut qt.target).map_err(|e| eprintln!("vm-test: bandwidth not measured: {e}")).ok();
+    }
+    measurements.qemu_map = std::mem::take(&mut qt.target.map_latencies);
+    measurements.qemu_unmap = std::mem::take(&mut qt.target.unmap_latencies);
+    measurements.qemu_table_lag = std::mem::take(&mut qt.target.table_lags);
+    measurements.model_map = std::mem::take(&mut model.map_latencies);
+    measurements.model_unmap = std::mem::take(&mut model.unmap_latencies);
+    measurements.model_table_lag = std::mem::take(&mut model.table_lags);
+    // The shared boot's own row: a QEMU that died in a scenario has its
+    // death reported there; one that lives must quit cleanly.
+    let mut qemu_boot = std::mem::take(&mut qt.boot_checks);
+    if qemu_dead.is_none() {
+        qemu_boot.push(shutdown_check(qt.target.guest.as_mut()));
+    }
+    model_boot.push(shutdown_check(model.guest.as_mut()));
+    let defects = defects_for(cfg, a, SHARED_BOOT);
+    let guest = &qt.target.guest;
+    let description = "the boot the shared scenarios run in: regions where the backend advertised them, a clean shutdown";
+    reports.push(report(SHARED_BOOT, description, false, (Ok(qemu_boot), qt.boot_time), (Ok(model_boot), model_boot_time), &defects, || guest.log_text()));
+    reports.extend(rows);
+    Ok(())
 }
 
 #[cfg(test)]

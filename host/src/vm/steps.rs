@@ -27,7 +27,7 @@ const STALL: Duration = Duration::from_secs(1);
 /// The outcome of one check: the evidence for people, and the facts a
 /// known-defect signature is matched against (`exit`, `step`, `ack`,
 /// `said`, `seen`, counts...).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CheckResult {
     pub check: String,
     pub passed: bool,
