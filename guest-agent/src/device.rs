@@ -92,6 +92,31 @@ impl Bar {
         // SAFETY: as for read32.
         unsafe { (self.ptr.add(off) as *mut u32).write_volatile(v) }
     }
+    fn read64(&self, off: usize) -> u64 {
+        // SAFETY: callers check `off` (8-aligned) against the BAR length.
+        unsafe { (self.ptr.add(off) as *const u64).read_volatile() }
+    }
+    fn write64(&self, off: usize, v: u64) {
+        // SAFETY: as for read64.
+        unsafe { (self.ptr.add(off) as *mut u64).write_volatile(v) }
+    }
+}
+
+/// The doorbell page of the reply-before-commit probe (byte offsets of
+/// little-endian u64 words). The host writes MODE and MARKER, then RING; the
+/// guest answers in the result words, then writes DONE = RING.
+pub mod doorbell {
+    pub const RING: usize = 0;
+    /// 0: read the target at once; 1: write MARKER into it at once, then read.
+    pub const MODE: usize = 8;
+    pub const MARKER: usize = 16;
+    pub const DONE: usize = 64;
+    /// The first read's value and its time in TSC ticks, then a second read
+    /// right after it, then a third after about 50 microseconds.
+    pub const READS: usize = 72;
+    pub const READ_COUNT: usize = 3;
+    /// RING value that ends the probe.
+    pub const STOP: u64 = u64::MAX;
 }
 
 pub struct Device {
@@ -259,6 +284,65 @@ impl Device {
             self.shm.write8(start + i as usize, byte(i));
         }
         Ok(())
+    }
+
+    /// The reply-before-commit probe, guest side: spins on the doorbell word
+    /// (region `db_shmid` at `db_off`, mapped read-write) and, on each new
+    /// ring, reads the first 8 bytes of the target (region `t_shmid` at
+    /// `t_off`) first thing — after writing the marker there in mode 1 —,
+    /// timing each read on the TSC, and writes what it saw into the doorbell
+    /// page. Nothing crosses the serial port until the host rings STOP, or
+    /// no ring comes for `idle_ms`.
+    pub fn probe(&self, db_shmid: u64, db_off: u64, t_shmid: u64, t_off: u64, idle_ms: u64) -> Result<String, String> {
+        use doorbell::*;
+        if !db_off.is_multiple_of(8) || !t_off.is_multiple_of(8) {
+            return Err("doorbell and target offsets must be 8-aligned".into());
+        }
+        let db = self.window(db_shmid, db_off, 128)?;
+        let target = self.window(t_shmid, t_off, 8)?;
+        let (mut last, mut rings) = (self.shm.read64(db + RING), 0u64);
+        // Tells the host the guest spins: DONE answers the ring found at start.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.shm.write64(db + DONE, last);
+        let mut idle_since = Instant::now();
+        loop {
+            let seq = self.shm.read64(db + RING);
+            if seq == last {
+                std::hint::spin_loop();
+                // The clock is coarse here, but a timeout of seconds needs no better.
+                if idle_since.elapsed() > Duration::from_millis(idle_ms) {
+                    return Err(format!("no ring for {idle_ms} ms after {rings} rings"));
+                }
+                continue;
+            }
+            if seq == STOP {
+                return Ok(format!("rings={rings}"));
+            }
+            if self.shm.read64(db + MODE) == 1 {
+                self.shm.write64(target, self.shm.read64(db + MARKER));
+            }
+            let mut reads = [(0u64, 0u64); READ_COUNT];
+            for (i, r) in reads.iter_mut().enumerate() {
+                if i == READ_COUNT - 1 {
+                    let t = rdtsc();
+                    while rdtsc().wrapping_sub(t) < 100_000 {
+                        std::hint::spin_loop();
+                    }
+                }
+                let t = rdtsc();
+                let v = self.shm.read64(target);
+                *r = (v, rdtsc().wrapping_sub(t));
+            }
+            for (i, (v, ticks)) in reads.iter().enumerate() {
+                self.shm.write64(db + READS + 16 * i, *v);
+                self.shm.write64(db + READS + 16 * i + 8, *ticks);
+            }
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            self.shm.write64(db + DONE, seq);
+            last = seq;
+            rings += 1;
+            idle_since = Instant::now();
+        }
     }
 
     /// Copies half of `len` bytes onto the other half, `iters` times, inside

@@ -144,7 +144,27 @@ fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhites
             let (shmid, len, iters, rounds) = (num(args.next(), "shmid")?, num(args.next(), "len")?, num(args.next(), "iters")?, num(args.next(), "rounds")?);
             dev.bandwidth(shmid, len, iters, rounds)
         }
+        "probe" => {
+            let (db_shmid, db_off, t_shmid, t_off, idle_ms) =
+                (num(args.next(), "doorbell shmid")?, num(args.next(), "doorbell offset")?, num(args.next(), "target shmid")?, num(args.next(), "target offset")?, num(args.next(), "idle ms")?);
+            pin_to_last_cpu();
+            dev.probe(db_shmid, db_off, t_shmid, t_off, idle_ms)
+        }
         other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+/// Runs the agent on the last CPU: the host keeps its probe thread off the
+/// host core that runs this vCPU.
+fn pin_to_last_cpu() {
+    // SAFETY: sysconf and sched_setaffinity on our own thread with a zeroed, then filled, set.
+    unsafe {
+        let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN);
+        if n > 1 {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET((n - 1) as usize, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
     }
 }
 

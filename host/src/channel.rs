@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{BackendReq, VhostUserMMap};
@@ -100,11 +100,22 @@ pub struct BackendChannel {
     /// The socket, or why it can no longer be used.
     sock: Mutex<Result<UnixStream, String>>,
     timeout: Duration,
+    /// Set for a single-threaded backend: the gate the thread serving the
+    /// frontend passes for each message, held while a request waits for its
+    /// ack, so no frontend message is served meanwhile.
+    gate: Mutex<Option<Arc<Mutex<()>>>>,
 }
 
 impl BackendChannel {
     pub fn new(sock: UnixStream) -> Self {
-        BackendChannel { sock: Mutex::new(Ok(sock)), timeout: ACK_TIMEOUT }
+        BackendChannel { sock: Mutex::new(Ok(sock)), timeout: ACK_TIMEOUT, gate: Mutex::new(None) }
+    }
+
+    /// Makes the backend single-threaded (`Some(gate)`: the frontend is not
+    /// served while a request waits for its ack, as when a backend sends
+    /// SHMEM_MAP from the thread that serves the frontend) or not (`None`).
+    pub fn set_serve_gate(&self, gate: Option<Arc<Mutex<()>>>) {
+        *self.gate.lock().unwrap_or_else(|p| p.into_inner()) = gate;
     }
 
     /// Closes our end, as a backend that dies would.
@@ -117,6 +128,8 @@ impl BackendChannel {
     /// leaves the channel unusable (a late ack would be taken for the next
     /// request's), so every later call fails with the first error.
     pub fn request(&self, op: ShmemOp, body: &[u8], fd: Option<RawFd>) -> io::Result<Reply> {
+        let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _serving = gate.as_ref().map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
         let mut guard = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         let sock = guard.as_ref().map_err(|why| io::Error::new(io::ErrorKind::NotConnected, format!("backend channel unusable: {why}")))?;
         let fds: Vec<RawFd> = fd.into_iter().collect();

@@ -90,3 +90,50 @@ impl HostFile {
         Ok(fnv1a64(&self.read(offset, len)?))
     }
 }
+
+/// The backend's own shared mapping of a whole host file: for writing and
+/// reading words a guest sees at the same moment (the probe's doorbell),
+/// without a system call in between. Unmapped on drop.
+#[derive(Debug)]
+pub struct HostMapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; every access is a volatile word access.
+unsafe impl Send for HostMapping {}
+
+impl HostMapping {
+    pub fn of(file: &HostFile) -> io::Result<Self> {
+        let len = file.size() as usize;
+        // SAFETY: a shared mapping of our own memfd, unmapped in Drop.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.file().as_raw_fd(), 0) };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(HostMapping { ptr: p.cast(), len })
+    }
+
+    fn word(&self, off: usize) -> *mut u64 {
+        assert!(off.is_multiple_of(8) && off + 8 <= self.len, "word {off:#x} outside a mapping of {:#x} bytes", self.len);
+        // SAFETY: inside the mapping (checked above).
+        unsafe { self.ptr.add(off).cast() }
+    }
+
+    pub fn read64(&self, off: usize) -> u64 {
+        // SAFETY: an aligned word inside our mapping.
+        unsafe { self.word(off).read_volatile() }
+    }
+
+    pub fn write64(&self, off: usize, v: u64) {
+        // SAFETY: an aligned word inside our mapping.
+        unsafe { self.word(off).write_volatile(v) }
+    }
+}
+
+impl Drop for HostMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `of` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}

@@ -49,7 +49,17 @@ pub struct Faults {
     /// Die (stop serving, drop the channel) on a map sent to a device that
     /// is not started, as QEMU 11.1.3 does with SIGSEGV.
     pub crash_on_stopped_map: bool,
+    /// Reply to a map or unmap first and make it visible to the guest only
+    /// [`COMMIT_DELAY`] later, as QEMU 11.1.3 replies before it commits.
+    pub reply_before_commit: bool,
+    /// Send the memory table and wait for the backend's ack of it before
+    /// replying: a backend that serves the frontend on the thread that waits
+    /// for the reply deadlocks.
+    pub commit_before_reply: bool,
 }
+
+/// How long the `reply_before_commit` fault leaves the guest view stale.
+pub const COMMIT_DELAY: Duration = Duration::from_millis(2);
 
 /// Why the model rejected a request: the errno QEMU's handler would return
 /// and the reason QEMU prints (the backend only ever sees ack 1).
@@ -527,7 +537,11 @@ enum Change {
     Unmap(usize),
 }
 
-/// Serves the backend channel until it closes: decide, ack, then apply.
+/// Serves the backend channel until it closes. For each request: decide;
+/// make the guest view current (apply); reply; then send the memory table.
+/// So the guest never sees a stale view after the ack, and a backend that
+/// waits for the ack on the thread serving the frontend never deadlocks on
+/// the table. The fault switches change that order on purpose.
 fn serve(inner: &Inner, sock: &UnixStream) {
     while let Ok(Some(mut req)) = wire::recv(sock) {
         let msg = ShmemMsg::from_bytes(&req.body).filter(|_| req.body.len() == 40);
@@ -556,12 +570,6 @@ fn serve(inner: &Inner, sock: &UnixStream) {
             _ => Err(reject(libc::ENOSYS, "request not handled by the model")),
         };
         let ack = req.needs_reply().then(|| u64::from(decided.is_err()));
-        if let Some(a) = ack {
-            // The reply goes out before the change is applied, as in QEMU.
-            if wire::send(sock, req.request, wire::VERSION_1 | wire::FLAG_REPLY, &a.to_le_bytes(), &[]).is_err() {
-                break;
-            }
-        }
         let index = st.served.len();
         st.served.push(Served {
             request: req.request,
@@ -571,14 +579,43 @@ fn serve(inner: &Inner, sock: &UnixStream) {
             result: decided.as_ref().map(|_| ()).map_err(|r| *r),
             apply_error: None,
         });
-        let Ok(change) = decided else { continue };
+        let faults = st.faults;
+        let reply = |a: u64| wire::send(sock, req.request, wire::VERSION_1 | wire::FLAG_REPLY, &a.to_le_bytes(), &[]);
+        let Ok(change) = decided else {
+            drop(st);
+            if ack.is_some_and(|a| reply(a).is_err()) {
+                break;
+            }
+            continue;
+        };
         st.pending.push_back(index);
-        let res = apply(inner, &mut st, change);
-        drop(st);
-        let table = if res.is_ok() { send_mem_table(inner) } else { Ok(()) };
+        let mut errors = Vec::new();
+        if faults.reply_before_commit {
+            drop(st);
+            if ack.is_some_and(|a| reply(a).is_err()) {
+                break;
+            }
+            thread::sleep(COMMIT_DELAY);
+            st = inner.state();
+            errors.extend(apply(inner, &mut st, change).err());
+            drop(st);
+            errors.extend(send_mem_table(inner).err());
+        } else {
+            errors.extend(apply(inner, &mut st, change).err());
+            drop(st);
+            if faults.commit_before_reply {
+                errors.extend(send_mem_table(inner).err());
+            }
+            if ack.is_some_and(|a| reply(a).is_err()) {
+                break;
+            }
+            if !faults.commit_before_reply && errors.is_empty() {
+                errors.extend(send_mem_table(inner).err());
+            }
+        }
         let mut st = inner.state();
-        if let Err(e) = res.and(table) {
-            st.served[index].apply_error = Some(e);
+        if !errors.is_empty() {
+            st.served[index].apply_error = Some(errors.join("; "));
         }
         st.pending.retain(|&i| i != index);
         inner.applied.notify_all();
@@ -632,6 +669,8 @@ fn send_mem_table(inner: &Inner) -> Result<(), String> {
             mmap_handle: m.fd.as_raw_fd(),
         });
     }
+    // Backends (vm-memory's) refuse a table whose regions are not in address order.
+    table.sort_by_key(|r| r.guest_phys_addr);
     if table.len() > MAX_TABLE_REGIONS {
         return Err(format!("memory table would need {} regions; vhost-user allows {MAX_TABLE_REGIONS}", table.len()));
     }

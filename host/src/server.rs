@@ -40,6 +40,9 @@ struct Shared {
     /// Clones of the live sockets, so shutdown can unblock every thread.
     sockets: Mutex<Vec<UnixStream>>,
     stop: AtomicBool,
+    /// Passed by the tap before it serves each frontend message; a
+    /// single-threaded backend's channel holds it while awaiting an ack.
+    gate: Arc<Mutex<()>>,
 }
 
 /// A running backend for one frontend connection.
@@ -132,6 +135,11 @@ impl BackendServer {
                 ),
             )),
         }
+    }
+
+    /// The gate of a single-threaded backend (see [`BackendChannel::set_serve_gate`]).
+    pub fn serve_gate(&self) -> Arc<Mutex<()>> {
+        self.shared.gate.clone()
     }
 
     /// Stops every thread and removes the private directory.
@@ -294,7 +302,10 @@ fn tap_loop(from: &UnixStream, to: &UnixStream, direction: Direction, recorder: 
         } else {
             recorder.update(|r| r.messages.push(record));
         }
-        if let Err(e) = wire::forward(to, &msg) {
+        let serving = (direction == Direction::FromFrontend).then(|| shared.gate.lock().unwrap_or_else(|p| p.into_inner()));
+        let forwarded = wire::forward(to, &msg);
+        drop(serving);
+        if let Err(e) = forwarded {
             if shared.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use shmem_host::vm::qemu::probe;
-use shmem_host::vm::scenario::{KnownDefect, RESERVED_CHECKS, Scenario, Step, load_known_defects};
+use shmem_host::vm::scenario::{KnownDefect, RESERVED_CHECKS, Scenario, load_known_defects};
+use shmem_host::vm::steps::upper95;
 use shmem_host::vm::{CheckResult, Verdict, judge};
 
 #[test]
@@ -38,8 +39,7 @@ fn the_shipped_scenarios_and_defects_load() {
         let scn = all.iter().find(|s| s.name == d.scenario).expect("defect names a scenario");
         // A defect names a step's check, a map/unmap label's ack or reason,
         // or a check the runner adds to every scenario.
-        let named = scn.steps.iter().filter_map(Step::check).any(|c| c == d.check)
-            || scn.labels.iter().any(|l| d.check == format!("{l}/ack") || d.check == format!("{l}/reason"))
+        let named = scn.steps.iter().zip(&scn.labels).any(|(s, l)| s.produced_checks(l).contains(&d.check))
             || RESERVED_CHECKS.contains(&d.check.as_str());
         assert!(named, "defect names no check of its scenario: {d:?}");
     }
@@ -81,6 +81,7 @@ fn defect(check: &str, signature: &[(&str, &str)]) -> KnownDefect {
         qemu: vec!["11.1.3 (Debian 1:11.1.3+ds-1)".into()],
         accel: vec!["tcg".into()],
         signature: signature.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        rate: None,
         evidence: String::new(),
     }
 }
@@ -128,6 +129,22 @@ fn a_crash_matches_only_its_signal_and_step() {
     }
     // A fixed QEMU survives: frontend-survives passes, the entry must go.
     assert!(matches!(judge(Ok(vec![check("frontend-survives", true)]), &[&d]), Verdict::UnexpectedPass(_)));
+}
+
+#[test]
+fn an_intermittent_defect_not_seen_is_a_fix_only_when_the_bound_is_clearly_below_its_rate() {
+    let mut d = defect("rbc/map", &[("stale_seen", "hole")]);
+    d.rate = Some(0.001);
+    let passed = |bound: f64| check("rbc/map", true).with("upper95", format!("{bound:.6}"));
+    // 2000 iterations, none stale: bound 0.15 %, not below 0.05 %: inconclusive.
+    assert!(matches!(judge(Ok(vec![passed(0.0015)]), &[&d]), Verdict::KnownFailure(_)));
+    // 30000 iterations, none stale: bound 0.01 %: the defect is gone.
+    assert!(matches!(judge(Ok(vec![passed(0.0001)]), &[&d]), Verdict::UnexpectedPass(_)));
+    // Seen: a known failure when it looks as listed.
+    assert!(matches!(judge(Ok(vec![check("rbc/map", false).with("stale_seen", "hole")]), &[&d]), Verdict::KnownFailure(_)));
+    assert!(matches!(judge(Ok(vec![check("rbc/map", false).with("stale_seen", "other bytes")]), &[&d]), Verdict::Fail(_)));
+    assert!((upper95(0, 2000) - 0.001497).abs() < 1e-5, "{}", upper95(0, 2000));
+    assert!(upper95(3, 1000) > 0.003 && upper95(3, 1000) < 0.01);
 }
 
 #[test]

@@ -92,3 +92,45 @@ fn the_hang_check_fails_when_the_guest_answers() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A shipped probe scenario with fewer iterations (the model is fast, its
+/// faults are not intermittent).
+fn short_probe(name: &str) -> (DeviceSpec, Scenario) {
+    let (spec, scenarios) = suite();
+    let mut scn = scenarios.into_iter().find(|s| s.name == name).expect(name);
+    for s in &mut scn.steps {
+        if let shmem_host::vm::scenario::Step::ProbeReplyBeforeCommit { iterations, .. } = s {
+            *iterations = 50;
+        }
+    }
+    (spec, scn)
+}
+
+fn failed_checks(v: Verdict) -> Vec<String> {
+    match v {
+        Verdict::Fail(j) => j.into_iter().map(|j| format!("{}={}", j.check.check, j.check.facts.get("stale_seen").or(j.check.facts.get("deadlock")).cloned().unwrap_or_default())).collect(),
+        other => panic!("expected FAIL, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_frontend_that_replies_before_it_commits_fails_the_probe_in_both_directions() {
+    let (spec, scn) = short_probe("reply-before-commit");
+    let f = failed_checks(verdict_on_model(&spec, &scn, Faults { reply_before_commit: true, ..Faults::default() }));
+    for want in ["rbc-rw/map=hole", "rbc-rw/unmap=the unmapped file's bytes", "rbc-rw/write=lost: the write did not reach the file", "rbc-ro/map=hole"] {
+        assert!(f.iter().any(|c| c == want), "{want} not in {f:?}");
+    }
+}
+
+#[test]
+fn a_frontend_that_commits_before_it_replies_deadlocks_only_a_single_threaded_backend() {
+    let (spec, multi) = short_probe("reply-before-commit");
+    let commit_first = Faults { commit_before_reply: true, ..Faults::default() };
+    assert!(matches!(verdict_on_model(&spec, &multi, commit_first), Verdict::Pass));
+    let (spec, single) = short_probe("reply-before-commit-single-threaded");
+    let started = std::time::Instant::now();
+    let f = failed_checks(verdict_on_model(&spec, &single, commit_first));
+    assert_eq!(f, ["rbc-single/no-deadlock=no ack"]);
+    // The watchdog names it within the ack timeout, and the run goes on.
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "{:?}", started.elapsed());
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::qemu::{Qemu, describe_status};
 use super::scenario::Fault;
 use crate::backend::FileId;
+use crate::files::HostMapping;
 use crate::files::{fnv1a64, pattern_byte};
 use crate::model::{MODEL_BAR_BASE, ModelFrontend};
 
@@ -116,6 +117,30 @@ impl CopyRounds {
     }
 }
 
+/// What the guest saw of the probe's target on one ring: the first 8 bytes,
+/// read first thing, then again at once, then after about 50 microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProbeReads {
+    /// `None` where nothing readable is mapped (the model's holes).
+    pub values: [Option<u64>; 3],
+    /// How long each read took, when the guest has a clock (QEMU's does).
+    pub micros: [Option<f64>; 3],
+}
+
+/// What the guest does first when rung.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingMode {
+    Read,
+    /// Write this marker into the target's first 8 bytes, then read.
+    Write(u64),
+}
+
+/// How long the guest may take to start spinning on the doorbell.
+const PROBE_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a ring may wait for the guest's answer.
+const RING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// One shared-memory region as the guest found it: shmid, offset in the
 /// shared-memory BAR, length.
 pub type RegionWindow = (u8, u64, u64);
@@ -157,6 +182,17 @@ pub trait Guest {
     fn inject(&mut self, fault: Fault) -> Result<(), String>;
     /// Asks the guest for a sign of life, waiting at most `timeout`.
     fn ping(&mut self, timeout: Duration) -> Result<(), String>;
+    /// Starts the guest side of the reply-before-commit probe: the guest
+    /// spins on the doorbell word at `doorbell` (a read-write mapping of the
+    /// file `host` maps) and reads `target` first thing on each ring. Until
+    /// [`Guest::probe_stop`], only rings may be asked. Says under which
+    /// conditions it runs (vCPUs, pinning).
+    fn probe_start(&mut self, host: HostMapping, doorbell: (u8, u64), target: (u8, u64)) -> Result<String, String>;
+    /// Rings the doorbell and waits, through shared memory only, for what
+    /// the guest saw.
+    fn probe_ring(&mut self, mode: RingMode) -> Result<ProbeReads, String>;
+    /// Ends the probe: the guest answers commands again.
+    fn probe_stop(&mut self) -> Result<(), String>;
 }
 
 /// A QEMU guest driven through the agent.
@@ -165,13 +201,15 @@ pub struct QemuGuest {
     seq: u64,
     /// The guest's TSC, once calibrated.
     clock: Option<GuestClock>,
+    /// The doorbell probe under way.
+    probe: Option<Probe>,
     /// The agent was told to stop answering (fault injection).
     hung: bool,
 }
 
 impl QemuGuest {
     pub fn new(qemu: Qemu) -> Self {
-        QemuGuest { qemu, seq: 0, clock: None, hung: false }
+        QemuGuest { qemu, seq: 0, clock: None, probe: None, hung: false }
     }
 
     /// Sends one command and returns the text after `ok`.
@@ -196,7 +234,71 @@ impl QemuGuest {
     }
 }
 
+/// The doorbell probe under way on a QEMU guest.
+struct Probe {
+    host: HostMapping,
+    /// The last ring.
+    seq: u64,
+    /// The serial command id of the guest's `probe`, answered at the end.
+    id: String,
+    hz: f64,
+    /// The host thread's CPU set before it was pinned, to restore.
+    pinned_from: Option<libc::cpu_set_t>,
+}
+
+/// Doorbell page layout; the guest agent's `doorbell` module has the same.
+mod doorbell {
+    pub const RING: usize = 0;
+    pub const MODE: usize = 8;
+    pub const MARKER: usize = 16;
+    pub const DONE: usize = 64;
+    pub const READS: usize = 72;
+    pub const STOP: u64 = u64::MAX;
+}
+
+/// The CPU set of the calling thread.
+fn own_cpus() -> Option<libc::cpu_set_t> {
+    // SAFETY: sched_getaffinity into a zeroed set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
+    }
+}
+
+fn pin(tid: libc::pid_t, cpu: usize) -> bool {
+    // SAFETY: sched_setaffinity with a set we filled.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
 impl QemuGuest {
+    /// Keeps the ringing thread and the vCPU the guest probe spins on (the
+    /// last) on different host cores, where there are two: pins QEMU's last
+    /// vCPU thread to the last core and this thread to core 0.
+    fn pin_apart(&self) -> (Option<libc::cpu_set_t>, String) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let smp = self.qemu.smp;
+        if cores < 2 || smp < 2 {
+            return (None, format!("not pinned ({cores} host cores, {smp} vCPUs)"));
+        }
+        let Some(pid) = self.qemu.pid() else { return (None, "not pinned (QEMU gone)".into()) };
+        let vcpu = format!("CPU {}/", smp - 1);
+        let tid = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten().find_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            comm.starts_with(&vcpu).then(|| t.file_name().to_string_lossy().parse::<libc::pid_t>().ok()).flatten()
+        });
+        let Some(tid) = tid else { return (None, format!("not pinned (no thread named {vcpu}... in QEMU)")) };
+        let before = own_cpus();
+        if pin(tid, cores - 1) && pin(0, 0) {
+            (before, format!("QEMU's vCPU {} thread on host core {}, the ringing thread on core 0", smp - 1, cores - 1))
+        } else {
+            (None, "not pinned (sched_setaffinity refused)".into())
+        }
+    }
+
     /// One reading of the guest's TSC, taken at the midpoint of the quickest
     /// of five round trips: (host instant, TSC, round trip).
     fn tsc_reading(&mut self) -> Result<(Instant, u64, Duration), String> {
@@ -376,11 +478,85 @@ impl Guest for QemuGuest {
         self.qemu.check_running("pinging the guest")?;
         self.command_within("ping", timeout).map(|_| ())
     }
+
+    fn probe_start(&mut self, host: HostMapping, doorbell: (u8, u64), target: (u8, u64)) -> Result<String, String> {
+        let hz = self.clock()?.hz;
+        // The guest announces it spins by answering ring 1 in DONE.
+        host.write64(doorbell::DONE, 0);
+        host.write64(doorbell::RING, 1);
+        self.seq += 1;
+        let id = self.seq.to_string();
+        self.qemu.send_line(&format!("{id} probe {} {:#x} {} {:#x} 5000", doorbell.0, doorbell.1, target.0, target.1))?;
+        let deadline = Instant::now() + PROBE_START_TIMEOUT;
+        while host.read64(doorbell::DONE) != 1 {
+            if Instant::now() > deadline {
+                let said = self.qemu.read_line(Instant::now() + Duration::from_secs(6), "reading why the probe did not start").unwrap_or_default();
+                return Err(format!("the guest probe did not start within {PROBE_START_TIMEOUT:?} (the agent said {said:?})"));
+            }
+            self.qemu.check_running("starting the guest probe")?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (pinned_from, pinning) = self.pin_apart();
+        self.probe = Some(Probe { host, seq: 1, id, hz, pinned_from });
+        Ok(format!("{} vCPUs, {pinning}", self.qemu.smp))
+    }
+
+    fn probe_ring(&mut self, mode: RingMode) -> Result<ProbeReads, String> {
+        let p = self.probe.as_mut().ok_or("no probe under way")?;
+        p.seq += 1;
+        let (m, marker) = match mode {
+            RingMode::Read => (0, 0),
+            RingMode::Write(v) => (1, v),
+        };
+        p.host.write64(doorbell::MODE, m);
+        p.host.write64(doorbell::MARKER, marker);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        p.host.write64(doorbell::RING, p.seq);
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while p.host.read64(doorbell::DONE) != p.seq {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(4096) {
+                if start.elapsed() > RING_TIMEOUT {
+                    return Err(format!("the guest did not answer ring {} within {RING_TIMEOUT:?}", p.seq));
+                }
+                std::thread::yield_now();
+            }
+            std::hint::spin_loop();
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let mut reads = ProbeReads::default();
+        for i in 0..3 {
+            reads.values[i] = Some(p.host.read64(doorbell::READS + 16 * i));
+            reads.micros[i] = Some(p.host.read64(doorbell::READS + 16 * i + 8) as f64 / p.hz * 1e6);
+        }
+        Ok(reads)
+    }
+
+    fn probe_stop(&mut self) -> Result<(), String> {
+        let p = self.probe.take().ok_or("no probe under way")?;
+        if let Some(set) = p.pinned_from {
+            // SAFETY: restoring the set sched_getaffinity gave us.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        }
+        p.host.write64(doorbell::RING, doorbell::STOP);
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            let line = self.qemu.read_line(deadline, "waiting for the guest probe to end")?;
+            let Some(rest) = line.strip_prefix(&format!("{} ", p.id)) else { continue };
+            return match rest.split_once(' ').unwrap_or((rest, "")) {
+                ("ok", _) => Ok(()),
+                (_, text) => Err(format!("the guest probe ended with {text:?}")),
+            };
+        }
+    }
 }
 
 /// The reference model as a guest.
 pub struct ModelGuest {
     pub model: ModelFrontend,
+    /// The probe's target while a probe is under way.
+    pub probe_target: Option<(u8, u64)>,
 }
 
 const SYNC: Duration = Duration::from_secs(5);
@@ -471,6 +647,31 @@ impl Guest for ModelGuest {
 
     fn inject(&mut self, fault: Fault) -> Result<(), String> {
         Err(format!("{fault:?} is not injected into the model (fault scenarios are QEMU-only)"))
+    }
+
+    /// The model's guest side needs no doorbell: it reads the region at once.
+    fn probe_start(&mut self, _host: HostMapping, _doorbell: (u8, u64), target: (u8, u64)) -> Result<String, String> {
+        self.probe_target = Some(target);
+        Ok("the model reads in the ringing thread, right after the ack".into())
+    }
+
+    /// Reads (and first writes) the target at once, without waiting for
+    /// anything the model has still to apply: what a guest vCPU would see.
+    fn probe_ring(&mut self, mode: RingMode) -> Result<ProbeReads, String> {
+        let (shmid, off) = self.probe_target.ok_or("no probe under way")?;
+        if let RingMode::Write(v) = mode {
+            // A refused write (a hole, read-only) is what the guest would see too.
+            let _ = self.model.write(shmid, off, &v.to_le_bytes()).map_err(|e| e.to_string())?;
+        }
+        let mut reads = ProbeReads::default();
+        for v in &mut reads.values {
+            *v = self.model.read(shmid, off, 8).map_err(|e| e.to_string())?.ok().map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+        }
+        Ok(reads)
+    }
+
+    fn probe_stop(&mut self) -> Result<(), String> {
+        self.probe_target.take().map(|_| ()).ok_or_else(|| "no probe under way".into())
     }
 
     /// Alive when it has not died and applies what it acked in time.

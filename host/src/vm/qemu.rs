@@ -127,6 +127,8 @@ pub struct BootConfig {
     /// The agent's serial socket (a short path: sockets are limited to 108 bytes).
     pub agent_socket: PathBuf,
     pub ready_timeout: Duration,
+    /// Guest vCPUs.
+    pub smp: u8,
 }
 
 fn stderr_log(cfg: &BootConfig) -> PathBuf {
@@ -148,6 +150,8 @@ pub struct Qemu {
     child: Option<Child>,
     /// How QEMU ended, once it was reaped.
     pub exit: Option<ExitStatus>,
+    /// Guest vCPUs.
+    pub smp: u8,
     pub console_log: PathBuf,
     pub stderr_log: PathBuf,
     pub agent: BufReader<UnixStream>,
@@ -184,6 +188,7 @@ impl Qemu {
         let mut cmd = Command::new(&cfg.qemu);
         cmd.args(["-machine", &format!("q35,accel={accel},memory-backend=mem")])
             .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-m", "256M"])
+            .args(["-smp", &cfg.smp.to_string()])
             .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
             .arg("-kernel")
             .arg(&cfg.kernel)
@@ -205,6 +210,7 @@ impl Qemu {
         let mut q = Qemu {
             child: Some(child),
             exit: None,
+            smp: cfg.smp,
             console_log,
             stderr_log,
             agent: BufReader::new(UnixStream::pair().map_err(|e| (e.to_string(), None))?.0),

@@ -124,9 +124,25 @@ pub enum Step {
     /// region's guest address + `shm_offset`, `len` bytes. Reports the lag
     /// after the last ack.
     ExpectMemTable { check: String, shmid: u8, shm_offset: Size, len: Size, file: String, present: bool },
-    /// Check: `iterations` times map `file` (read-only) at `shm_offset`, let
-    /// the guest read it at once, unmap; counts stale reads and stalls.
-    ProbeReplyBeforeCommit { check: String, shmid: u8, shm_offset: Size, file: String, iterations: u32 },
+    /// The reply-before-commit probe: `iterations` times, map a file at
+    /// `shm_offset` of region `shmid` (`rw` or read-only), ring the guest
+    /// through a doorbell at `doorbell_offset` of region `doorbell_shmid`
+    /// right after the ack, and see what the guest's first read shows; then
+    /// unmap and do the same. With `writes` (read-write only), every other
+    /// map is followed by a guest write instead of a read. Checks
+    /// `CHECK/map`, `CHECK/unmap` (and `CHECK/write`): no stale observation;
+    /// and `CHECK/no-deadlock`: every request got its ack.
+    ProbeReplyBeforeCommit {
+        check: String,
+        shmid: u8,
+        shm_offset: Size,
+        doorbell_shmid: u8,
+        doorbell_offset: Size,
+        iterations: u32,
+        rw: bool,
+        #[serde(default)]
+        writes: bool,
+    },
 }
 
 /// A fault the runner can inject.
@@ -202,6 +218,27 @@ impl Step {
     }
 }
 
+impl Step {
+    /// The names of the checks this step records, given its label.
+    pub fn produced_checks(&self, label: &str) -> Vec<String> {
+        match self {
+            Step::Map { reason, .. } | Step::Unmap { reason, .. } => {
+                let mut v = vec![format!("{label}/ack")];
+                v.extend(reason.as_ref().map(|_| format!("{label}/reason")));
+                v
+            }
+            Step::ProbeReplyBeforeCommit { check, rw, writes, .. } => {
+                let mut v: Vec<String> = ["map", "unmap", "no-deadlock"].iter().map(|d| format!("{check}/{d}")).collect();
+                if *rw && *writes {
+                    v.push(format!("{check}/write"));
+                }
+                v
+            }
+            other => other.check().map(str::to_string).into_iter().collect(),
+        }
+    }
+}
+
 /// Every step's label, in order: a check's name; for a map or unmap its
 /// `check` or its request; for any other step its kind. Repeats get `#2`,
 /// `#3`... Labels depend on content, not position, so inserting a step
@@ -237,7 +274,29 @@ struct ScenarioFile {
     /// verdict is reported as skipped.
     #[serde(default)]
     qemu_only: bool,
+    /// Guest vCPUs (own boot only).
+    #[serde(default = "one")]
+    smp: u8,
+    /// How the backend serves the frontend while it waits for an ack.
+    #[serde(default)]
+    backend: BackendMode,
     step: Vec<Step>,
+}
+
+/// How the backend serves the frontend while a map or unmap waits for its ack.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendMode {
+    /// Another thread serves the frontend meanwhile.
+    #[default]
+    MultiThreaded,
+    /// Nothing does: the request goes out from the thread that serves the
+    /// frontend and waits there (as libvhost-user's callers do).
+    SingleThreaded,
+}
+
+fn one() -> u8 {
+    1
 }
 
 /// A loaded scenario.
@@ -250,6 +309,8 @@ pub struct Scenario {
     pub device: Option<SuiteDevice>,
     pub init: bool,
     pub qemu_only: bool,
+    pub smp: u8,
+    pub backend: BackendMode,
     pub steps: Vec<Step>,
     /// Each step's label (see [`step_labels`]).
     pub labels: Vec<String>,
@@ -298,6 +359,11 @@ pub struct KnownDefect {
     /// Facts the failed check must show, all of them (`said` by substring,
     /// every other fact exactly).
     pub signature: BTreeMap<String, String>,
+    /// For an intermittent defect: the lowest rate it was measured at. A run
+    /// that does not see it is an unexpected pass only when its 95 % upper
+    /// bound on the rate (the check's `upper95` fact) is below half of this;
+    /// otherwise it is inconclusive and stays a known failure.
+    pub rate: Option<f64>,
     /// What was measured, for people.
     pub evidence: String,
 }
@@ -316,6 +382,17 @@ impl KnownDefect {
     /// The signature as `key=value, ...`.
     pub fn signature_text(&self) -> String {
         facts_text(&self.signature)
+    }
+
+    /// For an intermittent defect whose check passed: whether that run says
+    /// too little to tell a fix (its upper bound is not clearly below the
+    /// listed rate).
+    pub fn inconclusive(&self, passed: &BTreeMap<String, String>) -> bool {
+        let bound = passed.get("upper95").and_then(|b| b.parse::<f64>().ok());
+        match (self.rate, bound) {
+            (Some(rate), Some(bound)) => bound >= rate / 2.0,
+            _ => false,
+        }
     }
 }
 
@@ -375,6 +452,12 @@ impl Scenario {
         if injects && !(f.own_boot && f.qemu_only) {
             return Err(LoadError { path: path.into(), line: 0, col: 0, message: "`inject` needs `own_boot = true` and `qemu_only = true`".into() });
         }
+        if f.smp != 1 && !f.own_boot {
+            return Err(LoadError { path: path.into(), line: 0, col: 0, message: "`smp` needs `own_boot = true`: one boot runs every shared scenario".into() });
+        }
+        if !(1..=4).contains(&f.smp) {
+            return Err(LoadError { path: path.into(), line: 0, col: 0, message: format!("`smp = {}`: the guest kernel takes 1 to 4 vCPUs", f.smp) });
+        }
         if f.device.is_some() && !f.own_boot {
             return Err(LoadError { path: path.into(), line: 0, col: 0, message: "`device` needs `own_boot = true`: one boot runs every shared scenario".into() });
         }
@@ -405,6 +488,8 @@ impl Scenario {
             device: f.device,
             init: f.init,
             qemu_only: f.qemu_only,
+            smp: f.smp,
+            backend: f.backend,
             steps: f.step,
             labels,
         })
@@ -436,6 +521,9 @@ pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
         }
         if d.qemu.is_empty() || d.accel.is_empty() || d.signature.is_empty() {
             return Err(bad(format!("defect {:?}: `qemu`, `accel` and `signature` must each name at least one build, accelerator and fact", d.id)));
+        }
+        if d.rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
+            return Err(bad(format!("defect {:?}: rate must be in (0, 1]", d.id)));
         }
         if let Some(a) = d.accel.iter().find(|a| !matches!(a.as_str(), "tcg" | "kvm")) {
             return Err(bad(format!("defect {:?}: accel {a:?} is not tcg or kvm", d.id)));

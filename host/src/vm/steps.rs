@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::guest::{COMMAND_TIMEOUT, Guest, Observed};
+use super::guest::{COMMAND_TIMEOUT, Guest, Observed, RingMode};
 use super::qemu::DEATH_GRACE;
 use super::scenario::{Fault, Party, Scenario, Step};
 use crate::server::BackendServer;
@@ -21,8 +21,6 @@ pub const MEM_TABLE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `expect-no-answer` waits.
 const NO_ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
-/// An operation slower than this counts as a stall in the probes.
-const STALL: Duration = Duration::from_secs(1);
 
 /// The outcome of one check: the evidence for people, and the facts a
 /// known-defect signature is matched against (`exit`, `step`, `ack`,
@@ -78,12 +76,18 @@ pub struct Target {
     /// Ack-to-memory-table lags measured by `expect-mem-table`.
     pub table_lags: Vec<Duration>,
     last_ack: Option<Instant>,
+    /// The backend sends requests from the thread that serves the frontend.
+    pub single_threaded: bool,
 }
+
+/// How long a single-threaded backend serves the frontend after an accepted
+/// request, waiting for the memory table that commits it.
+const SETTLE: Duration = Duration::from_secs(1);
 
 impl Target {
     pub fn new(mgr: MappingManager, guest: Box<dyn Guest>, server: BackendServer) -> Self {
         let recorder = server.recorder().clone();
-        Target { mgr, guest, recorder, server: Some(server), expected_death: false, map_latencies: Vec::new(), unmap_latencies: Vec::new(), table_lags: Vec::new(), last_ack: None }
+        Target { mgr, guest, recorder, server: Some(server), expected_death: false, map_latencies: Vec::new(), unmap_latencies: Vec::new(), table_lags: Vec::new(), last_ack: None, single_threaded: false }
     }
 
     /// Whether a fault was injected that kills the frontend on purpose.
@@ -91,7 +95,15 @@ impl Target {
         self.expected_death
     }
 
+    /// Records an answered request. A single-threaded backend then serves
+    /// the frontend until the memory table that commits an accepted request
+    /// has arrived (at most [`SETTLE`]), as a careful one does before its
+    /// next request: only a frontend that waits for that table before it
+    /// replies deadlocks it.
     fn note(&mut self, o: &Outcome) {
+        if self.single_threaded && o.accepted() {
+            self.recorder.wait_for(SETTLE, |r| r.mem_tables.last().is_some_and(|m| m.at >= o.reply.at));
+        }
         self.last_ack = Some(o.reply.at);
         if o.accepted() {
             match o.op {
@@ -372,62 +384,217 @@ fn run_step(scn: &Scenario, label: &str, step: &Step, t: &mut Target, checks: &m
             };
             checks.push(CheckResult::new(check, matches!(cause, "dead" | "timeout"), evidence).with("cause", cause));
         }
-        Step::ProbeReplyBeforeCommit { check, shmid, shm_offset, file: f, iterations } => {
-            checks.push(probe_reply_before_commit(t, check, *shmid, shm_offset.0, &file(f), *iterations)?);
+        Step::ProbeReplyBeforeCommit { check, shmid, shm_offset, doorbell_shmid, doorbell_offset, iterations, rw, writes } => {
+            let found = probe_reply_before_commit(t, &scn.name, check, (*shmid, shm_offset.0), (*doorbell_shmid, doorbell_offset.0), *iterations, *rw, *writes)?;
+            checks.extend(found);
         }
     }
     Ok(())
 }
 
-/// Map, read at once from the guest, unmap, `iterations` times. A read that
-/// does not show the file right after the ack is stale; an operation slower
-/// than [`STALL`] is a stall. Reports counts and an ack-latency histogram.
-fn probe_reply_before_commit(t: &mut Target, check: &str, shmid: u8, shm_offset: u64, file: &str, iterations: u32) -> Result<CheckResult, String> {
-    let hf = t.mgr.file(file).map_err(|e| e.to_string())?;
-    let len = hf.size();
-    let want = Observed::of(&hf.read(0, len).map_err(|e| e.to_string())?);
-    let (mut stale, mut stalls, mut first_stale) = (0u32, 0u32, None);
-    let mut hist = [0u32; 6]; // <0.1 ms, <0.3, <1, <3, <10, >=10 ms
-    let bucket = |d: Duration| match d.as_micros() {
-        0..100 => 0,
-        100..300 => 1,
-        300..1000 => 2,
-        1000..3000 => 3,
-        3000..10000 => 4,
-        _ => 5,
+/// Upper bound of a rate at 95 % confidence after `k` events in `n` trials:
+/// exact (one-sided Clopper-Pearson) for k = 0, Wilson's score otherwise.
+pub fn upper95(k: u32, n: u32) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    let n = f64::from(n);
+    if k == 0 {
+        return 1.0 - 0.05f64.powf(1.0 / n);
+    }
+    let (p, z) = (f64::from(k) / n, 1.96f64);
+    let centre = p + z * z / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    ((centre + spread) / (1.0 + z * z / n)).min(1.0)
+}
+
+/// First-read latency buckets of the probe, upper bounds in microseconds.
+const LATENCY_BUCKETS: [f64; 6] = [2.0, 5.0, 20.0, 100.0, 500.0, 2000.0];
+
+fn histogram(us: &[f64]) -> String {
+    if us.is_empty() {
+        return "none".into();
+    }
+    let mut counts = [0u32; LATENCY_BUCKETS.len() + 1];
+    for &u in us {
+        counts[LATENCY_BUCKETS.iter().position(|&b| u < b).unwrap_or(LATENCY_BUCKETS.len())] += 1;
+    }
+    let mut parts: Vec<String> = LATENCY_BUCKETS.iter().zip(&counts).map(|(b, c)| format!("<{b}us:{c}")).collect();
+    parts.push(format!(">={}us:{}", LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 1], counts[LATENCY_BUCKETS.len()]));
+    parts.join(" ")
+}
+
+/// One direction of the probe: how many rings, how many stale, what was seen.
+#[derive(Default)]
+struct Tally {
+    n: u32,
+    stale: u32,
+    seen: BTreeMap<&'static str, u32>,
+    first_stale: Option<String>,
+    fresh_us: Vec<f64>,
+    stale_us: Vec<f64>,
+}
+
+impl Tally {
+    fn add(&mut self, i: u32, kind: &'static str, stale: bool, us: Option<f64>) {
+        self.n += 1;
+        *self.seen.entry(kind).or_insert(0) += 1;
+        if stale {
+            self.stale += 1;
+            self.first_stale.get_or_insert_with(|| format!("iteration {i}: {kind}"));
+        }
+        if let Some(us) = us {
+            if stale { self.stale_us.push(us) } else { self.fresh_us.push(us) }
+        }
+    }
+
+    fn check(&self, name: String, what: &str, conditions: &str) -> CheckResult {
+        let rate = if self.n == 0 { 0.0 } else { f64::from(self.stale) / f64::from(self.n) };
+        let bound = upper95(self.stale, self.n);
+        let seen: Vec<String> = self.seen.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let verdict = if self.stale == 0 {
+            format!("not observed in {} (rate < {:.3} % at 95 %)", self.n, bound * 100.0)
+        } else {
+            format!("{} stale of {} ({:.3} %, < {:.3} % at 95 %); first at {}", self.stale, self.n, rate * 100.0, bound * 100.0, self.first_stale.as_deref().unwrap_or("?"))
+        };
+        let evidence = format!(
+            "{what}: {verdict}; seen: {}; first-read latency, fresh: {}; stale: {}; {conditions}",
+            seen.join(", "),
+            histogram(&self.fresh_us),
+            histogram(&self.stale_us)
+        );
+        let mut c = CheckResult::new(name, self.stale == 0 && self.n > 0, evidence)
+            .with("n", self.n)
+            .with("stale", self.stale)
+            .with("upper95", format!("{bound:.6}"));
+        // What a stale read showed most often (ties: the first by name).
+        if let Some((kind, _)) = self.seen.iter().filter(|(k, _)| !k.starts_with("fresh")).max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k))) {
+            c = c.with("stale_seen", kind);
+        }
+        c
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "?".into())
+}
+
+/// The reply-before-commit probe, host side (see `Step::ProbeReplyBeforeCommit`).
+/// Per iteration: a fresh tag in the file to map (two files take turns, so
+/// the old mapping is told from the new one), map, ring at once, classify
+/// the guest's first read; unmap, ring at once, classify again. Nothing
+/// crosses the serial port inside the loop.
+#[allow(clippy::too_many_arguments)]
+fn probe_reply_before_commit(t: &mut Target, scn: &str, check: &str, target: (u8, u64), doorbell: (u8, u64), iterations: u32, rw: bool, writes: bool) -> Result<Vec<CheckResult>, String> {
+    const TAG: u64 = 0x7a67_0000_0000_0000;
+    const MARK: u64 = 0x6d6b_0000_0000_0000;
+    let e2s = |e: crate::manager::ManagerError| e.to_string();
+    let name = |n: &str| format!("{scn}/{check}.{n}");
+    let (db_name, files) = (name("doorbell"), [name("a"), name("b")]);
+    t.mgr.create_file(&db_name, 0x1000).map_err(e2s)?;
+    for f in &files {
+        t.mgr.create_file(f, 0x1000).map_err(e2s)?;
+    }
+    let map_msg = |shmid: u8, shm_offset: u64, rw: bool| ShmemMsg { shmid, shm_offset, len: 0x1000, flags: if rw { MAP_RW } else { 0 }, ..ShmemMsg::default() };
+    let deadlock = |e: String| CheckResult::new(format!("{check}/no-deadlock"), false, format!("deadlock: {e}; the backend could not serve the frontend meanwhile")).with("deadlock", "no ack");
+    let o = match t.mgr.send(ShmemOp::Map, map_msg(doorbell.0, doorbell.1, true), Attach::File(&db_name), Want::Accept) {
+        Ok(o) => o,
+        Err(e) => return Ok(vec![deadlock(format!("mapping the doorbell: SHMEM_MAP got no ack: {e}"))]),
     };
+    if o.reply.ack != 0 {
+        return Err(format!("the doorbell mapping was refused (ack {})", o.reply.ack));
+    }
+    t.note(&o);
+    let host = crate::files::HostMapping::of(t.mgr.file(&db_name).map_err(e2s)?).map_err(|e| format!("mapping the doorbell on the host: {e}"))?;
+    let load_before = loadavg();
+    let pinning = t.guest.probe_start(host, doorbell, target)?;
+    let (mut map, mut unmap, mut write) = (Tally::default(), Tally::default(), Tally::default());
+    let mut no_ack: Option<String> = None;
+    let mut prev: Option<u64> = None;
+    let started = Instant::now();
     for i in 0..iterations {
-        let o = t.mgr.map(shmid, file, 0, shm_offset, len, false).map_err(|e| e.to_string())?;
+        let file = &files[i as usize % 2];
+        let tag = TAG | u64::from(i);
+        t.mgr.file(file).map_err(e2s)?.write(0, &tag.to_le_bytes()).map_err(|e| e.to_string())?;
+        let writing = rw && writes && i % 2 == 1;
+        let msg = map_msg(target.0, target.1, rw);
+        let o = match t.mgr.send(ShmemOp::Map, msg, Attach::File(file), Want::Accept) {
+            Ok(o) => o,
+            Err(e) => {
+                no_ack = Some(format!("iteration {i}: SHMEM_MAP got no ack: {e}"));
+                break;
+            }
+        };
         if o.reply.ack != 0 {
             return Err(format!("iteration {i}: map refused (ack {})", o.reply.ack));
         }
         t.note(&o);
-        hist[bucket(o.reply.latency)] += 1;
-        let read_start = Instant::now();
-        let got = t.guest.observe(shmid, shm_offset, len)?;
-        let read_time = read_start.elapsed();
-        if got != want {
-            stale += 1;
-            first_stale.get_or_insert((i, got.describe()));
+        let marker = MARK | u64::from(i);
+        let reads = t.guest.probe_ring(if writing { RingMode::Write(marker) } else { RingMode::Read })?;
+        let (first, us) = (reads.values[0], reads.micros[0]);
+        if writing {
+            let landed = t.mgr.file(file).map_err(e2s)?.read(0, 8).map_err(|e| e.to_string())? == marker.to_le_bytes();
+            let kind = match (first, landed) {
+                (Some(v), true) if v == marker => "fresh: written and read back",
+                (_, false) => "lost: the write did not reach the file",
+                (_, true) => "reached the file, but the guest read back something else",
+            };
+            write.add(i, kind, !kind.starts_with("fresh"), us);
+        } else {
+            let kind = match first {
+                Some(v) if v == tag => "fresh",
+                Some(0) | None => "hole",
+                Some(v) if Some(v) == prev || v == (MARK | u64::from(i.wrapping_sub(1))) => "the previous mapping",
+                Some(_) => "other bytes",
+            };
+            map.add(i, kind, kind != "fresh", us);
         }
-        let u = t.mgr.unmap(shmid, shm_offset, len).map_err(|e| e.to_string())?;
-        if u.reply.ack != 0 {
-            return Err(format!("iteration {i}: unmap refused (ack {})", u.reply.ack));
+        let o = match t.mgr.send(ShmemOp::Unmap, map_msg(target.0, target.1, false), Attach::None, Want::Accept) {
+            Ok(o) => o,
+            Err(e) => {
+                no_ack = Some(format!("iteration {i}: SHMEM_UNMAP got no ack: {e}"));
+                break;
+            }
+        };
+        if o.reply.ack != 0 {
+            return Err(format!("iteration {i}: unmap refused (ack {})", o.reply.ack));
         }
-        t.note(&u);
-        if o.reply.latency > STALL || u.reply.latency > STALL || read_time > STALL {
-            stalls += 1;
-        }
+        t.note(&o);
+        let reads = t.guest.probe_ring(RingMode::Read)?;
+        let kind = match reads.values[0] {
+            Some(0) | None => "fresh: the hole",
+            Some(v) if v == tag || v == marker => "the unmapped file's bytes",
+            Some(_) => "other bytes",
+        };
+        unmap.add(i, kind, !kind.starts_with("fresh"), reads.micros[0]);
+        prev = Some(tag);
         if super::interrupted() {
             return Err("interrupted".into());
         }
     }
-    let mut evidence = format!(
-        "{iterations} iterations: {stale} stale reads, {stalls} stalls (> {STALL:?}); map ack latency histogram <0.1ms:{} <0.3ms:{} <1ms:{} <3ms:{} <10ms:{} >=10ms:{}",
-        hist[0], hist[1], hist[2], hist[3], hist[4], hist[5]
+    let elapsed = started.elapsed();
+    let stopped = t.guest.probe_stop();
+    let conditions = format!(
+        "{} iterations in {:.1} s on {}; {pinning}; load average {load_before} before, {} after",
+        iterations,
+        elapsed.as_secs_f64(),
+        t.guest.kind(),
+        loadavg()
     );
-    if let Some((i, what)) = first_stale {
-        evidence.push_str(&format!("; first stale read at iteration {i}: {what}"));
-    }
-    Ok(CheckResult::new(check, stale == 0 && stalls == 0, evidence).with("stale", stale).with("stalls", stalls))
+    // A direction that got no ring (a deadlock at once) records no check.
+    let mut checks: Vec<CheckResult> = [
+        (&map, "map", "the guest's first read right after a MAP ack"),
+        (&unmap, "unmap", "the guest's first read right after an UNMAP ack"),
+        (&write, "write", "a guest write right after a MAP ack"),
+    ]
+    .into_iter()
+    .filter(|(tally, _, _)| tally.n > 0)
+    .map(|(tally, dir, what)| tally.check(format!("{check}/{dir}"), what, &conditions))
+    .collect();
+    checks.push(match no_ack {
+        Some(e) => deadlock(e),
+        None => CheckResult::new(format!("{check}/no-deadlock"), true, format!("every one of {} requests was acked", 2 * iterations + 1)),
+    });
+    stopped.map_err(|e| format!("ending the guest probe: {e}"))?;
+    Ok(checks)
 }
