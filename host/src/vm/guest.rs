@@ -498,7 +498,7 @@ impl Guest for QemuGuest {
         }
         let (pinned_from, pinning) = self.pin_apart();
         self.probe = Some(Probe { host, seq: 1, id, hz, pinned_from });
-        Ok(format!("{} vCPUs, {pinning}", self.qemu.smp))
+        Ok(format!("{}, {} vCPUs, {pinning}", self.qemu.accel.name(), self.qemu.smp))
     }
 
     fn probe_ring(&mut self, mode: RingMode) -> Result<ProbeReads, String> {

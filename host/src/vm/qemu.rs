@@ -152,6 +152,7 @@ pub struct Qemu {
     pub exit: Option<ExitStatus>,
     /// Guest vCPUs.
     pub smp: u8,
+    pub accel: Accel,
     pub console_log: PathBuf,
     pub stderr_log: PathBuf,
     pub agent: BufReader<UnixStream>,
@@ -211,6 +212,7 @@ impl Qemu {
             child: Some(child),
             exit: None,
             smp: cfg.smp,
+            accel: cfg.accel,
             console_log,
             stderr_log,
             agent: BufReader::new(UnixStream::pair().map_err(|e| (e.to_string(), None))?.0),
