@@ -102,23 +102,6 @@ impl Bar {
     }
 }
 
-/// The doorbell page of the reply-before-commit probe (byte offsets of
-/// little-endian u64 words). The host writes MODE and MARKER, then RING; the
-/// guest answers in the result words, then writes DONE = RING.
-pub mod doorbell {
-    pub const RING: usize = 0;
-    /// 0: read the target at once; 1: write MARKER into it at once, then read.
-    pub const MODE: usize = 8;
-    pub const MARKER: usize = 16;
-    pub const DONE: usize = 64;
-    /// The first read's value and its time in TSC ticks, then a second read
-    /// right after it, then a third after about 50 microseconds.
-    pub const READS: usize = 72;
-    pub const READ_COUNT: usize = 3;
-    /// RING value that ends the probe.
-    pub const STOP: u64 = u64::MAX;
-}
-
 pub struct Device {
     path: PathBuf,
     common: Bar,
@@ -294,7 +277,7 @@ impl Device {
     /// page. Nothing crosses the serial port until the host rings STOP, or
     /// no ring comes for `idle_ms`.
     pub fn probe(&self, db_shmid: u64, db_off: u64, t_shmid: u64, t_off: u64, idle_ms: u64) -> Result<String, String> {
-        use doorbell::*;
+        use shmem_pattern::doorbell::*;
         if !db_off.is_multiple_of(8) || !t_off.is_multiple_of(8) {
             return Err("doorbell and target offsets must be 8-aligned".into());
         }

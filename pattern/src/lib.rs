@@ -1,5 +1,6 @@
-//! The fill pattern and the digest that the host and the guest agent must
-//! compute identically. Pure functions; no I/O.
+//! What the host and the guest agent must agree on byte for byte: the fill
+//! pattern, the digest, and the doorbell page layout of the
+//! reply-before-commit probe. Pure functions and constants; no I/O.
 
 /// FNV-1a 64-bit, fed a byte at a time (the agent digests device memory
 /// without buffering it).
@@ -57,4 +58,22 @@ mod tests {
         let page: Vec<u8> = (0..4096).map(|i| pattern_byte(7, i)).collect();
         assert_ne!(page[..256], page[256..512], "a shifted page must not look the same");
     }
+}
+
+/// The doorbell page of the reply-before-commit probe: byte offsets of
+/// little-endian u64 words. The host writes MODE and MARKER, then RING; the
+/// guest answers in the READS words, then writes DONE = RING. At start the
+/// guest writes DONE = the RING it found, to say it spins.
+pub mod doorbell {
+    pub const RING: usize = 0;
+    /// 0: read the target at once; 1: write MARKER into it at once, then read.
+    pub const MODE: usize = 8;
+    pub const MARKER: usize = 16;
+    pub const DONE: usize = 64;
+    /// READ_COUNT pairs of (value, TSC ticks the read took): the first read,
+    /// a second right after it, a third about 50 microseconds later.
+    pub const READS: usize = 72;
+    pub const READ_COUNT: usize = 3;
+    /// RING value that ends the probe.
+    pub const STOP: u64 = u64::MAX;
 }

@@ -122,9 +122,9 @@ impl CopyRounds {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ProbeReads {
     /// `None` where nothing readable is mapped (the model's holes).
-    pub values: [Option<u64>; 3],
+    pub values: [Option<u64>; doorbell::READ_COUNT],
     /// How long each read took, when the guest has a clock (QEMU's does).
-    pub micros: [Option<f64>; 3],
+    pub micros: [Option<f64>; doorbell::READ_COUNT],
 }
 
 /// What the guest does first when rung.
@@ -246,15 +246,7 @@ struct Probe {
     pinned_from: Option<libc::cpu_set_t>,
 }
 
-/// Doorbell page layout; the guest agent's `doorbell` module has the same.
-mod doorbell {
-    pub const RING: usize = 0;
-    pub const MODE: usize = 8;
-    pub const MARKER: usize = 16;
-    pub const DONE: usize = 64;
-    pub const READS: usize = 72;
-    pub const STOP: u64 = u64::MAX;
-}
+use shmem_pattern::doorbell;
 
 /// The CPU set of the calling thread.
 fn own_cpus() -> Option<libc::cpu_set_t> {
@@ -526,7 +518,7 @@ impl Guest for QemuGuest {
         }
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let mut reads = ProbeReads::default();
-        for i in 0..3 {
+        for i in 0..doorbell::READ_COUNT {
             reads.values[i] = Some(p.host.read64(doorbell::READS + 16 * i));
             reads.micros[i] = Some(p.host.read64(doorbell::READS + 16 * i + 8) as f64 / p.hz * 1e6);
         }

@@ -479,6 +479,19 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "?".into())
 }
 
+/// Sends one probe request that must be accepted. `Ok(Some(why))` when it
+/// got no ack at all (the watchdog's deadlock); a refusal is an error.
+fn probe_request(t: &mut Target, i: u32, op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>) -> Result<Option<String>, String> {
+    match t.mgr.send(op, msg, attach, Want::Accept) {
+        Err(e) => Ok(Some(format!("iteration {i}: {op} got no ack: {e}"))),
+        Ok(o) if o.reply.ack != 0 => Err(format!("iteration {i}: {op} refused (ack {})", o.reply.ack)),
+        Ok(o) => {
+            t.note(&o);
+            Ok(None)
+        }
+    }
+}
+
 /// The reply-before-commit probe, host side (see `Step::ProbeReplyBeforeCommit`).
 /// Per iteration: a fresh tag in the file to map (two files take turns, so
 /// the old mapping is told from the new one), map, ring at once, classify
@@ -517,18 +530,10 @@ fn probe_reply_before_commit(t: &mut Target, scn: &str, check: &str, target: (u8
         let tag = TAG | u64::from(i);
         t.mgr.file(file).map_err(e2s)?.write(0, &tag.to_le_bytes()).map_err(|e| e.to_string())?;
         let writing = rw && writes && i % 2 == 1;
-        let msg = map_msg(target.0, target.1, rw);
-        let o = match t.mgr.send(ShmemOp::Map, msg, Attach::File(file), Want::Accept) {
-            Ok(o) => o,
-            Err(e) => {
-                no_ack = Some(format!("iteration {i}: SHMEM_MAP got no ack: {e}"));
-                break;
-            }
-        };
-        if o.reply.ack != 0 {
-            return Err(format!("iteration {i}: map refused (ack {})", o.reply.ack));
+        if let Some(e) = probe_request(t, i, ShmemOp::Map, map_msg(target.0, target.1, rw), Attach::File(file))? {
+            no_ack = Some(e);
+            break;
         }
-        t.note(&o);
         let marker = MARK | u64::from(i);
         let reads = t.guest.probe_ring(if writing { RingMode::Write(marker) } else { RingMode::Read })?;
         let (first, us) = (reads.values[0], reads.micros[0]);
@@ -549,17 +554,10 @@ fn probe_reply_before_commit(t: &mut Target, scn: &str, check: &str, target: (u8
             };
             map.add(i, kind, kind != "fresh", us);
         }
-        let o = match t.mgr.send(ShmemOp::Unmap, map_msg(target.0, target.1, false), Attach::None, Want::Accept) {
-            Ok(o) => o,
-            Err(e) => {
-                no_ack = Some(format!("iteration {i}: SHMEM_UNMAP got no ack: {e}"));
-                break;
-            }
-        };
-        if o.reply.ack != 0 {
-            return Err(format!("iteration {i}: unmap refused (ack {})", o.reply.ack));
+        if let Some(e) = probe_request(t, i, ShmemOp::Unmap, map_msg(target.0, target.1, false), Attach::None)? {
+            no_ack = Some(e);
+            break;
         }
-        t.note(&o);
         let reads = t.guest.probe_ring(RingMode::Read)?;
         let kind = match reads.values[0] {
             Some(0) | None => "fresh: the hole",
