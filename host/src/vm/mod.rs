@@ -674,9 +674,10 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
     std::thread::scope(|scope| {
         // Own boots go to worker processes, as many at a time as there are
         // cores, beside the shared boot once it has chosen the accelerator
-        // (or at once without one). Measured on 2 cores: the suite takes 18 s
-        // so against 27 s with one worker beside the shared boot (guests
-        // under TCG wait on the host as much as they compute).
+        // (or at once without one). Measured on 2 cores, before the doorbell
+        // probe had its own boot: 18 s so against 27 s with one worker beside
+        // the shared boot (guests under TCG wait on the host as much as they
+        // compute).
         let start_pool = |accel: Accel| {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let own = &own;
