@@ -273,7 +273,7 @@ fn own_boot_worker(args: &[String]) -> Result<bool, String> {
     };
     // Sockets under the system temp dir: a Unix socket path stays short.
     let sockets = tempfile::Builder::new().prefix("shmem-vm-").tempdir().map_err(|e| format!("socket dir: {e}"))?;
-    let run = vm::own_boot_run(&cfg, &scn, accel, &logs, sockets.path());
+    let run = vm::own_boot::own_boot_run(&cfg, &scn, accel, &logs, sockets.path());
     println!("{}", serde_json::to_string(&run).map_err(|e| e.to_string())?);
     Ok(true)
 }

@@ -1,0 +1,168 @@
+//! Own boots: a scenario with a QEMU and a model of its own (probes that may
+//! kill QEMU, other devices, fault injection), run in this process or in a
+//! worker process each, with the self-check that nothing of the boot
+//! remains. Judging stays with the runner (`vm`).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::qemu::{self, Accel};
+use super::scenario::{self, Scenario};
+use super::{BootError, CheckResult, Dirs, ScenarioReport, SuiteConfig, boot, defects_for, finish, interrupted, leaks, report, run_model_boot, run_on, scenario_spec};
+
+/// What one own boot produced, before judging: passed between a worker
+/// process and the runner as JSON.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct OwnBootRun {
+    pub qemu: Result<Vec<CheckResult>, String>,
+    pub qemu_secs: f64,
+    pub model: Result<Vec<CheckResult>, String>,
+    pub model_secs: f64,
+    pub qemu_log: String,
+    /// Boot to agent ready, when the guest got there.
+    pub boot_secs: Option<f64>,
+}
+
+impl OwnBootRun {
+    /// A run that could not happen, on both targets.
+    pub fn failed(why: String) -> Self {
+        OwnBootRun { qemu: Err(why.clone()), qemu_secs: 0.0, model: Err(why), model_secs: 0.0, qemu_log: String::new(), boot_secs: None }
+    }
+}
+
+/// A scenario with a QEMU and a model of its own (probes that may kill
+/// QEMU), then the self-check that nothing of that boot remains. The leak
+/// check looks at the whole process: run one own boot at a time per process.
+pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path, sockets: &Path) -> OwnBootRun {
+    let spec = scenario_spec(&cfg.spec, scn);
+    // Inside the run directory, which is kept when the run fails.
+    let dir = run_dir.join(&scn.name);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return OwnBootRun::failed(format!("create {}: {e}", dir.display()));
+    }
+    let start = Instant::now();
+    let before = leaks::Snapshot::take();
+    let mut boot_secs = None;
+    let (mut q, qemu_log) = match boot(cfg, &spec, accel, (scn.init, scn.smp), Dirs { logs: &dir, sockets }) {
+        Ok(mut qt) => {
+            boot_secs = Some(qt.boot_time.as_secs_f64());
+            let (res, took) = run_on(scn, &mut qt.target, false);
+            let res = res.map(|checks| {
+                let mut all = std::mem::take(&mut qt.boot_checks);
+                all.extend(checks);
+                finish(&mut qt.target, &mut all);
+                all
+            });
+            ((res, took), qt.target.guest.log_text())
+        }
+        Err(BootError::Died(death)) => ((Ok(vec![CheckResult::died("boot", &death)]), start.elapsed()), death.said),
+        Err(BootError::Other(e)) => ((Err(e), start.elapsed()), String::new()),
+    };
+    // Everything of that boot is torn down now: nothing of it may remain.
+    let mut leaks = before.leaks_after(&dir, Duration::from_secs(1));
+    leaks.extend(before.leftovers_in(sockets));
+    if let Ok(checks) = &mut q.0 {
+        let evidence = if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
+        checks.push(CheckResult::new("no-leaks", leaks.is_empty(), evidence).with("leaks", leaks.len()));
+    }
+    let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { run_model_boot(&spec, scn, sockets) };
+    OwnBootRun { qemu: q.0, qemu_secs: q.1.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs }
+}
+
+/// Judges an own boot's run into its report row.
+pub(super) fn own_boot_report(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run: OwnBootRun, boot_times: &mut Vec<Duration>) -> ScenarioReport {
+    boot_times.extend(run.boot_secs.map(Duration::from_secs_f64));
+    let defects = defects_for(cfg, accel, &scn.name);
+    let (q, m) = ((run.qemu, Duration::from_secs_f64(run.qemu_secs)), (run.model, Duration::from_secs_f64(run.model_secs)));
+    let log = run.qemu_log;
+    report(&scn.name, &scn.description, scn.qemu_only, q, m, &defects, || log)
+}
+
+/// How long one own-boot worker process may take before it is killed.
+const WORKER_LIMIT: Duration = Duration::from_secs(900);
+
+/// Runs one own boot in a worker process (`cfg.worker` + scenario, accel,
+/// log dir), which has its own fd table, so its leak self-check is its own.
+fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path) -> OwnBootRun {
+    let failed = OwnBootRun::failed;
+    let Some((program, args)) = worker.split_first() else { return failed("no own-boot worker command".into()) };
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .arg("--scenario")
+        .arg(&scn.path)
+        .args(["--accel", accel.name()])
+        .arg("--logs")
+        .arg(logs)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return failed(format!("starting the own-boot worker {program}: {e}")),
+    };
+    let mut out = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(o) = out.as_mut() {
+            let _ = std::io::Read::read_to_string(o, &mut text);
+        }
+        text
+    });
+    let deadline = Instant::now() + WORKER_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Ok(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => break Err(format!("the own-boot worker for {} did not end within {WORKER_LIMIT:?}; killed", scn.name)),
+            Err(e) => break Err(format!("waiting for the own-boot worker: {e}")),
+        }
+    };
+    if status.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = reader.join().unwrap_or_default();
+    match status {
+        Err(e) => failed(e),
+        Ok(s) => serde_json::from_str(text.trim()).unwrap_or_else(|e| failed(format!("the own-boot worker for {} ended ({}) without a readable result: {e}", scn.name, qemu::describe_status(s)))),
+    }
+}
+
+/// A rough cost of a scenario in milliseconds, to start the longest own
+/// boots first (a boot, plus what its steps are known to take).
+fn expected_cost(scn: &Scenario) -> u64 {
+    use scenario::Step;
+    2000 + scn
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::ProbeReplyBeforeCommit { iterations, .. } => u64::from(*iterations) * 4,
+            Step::MapMany { count, .. } => u64::from(*count) * 5,
+            Step::ExpectNoAnswer { .. } => 3000,
+            Step::ExpectMemTable { .. } | Step::ExpectReleased { .. } => 500,
+            _ => 10,
+        })
+        .sum::<u64>()
+}
+
+/// Runs the own boots in worker processes, as many at a time as `threads`,
+/// the most expensive first; results in the scenarios' order.
+pub(super) fn run_workers(worker: &[String], own: &[&Scenario], accel: Accel, logs: &Path, threads: usize) -> Vec<OwnBootRun> {
+    let mut order: Vec<usize> = (0..own.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(expected_cost(own[i])));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<OwnBootRun>>> = own.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, own.len().max(1)) {
+            s.spawn(|| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let scn = own[i];
+                    let run = if interrupted() { OwnBootRun::failed("interrupted".into()) } else { run_worker(worker, scn, accel, logs) };
+                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+                }
+            });
+        }
+    });
+    results.into_iter().map(|r| r.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every own boot ran")).collect()
+}
+
