@@ -119,6 +119,10 @@ impl MappingManager {
         MappingManager { spec, channel, files: BTreeMap::new(), ledger: Vec::new() }
     }
 
+    pub fn spec(&self) -> &DeviceSpec {
+        &self.spec
+    }
+
     pub fn create_file(&mut self, name: &str, size: u64) -> Result<&HostFile, ManagerError> {
         if self.files.contains_key(name) {
             return Err(ManagerError::FileExists(name.into()));

@@ -35,13 +35,22 @@ fn the_shipped_scenarios_and_defects_load() {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     let defects = load_known_defects(&root.join("tests/known-defects.toml")).unwrap();
-    for d in &defects {
+    for d in defects.iter().filter(|d| d.scenario != "fuzz") {
         let scn = all.iter().find(|s| s.name == d.scenario).expect("defect names a scenario");
         // A defect names a step's check, a map/unmap label's ack or reason,
         // or a check the runner adds to every scenario.
         let named = scn.steps.iter().zip(&scn.labels).any(|(s, l)| s.produced_checks(l).contains(&d.check))
             || RESERVED_CHECKS.contains(&d.check.as_str());
         assert!(named, "defect names no check of its scenario: {d:?}");
+    }
+}
+
+#[test]
+fn the_fuzzers_known_divergences_name_kinds_it_records() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let kinds = ["map/ack", "map/reason", "unmap/ack", "unmap/reason", "guest-read", "file-read", "mem-table", "released", "alive", "frontend-survives"];
+    for d in load_known_defects(&root.join("tests/known-defects.toml")).unwrap().iter().filter(|d| d.scenario == "fuzz") {
+        assert!(kinds.contains(&d.check.as_str()), "{d:?}");
     }
 }
 

@@ -6,6 +6,7 @@
 mod artefacts;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use std::process::ExitCode;
 
 use shmem_host::vm::qemu::{Accel, QemuInfo, probe};
@@ -14,8 +15,12 @@ use shmem_host::vm::{self, AccelChoice, SuiteConfig, report};
 use xshell::{Shell, cmd};
 
 const USAGE: &str = "usage:
-  cargo xtask test                 clippy, unit/integration tests, then the VM suite
+  cargo xtask test                 clippy, unit/integration tests, the VM suite, a 45 s fuzz
   cargo xtask vm-test [OPTIONS]    build what the guest needs, boot QEMU, run the scenarios
+  cargo xtask fuzz [--seed S] [--time SECS] [--ops N] [--shrink-time SECS] [--out DIR] [OPTIONS]
+                                   differential fuzzer, QEMU against the model; an unlisted
+                                   divergence is shrunk into DIR/found-HASH.toml (default
+                                   tests/scenarios) and fails the run
   cargo xtask bench [--runs N] [OPTIONS]
                                    vm-test N times (default 3), then every figure's
                                    min/median/max as JSON; no figures if a run fails
@@ -153,6 +158,22 @@ fn vm_test(args: &[String]) -> Result<Outcome, String> {
     result
 }
 
+/// What a boot needs: a QEMU that passes the probe, the kernel, the initramfs.
+fn guest_artefacts(o: &Opts, root: &Path) -> Result<(QemuInfo, PathBuf, PathBuf), String> {
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let cache = artefacts::cache_dir()?;
+    let qemu = artefacts::find_qemu(&sh, o.qemu.as_deref(), &cache)?;
+    println!("vm-test: QEMU {} at {}", qemu.version_text, qemu.path.display());
+    let agent = artefacts::build_agent(&sh, root)?;
+    let kernel = match &o.kernel {
+        Some(k) if !k.is_file() => return Err(format!("--kernel {}: no such file", k.display())),
+        Some(k) => k.clone(),
+        None => artefacts::build_kernel(&sh, root, o.kernel_src.as_deref(), &cache)?,
+    };
+    let initramfs = artefacts::build_initramfs(&agent, &root.join("target/vm-test"))?;
+    Ok((qemu, kernel, initramfs))
+}
+
 fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let root = root();
     let scenarios = load_scenarios(&root, o.filter.as_deref())?;
@@ -170,22 +191,12 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
         Some(p) => (load_known_defects(Path::new(p)).map_err(|e| e.to_string())?, p.to_string()),
         None => (load_known_defects(&root.join("tests/known-defects.toml")).map_err(|e| e.to_string())?, "tests/known-defects.toml".to_string()),
     };
-    let sh = Shell::new().map_err(|e| e.to_string())?;
-    let cache = artefacts::cache_dir()?;
-    let qemu = artefacts::find_qemu(&sh, o.qemu.as_deref(), &cache)?;
-    println!("vm-test: QEMU {} at {}", qemu.version_text, qemu.path.display());
+    let (qemu, kernel, initramfs) = guest_artefacts(o, &root)?;
     let other = match &o.compare {
         Some(p) => Some(probe(p).map_err(|e| format!("--compare refused: {e}"))?),
         None => None,
     };
-    let agent = artefacts::build_agent(&sh, &root)?;
-    let kernel = match &o.kernel {
-        Some(k) if !k.is_file() => return Err(format!("--kernel {}: no such file", k.display())),
-        Some(k) => k.clone(),
-        None => artefacts::build_kernel(&sh, &root, o.kernel_src.as_deref(), &cache)?,
-    };
     let work_dir = root.join("target/vm-test");
-    let initramfs = artefacts::build_initramfs(&agent, &work_dir)?;
     vm::install_interrupt_handler();
     // Own boots run in parallel, each in a worker process of this binary.
     let exe = std::env::current_exe().map_err(|e| format!("locating the xtask binary: {e}"))?;
@@ -241,6 +252,92 @@ fn bench(args: &[String]) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Takes `--key VALUE` out of `args`, parsed.
+fn take_opt<T: std::str::FromStr>(args: &mut Vec<String>, key: &str) -> Result<Option<T>, String> {
+    let Some(i) = args.iter().position(|a| a == key) else { return Ok(None) };
+    let v = args.get(i + 1).cloned().ok_or_else(|| format!("{key} needs a value"))?;
+    args.drain(i..i + 2);
+    v.parse().map(Some).map_err(|_| format!("{key} {v:?}: not a valid value"))
+}
+
+/// `fuzz [--seed S] [--time SECS] [--ops N] [--shrink-time SECS] [--out DIR]
+/// [--qemu ...] [--accel ...]`: the differential fuzzer, QEMU against the
+/// model. Fails when it finds a divergence that is not listed, or leaves
+/// anything behind.
+fn fuzz(args: &[String]) -> Result<bool, String> {
+    use shmem_host::vm::fuzz::{FuzzConfig, Targets};
+    let mut rest = args.to_vec();
+    let seed = match take_opt::<u64>(&mut rest, "--seed")? {
+        Some(s) => s,
+        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
+    };
+    let time = Duration::from_secs(take_opt(&mut rest, "--time")?.unwrap_or(60));
+    let max_ops = take_opt(&mut rest, "--ops")?.unwrap_or(u64::MAX);
+    let shrink_time = Duration::from_secs(take_opt(&mut rest, "--shrink-time")?.unwrap_or(180));
+    let root = root();
+    let out_dir = take_opt::<PathBuf>(&mut rest, "--out")?.unwrap_or_else(|| root.join("tests/scenarios"));
+    let o = parse_opts(&rest)?;
+    let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
+    let spec = suite.device.spec();
+    let (qemu, kernel, initramfs) = guest_artefacts(&o, &root)?;
+    let (accel, why) = vm::choose_accel(o.accel);
+    let known: Vec<_> = load_known_defects(&root.join("tests/known-defects.toml"))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|d| d.applies(&qemu.build, accel.name(), "fuzz"))
+        .collect();
+    println!("fuzz: seed {seed}, {}s, accel {}{}, {} known divergences listed for this build", time.as_secs(), accel.name(), why.map(|w| format!(" ({w})")).unwrap_or_default(), known.len());
+    vm::install_interrupt_handler();
+    let logs = tempfile::Builder::new().prefix("fuzz-").tempdir_in(root.join("target")).map_err(|e| e.to_string())?;
+    let sockets = tempfile::Builder::new().prefix("shmem-fuzz-").tempdir().map_err(|e| format!("socket dir: {e}"))?;
+    let cfg = SuiteConfig {
+        qemu,
+        kernel,
+        initramfs,
+        accel: o.accel,
+        spec: spec.clone(),
+        scenarios: Vec::new(),
+        known_defects: Vec::new(),
+        known_defects_source: String::new(),
+        work_dir: logs.path().to_path_buf(),
+        worker: None,
+    };
+    let before = shmem_host::vm::leaks::Snapshot::take();
+    let report = {
+        let mut subject = || vm::qemu_target(&cfg, accel, logs.path(), sockets.path());
+        let mut oracle = || vm::model_target(&spec, shmem_host::model::Faults::default(), true, sockets.path());
+        let fcfg = FuzzConfig { seed, time, max_ops, known, shrink_time, out_dir, progress: true };
+        vm::fuzz::fuzz(&fcfg, &mut Targets { subject: &mut subject, oracle: &mut oracle })
+    };
+    let mut leaks = before.leaks_after(logs.path(), Duration::from_secs(1));
+    leaks.extend(before.leftovers_in(sockets.path()));
+    let report = report?;
+    println!("fuzz: seed {seed}: {} operations, {} distinct states, {} fresh starts", report.ops, report.states, report.fresh_starts);
+    for (id, n) in &report.known {
+        println!("fuzz: known divergence `{id}` seen {n} times");
+    }
+    if !leaks.is_empty() {
+        println!("fuzz: left behind: {}", leaks.join("; "));
+    }
+    match &report.found {
+        Some(f) => {
+            println!("fuzz: DIVERGENCE {}: {}", f.divergence.kind, f.divergence.check.evidence);
+            println!(
+                "fuzz: shrunk from {} to {} operations{}; wrote {}",
+                f.original_len,
+                f.ops.len(),
+                if f.minimal { "" } else { " (not minimal: shrinking ran out of time)" },
+                f.scenario.display()
+            );
+            Ok(false)
+        }
+        None => {
+            println!("fuzz: no divergence beyond the listed ones");
+            Ok(leaks.is_empty())
+        }
+    }
+}
+
 /// `own-boot-worker`: one own-boot scenario in this process (started by the
 /// runner, which passes everything it needs); prints its run as JSON.
 fn own_boot_worker(args: &[String]) -> Result<bool, String> {
@@ -283,7 +380,10 @@ fn test(args: &[String]) -> Result<bool, String> {
     sh.change_dir(root());
     cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run().map_err(|e| e.to_string())?;
     cmd!(sh, "cargo test --workspace").run().map_err(|e| e.to_string())?;
-    Ok(vm_test(args)?.ok())
+    let suite_ok = vm_test(args)?.ok();
+    // A short fuzz keeps the fuzzer working: fixed seed, found scenarios under target/.
+    let fuzz_ok = fuzz(&["--seed", "1", "--time", "45", "--shrink-time", "120", "--out", "target/fuzz-found"].map(String::from))?;
+    Ok(suite_ok && fuzz_ok)
 }
 
 fn main() -> ExitCode {
@@ -298,6 +398,7 @@ fn main() -> ExitCode {
         "vm-test" => vm_test(rest).map(|r| r.ok()),
         "bench" => bench(rest),
         "own-boot-worker" => own_boot_worker(rest),
+        "fuzz" => fuzz(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(true)

@@ -33,6 +33,21 @@ impl Observed {
         Observed::Bytes { digest: fnv1a64(data), zero: data.iter().all(|&b| b == 0), head }
     }
 
+    /// The digest of what was seen, a range where nothing is mapped counting
+    /// as `len` zero bytes (QEMU reads zeros there, the model cannot read).
+    pub fn digest_or_zeros(&self, len: u64) -> u64 {
+        match self {
+            Observed::Bytes { digest, .. } => *digest,
+            Observed::Inaccessible => {
+                let mut h = shmem_pattern::Fnv1a64::new();
+                for _ in 0..len {
+                    h.update(0);
+                }
+                h.value()
+            }
+        }
+    }
+
     /// Short form for known-defect signatures: "zeros", "inaccessible", "digest X".
     pub fn fact(&self) -> String {
         match self {

@@ -3,6 +3,7 @@
 //! into verdicts (with the known-defects list). xtask only builds artefacts
 //! and calls [`run_suite`]. Step execution is in `steps`, reports in `report`.
 
+pub mod fuzz;
 pub mod guest;
 pub mod leaks;
 pub mod own_boot;
@@ -313,19 +314,35 @@ fn boot_with_fallback(cfg: &SuiteConfig, dirs: Dirs<'_>) -> Result<(QemuTarget, 
     Ok((t, Accel::Tcg, note))
 }
 
-/// The accelerator for own boots when no shared boot chose one (a filtered run).
-fn own_boot_accel(cfg: &SuiteConfig, note: &mut Option<String>) -> Accel {
-    match cfg.accel {
+/// A QEMU booted with the suite's device, initialised, as a target (the
+/// fuzzer's subject); logs under `logs`, sockets under `sockets`.
+pub fn qemu_target(cfg: &SuiteConfig, accel: Accel, logs: &Path, sockets: &Path) -> Result<Target, String> {
+    boot(cfg, &cfg.spec, accel, (true, 1), Dirs { logs, sockets }).map(|qt| qt.target).map_err(|e| e.text())
+}
+
+/// The accelerator `--accel` asks for, without trying a boot: auto takes
+/// KVM when it is usable (hardware-backed), else TCG, and says why.
+pub fn choose_accel(choice: AccelChoice) -> (Accel, Option<String>) {
+    let mut note = None;
+    let accel = match choice {
         AccelChoice::Kvm => Accel::Kvm,
         AccelChoice::Tcg => Accel::Tcg,
         AccelChoice::Auto => match kvm_usable() {
             Ok(()) => Accel::Kvm,
             Err(e) => {
-                *note = Some(format!("TCG: {e}"));
+                note = Some(format!("TCG: {e}"));
                 Accel::Tcg
             }
         },
-    }
+    };
+    (accel, note)
+}
+
+/// The accelerator for own boots when no shared boot chose one (a filtered run).
+fn own_boot_accel(cfg: &SuiteConfig, note: &mut Option<String>) -> Accel {
+    let (accel, why) = choose_accel(cfg.accel);
+    *note = why;
+    accel
 }
 
 /// The reference model behind its own backend (socket under `sockets`), as a target.

@@ -5,13 +5,20 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::spec::{DeviceSpec, parse_size};
 
 /// A size written as a number or as `"64K"`, `"1M"`, `"0x1000"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Size(pub u64);
+
+/// Written as `"0x1000"` (TOML integers stop at 2^63).
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:#x}", self.0))
+    }
+}
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -30,7 +37,7 @@ impl<'de> Deserialize<'de> for Size {
 
 /// One step of a scenario. `check` names a verdict-bearing step; the
 /// known-defects list refers to it.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Step {
     /// Create a host file (memfd) of `size` bytes, zero-filled.
@@ -117,6 +124,10 @@ pub enum Step {
     ExpectFile { check: String, file: String, offset: Size, len: Size, seed: u8 },
     /// Check: the frontend still runs and the guest still answers.
     ExpectAlive { check: String },
+    /// Check: the FNV-1a digest (16 hex digits) of `len` bytes at `offset`
+    /// of the guest's view of region `shmid` (a byte where nothing is
+    /// mapped counts as zero) or of host file `file` (exactly one of them).
+    ExpectDigest { check: String, shmid: Option<u8>, file: Option<String>, offset: Size, len: Size, digest: String },
     /// Check: the frontend holds no fd and no memory mapping of `file`.
     ExpectReleased { check: String, file: String },
     /// Check: within a timeout, the backend's latest memory table holds
@@ -146,7 +157,7 @@ pub enum Step {
 }
 
 /// A fault the runner can inject.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
     KillQemu,
@@ -156,7 +167,7 @@ pub enum Fault {
 
 /// Who is expected not to answer (only the guest: a frontend asked through
 /// a channel the runner closed itself would say nothing about the frontend).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Party {
     Guest,
@@ -184,6 +195,7 @@ impl Step {
             Step::ExpectGuestNot { .. } => "expect-guest-not",
             Step::ExpectFile { .. } => "expect-file",
             Step::ExpectAlive { .. } => "expect-alive",
+            Step::ExpectDigest { .. } => "expect-digest",
             Step::ExpectReleased { .. } => "expect-released",
             Step::ExpectMemTable { .. } => "expect-mem-table",
             Step::ProbeReplyBeforeCommit { .. } => "probe-reply-before-commit",
@@ -208,6 +220,7 @@ impl Step {
             | Step::ExpectGuestNot { check, .. }
             | Step::ExpectFile { check, .. }
             | Step::ExpectAlive { check }
+            | Step::ExpectDigest { check, .. }
             | Step::ExpectReleased { check, .. }
             | Step::ExpectMemTable { check, .. }
             | Step::ProbeReplyBeforeCommit { check, .. }

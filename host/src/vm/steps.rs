@@ -311,6 +311,16 @@ fn run_step(scn: &Scenario, label: &str, step: &Step, t: &mut Target, checks: &m
             let res = t.guest.ping(COMMAND_TIMEOUT);
             checks.push(CheckResult::new(check, res.is_ok(), res.err().unwrap_or_else(|| format!("{} answers", t.guest.kind()))));
         }
+        Step::ExpectDigest { check, shmid, file: f, offset, len, digest } => {
+            let (got, of) = match (shmid, f) {
+                (Some(id), None) => (t.guest.observe(*id, offset.0, len.0)?.digest_or_zeros(len.0), format!("the guest's view of region {id}")),
+                (None, Some(f)) => (fnv1a64(&t.mgr.file(&file(f)).map_err(e2s)?.read(offset.0, len.0).map_err(|e| e.to_string())?), format!("file {f}")),
+                _ => return Err("expect-digest needs exactly one of `shmid` and `file`".into()),
+            };
+            let got = format!("{got:016x}");
+            let evidence = format!("{of} at {:#x}+{:#x} has digest {got}; expected {digest}", offset.0, len.0);
+            checks.push(CheckResult::new(check, got == *digest, evidence).with("seen", format!("digest {got}")));
+        }
         Step::ExpectReleased { check, file: f } => {
             let id = t.mgr.file(&file(f)).map_err(e2s)?.id();
             let start = Instant::now();
