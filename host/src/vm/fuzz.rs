@@ -321,7 +321,7 @@ fn divergences(op: &Op, said: &str, failed: Vec<CheckResult>, cx: Context) -> Ve
             if let Op::Map { attach, .. } = op {
                 c = c.with("attach", format!("{attach:?}"));
             }
-            if cx.ro_write {
+            if cx.ro_written.iter().any(|&w| w) {
                 c = c.with("ro_write", "yes");
             }
             if cx.after_reset {
@@ -384,8 +384,9 @@ fn known_id(known: &[KnownDefect], d: &Divergence) -> Option<String> {
 /// What the divergences' facts need of the past operations.
 #[derive(Clone, Copy, Debug)]
 struct Context {
-    /// A guest write went through a read-only mapping since the last reset.
-    ro_write: bool,
+    /// Which files a guest write reached through a read-only mapping (until
+    /// the host fills the whole file anew).
+    ro_written: [bool; FILES.len()],
     /// A reset happened since the last map.
     after_reset: bool,
     /// The device is started (DRIVER_OK since the last reset).
@@ -394,7 +395,7 @@ struct Context {
 
 impl Context {
     fn fresh() -> Self {
-        Context { ro_write: false, after_reset: false, started: true }
+        Context { ro_written: [false; FILES.len()], after_reset: false, started: true }
     }
 }
 
@@ -402,12 +403,14 @@ impl Context {
 fn play(ops: &[Op], s: &mut Target, o: &mut Target, known: &[KnownDefect], target: Option<&str>, from: usize, cx: &mut Context) -> Result<Replay, String> {
     let mut r = Replay { unknown: None, known: BTreeMap::new(), died_at: None };
     for (i, op) in ops.iter().enumerate() {
-        if let Op::GuestWrite { shmid, offset, len, .. } = op {
-            cx.ro_write |= o.mgr.ledger().iter().any(|e| e.shmid == *shmid && !e.rw && e.shm_offset < offset + len && *offset < e.shm_offset + e.len);
-        }
         match op {
-            // A resync starts with a reset and fills every file anew.
-            Op::Reset { init } => (cx.after_reset, cx.ro_write, cx.started) = (true, false, *init),
+            Op::GuestWrite { shmid, offset, len, .. } => {
+                for e in o.mgr.ledger().iter().filter(|e| e.shmid == *shmid && !e.rw && e.shm_offset < offset + len && *offset < e.shm_offset + e.len) {
+                    cx.ro_written[file_index(&e.file)] = true;
+                }
+            }
+            Op::HostWrite { file, offset: 0, len, .. } if *len == FILES[*file].1 => cx.ro_written[*file] = false,
+            Op::Reset { init } => (cx.after_reset, cx.started) = (true, *init),
             Op::Map { .. } => cx.after_reset = false,
             _ => {}
         }
