@@ -181,6 +181,25 @@ fn generate(rng: &mut Rng, v: &View<'_>) -> Op {
     }
 }
 
+/// The look that follows a change: the guest's view of a range just mapped,
+/// unmapped or written (when it lies in one mapping or in none), or the
+/// file range the host just wrote.
+fn touched(op: &Op, before: &[crate::manager::LedgerEntry], after: &[crate::manager::LedgerEntry]) -> Option<Op> {
+    let has = |l: &[crate::manager::LedgerEntry], shmid: u8, off: u64, len: u64| l.iter().any(|e| e.shmid == shmid && e.shm_offset == off && e.len == len);
+    match *op {
+        Op::Map { shmid, shm_offset, len, .. } if has(after, shmid, shm_offset, len) && !has(before, shmid, shm_offset, len) => Some(Op::GuestRead { shmid, offset: shm_offset, len: len.min(PAGE) }),
+        Op::Unmap { shmid, shm_offset, len } if has(before, shmid, shm_offset, len) && !has(after, shmid, shm_offset, len) => Some(Op::GuestRead { shmid, offset: shm_offset, len: len.min(PAGE) }),
+        Op::GuestWrite { shmid, offset, len, .. } => {
+            let end = offset + len;
+            let overlapping: Vec<_> = after.iter().filter(|e| e.shmid == shmid && e.shm_offset < end && offset < e.shm_offset + e.len).collect();
+            let inside_one = overlapping.len() == 1 && overlapping[0].shm_offset <= offset && end <= overlapping[0].shm_offset + overlapping[0].len;
+            (overlapping.is_empty() || inside_one).then_some(Op::GuestRead { shmid, offset, len })
+        }
+        Op::HostWrite { file, offset, len, .. } => Some(Op::FileRead { file, offset, len }),
+        _ => None,
+    }
+}
+
 /// The part of a frontend's stated reason both QEMU and the model say.
 fn reason_keyword(said: &str) -> Option<&'static str> {
     ["mapping overlap", "Bad offset/len", "not found or uninitialized", "Bad fd for map", "size cannot be zero", "too small", "Permission denied", "mapping not found"]
@@ -485,10 +504,17 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, String>
     let mut last_progress = Instant::now();
     while start.elapsed() < cfg.time && report.ops < cfg.max_ops && !super::interrupted() {
         let regions = o.mgr.spec().regions.clone();
-        let op = generate(&mut rng, &View { regions: &regions, ledger: o.mgr.ledger(), started: cx.started });
-        history.push(op);
-        let r = play(std::slice::from_ref(history.last().expect("just pushed")), &mut s, &mut o, &cfg.known, None, history.len() - 1, &mut cx)?;
+        let before = o.mgr.ledger().to_vec();
+        let op = generate(&mut rng, &View { regions: &regions, ledger: &before, started: cx.started });
+        history.push(op.clone());
+        let mut r = play(std::slice::from_ref(&op), &mut s, &mut o, &cfg.known, None, history.len() - 1, &mut cx)?;
         report.ops += 1;
+        // After every change, a look at what it touched.
+        if let (None, true, None, Some(look)) = (&r.unknown, r.known.is_empty(), r.died_at, touched(&op, &before, o.mgr.ledger())) {
+            history.push(look.clone());
+            r = play(std::slice::from_ref(&look), &mut s, &mut o, &cfg.known, None, history.len() - 1, &mut cx)?;
+            report.ops += 1;
+        }
         let mut shape: Vec<(u8, u64, u64, bool)> = o.mgr.ledger().iter().map(|e| (e.shmid, e.shm_offset, e.len, e.rw)).collect();
         shape.sort_unstable();
         states.insert(format!("{}{shape:?}", cx.started));
