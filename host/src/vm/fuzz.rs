@@ -95,6 +95,8 @@ impl Op {
 struct View<'a> {
     regions: &'a [u64],
     ledger: &'a [crate::manager::LedgerEntry],
+    /// The mappings the last reset dropped (the backend may still believe in them).
+    dropped: &'a [crate::manager::LedgerEntry],
     started: bool,
 }
 
@@ -172,10 +174,13 @@ fn generate(rng: &mut Rng, v: &View<'_>) -> Op {
         }
         77..=82 => Op::FileRead { file, offset: 0, len: fsize },
         83..=87 => Op::Reset { init: !(v.started && rng.chance(15)) },
-        88..=94 => match &existing {
-            Some(e) => Op::MemTable { shmid: e.shmid, file: file_index(&e.file), shm_offset: e.shm_offset, len: e.len },
-            None => Op::MemTable { shmid, file, shm_offset: 0, len },
-        },
+        88..=94 => {
+            let gone = (!v.dropped.is_empty() && rng.chance(50)).then(|| v.dropped[rng.below(v.dropped.len() as u64) as usize].clone());
+            match gone.or(existing) {
+                Some(e) => Op::MemTable { shmid: e.shmid, file: file_index(&e.file), shm_offset: e.shm_offset, len: e.len },
+                None => Op::MemTable { shmid, file, shm_offset: 0, len },
+            }
+        }
         95..=97 => Op::Released { file },
         _ => Op::Alive,
     }
@@ -501,11 +506,15 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, String>
     // The operations since the targets were fresh: what a reproduction replays.
     let mut history: Vec<Op> = Vec::new();
     let mut cx = Context::fresh();
+    let mut dropped = Vec::new();
     let mut last_progress = Instant::now();
     while start.elapsed() < cfg.time && report.ops < cfg.max_ops && !super::interrupted() {
         let regions = o.mgr.spec().regions.clone();
         let before = o.mgr.ledger().to_vec();
-        let op = generate(&mut rng, &View { regions: &regions, ledger: &before, started: cx.started });
+        let op = generate(&mut rng, &View { regions: &regions, ledger: &before, dropped: &dropped, started: cx.started });
+        if matches!(op, Op::Reset { .. }) && !before.is_empty() {
+            dropped = before.clone();
+        }
         history.push(op.clone());
         let mut r = play(std::slice::from_ref(&op), &mut s, &mut o, &cfg.known, None, history.len() - 1, &mut cx)?;
         report.ops += 1;
@@ -535,6 +544,7 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, String>
             report.fresh_starts += 1;
             history.clear();
             cx = Context::fresh();
+            dropped.clear();
         }
         if let Some((_, d)) = r.unknown {
             if cfg.progress {
