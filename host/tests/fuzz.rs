@@ -47,7 +47,7 @@ fn a_correct_subject_shows_no_divergence() {
     let out = tempfile::tempdir().unwrap();
     let r = run(Faults::default(), out.path());
     assert!(r.found.is_none(), "{:?}", r.found);
-    assert_eq!(r.ops, MAX_OPS);
+    assert!(r.ops >= MAX_OPS, "stopped after {} operations", r.ops);
     assert!(r.states > 50, "only {} distinct states", r.states);
 }
 

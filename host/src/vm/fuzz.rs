@@ -186,22 +186,29 @@ fn generate(rng: &mut Rng, v: &View<'_>) -> Op {
     }
 }
 
-/// The look that follows a change: the guest's view of a range just mapped,
-/// unmapped or written (when it lies in one mapping or in none), or the
-/// file range the host just wrote.
-fn touched(op: &Op, before: &[crate::manager::LedgerEntry], after: &[crate::manager::LedgerEntry]) -> Option<Op> {
-    let has = |l: &[crate::manager::LedgerEntry], shmid: u8, off: u64, len: u64| l.iter().any(|e| e.shmid == shmid && e.shm_offset == off && e.len == len);
+/// The looks that follow a change: for a mapping made or dropped, the
+/// guest's view of it and whether the backend's memory table has it; for a
+/// guest write, the guest's view of the range (when it lies in one mapping
+/// or in none); for a host write, that file range.
+fn touched(op: &Op, before: &[crate::manager::LedgerEntry], after: &[crate::manager::LedgerEntry]) -> Vec<Op> {
+    let find = |l: &[crate::manager::LedgerEntry], shmid: u8, off: u64, len: u64| l.iter().find(|e| e.shmid == shmid && e.shm_offset == off && e.len == len).cloned();
+    let mapping = |e: crate::manager::LedgerEntry| {
+        vec![
+            Op::GuestRead { shmid: e.shmid, offset: e.shm_offset, len: e.len.min(PAGE) },
+            Op::MemTable { shmid: e.shmid, file: file_index(&e.file), shm_offset: e.shm_offset, len: e.len },
+        ]
+    };
     match *op {
-        Op::Map { shmid, shm_offset, len, .. } if has(after, shmid, shm_offset, len) && !has(before, shmid, shm_offset, len) => Some(Op::GuestRead { shmid, offset: shm_offset, len: len.min(PAGE) }),
-        Op::Unmap { shmid, shm_offset, len } if has(before, shmid, shm_offset, len) && !has(after, shmid, shm_offset, len) => Some(Op::GuestRead { shmid, offset: shm_offset, len: len.min(PAGE) }),
+        Op::Map { shmid, shm_offset, len, .. } if find(before, shmid, shm_offset, len).is_none() => find(after, shmid, shm_offset, len).map(mapping).unwrap_or_default(),
+        Op::Unmap { shmid, shm_offset, len } if find(after, shmid, shm_offset, len).is_none() => find(before, shmid, shm_offset, len).map(mapping).unwrap_or_default(),
         Op::GuestWrite { shmid, offset, len, .. } => {
             let end = offset + len;
             let overlapping: Vec<_> = after.iter().filter(|e| e.shmid == shmid && e.shm_offset < end && offset < e.shm_offset + e.len).collect();
             let inside_one = overlapping.len() == 1 && overlapping[0].shm_offset <= offset && end <= overlapping[0].shm_offset + overlapping[0].len;
-            (overlapping.is_empty() || inside_one).then_some(Op::GuestRead { shmid, offset, len })
+            if overlapping.is_empty() || inside_one { vec![Op::GuestRead { shmid, offset, len }] } else { Vec::new() }
         }
-        Op::HostWrite { file, offset, len, .. } => Some(Op::FileRead { file, offset, len }),
-        _ => None,
+        Op::HostWrite { file, offset, len, .. } => vec![Op::FileRead { file, offset, len }],
+        _ => Vec::new(),
     }
 }
 
@@ -282,8 +289,9 @@ fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), Stri
             let id = oracle.mgr.file(&full(file)).map_err(e2s)?.id();
             let addr = oracle.guest.region_addr(shmid)? + shm_offset;
             let holds = |m: &MemTable| m.regions.iter().any(|r| r.guest_addr == addr && r.size == len && r.file == Some(id));
+            // Once the oracle has applied what it acked, its latest table is current.
             oracle.guest.ping(Duration::from_secs(5))?;
-            let present = oracle.recorder.wait_for(Duration::from_millis(200), |r| r.mem_tables.last().is_some_and(holds));
+            let present = oracle.recorder.lock().mem_tables.last().is_some_and(holds);
             (Step::ExpectMemTable { check, shmid, shm_offset: Size(shm_offset), len: Size(len), file: name(file), present }, String::new())
         }
         Op::Released { file } => {
@@ -388,6 +396,7 @@ struct Replay {
 pub struct FuzzConfig {
     pub seed: u64,
     pub time: Duration,
+    /// Operations to generate at most (the looks after the last one come on top).
     pub max_ops: u64,
     /// Known divergences of this subject (entries of scenario `fuzz`).
     pub known: Vec<KnownDefect>,
@@ -519,7 +528,10 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, String>
         let mut r = play(std::slice::from_ref(&op), &mut s, &mut o, &cfg.known, None, history.len() - 1, &mut cx)?;
         report.ops += 1;
         // After every change, a look at what it touched.
-        if let (None, true, None, Some(look)) = (&r.unknown, r.known.is_empty(), r.died_at, touched(&op, &before, o.mgr.ledger())) {
+        for look in touched(&op, &before, o.mgr.ledger()) {
+            if r.unknown.is_some() || !r.known.is_empty() || r.died_at.is_some() {
+                break;
+            }
             history.push(look.clone());
             r = play(std::slice::from_ref(&look), &mut s, &mut o, &cfg.known, None, history.len() - 1, &mut cx)?;
             report.ops += 1;
