@@ -229,11 +229,9 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
 /// every figure with its spread. A failed run ends the bench without figures.
 fn bench(args: &[String]) -> Result<bool, String> {
     let mut rest = args.to_vec();
-    let mut runs = 3;
-    if let Some(i) = rest.iter().position(|a| a == "--runs") {
-        let n = rest.get(i + 1).ok_or("--runs needs a value")?;
-        runs = n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("--runs {n:?}: a number of runs, at least 1"))?;
-        rest.drain(i..i + 2);
+    let runs: usize = take_opt(&mut rest, "--runs")?.unwrap_or(3);
+    if runs == 0 {
+        return Err("--runs 0: a number of runs, at least 1".into());
     }
     if rest.iter().any(|a| a == "--compare") {
         return Err("bench measures one QEMU; --compare is for vm-test".into());
@@ -341,10 +339,8 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
 /// `own-boot-worker`: one own-boot scenario in this process (started by the
 /// runner, which passes everything it needs); prints its run as JSON.
 fn own_boot_worker(args: &[String]) -> Result<bool, String> {
-    let get = |key: &str| -> Result<String, String> {
-        let i = args.iter().position(|a| a == key).ok_or_else(|| format!("own-boot-worker: {key} missing"))?;
-        args.get(i + 1).cloned().ok_or_else(|| format!("own-boot-worker: {key} needs a value"))
-    };
+    let mut args = args.to_vec();
+    let mut get = |key: &str| -> Result<String, String> { take_opt(&mut args, key)?.ok_or_else(|| format!("own-boot-worker: {key} missing")) };
     let (qemu, build, kernel, initramfs) = (get("--qemu")?, get("--build")?, get("--kernel")?, get("--initramfs")?);
     let (scenario, accel, logs) = (PathBuf::from(get("--scenario")?), get("--accel")?, PathBuf::from(get("--logs")?));
     let accel = match accel.as_str() {

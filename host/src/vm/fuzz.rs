@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::scenario::{BackendMode, KnownDefect, Scenario, Size, Step, step_labels};
-use super::steps::{CheckResult, Target, run_steps};
-use crate::backend::MemTable;
+use super::steps::{CheckResult, Target, run_steps, table_holds};
 use crate::channel::{ShmemMsg, ShmemOp};
 use crate::files::fnv1a64;
 use crate::manager::{Attach, MAP_RW, Want};
@@ -288,10 +287,9 @@ fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), Stri
         Op::MemTable { shmid, file, shm_offset, len } => {
             let id = oracle.mgr.file(&full(file)).map_err(e2s)?.id();
             let addr = oracle.guest.region_addr(shmid)? + shm_offset;
-            let holds = |m: &MemTable| m.regions.iter().any(|r| r.guest_addr == addr && r.size == len && r.file == Some(id));
             // Once the oracle has applied what it acked, its latest table is current.
             oracle.guest.ping(Duration::from_secs(5))?;
-            let present = oracle.recorder.lock().mem_tables.last().is_some_and(holds);
+            let present = oracle.recorder.lock().mem_tables.last().is_some_and(|m| table_holds(m, addr, len, id));
             (Step::ExpectMemTable { check, shmid, shm_offset: Size(shm_offset), len: Size(len), file: name(file), present }, String::new())
         }
         Op::Released { file } => {
@@ -373,13 +371,22 @@ pub struct Targets<'a> {
 /// Both targets, fresh, with the fuzz files created and filled alike.
 fn fresh(t: &mut Targets<'_>) -> Result<(Target, Target), String> {
     let (mut s, mut o) = ((t.subject)()?, (t.oracle)()?);
-    for (i, (name, size)) in FILES.iter().enumerate() {
-        for tg in [&mut s, &mut o] {
-            let f = tg.mgr.create_file(&format!("fuzz/{name}"), *size).map_err(|e| e.to_string())?;
-            f.fill(0, *size, 0x10 * (i as u8 + 1)).map_err(|e| e.to_string())?;
-        }
-    }
+    create_files(&mut s)?;
+    create_files(&mut o)?;
     Ok((s, o))
+}
+
+/// The fuzz files' first fill pattern.
+fn first_seed(i: usize) -> u8 {
+    0x10 * (i as u8 + 1)
+}
+
+/// Creates the fuzz files on a target, each filled with its first pattern.
+fn create_files(t: &mut Target) -> Result<(), String> {
+    for (i, (name, size)) in FILES.iter().enumerate() {
+        t.mgr.create_file(&format!("fuzz/{name}"), *size).map_err(|e| e.to_string())?.fill(0, *size, first_seed(i)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// What a sequence of operations shows when replayed on fresh targets.
@@ -388,8 +395,8 @@ struct Replay {
     unknown: Option<(usize, Divergence)>,
     /// Known divergences seen, by id.
     known: BTreeMap<String, u32>,
-    /// After which operation the subject died (a known death needs fresh targets).
-    died_at: Option<usize>,
+    /// The subject died (a known death needs fresh targets).
+    died: bool,
 }
 
 /// Settings of a fuzz run.
@@ -434,7 +441,7 @@ impl Context {
 
 #[allow(clippy::too_many_arguments)]
 fn play(ops: &[Op], s: &mut Target, o: &mut Target, known: &[KnownDefect], target: Option<&str>, from: usize, cx: &mut Context) -> Result<Replay, String> {
-    let mut r = Replay { unknown: None, known: BTreeMap::new(), died_at: None };
+    let mut r = Replay { unknown: None, known: BTreeMap::new(), died: false };
     for (i, op) in ops.iter().enumerate() {
         match op {
             Op::GuestWrite { shmid, offset, len, .. } => {
@@ -466,7 +473,7 @@ fn play(ops: &[Op], s: &mut Target, o: &mut Target, known: &[KnownDefect], targe
             }
         }
         if s.guest.gone().is_some() {
-            r.died_at = Some(i);
+            r.died = true;
             return Ok(r);
         }
     }
@@ -529,7 +536,7 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, String>
         report.ops += 1;
         // After every change, a look at what it touched.
         for look in touched(&op, &before, o.mgr.ledger()) {
-            if r.unknown.is_some() || !r.known.is_empty() || r.died_at.is_some() {
+            if r.unknown.is_some() || !r.known.is_empty() || r.died {
                 break;
             }
             history.push(look.clone());
@@ -539,18 +546,18 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, String>
         let mut shape: Vec<(u8, u64, u64, bool)> = o.mgr.ledger().iter().map(|e| (e.shmid, e.shm_offset, e.len, e.rw)).collect();
         shape.sort_unstable();
         states.insert(format!("{}{shape:?}", cx.started));
-        if !r.known.is_empty() && r.died_at.is_none() {
+        if !r.known.is_empty() && !r.died {
             let fix = resync(&mut rng);
             let again = play(&fix, &mut s, &mut o, &cfg.known, None, history.len(), &mut cx)?;
             history.extend(fix);
-            if again.unknown.is_some() || again.died_at.is_some() {
+            if again.unknown.is_some() || again.died {
                 return Err("the frontends did not come back in step after a known divergence".into());
             }
         }
         for (id, n) in r.known {
             *report.known.entry(id).or_insert(0) += n;
         }
-        if r.died_at.is_some() && r.unknown.is_none() {
+        if r.died && r.unknown.is_none() {
             // A known death: start again from fresh frontends.
             (s, o) = fresh(t)?;
             report.fresh_starts += 1;
@@ -647,10 +654,10 @@ struct ScenarioOut {
 fn write_scenario(cfg: &FuzzConfig, t: &mut Targets<'_>, ops: &[Op], d: &Divergence, original_len: usize, minimal: bool) -> Result<PathBuf, String> {
     let mut oracle = (t.oracle)()?;
     let mut steps = Vec::new();
+    create_files(&mut oracle)?;
     for (i, (name, size)) in FILES.iter().enumerate() {
-        oracle.mgr.create_file(&format!("fuzz/{name}"), *size).map_err(|e| e.to_string())?.fill(0, *size, 0x10 * (i as u8 + 1)).map_err(|e| e.to_string())?;
         steps.push(Step::File { name: name.to_string(), size: Size(*size) });
-        steps.push(Step::Fill { file: name.to_string(), seed: 0x10 * (i as u8 + 1), offset: Size(0), len: None });
+        steps.push(Step::Fill { file: name.to_string(), seed: first_seed(i), offset: Size(0), len: None });
     }
     for (i, op) in ops.iter().enumerate() {
         steps.push(expect(op, i, &mut oracle)?.0);

@@ -256,7 +256,6 @@ struct Probe {
     seq: u64,
     /// The serial command id of the guest's `probe`, answered at the end.
     id: String,
-    hz: f64,
     /// The host thread's CPU set before it was pinned, to restore.
     pinned_from: Option<libc::cpu_set_t>,
 }
@@ -487,7 +486,7 @@ impl Guest for QemuGuest {
     }
 
     fn probe_start(&mut self, host: HostMapping, doorbell: (u8, u64), target: (u8, u64)) -> Result<String, String> {
-        let hz = self.clock()?.hz;
+        self.clock()?;
         // The guest announces it spins by answering ring 1 in DONE.
         host.write64(doorbell::DONE, 0);
         host.write64(doorbell::RING, 1);
@@ -504,11 +503,12 @@ impl Guest for QemuGuest {
             std::thread::sleep(Duration::from_millis(1));
         }
         let (pinned_from, pinning) = self.pin_apart();
-        self.probe = Some(Probe { host, seq: 1, id, hz, pinned_from });
+        self.probe = Some(Probe { host, seq: 1, id, pinned_from });
         Ok(format!("{}, {} vCPUs, {pinning}", self.qemu.accel.name(), self.qemu.smp))
     }
 
     fn probe_ring(&mut self, mode: RingMode) -> Result<ProbeReads, String> {
+        let hz = self.clock.as_ref().map(|c| c.hz).ok_or("the guest clock is not calibrated")?;
         let p = self.probe.as_mut().ok_or("no probe under way")?;
         p.seq += 1;
         let (m, marker) = match mode {
@@ -535,7 +535,7 @@ impl Guest for QemuGuest {
         let mut reads = ProbeReads::default();
         for i in 0..doorbell::READ_COUNT {
             reads.values[i] = Some(p.host.read64(doorbell::READS + 16 * i));
-            reads.micros[i] = Some(p.host.read64(doorbell::READS + 16 * i + 8) as f64 / p.hz * 1e6);
+            reads.micros[i] = Some(p.host.read64(doorbell::READS + 16 * i + 8) as f64 / hz * 1e6);
         }
         Ok(reads)
     }

@@ -338,13 +338,6 @@ pub fn choose_accel(choice: AccelChoice) -> (Accel, Option<String>) {
     (accel, note)
 }
 
-/// The accelerator for own boots when no shared boot chose one (a filtered run).
-fn own_boot_accel(cfg: &SuiteConfig, note: &mut Option<String>) -> Accel {
-    let (accel, why) = choose_accel(cfg.accel);
-    *note = why;
-    accel
-}
-
 /// The reference model behind its own backend (socket under `sockets`), as a target.
 pub fn model_target(spec: &DeviceSpec, faults: Faults, init: bool, sockets: &Path) -> Result<Target, String> {
     let server = BackendServer::start_unvalidated_in(spec.clone(), sockets).map_err(|e| format!("starting the model's backend: {e}"))?;
@@ -549,8 +542,8 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
             cfg.worker.as_ref().map(|w| scope.spawn(move || run_workers(w, own, accel, dirs.logs, threads)))
         };
         let (accel, accel_note, boot_time, pool) = if shared.is_empty() {
-            let mut note = None;
-            let accel = own_boot_accel(cfg, &mut note);
+            // A filtered run without shared scenarios: no boot chose the accelerator.
+            let (accel, note) = choose_accel(cfg.accel);
             (accel, note, None, start_pool(accel))
         } else {
             let (qt, accel, note) = boot_with_fallback(cfg, dirs)?;

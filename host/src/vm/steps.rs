@@ -143,7 +143,7 @@ pub fn run_steps(scn: &Scenario, t: &mut Target) -> Result<Vec<CheckResult>, Str
 }
 
 /// Whether a memory table maps `len` bytes of file `id` at guest address `addr`.
-fn table_holds(m: &MemTable, addr: u64, len: u64, id: FileId) -> bool {
+pub(super) fn table_holds(m: &MemTable, addr: u64, len: u64, id: FileId) -> bool {
     m.regions.iter().any(|r| r.guest_addr == addr && r.size == len && r.file == Some(id))
 }
 
