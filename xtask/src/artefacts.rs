@@ -14,7 +14,7 @@ use xshell::{Shell, cmd};
 
 const KERNEL_PACKAGE: &str = "linux-source-6.12";
 const KERNEL_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
-const KERNEL_BUILD_DEPS: [&str; 5] = ["linux-source-6.12", "flex", "bison", "libelf-dev", "bc"];
+const KERNEL_BUILD_DEPS: [&str; 6] = ["linux-source-6.12", "flex", "bison", "libelf-dev", "bc", "lz4"];
 const QEMU_PACKAGE: &str = "qemu-system-x86";
 
 /// Where builds and provisioned QEMU are cached, outside the clone:
@@ -134,8 +134,12 @@ pub fn build_kernel(sh: &Shell, root: &Path, src: Option<&Path>, cache: &Path) -
     cmd!(sh, "scripts/kconfig/merge_config.sh -m -O {build} {config} {fragment_path}").quiet().ignore_stdout().run().map_err(err("merging images/kernel.config"))?;
     cmd!(sh, "make -s {o} olddefconfig").run().map_err(err("make olddefconfig"))?;
     let merged = fs::read_to_string(&config).map_err(|e| e.to_string())?;
-    for line in fragment.lines().filter(|l| l.ends_with("=y")) {
-        if !merged.lines().any(|m| m == line) {
+    for line in fragment.lines().filter(|l| l.starts_with("CONFIG_")) {
+        let survived = match line.strip_suffix("=n") {
+            Some(name) => !merged.lines().any(|m| m.starts_with(&format!("{name}="))),
+            None => merged.lines().any(|m| m == line),
+        };
+        if !survived {
             return Err(format!("kernel option {line} from images/kernel.config did not survive olddefconfig"));
         }
     }
