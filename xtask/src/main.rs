@@ -31,6 +31,9 @@ vm-test / bench options:
   --kernel-src DIR     build the kernel from this source tree (default: Debian's linux-source-6.12)
   --accel auto|kvm|tcg accelerator (default auto: KVM if it boots, else TCG)
   --filter TEXT        run only scenarios whose name contains TEXT
+  --probe-scale K      run K times the iterations of every doorbell probe (default 1): the
+                       suite's counts keep it quick; a rare stale read, or its absence,
+                       needs more
   --list               list the scenarios and exit
   --known-defects PATH|none
                        judge by this list of known QEMU defects (default tests/known-defects.toml);
@@ -46,6 +49,7 @@ struct Opts {
     kernel_src: Option<PathBuf>,
     accel: AccelChoice,
     filter: Option<String>,
+    probe_scale: u32,
     list: bool,
     json: Option<PathBuf>,
     junit: Option<PathBuf>,
@@ -60,6 +64,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         kernel_src: None,
         accel: AccelChoice::Auto,
         filter: None,
+        probe_scale: 1,
         list: false,
         json: None,
         junit: None,
@@ -82,6 +87,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                 }
             }
             "--filter" => o.filter = Some(val()?),
+            "--probe-scale" => o.probe_scale = parse_probe_scale(&val()?)?,
             "--list" => o.list = true,
             "--json" => o.json = Some(val()?.into()),
             "--junit" => o.junit = Some(val()?.into()),
@@ -97,12 +103,17 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-fn load_scenarios(root: &Path, filter: Option<&str>) -> Result<Vec<Scenario>, String> {
+fn parse_probe_scale(v: &str) -> Result<u32, String> {
+    v.parse().ok().filter(|&k| k >= 1).ok_or_else(|| format!("--probe-scale {v:?}: a whole number, at least 1"))
+}
+
+fn load_scenarios(root: &Path, filter: Option<&str>, probe_scale: u32) -> Result<Vec<Scenario>, String> {
     let all = Scenario::load_dir(&root.join("tests/scenarios")).map_err(|e| e.to_string())?;
-    let picked: Vec<Scenario> = all.into_iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
+    let mut picked: Vec<Scenario> = all.into_iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
     if picked.is_empty() {
         return Err(format!("no scenario matches {filter:?}"));
     }
+    picked.iter_mut().for_each(|s| s.scale_probes(probe_scale));
     Ok(picked)
 }
 
@@ -176,7 +187,7 @@ fn guest_artefacts(o: &Opts, root: &Path) -> Result<(QemuInfo, PathBuf, PathBuf)
 
 fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let root = root();
-    let scenarios = load_scenarios(&root, o.filter.as_deref())?;
+    let scenarios = load_scenarios(&root, o.filter.as_deref(), o.probe_scale)?;
     if o.list {
         for s in &scenarios {
             println!("{:<28} {}", s.name, s.description);
@@ -203,6 +214,7 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let worker = |q: &QemuInfo| {
         let mut w = vec![exe.display().to_string(), "own-boot-worker".into(), "--qemu".into(), q.path.display().to_string(), "--build".into(), q.build.clone()];
         w.extend(["--kernel".into(), kernel.display().to_string(), "--initramfs".into(), initramfs.display().to_string()]);
+        w.extend(["--probe-scale".into(), o.probe_scale.to_string()]);
         Some(w)
     };
     let cfg = SuiteConfig {
@@ -343,13 +355,15 @@ fn own_boot_worker(args: &[String]) -> Result<bool, String> {
     let mut get = |key: &str| -> Result<String, String> { take_opt(&mut args, key)?.ok_or_else(|| format!("own-boot-worker: {key} missing")) };
     let (qemu, build, kernel, initramfs) = (get("--qemu")?, get("--build")?, get("--kernel")?, get("--initramfs")?);
     let (scenario, accel, logs) = (PathBuf::from(get("--scenario")?), get("--accel")?, PathBuf::from(get("--logs")?));
+    let probe_scale = parse_probe_scale(&get("--probe-scale")?)?;
     let accel = match accel.as_str() {
         "kvm" => Accel::Kvm,
         "tcg" => Accel::Tcg,
         other => return Err(format!("own-boot-worker: --accel {other:?}")),
     };
     let text = std::fs::read_to_string(&scenario).map_err(|e| format!("{}: {e}", scenario.display()))?;
-    let scn = Scenario::parse(&scenario, &text).map_err(|e| e.to_string())?;
+    let mut scn = Scenario::parse(&scenario, &text).map_err(|e| e.to_string())?;
+    scn.scale_probes(probe_scale);
     let suite = SuiteFile::load(&root().join("tests/suite.toml")).map_err(|e| e.to_string())?;
     vm::install_interrupt_handler();
     let cfg = SuiteConfig {

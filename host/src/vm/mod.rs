@@ -25,7 +25,7 @@ use guest::{Death, Guest, ModelGuest, QemuGuest, RegionWindow};
 use qemu::{Accel, BootConfig, Qemu, QemuInfo};
 use scenario::{BackendMode, KnownDefect, Scenario, SuiteDevice};
 pub use steps::CheckResult;
-use own_boot::{own_boot_report, own_boot_run, run_workers};
+use own_boot::{Pool, own_boot_report, own_boot_run};
 pub use own_boot::OwnBootRun;
 use steps::{Target, run_steps};
 
@@ -529,33 +529,53 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
     let own: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| s.own_boot).collect();
     let mut measurements = Measurements::default();
     let mut reports = Vec::new();
+    let pool = cfg.worker.as_deref().map(|w| Pool::new(w, &own, dirs.logs));
     std::thread::scope(|scope| {
-        // Own boots go to worker processes, as many at a time as there are
-        // cores, beside the shared boot once it has chosen the accelerator
-        // (or at once without one). Measured on 2 cores, before the doorbell
-        // probe had its own boot: 18 s so against 27 s with one worker beside
-        // the shared boot (guests under TCG wait on the host as much as they
-        // compute).
+        // Own boots go to worker processes, one per core, beside the shared
+        // boot; this thread joins them once the shared boot is done. They
+        // start at once when the accelerator is settled without a boot (TCG,
+        // or KVM that cannot fall back), else once the shared boot has chosen
+        // it. Guests under TCG wait on the host as much as they compute, so
+        // one VM more than there are cores keeps the cores busy.
         let start_pool = |accel: Accel| {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let own = &own;
-            cfg.worker.as_ref().map(|w| scope.spawn(move || run_workers(w, own, accel, dirs.logs, threads)))
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(own.len());
+            pool.as_ref().map_or_else(Vec::new, |p| (0..threads).map(|_| scope.spawn(move || p.work(accel))).collect())
         };
-        let (accel, accel_note, boot_time, pool) = if shared.is_empty() {
+        let settled = match cfg.accel {
+            AccelChoice::Tcg => Some(Accel::Tcg),
+            AccelChoice::Kvm => Some(Accel::Kvm),
+            AccelChoice::Auto => kvm_usable().is_err().then_some(Accel::Tcg),
+        };
+        let mut workers = settled.map(start_pool).unwrap_or_default();
+        let (accel, accel_note, boot_time) = if shared.is_empty() {
             // A filtered run without shared scenarios: no boot chose the accelerator.
             let (accel, note) = choose_accel(cfg.accel);
-            (accel, note, None, start_pool(accel))
+            if settled.is_none() {
+                workers = start_pool(accel);
+            }
+            (accel, note, None)
         } else {
-            let (qt, accel, note) = boot_with_fallback(cfg, dirs)?;
-            let boot_time = qt.boot_time;
-            let pool = start_pool(accel);
-            run_shared(cfg, dirs, qt, accel, &shared, &mut reports, &mut measurements)?;
-            (accel, note, Some(boot_time), pool)
+            let booted = boot_with_fallback(cfg, dirs).and_then(|(qt, accel, note)| {
+                if settled.is_none() {
+                    workers = start_pool(accel);
+                }
+                let boot_time = qt.boot_time;
+                run_shared(cfg, dirs, qt, accel, &shared, &mut reports, &mut measurements).map(|()| (accel, note, Some(boot_time)))
+            });
+            // No own boot starts after the shared one failed (those under way end on their own).
+            booted.inspect_err(|_| {
+                if let Some(p) = &pool {
+                    p.cancel.store(true, Ordering::SeqCst);
+                }
+            })?
         };
-        match pool {
-            Some(pool) => {
-                let runs = pool.join().map_err(|p| format!("the own-boot pool panicked: {}", crate::panic_text(p.as_ref())))?;
-                for (scn, run) in own.iter().zip(runs) {
+        match &pool {
+            Some(p) => {
+                p.work(accel);
+                for w in workers {
+                    w.join().map_err(|p| format!("an own-boot pool thread panicked: {}", crate::panic_text(p.as_ref())))?;
+                }
+                for (scn, run) in own.iter().zip(p.take_results()) {
                     reports.push(own_boot_report(cfg, scn, accel, run, &mut measurements.boot_times));
                 }
             }

@@ -4,7 +4,8 @@
 //! remains. Judging stays with the runner (`vm`).
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::qemu::{self, Accel};
@@ -138,31 +139,110 @@ fn expected_cost(scn: &Scenario) -> u64 {
         .map(|s| match s {
             Step::ProbeReplyBeforeCommit { iterations, .. } => u64::from(*iterations) * 4,
             Step::MapMany { count, .. } => u64::from(*count) * 5,
-            Step::ExpectNoAnswer { .. } => 3000,
+            Step::ExpectNoAnswer { .. } => 1000,
             Step::ExpectMemTable { .. } | Step::ExpectReleased { .. } => 500,
             _ => 10,
         })
         .sum::<u64>()
 }
 
-/// Runs the own boots in worker processes, as many at a time as `threads`,
-/// the most expensive first; results in the scenarios' order.
-pub(super) fn run_workers(worker: &[String], own: &[&Scenario], accel: Accel, logs: &Path, threads: usize) -> Vec<OwnBootRun> {
-    let mut order: Vec<usize> = (0..own.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(expected_cost(own[i])));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<OwnBootRun>>> = own.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, own.len().max(1)) {
-            s.spawn(|| {
-                while let Some(&i) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
-                    let scn = own[i];
-                    let run = if interrupted() { OwnBootRun::failed("interrupted".into()) } else { run_worker(worker, scn, accel, logs) };
-                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
-                }
-            });
-        }
-    });
-    results.into_iter().map(|r| r.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every own boot ran")).collect()
+/// The own boots of a run, as a queue of worker-process runs, the most
+/// expensive first, that any number of threads take from.
+pub(super) struct Pool<'a> {
+    worker: &'a [String],
+    own: &'a [&'a Scenario],
+    logs: &'a Path,
+    order: Vec<usize>,
+    next: AtomicUsize,
+    results: Vec<Mutex<Option<OwnBootRun>>>,
+    /// Once set (the shared boot failed), no further own boot starts.
+    pub cancel: AtomicBool,
 }
 
+impl<'a> Pool<'a> {
+    pub fn new(worker: &'a [String], own: &'a [&'a Scenario], logs: &'a Path) -> Self {
+        let mut order: Vec<usize> = (0..own.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(expected_cost(own[i])));
+        let results = own.iter().map(|_| Mutex::new(None)).collect();
+        Pool { worker, own, logs, order, next: AtomicUsize::new(0), results, cancel: AtomicBool::new(false) }
+    }
+
+    /// Runs own boots, one at a time, until none is left to start.
+    pub fn work(&self, accel: Accel) {
+        while let Some(&i) = self.order.get(self.next.fetch_add(1, Ordering::SeqCst)) {
+            let run = if interrupted() {
+                OwnBootRun::failed("interrupted".into())
+            } else if self.cancel.load(Ordering::SeqCst) {
+                OwnBootRun::failed("not run: the shared boot failed".into())
+            } else {
+                run_worker(self.worker, self.own[i], accel, self.logs)
+            };
+            *self.results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+        }
+    }
+
+    /// Takes the runs, in the scenarios' order, once every `work` has returned.
+    pub fn take_results(&self) -> Vec<OwnBootRun> {
+        let not_run = || OwnBootRun::failed("not run".into());
+        self.results.iter().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(not_run)).collect()
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    //! The pool against a stand-in worker (a shell line that names the
+    //! scenario it was given): every scenario runs once, its result lands in
+    //! its own slot, and a cancelled pool starts nothing.
+
+    use super::*;
+
+    /// Five scenarios, each more expensive than the one before (the pool
+    /// starts them in reverse).
+    fn scenarios(dir: &Path) -> Vec<Scenario> {
+        (0..5)
+            .map(|n| {
+                let steps: String = (0..=n).map(|k| format!("[[step]]\ndo = \"expect-alive\"\ncheck = \"alive{k}\"\n")).collect();
+                Scenario::parse(&dir.join(format!("s{n}.toml")), &format!("description = \"x\"\nown_boot = true\n{steps}")).expect("scenario")
+            })
+            .collect()
+    }
+
+    /// Prints an OwnBootRun whose qemu error is the `--scenario` it got.
+    fn stand_in() -> Vec<String> {
+        let script = r#"printf '{"qemu":{"Err":"%s"},"qemu_secs":0,"model":{"Err":""},"model_secs":0,"qemu_log":"","boot_secs":null}' "$2""#;
+        ["sh", "-c", script, "worker"].iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn every_scenario_runs_once_and_its_result_lands_in_its_slot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let all = scenarios(dir.path());
+        let own: Vec<&Scenario> = all.iter().collect();
+        let worker = stand_in();
+        let pool = Pool::new(&worker, &own, dir.path());
+        std::thread::scope(|s| {
+            let p = &pool;
+            let helpers: Vec<_> = (0..2).map(|_| s.spawn(move || p.work(Accel::Tcg))).collect();
+            pool.work(Accel::Tcg);
+            helpers.into_iter().for_each(|h| h.join().expect("pool thread"));
+        });
+        let got: Vec<String> = pool.take_results().into_iter().map(|r| r.qemu.expect_err("stand-in result")).collect();
+        let want: Vec<String> = all.iter().map(|s| s.path.display().to_string()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_cancelled_pool_starts_no_worker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let all = scenarios(dir.path());
+        let own: Vec<&Scenario> = all.iter().collect();
+        let worker = stand_in();
+        let pool = Pool::new(&worker, &own, dir.path());
+        pool.cancel.store(true, Ordering::SeqCst);
+        pool.work(Accel::Tcg);
+        for r in pool.take_results() {
+            assert_eq!(r.qemu.expect_err("not run"), "not run: the shared boot failed");
+        }
+    }
+}

@@ -508,6 +508,17 @@ impl Scenario {
         })
     }
 
+    /// Multiplies the iterations of every doorbell probe by `k`
+    /// (`--probe-scale`): more power to catch a rare stale read, or to show
+    /// one gone.
+    pub fn scale_probes(&mut self, k: u32) {
+        for s in &mut self.steps {
+            if let Step::ProbeReplyBeforeCommit { iterations, .. } = s {
+                *iterations = iterations.saturating_mul(k);
+            }
+        }
+    }
+
     /// Every `*.toml` in `dir`, sorted by name.
     pub fn load_dir(dir: &Path) -> Result<Vec<Self>, LoadError> {
         let entries = std::fs::read_dir(dir).map_err(|e| LoadError { path: dir.into(), line: 0, col: 0, message: e.to_string() })?;

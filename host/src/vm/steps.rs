@@ -20,7 +20,7 @@ pub const MEM_TABLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a frontend may take to release a file after a reset or unmap.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `expect-no-answer` waits.
-const NO_ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+const NO_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The outcome of one check: the evidence for people, and the facts a
 /// known-defect signature is matched against (`exit`, `step`, `ack`,
