@@ -185,7 +185,8 @@ fn guest_artefacts(o: &Opts, root: &Path) -> Result<(QemuInfo, PathBuf, PathBuf)
     Ok((qemu, kernel, initramfs))
 }
 
-fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
+/// The suite `o` asks for, ready to run, and the QEMU of `--compare`.
+fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
     let root = root();
     let scenarios = load_scenarios(&root, o.filter.as_deref(), o.probe_scale)?;
     if o.list {
@@ -208,20 +209,11 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
         None => None,
     };
     let work_dir = root.join("target/vm-test");
-    vm::install_interrupt_handler();
-    // Own boots run in parallel, each in a worker process of this binary.
-    let exe = std::env::current_exe().map_err(|e| format!("locating the xtask binary: {e}"))?;
-    let worker = |q: &QemuInfo| {
-        let mut w = vec![exe.display().to_string(), "own-boot-worker".into(), "--qemu".into(), q.path.display().to_string(), "--build".into(), q.build.clone()];
-        w.extend(["--kernel".into(), kernel.display().to_string(), "--initramfs".into(), initramfs.display().to_string()]);
-        w.extend(["--probe-scale".into(), o.probe_scale.to_string()]);
-        Some(w)
-    };
     let cfg = SuiteConfig {
-        worker: worker(&qemu),
+        worker: Some(worker_command(&qemu, &kernel, &initramfs, o.probe_scale)?),
         qemu,
-        kernel: kernel.clone(),
-        initramfs: initramfs.clone(),
+        kernel,
+        initramfs,
         accel: o.accel,
         spec,
         scenarios,
@@ -229,16 +221,36 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
         known_defects_source,
         work_dir,
     };
+    Ok((cfg, other))
+}
+
+/// Own boots run in parallel, each in a worker process of this binary: its command.
+fn worker_command(q: &QemuInfo, kernel: &Path, initramfs: &Path, probe_scale: u32) -> Result<Vec<String>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating the xtask binary: {e}"))?;
+    let mut w = vec![exe.display().to_string(), "own-boot-worker".into(), "--qemu".into(), q.path.display().to_string(), "--build".into(), q.build.clone()];
+    w.extend(["--kernel".into(), kernel.display().to_string(), "--initramfs".into(), initramfs.display().to_string()]);
+    w.extend(["--probe-scale".into(), probe_scale.to_string()]);
+    Ok(w)
+}
+
+fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
+    let (cfg, other) = suite_config(o)?;
+    vm::install_interrupt_handler();
     let a = vm::run_suite(&cfg)?;
     let Some(other) = other else { return Ok(Outcome { run: a, baseline: None }) };
     println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
-    let b = vm::run_suite(&SuiteConfig { worker: worker(&other), qemu: other, ..cfg })?;
+    let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale)?);
+    let b = vm::run_suite(&SuiteConfig { worker, qemu: other, ..cfg })?;
     let c = report::compare(&a, &b);
     Ok(Outcome { run: b, baseline: Some((a, c)) })
 }
 
-/// `bench [--runs N] [vm-test options]`: the suite N times (default 3), then
-/// every figure with its spread. A failed run ends the bench without figures.
+/// Boots alone after each bench run.
+const BOOTS_ALONE: usize = 3;
+
+/// `bench [--runs N] [vm-test options]`: the suite N times (default 3), each
+/// followed by boots alone, then every figure with its spread. A failed run
+/// ends the bench without figures.
 fn bench(args: &[String]) -> Result<bool, String> {
     let mut rest = args.to_vec();
     let runs: usize = take_opt(&mut rest, "--runs")?.unwrap_or(3);
@@ -248,7 +260,8 @@ fn bench(args: &[String]) -> Result<bool, String> {
     if rest.iter().any(|a| a == "--compare") {
         return Err("bench measures one QEMU; --compare is for vm-test".into());
     }
-    let mut reports = Vec::new();
+    let (cfg, _) = suite_config(&parse_opts(&rest)?)?;
+    let (mut reports, mut alone) = (Vec::new(), Vec::new());
     for k in 1..=runs {
         println!("bench: run {k} of {runs}");
         let outcome = vm_test(&rest).map_err(|e| format!("bench: run {k} of {runs} could not run ({e}): no figures"))?;
@@ -256,9 +269,14 @@ fn bench(args: &[String]) -> Result<bool, String> {
             println!("bench: run {k} of {runs} failed: no figures");
             return Ok(false);
         }
+        // Boot to agent ready with nothing else running (in the suite, boots share the cores).
+        for b in 1..=BOOTS_ALONE {
+            let t = vm::boot_alone(&cfg, outcome.run.accel).map_err(|e| format!("bench: boot {b} alone after run {k} failed ({e}): no figures"))?;
+            alone.push(t);
+        }
         reports.push(outcome.run);
     }
-    println!("{}", report::bench_report(&reports));
+    println!("{}", report::bench_report(&reports, &alone));
     Ok(true)
 }
 

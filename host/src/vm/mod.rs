@@ -320,6 +320,19 @@ pub fn qemu_target(cfg: &SuiteConfig, accel: Accel, logs: &Path, sockets: &Path)
     boot(cfg, &cfg.spec, accel, (true, 1), Dirs { logs, sockets }).map(|qt| qt.target).map_err(|e| e.text())
 }
 
+/// One boot with nothing else running, for the bench: boot to agent ready
+/// with the suite's device, then a clean shutdown (else an error).
+pub fn boot_alone(cfg: &SuiteConfig, accel: Accel) -> Result<Duration, String> {
+    let logs = tempfile::Builder::new().prefix("boot-alone-").tempdir_in(&cfg.work_dir).map_err(|e| format!("log dir: {e}"))?;
+    let sockets = tempfile::Builder::new().prefix("shmem-boot-").tempdir().map_err(|e| format!("socket dir: {e}"))?;
+    let mut qt = boot(cfg, &cfg.spec, accel, (true, 1), Dirs { logs: logs.path(), sockets: sockets.path() }).map_err(|e| e.text())?;
+    let shutdown = shutdown_check(qt.target.guest.as_mut());
+    if !shutdown.passed {
+        return Err(shutdown.evidence);
+    }
+    Ok(qt.boot_time)
+}
+
 /// The accelerator `--accel` asks for, without trying a boot: auto takes
 /// KVM when it is usable (hardware-backed), else TCG, and says why.
 pub fn choose_accel(choice: AccelChoice) -> (Accel, Option<String>) {
