@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use shmem_host::vm::qemu::probe;
-use shmem_host::vm::scenario::{KnownDefect, RESERVED_CHECKS, Scenario, load_known_defects};
+use shmem_host::vm::scenario::{KnownDefect, RESERVED_CHECKS, Scenario, Step, load_known_defects};
 use shmem_host::vm::steps::upper95;
 use shmem_host::vm::{CheckResult, Verdict, judge};
 
@@ -66,6 +66,21 @@ fn labels_follow_content_not_position() {
     assert_eq!(a.labels, ["file", "map 0:0x0+0x1000", "second"]);
     // Inserting a step renames no other step's checks.
     assert_eq!(b.labels[1..], a.labels[..]);
+}
+
+#[test]
+fn probe_scale_multiplies_the_probes_iterations_and_nothing_else() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root.join("tests/scenarios/reply-before-commit.toml");
+    let shipped = Scenario::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut scaled = shipped.clone();
+    scaled.scale_probes(10);
+    let iterations = |s: &Scenario| -> Vec<u32> {
+        s.steps.iter().filter_map(|st| if let Step::ProbeReplyBeforeCommit { iterations, .. } = st { Some(*iterations) } else { None }).collect()
+    };
+    assert!(!iterations(&shipped).is_empty());
+    assert_eq!(iterations(&scaled), iterations(&shipped).iter().map(|n| n * 10).collect::<Vec<_>>());
+    assert_eq!(scaled.labels, shipped.labels);
 }
 
 #[test]

@@ -214,35 +214,37 @@ mod tests {
         ["sh", "-c", script, "worker"].iter().map(|s| s.to_string()).collect()
     }
 
-    #[test]
-    fn every_scenario_runs_once_and_its_result_lands_in_its_slot() {
+    /// Calls `f` with a pool of the five scenarios and the stand-in worker.
+    fn with_pool(f: impl FnOnce(&Pool<'_>, &[Scenario])) {
         let dir = tempfile::tempdir().expect("tempdir");
         let all = scenarios(dir.path());
         let own: Vec<&Scenario> = all.iter().collect();
         let worker = stand_in();
-        let pool = Pool::new(&worker, &own, dir.path());
-        std::thread::scope(|s| {
-            let p = &pool;
-            let helpers: Vec<_> = (0..2).map(|_| s.spawn(move || p.work(Accel::Tcg))).collect();
-            pool.work(Accel::Tcg);
-            helpers.into_iter().for_each(|h| h.join().expect("pool thread"));
+        f(&Pool::new(&worker, &own, dir.path()), &all);
+    }
+
+    #[test]
+    fn every_scenario_runs_once_and_its_result_lands_in_its_slot() {
+        with_pool(|pool, all| {
+            std::thread::scope(|s| {
+                let helpers: Vec<_> = (0..2).map(|_| s.spawn(move || pool.work(Accel::Tcg))).collect();
+                pool.work(Accel::Tcg);
+                helpers.into_iter().for_each(|h| h.join().expect("pool thread"));
+            });
+            let got: Vec<String> = pool.take_results().into_iter().map(|r| r.qemu.expect_err("stand-in result")).collect();
+            let want: Vec<String> = all.iter().map(|s| s.path.display().to_string()).collect();
+            assert_eq!(got, want);
         });
-        let got: Vec<String> = pool.take_results().into_iter().map(|r| r.qemu.expect_err("stand-in result")).collect();
-        let want: Vec<String> = all.iter().map(|s| s.path.display().to_string()).collect();
-        assert_eq!(got, want);
     }
 
     #[test]
     fn a_cancelled_pool_starts_no_worker() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let all = scenarios(dir.path());
-        let own: Vec<&Scenario> = all.iter().collect();
-        let worker = stand_in();
-        let pool = Pool::new(&worker, &own, dir.path());
-        pool.cancel.store(true, Ordering::SeqCst);
-        pool.work(Accel::Tcg);
-        for r in pool.take_results() {
-            assert_eq!(r.qemu.expect_err("not run"), "not run: the shared boot failed");
-        }
+        with_pool(|pool, _| {
+            pool.cancel.store(true, Ordering::SeqCst);
+            pool.work(Accel::Tcg);
+            for r in pool.take_results() {
+                assert_eq!(r.qemu.expect_err("not run"), "not run: the shared boot failed");
+            }
+        });
     }
 }
