@@ -548,8 +548,8 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
         // boot; this thread joins them once the shared boot is done. They
         // start at once when the accelerator is settled without a boot (TCG,
         // or KVM that cannot fall back), else once the shared boot has chosen
-        // it. Guests under TCG wait on the host as much as they compute, so
-        // one VM more than there are cores keeps the cores busy.
+        // it. One VM more than there are cores keeps the cores busy while a
+        // guest waits on the host (a timeout, an ack, a shutdown).
         let start_pool = |accel: Accel| {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(own.len());
             pool.as_ref().map_or_else(Vec::new, |p| (0..threads).map(|_| scope.spawn(move || p.work(accel))).collect())
