@@ -269,10 +269,10 @@ fn bench(args: &[String]) -> Result<bool, String> {
             println!("bench: run {k} of {runs} failed: no figures");
             return Ok(false);
         }
-        // Boot to agent ready with nothing else running (in the suite, boots share the cores).
+        // Boot to agent ready and copy bandwidth with nothing else running
+        // (in the suite, VMs share the cores).
         for b in 1..=BOOTS_ALONE {
-            let t = vm::boot_alone(&cfg, outcome.run.accel).map_err(|e| format!("bench: boot {b} alone after run {k} failed ({e}): no figures"))?;
-            alone.push(t);
+            alone.push(vm::boot_alone(&cfg, outcome.run.accel).map_err(|e| format!("bench: boot {b} alone after run {k} failed ({e}): no figures"))?);
         }
         reports.push(outcome.run);
     }

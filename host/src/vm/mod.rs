@@ -148,8 +148,6 @@ pub struct Measurements {
     pub model_unmap: Vec<Duration>,
     pub qemu_table_lag: Vec<Duration>,
     pub model_table_lag: Vec<Duration>,
-    /// Guest copy timings through a read-write mapping and in guest RAM.
-    pub bandwidth: Option<guest::CopyRounds>,
     /// Boot to agent ready, of every QEMU boot that got there.
     pub boot_times: Vec<Duration>,
 }
@@ -320,17 +318,27 @@ pub fn qemu_target(cfg: &SuiteConfig, accel: Accel, logs: &Path, sockets: &Path)
     boot(cfg, &cfg.spec, accel, (true, 1), Dirs { logs, sockets }).map(|qt| qt.target).map_err(|e| e.text())
 }
 
+/// What the bench measures on a boot with nothing else running.
+pub struct BootAlone {
+    /// Boot to agent ready.
+    pub boot_time: Duration,
+    /// Guest copy timings through a read-write mapping and in guest RAM.
+    pub bandwidth: guest::CopyRounds,
+}
+
 /// One boot with nothing else running, for the bench: boot to agent ready
-/// with the suite's device, then a clean shutdown (else an error).
-pub fn boot_alone(cfg: &SuiteConfig, accel: Accel) -> Result<Duration, String> {
+/// with the suite's device, copy bandwidth, then a clean shutdown (else an
+/// error).
+pub fn boot_alone(cfg: &SuiteConfig, accel: Accel) -> Result<BootAlone, String> {
     let logs = tempfile::Builder::new().prefix("boot-alone-").tempdir_in(&cfg.work_dir).map_err(|e| format!("log dir: {e}"))?;
     let sockets = tempfile::Builder::new().prefix("shmem-boot-").tempdir().map_err(|e| format!("socket dir: {e}"))?;
     let mut qt = boot(cfg, &cfg.spec, accel, (true, 1), Dirs { logs: logs.path(), sockets: sockets.path() }).map_err(|e| e.text())?;
+    let bandwidth = measure_bandwidth(&mut qt.target).map_err(|e| format!("bandwidth not measured: {e}"))?;
     let shutdown = shutdown_check(qt.target.guest.as_mut());
     if !shutdown.passed {
         return Err(shutdown.evidence);
     }
-    Ok(qt.boot_time)
+    Ok(BootAlone { boot_time: qt.boot_time, bandwidth })
 }
 
 /// The accelerator `--accel` asks for, without trying a boot: auto takes
@@ -620,8 +628,8 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
     })
 }
 
-/// The shared scenarios on one QEMU boot and one model, the bandwidth
-/// measurement, and the shared boot's own row (first in `reports`).
+/// The shared scenarios on one QEMU boot and one model, and the shared
+/// boot's own row (first in `reports`).
 fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, shared: &[&Scenario], reports: &mut Vec<ScenarioReport>, measurements: &mut Measurements) -> Result<(), String> {
     measurements.boot_times.push(qt.boot_time);
     let model_start = Instant::now();
@@ -645,9 +653,6 @@ fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, s
         }
         let guest = &qt.target.guest;
         rows.push(report(&scn.name, &scn.description, scn.qemu_only, q, m, &defects, || guest.log_text()));
-    }
-    if qemu_dead.is_none() {
-        measurements.bandwidth = measure_bandwidth(&mut qt.target).map_err(|e| eprintln!("vm-test: bandwidth not measured: {e}")).ok();
     }
     measurements.qemu_map = std::mem::take(&mut qt.target.map_latencies);
     measurements.qemu_unmap = std::mem::take(&mut qt.target.unmap_latencies);

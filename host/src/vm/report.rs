@@ -323,10 +323,11 @@ fn latency(runs: &[SuiteReport], pick: impl Fn(&super::Measurements) -> (&[Durat
 /// one JSON document: every figure as n/min/median/max over the runs, and
 /// ratios only from figures measured in the same run (bandwidth: the same
 /// round of the same boot). Boot to agent ready is measured alone
-/// (`boots_alone`) and, sharing the cores, inside the suite.
-pub fn bench_report(runs: &[SuiteReport], boots_alone: &[Duration]) -> String {
+/// (`boots_alone`) and, sharing the cores, inside the suite; copy bandwidth
+/// on the boots alone.
+pub fn bench_report(runs: &[SuiteReport], boots_alone: &[super::BootAlone]) -> String {
     let Some(first) = runs.first() else { return String::new() };
-    let rounds: Vec<&super::guest::CopyRounds> = runs.iter().filter_map(|r| r.measurements.bandwidth.as_ref()).collect();
+    let rounds: Vec<&super::guest::CopyRounds> = boots_alone.iter().map(|b| &b.bandwidth).collect();
     let bw = (!rounds.is_empty()).then(|| {
         json!({
             "clock": rounds.iter().map(|c| c.clock.to_string()).collect::<Vec<_>>(),
@@ -343,7 +344,7 @@ pub fn bench_report(runs: &[SuiteReport], boots_alone: &[Duration]) -> String {
         "qemu": first.qemu.version_text,
         "accel": first.accel.name(),
         "scenarios": first.scenarios.len(),
-        "boot_to_agent_ready_s": spread(boots_alone.iter().map(Duration::as_secs_f64)),
+        "boot_to_agent_ready_s": spread(boots_alone.iter().map(|b| b.boot_time.as_secs_f64())),
         "boot_to_agent_ready_in_suite_s": spread(runs.iter().flat_map(|r| r.measurements.boot_times.iter().map(Duration::as_secs_f64))),
         "suite_s": spread(runs.iter().map(|r| r.suite_time.as_secs_f64())),
         "map_ack": latency(runs, |m| (&m.qemu_map, &m.model_map)),
