@@ -188,7 +188,6 @@ impl<'a> Pool<'a> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     //! The pool against a stand-in worker (a shell line that names the
