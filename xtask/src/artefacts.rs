@@ -74,19 +74,36 @@ fn apt_install(sh: &Shell, packages: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// The version of a Debian package: installed, else the one apt would install.
+/// The version of a Debian package: installed, else the one apt would
+/// install. A fresh machine's apt lists may be empty or old: when apt knows
+/// no candidate, they are updated once (as root) and apt is asked again.
 fn package_version(sh: &Shell, name: &str) -> Result<String, String> {
     let fmt = "-f=${Version}";
     if package_installed(sh, name) {
         return cmd!(sh, "dpkg-query -W {fmt} {name}").read().map_err(err("dpkg-query"));
     }
-    let policy = cmd!(sh, "apt-cache policy {name}").quiet().ignore_stderr().read().map_err(err("apt-cache policy"))?;
-    policy
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Candidate:").map(str::trim))
-        .filter(|v| !v.is_empty() && *v != "(none)")
-        .map(str::to_string)
-        .ok_or_else(|| format!("{name} is not installed and apt knows no version of it: pass --kernel or --kernel-src"))
+    let candidate = |sh: &Shell| -> Result<(Option<String>, String), String> {
+        let policy = cmd!(sh, "apt-cache policy {name}").quiet().ignore_stderr().read().map_err(err("apt-cache policy"))?;
+        let found = policy.lines().find_map(|l| l.trim().strip_prefix("Candidate:").map(str::trim)).filter(|v| !v.is_empty() && *v != "(none)").map(str::to_string);
+        Ok((found, policy))
+    };
+    let (found, mut said) = candidate(sh)?;
+    if let Some(v) = found {
+        return Ok(v);
+    }
+    if is_root() {
+        println!("xtask: apt knows no version of {name}; updating the package lists");
+        let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
+        cmd!(sh, "apt-get update -q").quiet().ignore_stdout().run().map_err(err("apt-get update"))?;
+        let (found, policy) = candidate(sh)?;
+        if let Some(v) = found {
+            return Ok(v);
+        }
+        said = policy;
+    }
+    let said = if said.trim().is_empty() { "nothing".to_string() } else { format!("{:?}", said.trim()) };
+    let update = if is_root() { "after apt-get update, " } else { "(not root, so the lists were not updated) " };
+    Err(format!("{name} is not installed and apt knows no version of it {update}`apt-cache policy {name}` said {said}: pass --kernel or --kernel-src"))
 }
 
 /// Builds (or reuses) a bzImage from `tinyconfig` + `images/kernel.config`.
