@@ -6,8 +6,10 @@
 //! - [`channel`] + [`manager`] + [`files`]: map/unmap requests, host files,
 //!   and the ledger of what each region should show.
 //! - [`model`]: the in-process reference frontend (QEMU's stand-in and oracle).
-//!
-//! Nothing here starts QEMU or a guest; the VM runner builds on these parts.
+//! - [`range`]: the one overlap rule for ranges in a region.
+//! - [`vm`]: the VM runner, the only part that starts QEMU and a guest: it
+//!   boots them, drives scenarios on QEMU and the model, and judges what it
+//!   recorded (see its module map). The parts above know nothing of it.
 
 pub mod backend;
 pub mod channel;
@@ -15,6 +17,7 @@ pub mod files;
 pub mod manager;
 pub mod memprobe;
 pub mod model;
+pub mod range;
 pub mod server;
 pub mod spec;
 pub mod wire;

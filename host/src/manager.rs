@@ -28,6 +28,13 @@ pub struct LedgerEntry {
     pub rw: bool,
 }
 
+impl LedgerEntry {
+    /// Whether this mapping overlaps `len` bytes at `offset` of region `shmid`.
+    pub fn overlaps(&self, shmid: u8, offset: u64, len: u64) -> bool {
+        self.shmid == shmid && crate::range::overlaps((self.shm_offset, self.len), (offset, len))
+    }
+}
+
 /// What one byte of a region should show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {
@@ -206,13 +213,12 @@ impl MappingManager {
     /// Why a mapping could not be live beside the ledger's (none if it could).
     fn map_conflict(&self, new: &LedgerEntry) -> Option<String> {
         let size = self.spec.regions.get(usize::from(new.shmid)).copied().unwrap_or(0);
-        let end = match new.shm_offset.checked_add(new.len) {
-            Some(end) if new.len > 0 && end <= size => end,
-            _ => return Some(format!("{:#x}+{:#x} is not a non-empty range inside region shmid {} of {size:#x} bytes", new.shm_offset, new.len, new.shmid)),
-        };
+        if !new.shm_offset.checked_add(new.len).is_some_and(|end| new.len > 0 && end <= size) {
+            return Some(format!("{:#x}+{:#x} is not a non-empty range inside region shmid {} of {size:#x} bytes", new.shm_offset, new.len, new.shmid));
+        }
         self.ledger
             .iter()
-            .find(|e| e.shmid == new.shmid && e.shm_offset < end && new.shm_offset < e.shm_offset.saturating_add(e.len))
+            .find(|e| e.overlaps(new.shmid, new.shm_offset, new.len))
             .map(|e| format!("it overlaps the mapping at {:#x}+{:#x}", e.shm_offset, e.len))
     }
 

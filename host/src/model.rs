@@ -196,6 +196,12 @@ impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Offset of region `shmid` in the model's BAR (see [`crate::spec::pack_regions`]).
+    fn window(&self, shmid: u8) -> u64 {
+        let sizes: Vec<u64> = self.regions.iter().map(|r| r.as_ref().map_or(0, |r| r.size)).collect();
+        crate::spec::pack_regions(&sizes).into_iter().find(|w| w.0 == shmid).map_or(0, |w| w.1)
+    }
 }
 
 /// A connected model frontend.
@@ -285,9 +291,11 @@ impl ModelFrontend {
         send_mem_table(&self.inner).map_err(|e| io::Error::other(format!("model frontend: SET_MEM_TABLE: {e}")))
     }
 
-    /// Region sizes by shmid as GET_SHMEM_CONFIG reported them (0 = unused).
-    pub fn region_sizes(&self) -> Vec<u64> {
-        self.inner.regions.iter().map(|r| r.as_ref().map_or(0, |r| r.size)).collect()
+    /// Where the model put each region in its shared-memory BAR
+    /// (`(shmid, offset, size)`), packed from what GET_SHMEM_CONFIG reported
+    /// as QEMU packs them.
+    pub fn region_windows(&self) -> Vec<(u8, u64, u64)> {
+        crate::spec::pack_regions(&self.inner.regions.iter().map(|r| r.as_ref().map_or(0, |r| r.size)).collect::<Vec<_>>())
     }
 
     fn region(&self, shmid: u8, offset: u64, len: u64) -> io::Result<&Region> {
@@ -472,9 +480,8 @@ fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) ->
         Some(end) if end <= region.size => {}
         _ => return Err(reject(libc::EFAULT, "Bad offset/len for mmap")),
     }
-    let end = msg.shm_offset + msg.len;
     if !st.faults.skip_overlap_check
-        && st.mappings.iter().any(|m| m.shmid == msg.shmid && m.shm_offset < end && msg.shm_offset < m.shm_offset + m.len)
+        && st.mappings.iter().any(|m| m.shmid == msg.shmid && crate::range::overlaps((m.shm_offset, m.len), (msg.shm_offset, msg.len)))
     {
         return Err(reject(libc::EFAULT, "mapping overlap"));
     }
@@ -659,7 +666,7 @@ fn send_mem_table(inner: &Inner) -> Result<(), String> {
     // A mapping of a read-only fd cannot be in the table: backends map
     // memory-table regions read-write (QEMU never gets here: it refuses such fds).
     for m in st.mappings.iter().filter(|m| fd_writable(&m.fd)) {
-        let window: u64 = inner.regions[..usize::from(m.shmid)].iter().flatten().map(|r| r.size).sum();
+        let window = inner.window(m.shmid);
         let base = inner.regions[usize::from(m.shmid)].as_ref().map_or(0, |r| r.base);
         table.push(VhostUserMemoryRegionInfo {
             guest_phys_addr: MODEL_BAR_BASE + window + m.shm_offset,

@@ -123,20 +123,27 @@ impl DeviceSpec {
         Ok(regions)
     }
 
-    /// Offset of each region inside the shared-memory BAR: QEMU packs regions
-    /// back to back in ascending shmid order.
-    pub fn bar_offset(&self, shmid: u8) -> Option<u64> {
-        let idx = usize::from(shmid);
-        if idx >= self.regions.len() || self.regions[idx] == 0 {
-            return None;
-        }
-        Some(self.regions[..idx].iter().sum())
-    }
-
-    /// Sum of all region sizes: the size of the shared-memory BAR.
+    /// Sum of all region sizes: the size of the shared-memory BAR (saturating).
     pub fn total_size(&self) -> u64 {
-        self.regions.iter().sum()
+        self.regions.iter().fold(0u64, |a, &b| a.saturating_add(b))
     }
+}
+
+/// Where a frontend puts each region in the shared-memory BAR, as QEMU
+/// 11.1 does: back to back in ascending shmid order, unused shmids (size 0)
+/// skipped. `(shmid, offset in the BAR, size)`. The one place this rule is
+/// written; the layout check does not use it (it compares with the layout
+/// the suite file states).
+pub fn pack_regions(sizes: &[u64]) -> Vec<(u8, u64, u64)> {
+    let mut offset = 0u64;
+    let mut out = Vec::new();
+    for (shmid, &size) in sizes.iter().enumerate().take(MAX_REGIONS) {
+        if size != 0 {
+            out.push((shmid as u8, offset, size));
+            offset = offset.saturating_add(size);
+        }
+    }
+    out
 }
 
 /// Parses `4096`, `0x1000`, `64K`, `1M`, `2G`.

@@ -36,7 +36,7 @@ fn binary_serves_one_frontend_and_reports_it() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let model = ModelFrontend::connect(&sock, 1, Faults::default()).unwrap();
-    assert_eq!(model.region_sizes(), vec![0x10000, 0x10000]);
+    assert_eq!(model.region_windows(), vec![(0, 0, 0x10000), (1, 0x10000, 0x10000)]);
     drop(model);
     let status = wait_with_timeout(&mut child, Duration::from_secs(10));
     let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();

@@ -35,7 +35,7 @@ fn guest_read(r: &Rig, shmid: u8, off: u64, len: u64) -> Result<Vec<u8>, Access>
 #[test]
 fn negotiation_and_shmem_config_report_the_configured_regions() {
     let r = rig(vec![0x10000, 0, 0x30000]);
-    assert_eq!(r.model.region_sizes(), vec![0x10000, 0, 0x30000]);
+    assert_eq!(r.model.region_windows(), vec![(0, 0, 0x10000), (2, 0x10000, 0x30000)]);
     let rec = r.server.recorder().lock();
     assert_eq!(rec.shmem_config_requests, 1);
     assert_eq!(rec.acked_protocol_features, Some(offered_protocol_features().bits()));

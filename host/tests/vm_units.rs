@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use shmem_host::vm::qemu::probe;
-use shmem_host::vm::scenario::{KnownDefect, RESERVED_CHECKS, Scenario, Step, load_known_defects};
-use shmem_host::vm::steps::upper95;
-use shmem_host::vm::{CheckResult, Verdict, judge};
+use shmem_host::vm::defects::{KnownDefect, load_known_defects};
+use shmem_host::vm::probe::rate_upper_bound;
+use shmem_host::vm::scenario::{RESERVED_CHECKS, Scenario, Step};
+use shmem_host::vm::{CheckResult, ErrorKind, Failure, Verdict, judge};
 
 #[test]
 fn an_unknown_key_is_refused_with_file_line_and_column() {
@@ -119,7 +120,7 @@ fn verdicts_follow_the_known_defects_by_signature() {
     let d = defect("ro", &[("ack", "0")]);
     let listed = [&d];
     assert!(matches!(judge(Ok(vec![check("a", true)]), &[]), Verdict::Pass));
-    assert!(matches!(judge(Ok(vec![check("ro", false).with("ack", "0")]), &listed), Verdict::KnownFailure(_)));
+    assert!(matches!(judge(Ok(vec![check("ro", false).with("ack", "0")]), &listed), Verdict::KnownFailure { .. }));
     // The same check failing with other facts is a failure, with the listing shown.
     match judge(Ok(vec![check("ro", false).with("ack", "7")]), &listed) {
         Verdict::Fail(j) => assert_eq!(j[0].listed.as_ref().map(|l| l.1.as_str()), Some("ack=0")),
@@ -127,7 +128,7 @@ fn verdicts_follow_the_known_defects_by_signature() {
     }
     assert!(matches!(judge(Ok(vec![check("ro", false).with("ack", "0"), check("b", false)]), &listed), Verdict::Fail(_)));
     assert!(matches!(judge(Ok(vec![check("ro", false)]), &[]), Verdict::Fail(_)));
-    assert!(matches!(judge(Err("boom".into()), &listed), Verdict::Error(_)));
+    assert!(matches!(judge(Err(Failure { kind: ErrorKind::Io, message: "boom".into() }), &listed), Verdict::Error(_)));
     assert!(!Verdict::UnexpectedPass(vec![]).ok() && !Verdict::Error(String::new()).ok());
 }
 
@@ -145,7 +146,7 @@ fn a_listed_defect_that_passes_or_never_runs_is_an_unexpected_pass_naming_the_en
 #[test]
 fn a_crash_matches_only_its_signal_and_step() {
     let d = defect("frontend-survives", &[("exit", "signal 11 (SIGSEGV)"), ("step", "map-early"), ("said", "oops")]);
-    assert!(matches!(judge(Ok(vec![crash("map-early", "signal 11 (SIGSEGV)")]), &[&d]), Verdict::KnownFailure(_)));
+    assert!(matches!(judge(Ok(vec![crash("map-early", "signal 11 (SIGSEGV)")]), &[&d]), Verdict::KnownFailure { .. }));
     // A clean refusal, a guest panic (status 0 under -no-reboot), another
     // signal, another step: all fail, none hides behind the listed crash.
     for (step, exit) in [("map-early", "status 1"), ("map-early", "status 0"), ("map-early", "signal 6 (SIGABRT)"), ("unmap", "signal 11 (SIGSEGV)")] {
@@ -161,14 +162,14 @@ fn an_intermittent_defect_not_seen_is_a_fix_only_when_the_bound_is_clearly_below
     d.rate = Some(0.001);
     let passed = |bound: f64| check("rbc/map", true).with("upper95", format!("{bound:.6}"));
     // 2000 iterations, none stale: bound 0.15 %, not below 0.05 %: inconclusive.
-    assert!(matches!(judge(Ok(vec![passed(0.0015)]), &[&d]), Verdict::KnownFailure(_)));
+    assert!(matches!(judge(Ok(vec![passed(0.0015)]), &[&d]), Verdict::KnownFailure { .. }));
     // 30000 iterations, none stale: bound 0.01 %: the defect is gone.
     assert!(matches!(judge(Ok(vec![passed(0.0001)]), &[&d]), Verdict::UnexpectedPass(_)));
     // Seen: a known failure when it looks as listed.
-    assert!(matches!(judge(Ok(vec![check("rbc/map", false).with("stale_seen", "hole")]), &[&d]), Verdict::KnownFailure(_)));
+    assert!(matches!(judge(Ok(vec![check("rbc/map", false).with("stale_seen", "hole")]), &[&d]), Verdict::KnownFailure { .. }));
     assert!(matches!(judge(Ok(vec![check("rbc/map", false).with("stale_seen", "other bytes")]), &[&d]), Verdict::Fail(_)));
-    assert!((upper95(0, 2000) - 0.001497).abs() < 1e-5, "{}", upper95(0, 2000));
-    assert!(upper95(3, 1000) > 0.003 && upper95(3, 1000) < 0.01);
+    assert!((rate_upper_bound(0, 2000) - 0.001497).abs() < 1e-5, "{}", rate_upper_bound(0, 2000));
+    assert!(rate_upper_bound(3, 1000) > 0.003 && rate_upper_bound(3, 1000) < 0.01);
 }
 
 #[test]
@@ -197,9 +198,9 @@ fn a_known_defects_file_without_a_signature_or_with_a_range_is_refused() {
 
 #[test]
 fn the_probe_refuses_a_path_that_is_not_a_qemu() {
-    let err = probe(Path::new("/bin/true")).unwrap_err();
+    let err = probe(Path::new("/bin/true")).unwrap_err().to_string();
     assert!(err.contains("is not a QEMU"), "{err}");
-    let err = probe(Path::new("/nonexistent/qemu")).unwrap_err();
+    let err = probe(Path::new("/nonexistent/qemu")).unwrap_err().to_string();
     assert!(err.contains("cannot be run"), "{err}");
 }
 
@@ -209,6 +210,6 @@ fn the_probe_refuses_an_old_qemu_naming_both_versions() {
     let fake = dir.path().join("qemu-system-x86_64");
     std::fs::write(&fake, "#!/bin/sh\necho 'QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7)'\n").unwrap();
     std::process::Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
-    let err = probe(&fake).unwrap_err();
+    let err = probe(&fake).unwrap_err().to_string();
     assert!(err.contains("7.2.15") && err.contains(">= 11.1.0"), "{err}");
 }

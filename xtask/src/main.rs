@@ -10,7 +10,8 @@ use std::time::Duration;
 use std::process::ExitCode;
 
 use shmem_host::vm::qemu::{Accel, QemuInfo, probe};
-use shmem_host::vm::scenario::{Scenario, SuiteFile, load_known_defects};
+use shmem_host::vm::defects::load_known_defects;
+use shmem_host::vm::scenario::{Scenario, SuiteFile};
 use shmem_host::vm::{self, AccelChoice, SuiteConfig, report};
 use xshell::{Shell, cmd};
 
@@ -121,7 +122,7 @@ fn load_scenarios(root: &Path, filter: Option<&str>, probe_scale: u32) -> Result
 /// baseline (A) too and what changed from it to `run` (B).
 struct Outcome {
     run: vm::SuiteReport,
-    baseline: Option<(vm::SuiteReport, report::Comparison)>,
+    baseline: Option<(vm::SuiteReport, vm::verdict::Comparison)>,
 }
 
 impl Outcome {
@@ -216,6 +217,7 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
         initramfs,
         accel: o.accel,
         spec,
+        layout: suite.device.layout(),
         scenarios,
         known_defects,
         known_defects_source,
@@ -236,12 +238,12 @@ fn worker_command(q: &QemuInfo, kernel: &Path, initramfs: &Path, probe_scale: u3
 fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let (cfg, other) = suite_config(o)?;
     vm::install_interrupt_handler();
-    let a = vm::run_suite(&cfg)?;
+    let a = vm::run_suite(&cfg).map_err(|e| e.to_string())?;
     let Some(other) = other else { return Ok(Outcome { run: a, baseline: None }) };
     println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
     let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale)?);
-    let b = vm::run_suite(&SuiteConfig { worker, qemu: other, ..cfg })?;
-    let c = report::compare(&a, &b);
+    let b = vm::run_suite(&SuiteConfig { worker, qemu: other, ..cfg }).map_err(|e| e.to_string())?;
+    let c = vm::verdict::compare(&a, &b);
     Ok(Outcome { run: b, baseline: Some((a, c)) })
 }
 
@@ -324,6 +326,7 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
         initramfs,
         accel: o.accel,
         spec: spec.clone(),
+        layout: suite.device.layout(),
         scenarios: Vec::new(),
         known_defects: Vec::new(),
         known_defects_source: String::new(),
@@ -339,7 +342,7 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
     };
     let mut leaks = before.leaks_after(logs.path(), Duration::from_secs(1));
     leaks.extend(before.leftovers_in(sockets.path()));
-    let report = report?;
+    let report = report.map_err(|e| e.to_string())?;
     println!("fuzz: seed {seed}: {} operations, {} distinct states, {} fresh starts", report.ops, report.states, report.fresh_starts);
     for (id, n) in &report.known {
         println!("fuzz: known divergence `{id}` seen {n} times");
@@ -390,6 +393,7 @@ fn own_boot_worker(args: &[String]) -> Result<bool, String> {
         initramfs: initramfs.into(),
         accel: AccelChoice::Tcg,
         spec: suite.device.spec(),
+        layout: suite.device.layout(),
         scenarios: vec![scn.clone()],
         known_defects: Vec::new(),
         known_defects_source: String::new(),

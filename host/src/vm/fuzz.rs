@@ -14,11 +14,46 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::scenario::{BackendMode, KnownDefect, Scenario, Size, Step, step_labels};
-use super::steps::{CheckResult, Target, run_steps, table_holds};
+use super::boot::BootError;
+use super::check::{CheckResult, facts_text};
+use super::defects::KnownDefect;
+use super::error::RunError;
+use super::guest::GuestError;
+use super::scenario::{BackendMode, Scenario, Size, Step, step_labels};
+use super::steps::{StepError, Target, run_steps, table_holds};
 use crate::channel::{ShmemMsg, ShmemOp};
 use crate::files::fnv1a64;
-use crate::manager::{Attach, MAP_RW, Want};
+use crate::manager::{Attach, MAP_RW, ManagerError, Want};
+
+/// Why a fuzz run could not go on (a divergence is a finding, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum FuzzError {
+    #[error("starting a frontend: {0}")]
+    Boot(#[from] BootError),
+    #[error("the oracle: {0}")]
+    Oracle(#[from] StepError),
+    #[error("the subject: {0}")]
+    Subject(#[from] RunError),
+    /// The frontends stayed apart after a known divergence was put right.
+    #[error("the frontends did not come back in step after a known divergence")]
+    OutOfStep,
+    #[error("the divergence did not recur on fresh frontends ({0}); it is not reproducible from the operations alone")]
+    NotReproducible(String),
+    #[error("writing the scenario: {0}")]
+    Write(String),
+}
+
+impl From<GuestError> for FuzzError {
+    fn from(e: GuestError) -> Self {
+        FuzzError::Oracle(e.into())
+    }
+}
+
+impl From<ManagerError> for FuzzError {
+    fn from(e: ManagerError) -> Self {
+        FuzzError::Oracle(e.into())
+    }
+}
 
 /// The files every fuzz run maps: name and size.
 const FILES: [(&str, u64); 3] = [("f0", 0x10000), ("f1", 0x10000), ("f2", 0x4000)];
@@ -56,6 +91,17 @@ pub enum AttachKind {
     File,
     NoFd,
     ReadOnlyFd,
+}
+
+impl AttachKind {
+    /// As the fact `attach` names it (the known-defects list matches on it).
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachKind::File => "File",
+            AttachKind::NoFd => "NoFd",
+            AttachKind::ReadOnlyFd => "ReadOnlyFd",
+        }
+    }
 }
 
 /// One generated operation (the oracle supplies its expectation).
@@ -202,7 +248,7 @@ fn touched(op: &Op, before: &[crate::manager::LedgerEntry], after: &[crate::mana
         Op::Unmap { shmid, shm_offset, len } if find(after, shmid, shm_offset, len).is_none() => find(before, shmid, shm_offset, len).map(mapping).unwrap_or_default(),
         Op::GuestWrite { shmid, offset, len, .. } => {
             let end = offset + len;
-            let overlapping: Vec<_> = after.iter().filter(|e| e.shmid == shmid && e.shm_offset < end && offset < e.shm_offset + e.len).collect();
+            let overlapping: Vec<_> = after.iter().filter(|e| e.overlaps(shmid, offset, len)).collect();
             let inside_one = overlapping.len() == 1 && overlapping[0].shm_offset <= offset && end <= overlapping[0].shm_offset + overlapping[0].len;
             if overlapping.is_empty() || inside_one { vec![Op::GuestRead { shmid, offset, len }] } else { Vec::new() }
         }
@@ -221,11 +267,10 @@ fn reason_keyword(said: &str) -> Option<&'static str> {
 /// The oracle's side of an operation: carried out on the correct model, the
 /// answer becomes the step's expectation. Also returns the oracle's words
 /// (its reason) for the divergence's facts.
-fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), String> {
+fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), FuzzError> {
     let name = |f: usize| FILES[f].0.to_string();
     let full = |f: usize| format!("fuzz/{}", FILES[f].0);
     let check = format!("op{n}");
-    let e2s = |e: crate::manager::ManagerError| e.to_string();
     Ok(match *op {
         Op::Map { shmid, file, fd_offset, shm_offset, len, rw, attach, flags } => {
             let msg = ShmemMsg { shmid, fd_offset, shm_offset, len, flags: flags.unwrap_or(if rw { MAP_RW } else { 0 }) };
@@ -236,8 +281,8 @@ fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), Stri
                 AttachKind::ReadOnlyFd => Attach::ReadOnly(&f),
             };
             let mark = oracle.guest.log_mark();
-            let o = oracle.mgr.send(ShmemOp::Map, msg, how, Want::Either).map_err(e2s)?;
-            oracle.guest.ping(Duration::from_secs(5))?;
+            let o = oracle.mgr.send(ShmemOp::Map, msg, how, Want::Either)?;
+            oracle.guest.sign_of_life(Duration::from_secs(5))?;
             let said = oracle.guest.log_since(mark);
             let step = Step::Map {
                 check: Some(check),
@@ -257,8 +302,8 @@ fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), Stri
         }
         Op::Unmap { shmid, shm_offset, len } => {
             let mark = oracle.guest.log_mark();
-            let o = oracle.mgr.unmap(shmid, shm_offset, len).map_err(e2s)?;
-            oracle.guest.ping(Duration::from_secs(5))?;
+            let o = oracle.mgr.unmap(shmid, shm_offset, len)?;
+            oracle.guest.sign_of_life(Duration::from_secs(5))?;
             let said = oracle.guest.log_since(mark);
             let reason = (o.reply.ack != 0).then(|| reason_keyword(&said).map(str::to_string)).flatten();
             (Step::Unmap { check: Some(check), shmid, shm_offset: Size(shm_offset), len: Size(len), ack: o.reply.ack, reason }, said)
@@ -268,7 +313,7 @@ fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), Stri
             (Step::ExpectDigest { check, shmid: Some(shmid), file: None, offset: Size(offset), len: Size(len), digest: format!("{digest:016x}") }, String::new())
         }
         Op::FileRead { file, offset, len } => {
-            let data = oracle.mgr.file(&full(file)).map_err(e2s)?.read(offset, len).map_err(|e| e.to_string())?;
+            let data = oracle.mgr.file(&full(file))?.read(offset, len).map_err(StepError::host_file(&full(file)))?;
             (Step::ExpectDigest { check, shmid: None, file: Some(name(file)), offset: Size(offset), len: Size(len), digest: format!("{:016x}", fnv1a64(&data)) }, String::new())
         }
         Op::GuestWrite { shmid, offset, len, seed } => {
@@ -276,7 +321,7 @@ fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), Stri
             (Step::GuestWrite { shmid, offset: Size(offset), len: Size(len), seed }, String::new())
         }
         Op::HostWrite { file, offset, len, seed } => {
-            oracle.mgr.file(&full(file)).map_err(e2s)?.fill(offset, len, seed).map_err(|e| e.to_string())?;
+            oracle.mgr.file(&full(file))?.fill(offset, len, seed).map_err(StepError::host_file(&full(file)))?;
             (Step::HostWrite { file: name(file), offset: Size(offset), len: Size(len), seed }, String::new())
         }
         Op::Reset { init } => {
@@ -285,15 +330,15 @@ fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), Stri
             (Step::GuestReset { init }, String::new())
         }
         Op::MemTable { shmid, file, shm_offset, len } => {
-            let id = oracle.mgr.file(&full(file)).map_err(e2s)?.id();
+            let id = oracle.mgr.file(&full(file))?.id();
             let addr = oracle.guest.region_addr(shmid)? + shm_offset;
             // Once the oracle has applied what it acked, its latest table is current.
-            oracle.guest.ping(Duration::from_secs(5))?;
+            oracle.guest.sign_of_life(Duration::from_secs(5))?;
             let present = oracle.recorder.lock().mem_tables.last().is_some_and(|m| table_holds(m, addr, len, id));
             (Step::ExpectMemTable { check, shmid, shm_offset: Size(shm_offset), len: Size(len), file: name(file), present }, String::new())
         }
         Op::Released { file } => {
-            let id = oracle.mgr.file(&full(file)).map_err(e2s)?.id();
+            let id = oracle.mgr.file(&full(file))?.id();
             let held = oracle.guest.holds(id)?;
             // Only "released" can be checked: a file the oracle holds says nothing.
             let step = if held.is_empty() { Step::ExpectReleased { check, file: name(file) } } else { Step::ExpectAlive { check } };
@@ -305,7 +350,7 @@ fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), Stri
 
 /// Runs one step on the subject; its failed checks (a passing
 /// `frontend-survives` is dropped).
-fn run_one(subject: &mut Target, step: Step, name: &str) -> Result<Vec<CheckResult>, String> {
+fn run_one(subject: &mut Target, step: Step, name: &str) -> Result<Vec<CheckResult>, FuzzError> {
     let labels = step_labels(std::slice::from_ref(&step));
     let scn = Scenario {
         name: name.into(),
@@ -349,7 +394,7 @@ fn divergences(op: &Op, said: &str, failed: Vec<CheckResult>, cx: Context) -> Ve
             let kind = if c.check == "frontend-survives" { c.check.clone() } else { format!("{}{suffix}", op.kind()) };
             c = c.with("op", format!("{op:?}")).with("oracle_said", said.lines().next().unwrap_or("")).with("device", if cx.started { "started" } else { "stopped" });
             if let Op::Map { attach, .. } = op {
-                c = c.with("attach", format!("{attach:?}"));
+                c = c.with("attach", attach.name());
             }
             if cx.ro_written.iter().any(|&w| w) {
                 c = c.with("ro_write", "yes");
@@ -364,12 +409,12 @@ fn divergences(op: &Op, said: &str, failed: Vec<CheckResult>, cx: Context) -> Ve
 
 /// Makes fresh targets: the subject and the oracle.
 pub struct Targets<'a> {
-    pub subject: &'a mut dyn FnMut() -> Result<Target, String>,
-    pub oracle: &'a mut dyn FnMut() -> Result<Target, String>,
+    pub subject: &'a mut dyn FnMut() -> Result<Target, BootError>,
+    pub oracle: &'a mut dyn FnMut() -> Result<Target, BootError>,
 }
 
 /// Both targets, fresh, with the fuzz files created and filled alike.
-fn fresh(t: &mut Targets<'_>) -> Result<(Target, Target), String> {
+fn fresh(t: &mut Targets<'_>) -> Result<(Target, Target), FuzzError> {
     let (mut s, mut o) = ((t.subject)()?, (t.oracle)()?);
     create_files(&mut s)?;
     create_files(&mut o)?;
@@ -382,9 +427,10 @@ fn first_seed(i: usize) -> u8 {
 }
 
 /// Creates the fuzz files on a target, each filled with its first pattern.
-fn create_files(t: &mut Target) -> Result<(), String> {
+fn create_files(t: &mut Target) -> Result<(), FuzzError> {
     for (i, (name, size)) in FILES.iter().enumerate() {
-        t.mgr.create_file(&format!("fuzz/{name}"), *size).map_err(|e| e.to_string())?.fill(0, *size, first_seed(i)).map_err(|e| e.to_string())?;
+        let name = format!("fuzz/{name}");
+        t.mgr.create_file(&name, *size)?.fill(0, *size, first_seed(i)).map_err(StepError::host_file(&name))?;
     }
     Ok(())
 }
@@ -440,12 +486,12 @@ impl Context {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn play(ops: &[Op], s: &mut Target, o: &mut Target, known: &[KnownDefect], target: Option<&str>, from: usize, cx: &mut Context) -> Result<Replay, String> {
+fn play(ops: &[Op], s: &mut Target, o: &mut Target, known: &[KnownDefect], target: Option<&str>, from: usize, cx: &mut Context) -> Result<Replay, FuzzError> {
     let mut r = Replay { unknown: None, known: BTreeMap::new(), died: false };
     for (i, op) in ops.iter().enumerate() {
         match op {
             Op::GuestWrite { shmid, offset, len, .. } => {
-                for e in o.mgr.ledger().iter().filter(|e| e.shmid == *shmid && !e.rw && e.shm_offset < offset + len && *offset < e.shm_offset + e.len) {
+                for e in o.mgr.ledger().iter().filter(|e| !e.rw && e.overlaps(*shmid, *offset, *len)) {
                     cx.ro_written[file_index(&e.file)] = true;
                 }
             }
@@ -512,7 +558,7 @@ pub struct Found {
 }
 
 /// The fuzz loop; see the module comment.
-pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, String> {
+pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, FuzzError> {
     let start = Instant::now();
     let mut rng = Rng::new(cfg.seed);
     let mut report = FuzzReport::default();
@@ -551,7 +597,7 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, String>
             let again = play(&fix, &mut s, &mut o, &cfg.known, None, history.len(), &mut cx)?;
             history.extend(fix);
             if again.unknown.is_some() || again.died {
-                return Err("the frontends did not come back in step after a known divergence".into());
+                return Err(FuzzError::OutOfStep);
             }
         }
         for (id, n) in r.known {
@@ -585,21 +631,21 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, String>
 }
 
 /// Whether `ops`, replayed on fresh targets, shows the divergence `key`.
-fn reproduces(t: &mut Targets<'_>, ops: &[Op], key: &str) -> Result<bool, String> {
+fn reproduces(t: &mut Targets<'_>, ops: &[Op], key: &str) -> Result<bool, FuzzError> {
     let (mut s, mut o) = fresh(t)?;
     Ok(play(ops, &mut s, &mut o, &[], Some(key), 0, &mut Context::fresh())?.unknown.is_some())
 }
 
 /// Delta debugging (ddmin): drops chunks of operations while the shorter
 /// sequence, replayed on fresh frontends, still shows the divergence.
-fn shrink(cfg: &FuzzConfig, t: &mut Targets<'_>, history: Vec<Op>, d: Divergence) -> Result<Found, String> {
+fn shrink(cfg: &FuzzConfig, t: &mut Targets<'_>, history: Vec<Op>, d: Divergence) -> Result<Found, FuzzError> {
     let key = d.key();
     let original_len = history.len();
     let deadline = Instant::now() + cfg.shrink_time;
     let mut ops = history;
     let mut minimal = false;
     if !reproduces(t, &ops, &key)? {
-        return Err(format!("the divergence did not recur on fresh frontends ({key}); it is not reproducible from the operations alone"));
+        return Err(FuzzError::NotReproducible(key));
     }
     let mut n = 2usize;
     let mut out_of_time = false;
@@ -651,7 +697,7 @@ struct ScenarioOut {
 /// Writes `found-HASH.toml`: the files, then each operation as a step with
 /// the oracle's expectation. It fails where the subject diverged and passes
 /// on the correct model.
-fn write_scenario(cfg: &FuzzConfig, t: &mut Targets<'_>, ops: &[Op], d: &Divergence, original_len: usize, minimal: bool) -> Result<PathBuf, String> {
+fn write_scenario(cfg: &FuzzConfig, t: &mut Targets<'_>, ops: &[Op], d: &Divergence, original_len: usize, minimal: bool) -> Result<PathBuf, FuzzError> {
     let mut oracle = (t.oracle)()?;
     let mut steps = Vec::new();
     create_files(&mut oracle)?;
@@ -671,13 +717,13 @@ fn write_scenario(cfg: &FuzzConfig, t: &mut Targets<'_>, ops: &[Op], d: &Diverge
         ops.len(),
         if minimal { "" } else { ", not minimal: shrinking ran out of time" },
         d.kind,
-        super::scenario::facts_text(&facts)
+        facts_text(&facts)
     );
-    let text = toml::to_string(&ScenarioOut { description, own_boot: true, step: steps }).map_err(|e| format!("writing the scenario: {e}"))?;
+    let text = toml::to_string(&ScenarioOut { description, own_boot: true, step: steps }).map_err(|e| FuzzError::Write(e.to_string()))?;
     let name = format!("found-{:08x}", fnv1a64(text.as_bytes()) as u32);
-    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| format!("create {}: {e}", cfg.out_dir.display()))?;
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| FuzzError::Write(format!("create {}: {e}", cfg.out_dir.display())))?;
     let path = cfg.out_dir.join(format!("{name}.toml"));
-    Scenario::parse(&path, &text).map_err(|e| format!("the written scenario does not load: {e}"))?;
-    std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+    Scenario::parse(&path, &text).map_err(|e| FuzzError::Write(format!("the written scenario does not load: {e}")))?;
+    std::fs::write(&path, text).map_err(|e| FuzzError::Write(format!("write {}: {e}", path.display())))?;
     Ok(path)
 }

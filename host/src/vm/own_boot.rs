@@ -8,17 +8,21 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::boot::{BootError, Dirs, boot, finish};
+use super::check::CheckResult;
+use super::error::{ErrorKind, Failure, RunOutcome};
 use super::qemu::{self, Accel};
 use super::scenario::{self, Scenario};
-use super::{BootError, CheckResult, Dirs, ScenarioReport, SuiteConfig, boot, defects_for, finish, interrupted, leaks, report, run_model_boot, run_on, scenario_spec};
+use super::suite::{ScenarioReport, SuiteConfig, defects_for, report, run_model_boot, run_on};
+use super::{interrupted, leaks};
 
 /// What one own boot produced, before judging: passed between a worker
 /// process and the runner as JSON.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct OwnBootRun {
-    pub qemu: Result<Vec<CheckResult>, String>,
+    pub qemu: RunOutcome,
     pub qemu_secs: f64,
-    pub model: Result<Vec<CheckResult>, String>,
+    pub model: RunOutcome,
     pub model_secs: f64,
     pub qemu_log: String,
     /// Boot to agent ready, when the guest got there.
@@ -27,8 +31,9 @@ pub struct OwnBootRun {
 
 impl OwnBootRun {
     /// A run that could not happen, on both targets.
-    pub fn failed(why: String) -> Self {
-        OwnBootRun { qemu: Err(why.clone()), qemu_secs: 0.0, model: Err(why), model_secs: 0.0, qemu_log: String::new(), boot_secs: None }
+    pub fn failed(kind: ErrorKind, why: String) -> Self {
+        let f = Failure { kind, message: why };
+        OwnBootRun { qemu: Err(f.clone()), qemu_secs: 0.0, model: Err(f), model_secs: 0.0, qemu_log: String::new(), boot_secs: None }
     }
 }
 
@@ -36,16 +41,16 @@ impl OwnBootRun {
 /// QEMU), then the self-check that nothing of that boot remains. The leak
 /// check looks at the whole process: run one own boot at a time per process.
 pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &Path, sockets: &Path) -> OwnBootRun {
-    let spec = scenario_spec(&cfg.spec, scn);
+    let device = cfg.device_of(scn);
     // Inside the run directory, which is kept when the run fails.
     let dir = run_dir.join(&scn.name);
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        return OwnBootRun::failed(format!("create {}: {e}", dir.display()));
+        return OwnBootRun::failed(ErrorKind::Io, format!("create {}: {e}", dir.display()));
     }
     let start = Instant::now();
     let before = leaks::Snapshot::take();
     let mut boot_secs = None;
-    let (mut q, qemu_log) = match boot(cfg, &spec, accel, (scn.init, scn.smp), Dirs { logs: &dir, sockets }) {
+    let (mut q, qemu_log) = match boot(&cfg.boot_spec(&device, Some(scn)), accel, Dirs { logs: &dir, sockets }) {
         Ok(mut qt) => {
             boot_secs = Some(qt.boot_time.as_secs_f64());
             let (res, took) = run_on(scn, &mut qt.target, false);
@@ -58,7 +63,7 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
             ((res, took), qt.target.guest.log_text())
         }
         Err(BootError::Died(death)) => ((Ok(vec![CheckResult::died("boot", &death)]), start.elapsed()), death.said),
-        Err(BootError::Other(e)) => ((Err(e), start.elapsed()), String::new()),
+        Err(e) => ((Err(Failure { kind: e.kind(), message: e.to_string() }), start.elapsed()), String::new()),
     };
     // Everything of that boot is torn down now: nothing of it may remain.
     let mut leaks = before.leaks_after(&dir, Duration::from_secs(1));
@@ -67,7 +72,7 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
         let evidence = if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
         checks.push(CheckResult::new("no-leaks", leaks.is_empty(), evidence).with("leaks", leaks.len()));
     }
-    let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { run_model_boot(&spec, scn, sockets) };
+    let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { run_model_boot(&device, scn, sockets) };
     OwnBootRun { qemu: q.0, qemu_secs: q.1.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs }
 }
 
@@ -77,7 +82,7 @@ pub(super) fn own_boot_report(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, r
     let defects = defects_for(cfg, accel, &scn.name);
     let (q, m) = ((run.qemu, Duration::from_secs_f64(run.qemu_secs)), (run.model, Duration::from_secs_f64(run.model_secs)));
     let log = run.qemu_log;
-    report(&scn.name, &scn.description, scn.qemu_only, q, m, &defects, || log)
+    report((&scn.name, &scn.description), scn.qemu_only, q, m, &defects, || log)
 }
 
 /// How long one own-boot worker process may take before it is killed.
@@ -87,7 +92,7 @@ const WORKER_LIMIT: Duration = Duration::from_secs(900);
 /// log dir), which has its own fd table, so its leak self-check is its own.
 fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path) -> OwnBootRun {
     let failed = OwnBootRun::failed;
-    let Some((program, args)) = worker.split_first() else { return failed("no own-boot worker command".into()) };
+    let Some((program, args)) = worker.split_first() else { return failed(ErrorKind::Appliance, "no own-boot worker command".into()) };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args)
         .arg("--scenario")
@@ -99,7 +104,7 @@ fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path) -> O
         .stdout(std::process::Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return failed(format!("starting the own-boot worker {program}: {e}")),
+        Err(e) => return failed(ErrorKind::Io, format!("starting the own-boot worker {program}: {e}")),
     };
     let mut out = child.stdout.take();
     let reader = std::thread::spawn(move || {
@@ -114,8 +119,8 @@ fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path) -> O
         match child.try_wait() {
             Ok(Some(s)) => break Ok(s),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => break Err(format!("the own-boot worker for {} did not end within {WORKER_LIMIT:?}; killed", scn.name)),
-            Err(e) => break Err(format!("waiting for the own-boot worker: {e}")),
+            Ok(None) => break Err((ErrorKind::Timeout, format!("the own-boot worker for {} did not end within {WORKER_LIMIT:?}; killed", scn.name))),
+            Err(e) => break Err((ErrorKind::Io, format!("waiting for the own-boot worker: {e}"))),
         }
     };
     if status.is_err() {
@@ -124,8 +129,8 @@ fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path) -> O
     }
     let text = reader.join().unwrap_or_default();
     match status {
-        Err(e) => failed(e),
-        Ok(s) => serde_json::from_str(text.trim()).unwrap_or_else(|e| failed(format!("the own-boot worker for {} ended ({}) without a readable result: {e}", scn.name, qemu::describe_status(s)))),
+        Err((kind, e)) => failed(kind, e),
+        Ok(s) => serde_json::from_str(text.trim()).unwrap_or_else(|e| failed(ErrorKind::Appliance, format!("the own-boot worker for {} ended ({}) without a readable result: {e}", scn.name, qemu::describe_status(s)))),
     }
 }
 
@@ -171,9 +176,9 @@ impl<'a> Pool<'a> {
     pub fn work(&self, accel: Accel) {
         while let Some(&i) = self.order.get(self.next.fetch_add(1, Ordering::SeqCst)) {
             let run = if interrupted() {
-                OwnBootRun::failed("interrupted".into())
+                OwnBootRun::failed(ErrorKind::Interrupted, "interrupted".into())
             } else if self.cancel.load(Ordering::SeqCst) {
-                OwnBootRun::failed("not run: the shared boot failed".into())
+                OwnBootRun::failed(ErrorKind::Appliance, "not run: the shared boot failed".into())
             } else {
                 run_worker(self.worker, self.own[i], accel, self.logs)
             };
@@ -183,7 +188,7 @@ impl<'a> Pool<'a> {
 
     /// Takes the runs, in the scenarios' order, once every `work` has returned.
     pub fn take_results(&self) -> Vec<OwnBootRun> {
-        let not_run = || OwnBootRun::failed("not run".into());
+        let not_run = || OwnBootRun::failed(ErrorKind::Appliance, "not run".into());
         self.results.iter().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(not_run)).collect()
     }
 }
@@ -209,7 +214,7 @@ mod tests {
 
     /// Prints an OwnBootRun whose qemu error is the `--scenario` it got.
     fn stand_in() -> Vec<String> {
-        let script = r#"printf '{"qemu":{"Err":"%s"},"qemu_secs":0,"model":{"Err":""},"model_secs":0,"qemu_log":"","boot_secs":null}' "$2""#;
+        let script = r#"printf '{"qemu":{"Err":{"kind":"bad-input","message":"%s"}},"qemu_secs":0,"model":{"Err":{"kind":"bad-input","message":""}},"model_secs":0,"qemu_log":"","boot_secs":null}' "$2""#;
         ["sh", "-c", script, "worker"].iter().map(|s| s.to_string()).collect()
     }
 
@@ -230,7 +235,7 @@ mod tests {
                 pool.work(Accel::Tcg);
                 helpers.into_iter().for_each(|h| h.join().expect("pool thread"));
             });
-            let got: Vec<String> = pool.take_results().into_iter().map(|r| r.qemu.expect_err("stand-in result")).collect();
+            let got: Vec<String> = pool.take_results().into_iter().map(|r| r.qemu.expect_err("stand-in result").message).collect();
             let want: Vec<String> = all.iter().map(|s| s.path.display().to_string()).collect();
             assert_eq!(got, want);
         });
@@ -242,7 +247,7 @@ mod tests {
             pool.cancel.store(true, Ordering::SeqCst);
             pool.work(Accel::Tcg);
             for r in pool.take_results() {
-                assert_eq!(r.qemu.expect_err("not run"), "not run: the shared boot failed");
+                assert_eq!(r.qemu.expect_err("not run").message, "not run: the shared boot failed");
             }
         });
     }

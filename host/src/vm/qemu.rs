@@ -10,15 +10,55 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::interrupted;
+use super::{ErrorKind, interrupted};
 
 /// Oldest QEMU with vhost-user shared memory.
 pub const MIN_VERSION: (u32, u32, u32) = (11, 1, 0);
 pub const DEVICE: &str = "vhost-user-test-device-pci";
 /// How long a QEMU whose sockets broke may take to be reaped.
 pub const DEATH_GRACE: Duration = Duration::from_secs(2);
-/// How errors say that the QEMU process ended.
-const EXITED: &str = "QEMU exited";
+/// Why QEMU could not be used, started or talked to.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    /// The binary is not a usable QEMU: what was found, what is needed.
+    #[error("{0}")]
+    Unusable(String),
+    /// The QEMU process ended (how, and what the runner was doing).
+    #[error("QEMU exited ({exit}) while {during}")]
+    Exited { exit: String, during: String },
+    /// There is no QEMU process (never started, or already reaped).
+    #[error("QEMU is not running ({during})")]
+    NotRunning { during: String },
+    #[error("timed out {during}")]
+    Timeout { during: String },
+    #[error("interrupted {during}")]
+    Interrupted { during: String },
+    /// The agent's serial port said something the protocol does not allow,
+    /// or closed while QEMU lives.
+    #[error("{0}")]
+    Agent(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+}
+
+impl QemuError {
+    /// The kind of failure, for callers that decide by kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            QemuError::Unusable(_) => ErrorKind::BadInput,
+            QemuError::Exited { .. } | QemuError::NotRunning { .. } => ErrorKind::Dead,
+            QemuError::Timeout { .. } => ErrorKind::Timeout,
+            QemuError::Interrupted { .. } => ErrorKind::Interrupted,
+            QemuError::Agent(_) => ErrorKind::Protocol,
+            QemuError::Io { .. } => ErrorKind::Io,
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> QemuError {
+    let what = what.into();
+    move |source| QemuError::Io { what, source }
+}
 
 /// What the probe learnt of a QEMU binary.
 #[derive(Clone, Debug)]
@@ -55,20 +95,20 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-fn run_probe(path: &Path, args: &[&str]) -> Result<String, String> {
+fn run_probe(path: &Path, args: &[&str]) -> Result<String, QemuError> {
     let out = Command::new(path)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("{} cannot be run: {e}", path.display()))?;
+        .map_err(|e| QemuError::Unusable(format!("{} cannot be run: {e}", path.display())))?;
     if !out.status.success() {
-        return Err(format!("`{} {}` failed with {}: {}", path.display(), args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(QemuError::Unusable(format!("`{} {}` failed with {}: {}", path.display(), args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim())));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Accepts `path` only if it is a QEMU >= 11.1 with the test device.
-pub fn probe(path: &Path) -> Result<QemuInfo, String> {
+pub fn probe(path: &Path) -> Result<QemuInfo, QemuError> {
     let text = run_probe(path, &["--version"])?;
     let first = text.lines().next().unwrap_or("").to_string();
     let build = first.split_once(" version ").map(|(_, b)| b.trim().to_string()).unwrap_or_default();
@@ -76,9 +116,9 @@ pub fn probe(path: &Path) -> Result<QemuInfo, String> {
         .split_whitespace()
         .next()
         .and_then(super::scenario::parse_version)
-        .ok_or_else(|| format!("{} is not a QEMU: `--version` printed {first:?}", path.display()))?;
+        .ok_or_else(|| QemuError::Unusable(format!("{} is not a QEMU: `--version` printed {first:?}", path.display())))?;
     if version < MIN_VERSION {
-        return Err(format!(
+        return Err(QemuError::Unusable(format!(
             "{} is QEMU {}.{}.{}; vhost-user shared memory needs QEMU >= {}.{}.{}",
             path.display(),
             version.0,
@@ -87,13 +127,23 @@ pub fn probe(path: &Path) -> Result<QemuInfo, String> {
             MIN_VERSION.0,
             MIN_VERSION.1,
             MIN_VERSION.2
-        ));
+        )));
     }
     let devices = run_probe(path, &["-machine", "none", "-device", "help"])?;
     if !devices.contains(&format!("\"{DEVICE}\"")) {
-        return Err(format!("{} (QEMU {first}) has no {DEVICE} device", path.display()));
+        return Err(QemuError::Unusable(format!("{} (QEMU {first}) has no {DEVICE} device", path.display())));
     }
     Ok(QemuInfo { path: path.to_path_buf(), version, version_text: first, build })
+}
+
+/// Why a boot did not reach the agent: QEMU died (a verdict: how it ended
+/// and what it said) or something else went wrong (an error).
+#[derive(Debug, thiserror::Error)]
+pub enum BootFailure {
+    #[error("QEMU died while booting ({exit}); it said last:\n{said}")]
+    Died { exit: String, said: String },
+    #[error(transparent)]
+    Other(QemuError),
 }
 
 /// Which accelerator a boot uses.
@@ -162,17 +212,18 @@ pub struct Qemu {
 
 impl Qemu {
     /// Starts QEMU and waits for the agent's `ready` line. When QEMU itself
-    /// died, the error carries how it ended ("signal 6 (SIGABRT)").
-    pub fn boot(cfg: &BootConfig) -> Result<Self, (String, Option<String>)> {
+    /// died, the error is [`BootFailure::Died`] with how it ended ("signal 6
+    /// (SIGABRT)") and what it said.
+    pub fn boot(cfg: &BootConfig) -> Result<Self, BootFailure> {
         Self::boot_inner(cfg).map_err(|(e, exit)| match exit {
-            Some(status) => (format!("{e}\n{}", tail(&stderr_log(cfg))), Some(describe_status(status))),
-            None => (e, None),
+            Some(status) => BootFailure::Died { exit: describe_status(status), said: format!("{e}\n{}", tail(&stderr_log(cfg))) },
+            None => BootFailure::Other(e),
         })
     }
 
-    fn boot_inner(cfg: &BootConfig) -> Result<Self, (String, Option<ExitStatus>)> {
+    fn boot_inner(cfg: &BootConfig) -> Result<Self, (QemuError, Option<ExitStatus>)> {
         let agent_sock = cfg.agent_socket.clone();
-        let listener = UnixListener::bind(&agent_sock).map_err(|e| (format!("bind {}: {e}", agent_sock.display()), None))?;
+        let listener = UnixListener::bind(&agent_sock).map_err(|e| (io_err(format!("bind {}", agent_sock.display()))(e), None))?;
         // The socket file goes when boot ends, however it ends.
         struct Unlink<'a>(&'a Path);
         impl Drop for Unlink<'_> {
@@ -181,10 +232,10 @@ impl Qemu {
             }
         }
         let _unlink = Unlink(&agent_sock);
-        listener.set_nonblocking(true).map_err(|e| (e.to_string(), None))?;
+        listener.set_nonblocking(true).map_err(|e| (io_err("agent socket")(e), None))?;
         let console_log = cfg.log_dir.join(format!("console-{:?}.log", cfg.accel).to_lowercase());
         let stderr_log = stderr_log(cfg);
-        let stderr = File::create(&stderr_log).map_err(|e| (e.to_string(), None))?;
+        let stderr = File::create(&stderr_log).map_err(|e| (io_err(format!("create {}", stderr_log.display()))(e), None))?;
         let accel = cfg.accel.name();
         let mut cmd = Command::new(&cfg.qemu);
         cmd.args(["-machine", &format!("q35,accel={accel},memory-backend=mem")])
@@ -209,7 +260,7 @@ impl Qemu {
             // Own process group: a Ctrl-C reaches us, and we stop QEMU ourselves.
             .process_group(0);
         let start = Instant::now();
-        let child = cmd.spawn().map_err(|e| (format!("starting {}: {e}", cfg.qemu.display()), None))?;
+        let child = cmd.spawn().map_err(|e| (io_err(format!("starting {}", cfg.qemu.display()))(e), None))?;
         let mut q = Qemu {
             child: Some(child),
             exit: None,
@@ -217,7 +268,7 @@ impl Qemu {
             accel: cfg.accel,
             console_log,
             stderr_log,
-            agent: BufReader::new(UnixStream::pair().map_err(|e| (e.to_string(), None))?.0),
+            agent: BufReader::new(UnixStream::pair().map_err(|e| (io_err("socket pair")(e), None))?.0),
             ready_line: String::new(),
             boot_time: Duration::ZERO,
         };
@@ -231,40 +282,40 @@ impl Qemu {
     }
 
     /// Waits for QEMU to connect the agent's serial port and for the agent's `ready` line.
-    fn await_agent(&mut self, listener: &UnixListener, deadline: Instant, timeout: Duration) -> Result<(), String> {
+    fn await_agent(&mut self, listener: &UnixListener, deadline: Instant, timeout: Duration) -> Result<(), QemuError> {
         let stream = loop {
             match listener.accept() {
                 Ok((s, _)) => break s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(format!("accept agent serial: {e}")),
+                Err(e) => return Err(io_err("accept agent serial")(e)),
             }
             self.check_running("connecting the agent serial port")?;
             if interrupted() {
-                return Err("interrupted while waiting for QEMU to connect the agent serial port".into());
+                return Err(QemuError::Interrupted { during: "while waiting for QEMU to connect the agent serial port".into() });
             }
             if Instant::now() > deadline {
-                return Err(format!("QEMU did not connect the agent serial port within {timeout:?}"));
+                return Err(QemuError::Timeout { during: format!("after {timeout:?} waiting for QEMU to connect the agent serial port") });
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+        stream.set_nonblocking(false).map_err(io_err("agent serial"))?;
         self.agent = BufReader::new(stream);
         let line = self.read_line(deadline, "waiting for the guest agent's ready line")?;
         if !line.starts_with("ready ") {
-            return Err(format!("guest agent's first line is not `ready`: {line:?}"));
+            return Err(QemuError::Agent(format!("guest agent's first line is not `ready`: {line:?}")));
         }
         self.ready_line = line;
         Ok(())
     }
 
     /// Err with the exit status if QEMU is gone.
-    pub fn check_running(&mut self, during: &str) -> Result<(), String> {
+    pub fn check_running(&mut self, during: &str) -> Result<(), QemuError> {
         if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
             self.child = None;
             self.exit = Some(status);
         }
         match self.exit {
-            Some(status) => Err(format!("{EXITED} ({}) while {during}", describe_status(status))),
+            Some(status) => Err(QemuError::Exited { exit: describe_status(status), during: during.to_string() }),
             None => Ok(()),
         }
     }
@@ -274,22 +325,22 @@ impl Qemu {
     }
 
     /// Reads one line from the agent before `deadline`, watching QEMU.
-    pub fn read_line(&mut self, deadline: Instant, during: &str) -> Result<String, String> {
+    pub fn read_line(&mut self, deadline: Instant, during: &str) -> Result<String, QemuError> {
         let mut line = String::new();
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Err(format!("timed out {during}"));
+                return Err(QemuError::Timeout { during: during.to_string() });
             }
             if interrupted() {
-                return Err(format!("interrupted {during}"));
+                return Err(QemuError::Interrupted { during: during.to_string() });
             }
             let wait = (deadline - now).min(Duration::from_millis(200));
-            self.agent.get_ref().set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+            self.agent.get_ref().set_read_timeout(Some(wait)).map_err(io_err("agent serial"))?;
             match self.agent.read_line(&mut line) {
                 Ok(0) => {
                     self.check_exit_within(DEATH_GRACE, during)?;
-                    return Err(format!("agent serial closed {during}"));
+                    return Err(QemuError::Agent(format!("agent serial closed {during}")));
                 }
                 Ok(_) if line.ends_with('\n') => return Ok(line.trim_end().to_string()),
                 Ok(_) => {}
@@ -298,7 +349,7 @@ impl Qemu {
                 }
                 Err(e) => {
                     self.check_exit_within(DEATH_GRACE, during)?;
-                    return Err(format!("reading the agent serial {during}: {e}"));
+                    return Err(io_err(format!("reading the agent serial {during}"))(e));
                 }
             }
         }
@@ -306,7 +357,7 @@ impl Qemu {
 
     /// The serial socket breaks as QEMU dies, a moment before QEMU can be
     /// reaped: wait up to `grace` so the error names the death, not its symptom.
-    fn check_exit_within(&mut self, grace: Duration, during: &str) -> Result<(), String> {
+    fn check_exit_within(&mut self, grace: Duration, during: &str) -> Result<(), QemuError> {
         let deadline = Instant::now() + grace;
         loop {
             self.check_running(during)?;
@@ -317,8 +368,8 @@ impl Qemu {
         }
     }
 
-    pub fn send_line(&mut self, line: &str) -> Result<(), String> {
-        self.agent.get_mut().write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("writing to the agent: {e}"))
+    pub fn send_line(&mut self, line: &str) -> Result<(), QemuError> {
+        self.agent.get_mut().write_all(format!("{line}\n").as_bytes()).map_err(io_err("writing to the agent"))
     }
 
     /// Tail of QEMU's stderr, for reports.
@@ -329,9 +380,9 @@ impl Qemu {
     /// Asks QEMU to quit — through the agent's power-off, or with SIGTERM
     /// when the agent cannot be asked — and waits up to `timeout`; kills it
     /// if it does not go. Returns how it ended, or why it had to be killed.
-    pub fn stop(&mut self, agent_answers: bool, timeout: Duration) -> Result<ExitStatus, String> {
+    pub fn stop(&mut self, agent_answers: bool, timeout: Duration) -> Result<ExitStatus, QemuError> {
         if let Some(status) = self.exit {
-            return Err(format!("QEMU had already ended ({})", describe_status(status)));
+            return Err(QemuError::Exited { exit: describe_status(status), during: "asked to quit (it had already ended)".into() });
         }
         let how = if agent_answers {
             self.send_line("0 poweroff").map(|()| "the agent's power-off")
@@ -348,24 +399,24 @@ impl Qemu {
         let running = self.child.is_some();
         self.kill();
         match (how, self.exit) {
-            (Err(e), _) => Err(format!("could not ask QEMU to quit: {e}; killed")),
+            (Err(e), _) => Err(QemuError::Agent(format!("could not ask QEMU to quit: {e}; killed"))),
             (Ok(_), Some(status)) if !running => Ok(status),
-            (Ok(how), _) => Err(format!("QEMU did not exit within {timeout:?} of {how}; killed")),
+            (Ok(how), _) => Err(QemuError::Timeout { during: format!("QEMU did not exit within {timeout:?} of {how}; killed") }),
         }
     }
 
-    fn signal(&self, sig: libc::c_int) -> Result<(), String> {
-        let pid = self.pid().ok_or("QEMU is not running")?;
+    fn signal(&self, sig: libc::c_int) -> Result<(), QemuError> {
+        let pid = self.pid().ok_or_else(|| QemuError::NotRunning { during: format!("sending signal {sig}") })?;
         // SAFETY: signalling our own child, which is not reaped yet.
         if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
-            return Err(format!("kill -{sig} {pid}: {}", std::io::Error::last_os_error()));
+            return Err(io_err(format!("kill -{sig} {pid}"))(std::io::Error::last_os_error()));
         }
         Ok(())
     }
 
     /// Fault injection: SIGKILL QEMU and leave it to be noticed (and reaped)
     /// like any other death.
-    pub fn kill_unannounced(&mut self) -> Result<(), String> {
+    pub fn kill_unannounced(&mut self) -> Result<(), QemuError> {
         self.signal(libc::SIGKILL)
     }
 

@@ -1,12 +1,16 @@
-//! Reports of a suite run: the human table, `--json`, `--junit`, and the
-//! benchmark summary. Formatting only; verdicts are made in `vm`.
+//! Reports of a suite run: the human table, `--json`, `--junit`, `--compare`
+//! and the benchmark summary. Formatting only: verdicts and comparisons are
+//! made in `verdict`. Strings are the edge here.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::scenario::facts_text;
-use super::{CheckResult, Judged, ScenarioReport, SuiteReport, Verdict};
+use super::bench::BootAlone;
+use super::check::{CheckResult, facts_text};
+use super::guest::CopyRounds;
+use super::suite::{Measurements, ScenarioReport, SuiteReport};
+use super::verdict::{Comparison, Judged, Verdict};
 
 /// The human report: one line per scenario, what failed, a summary line.
 pub fn print_report(r: &SuiteReport) {
@@ -35,7 +39,7 @@ pub fn print_report(r: &SuiteReport) {
     for v in r.scenarios.iter().flat_map(|s| [&s.qemu, &s.model]) {
         match v {
             Verdict::Pass => pass += 1,
-            Verdict::KnownFailure(_) => known += 1,
+            Verdict::KnownFailure { .. } => known += 1,
             Verdict::Skipped(_) => skipped += 1,
             _ => fail += 1,
         }
@@ -51,11 +55,17 @@ pub fn print_report(r: &SuiteReport) {
 /// What a verdict says beyond its label, one line per failed check or entry.
 pub fn verdict_lines(v: &Verdict) -> Vec<String> {
     match v {
-        Verdict::Fail(j) | Verdict::KnownFailure(j) => j.iter().map(judged_line).collect(),
+        Verdict::Fail(j) => j.iter().map(judged_line).collect(),
+        Verdict::KnownFailure { failed, inconclusive } => failed.iter().map(judged_line).chain(inconclusive.iter().map(inconclusive_line)).collect(),
         Verdict::UnexpectedPass(msgs) => msgs.clone(),
         Verdict::Error(e) => vec![format!("error: {e}")],
         Verdict::Pass | Verdict::Skipped(_) => Vec::new(),
     }
+}
+
+/// A listed intermittent defect whose check passed in a run too short to tell a fix.
+fn inconclusive_line(j: &Judged) -> String {
+    format!("{} inconclusive: {} [known defect `{}` stays listed]", j.check.check, j.check.evidence, j.defect.as_deref().unwrap_or("?"))
 }
 
 fn judged_line(j: &Judged) -> String {
@@ -97,7 +107,8 @@ fn verdict_json(v: &Verdict) -> Value {
     match v {
         Verdict::Error(e) | Verdict::Skipped(e) => json!({"verdict": v.label(), "why": e}),
         Verdict::UnexpectedPass(c) => json!({"verdict": v.label(), "drop": c}),
-        Verdict::Fail(j) | Verdict::KnownFailure(j) => json!({"verdict": v.label(), "failed": judged(j)}),
+        Verdict::Fail(j) => json!({"verdict": v.label(), "failed": judged(j)}),
+        Verdict::KnownFailure { failed, inconclusive } => json!({"verdict": v.label(), "failed": judged(failed), "inconclusive": judged(inconclusive)}),
         Verdict::Pass => json!({"verdict": v.label()}),
     }
 }
@@ -136,70 +147,6 @@ fn suite_json(r: &SuiteReport) -> Value {
         "suite_s": r.suite_time.as_secs_f64(),
         "scenarios": scenarios,
     })
-}
-
-/// What changed from a baseline run (A) to another frontend's run (B).
-#[derive(Debug, Default)]
-pub struct Comparison {
-    /// `fixed: scenario/check ...`, `REGRESSED: ...`, `evidence changed: ...`.
-    pub lines: Vec<String>,
-    pub fixed: usize,
-    pub regressed: usize,
-    pub changed: usize,
-}
-
-/// Compares the QEMU side of two runs check by check. A check that passed
-/// on A and fails or never ran on B, a new failing check, or a scenario that
-/// ran on A and errs on B is a regression.
-pub fn compare(a: &SuiteReport, b: &SuiteReport) -> Comparison {
-    let mut c = Comparison::default();
-    let mut names: Vec<&str> = a.scenarios.iter().map(|s| s.name.as_str()).collect();
-    names.extend(b.scenarios.iter().map(|s| s.name.as_str()).filter(|n| !a.scenarios.iter().any(|s| s.name == *n)));
-    for name in names {
-        let sa = a.scenarios.iter().find(|s| s.name == name);
-        let sb = b.scenarios.iter().find(|s| s.name == name);
-        let (ea, eb) = (sa.is_some_and(|s| matches!(s.qemu, Verdict::Error(_))), sb.is_some_and(|s| matches!(s.qemu, Verdict::Error(_))));
-        if eb && !ea {
-            c.regressed += 1;
-            c.lines.push(format!("REGRESSED: {name}: {} on B", sb.map(|s| verdict_lines(&s.qemu).join("; ")).unwrap_or_default()));
-        } else if ea && !eb {
-            c.fixed += 1;
-            c.lines.push(format!("fixed: {name}: runs to the end on B"));
-        }
-        let checks_a = sa.map(|s| s.qemu_checks.as_slice()).unwrap_or_default();
-        let checks_b = sb.map(|s| s.qemu_checks.as_slice()).unwrap_or_default();
-        let mut check_names: Vec<&str> = checks_a.iter().map(|x| x.check.as_str()).collect();
-        check_names.extend(checks_b.iter().map(|x| x.check.as_str()).filter(|n| !checks_a.iter().any(|x| x.check == *n)));
-        for check in check_names {
-            let ca = checks_a.iter().find(|x| x.check == check);
-            let cb = checks_b.iter().find(|x| x.check == check);
-            let line = match (ca, cb) {
-                (Some(x), Some(y)) if !x.passed && y.passed => {
-                    c.fixed += 1;
-                    format!("fixed: {name}/{check}: failed on A ({}), passes on B", facts_text(&x.facts))
-                }
-                (Some(x), Some(y)) if x.passed && !y.passed => {
-                    c.regressed += 1;
-                    format!("REGRESSED: {name}/{check}: passed on A, fails on B: {}", y.evidence)
-                }
-                (Some(x), Some(y)) if !x.passed && !y.passed && x.facts != y.facts => {
-                    c.changed += 1;
-                    format!("evidence changed: {name}/{check}: A {{{}}} / B {{{}}}", facts_text(&x.facts), facts_text(&y.facts))
-                }
-                (Some(x), None) if x.passed && !ea && !eb => {
-                    c.regressed += 1;
-                    format!("REGRESSED: {name}/{check}: passed on A, never ran on B")
-                }
-                (None, Some(y)) if !y.passed => {
-                    c.regressed += 1;
-                    format!("REGRESSED: {name}/{check}: fails on B ({}), did not run on A", y.evidence)
-                }
-                _ => continue,
-            };
-            c.lines.push(line);
-        }
-    }
-    c
 }
 
 /// The comparison as printed after both runs.
@@ -253,7 +200,7 @@ pub fn junit_report(r: &SuiteReport) -> String {
                 cases.push_str(&format!("    <failure message=\"{}\">{}{}</failure>\n", xml(&msg), xml(&detail), xml(&log)));
             } else if let Verdict::Skipped(why) = v {
                 cases.push_str(&format!("    <skipped message=\"{}\"/>\n", xml(why)));
-            } else if matches!(v, Verdict::KnownFailure(_)) {
+            } else if matches!(v, Verdict::KnownFailure { .. }) {
                 let known = verdict_lines(v).join("\n");
                 cases.push_str(&format!("    <system-out>KNOWN-FAIL (listed defects, matched by signature)\n{}\n{}</system-out>\n", xml(&known), xml(&detail)));
             }
@@ -306,7 +253,7 @@ fn spread(v: impl IntoIterator<Item = f64>) -> Value {
 type RunFigure<'a> = &'a dyn Fn(&[Duration], &[Duration]) -> Option<f64>;
 
 /// Per run: the p50 and p99 of a latency on QEMU and the model, and their ratio in that run.
-fn latency(runs: &[SuiteReport], pick: impl Fn(&super::Measurements) -> (&[Duration], &[Duration])) -> Value {
+fn latency(runs: &[SuiteReport], pick: impl Fn(&Measurements) -> (&[Duration], &[Duration])) -> Value {
     let per = |f: RunFigure<'_>| spread(runs.iter().filter_map(|r| {
         let (q, m) = pick(&r.measurements);
         f(q, m)
@@ -325,9 +272,9 @@ fn latency(runs: &[SuiteReport], pick: impl Fn(&super::Measurements) -> (&[Durat
 /// round of the same boot). Boot to agent ready is measured alone
 /// (`boots_alone`) and, sharing the cores, inside the suite; copy bandwidth
 /// on the boots alone.
-pub fn bench_report(runs: &[SuiteReport], boots_alone: &[super::BootAlone]) -> String {
+pub fn bench_report(runs: &[SuiteReport], boots_alone: &[BootAlone]) -> String {
     let Some(first) = runs.first() else { return String::new() };
-    let rounds: Vec<&super::guest::CopyRounds> = boots_alone.iter().map(|b| &b.bandwidth).collect();
+    let rounds: Vec<&CopyRounds> = boots_alone.iter().map(|b| &b.bandwidth).collect();
     let bw = (!rounds.is_empty()).then(|| {
         json!({
             "clock": rounds.iter().map(|c| c.clock.to_string()).collect::<Vec<_>>(),

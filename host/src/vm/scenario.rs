@@ -1,5 +1,6 @@
-//! Scenario files (TOML, one per scenario) and the known-defects list:
-//! schema, loading, and errors that name file:line:col. No execution here.
+//! Scenario and suite files (TOML, one scenario per file): schema, step
+//! labels, loading, and errors that name file:line:col. No execution and no
+//! judging here (the known-defects list is `defects`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -335,9 +336,38 @@ pub struct Scenario {
 pub struct SuiteDevice {
     pub virtio_id: u16,
     pub regions: Vec<Size>,
+    /// Where the guest must find each region in the shared-memory BAR,
+    /// stated by hand (`"SHMID@OFFSET+LEN"`): the check
+    /// `layout-matches-spec` compares what the guest found with this, never
+    /// with a layout computed by the rule a frontend follows.
+    pub layout: Vec<Window>,
+}
+
+/// One region where the guest must find it: shmid, offset in the BAR,
+/// length; written `"2@0xc0000+0x40000"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window(pub u8, pub u64, pub u64);
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = |why: &str| serde::de::Error::custom(format!("window {text:?}: {why}; write SHMID@OFFSET+LEN, e.g. \"2@0xc0000+0x40000\""));
+        let (id, rest) = text.split_once('@').ok_or_else(|| bad("no `@`"))?;
+        let (off, len) = rest.split_once('+').ok_or_else(|| bad("no `+`"))?;
+        let id = id.trim().parse().map_err(|_| bad("shmid is not a number below 256"))?;
+        let size = |v: &str| parse_size(v).map_err(|e| bad(&e.to_string()));
+        Ok(Window(id, size(off)?, size(len)?))
+    }
 }
 
 impl SuiteDevice {
+    /// The stated layout as (shmid, offset, length), in shmid order.
+    pub fn layout(&self) -> Vec<(u8, u64, u64)> {
+        let mut l: Vec<(u8, u64, u64)> = self.layout.iter().map(|w| (w.0, w.1, w.2)).collect();
+        l.sort_unstable();
+        l
+    }
+
     /// The device spec as written, not validated (probes try bad layouts;
     /// callers that need a valid one call `validate`).
     pub fn spec(&self) -> DeviceSpec {
@@ -352,73 +382,7 @@ pub struct SuiteFile {
 }
 
 /// Checks the runner adds to every scenario or boot; a step may not take their names.
-pub const RESERVED_CHECKS: [&str; 3] = ["frontend-survives", "clean-shutdown", "layout-matches-spec"];
-
-/// One known frontend defect: what a check's failure looks like on the
-/// QEMU builds and accelerators it was measured on. A failure matches only
-/// when every fact of the signature is seen (see [`KnownDefect::matches`]).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KnownDefect {
-    /// Stable name; the report names it when the entry should be dropped.
-    pub id: String,
-    pub scenario: String,
-    pub check: String,
-    /// Exact builds, as `--version` prints them after "version ":
-    /// "11.1.3 (Debian 1:11.1.3+ds-1)". No ranges: widen only after measuring.
-    pub qemu: Vec<String>,
-    /// Accelerators it was measured under: "tcg", "kvm".
-    pub accel: Vec<String>,
-    /// Facts the failed check must show, all of them (`said` by substring,
-    /// every other fact exactly).
-    pub signature: BTreeMap<String, String>,
-    /// For an intermittent defect: the lowest rate it was measured at. A run
-    /// that does not see it is an unexpected pass only when its 95 % upper
-    /// bound on the rate (the check's `upper95` fact) is below half of this;
-    /// otherwise it is inconclusive and stays a known failure.
-    pub rate: Option<f64>,
-    /// What was measured, for people.
-    pub evidence: String,
-}
-
-impl KnownDefect {
-    /// Whether this entry is about this scenario on this build and accelerator.
-    pub fn applies(&self, build: &str, accel: &str, scenario: &str) -> bool {
-        self.scenario == scenario && self.qemu.iter().any(|q| q == build) && self.accel.iter().any(|a| a == accel)
-    }
-
-    /// Whether a failed check's facts show this signature.
-    pub fn matches(&self, facts: &BTreeMap<String, String>) -> bool {
-        self.signature.iter().all(|(k, want)| facts.get(k).is_some_and(|got| if k == "said" { got.contains(want.as_str()) } else { got == want }))
-    }
-
-    /// The signature as `key=value, ...`.
-    pub fn signature_text(&self) -> String {
-        facts_text(&self.signature)
-    }
-
-    /// For an intermittent defect whose check passed: whether that run says
-    /// too little to tell a fix (its upper bound is not clearly below the
-    /// listed rate).
-    pub fn inconclusive(&self, passed: &BTreeMap<String, String>) -> bool {
-        let bound = passed.get("upper95").and_then(|b| b.parse::<f64>().ok());
-        match (self.rate, bound) {
-            (Some(rate), Some(bound)) => bound >= rate / 2.0,
-            _ => false,
-        }
-    }
-}
-
-/// Facts as `key=value, ...` (values quoted when they hold spaces).
-pub fn facts_text(facts: &BTreeMap<String, String>) -> String {
-    facts.iter().map(|(k, v)| if v.contains(char::is_whitespace) || v.is_empty() { format!("{k}={v:?}") } else { format!("{k}={v}") }).collect::<Vec<_>>().join(", ")
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-struct DefectsFile {
-    defect: Vec<KnownDefect>,
-}
+pub const RESERVED_CHECKS: [&str; 5] = ["frontend-survives", "clean-shutdown", "layout-matches-spec", "no-leaks", "shared-boot"];
 
 /// A parse error that names where it is.
 #[derive(Debug)]
@@ -441,7 +405,15 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, LoadError> {
+impl LoadError {
+    /// An error about the whole file (no line to point at).
+    pub fn in_file(path: &Path, message: impl Into<String>) -> Self {
+        LoadError { path: path.to_path_buf(), line: 0, col: 0, message: message.into() }
+    }
+}
+
+/// Parses TOML into `T`; an error names the line and column.
+pub fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, LoadError> {
     toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map_or((0, 0), |s| {
             let before = &text[..s.start.min(text.len())];
@@ -453,26 +425,27 @@ fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, Loa
     })
 }
 
-fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|e| LoadError { path: path.to_path_buf(), line: 0, col: 0, message: e.to_string() })
+/// A file's text; an error names the file.
+pub fn read_text(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|e| LoadError::in_file(path, e.to_string()))
 }
 
 impl Scenario {
     pub fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
-        let f: ScenarioFile = parse(path, text)?;
+        let f: ScenarioFile = parse_toml(path, text)?;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("scenario").to_string();
         let injects = f.step.iter().any(|s| matches!(s, Step::Inject { .. }));
         if injects && !(f.own_boot && f.qemu_only) {
-            return Err(LoadError { path: path.into(), line: 0, col: 0, message: "`inject` needs `own_boot = true` and `qemu_only = true`".into() });
+            return Err(LoadError::in_file(path, "`inject` needs `own_boot = true` and `qemu_only = true`"));
         }
         if f.smp != 1 && !f.own_boot {
-            return Err(LoadError { path: path.into(), line: 0, col: 0, message: "`smp` needs `own_boot = true`: one boot runs every shared scenario".into() });
+            return Err(LoadError::in_file(path, "`smp` needs `own_boot = true`: one boot runs every shared scenario"));
         }
         if !(1..=4).contains(&f.smp) {
-            return Err(LoadError { path: path.into(), line: 0, col: 0, message: format!("`smp = {}`: the guest kernel takes 1 to 4 vCPUs", f.smp) });
+            return Err(LoadError::in_file(path, format!("`smp = {}`: the guest kernel takes 1 to 4 vCPUs", f.smp)));
         }
         if f.device.is_some() && !f.own_boot {
-            return Err(LoadError { path: path.into(), line: 0, col: 0, message: "`device` needs `own_boot = true`: one boot runs every shared scenario".into() });
+            return Err(LoadError::in_file(path, "`device` needs `own_boot = true`: one boot runs every shared scenario"));
         }
         let labels = step_labels(&f.step);
         let mut names = std::collections::BTreeSet::new();
@@ -491,7 +464,7 @@ impl Scenario {
                 continue;
             };
             let message = format!("step {} (`do = \"{}\"`): check name {c:?} is {why}", i + 1, s.kind());
-            return Err(LoadError { path: path.into(), line: 0, col: 0, message });
+            return Err(LoadError::in_file(path, message));
         }
         Ok(Scenario {
             name,
@@ -521,39 +494,18 @@ impl Scenario {
 
     /// Every `*.toml` in `dir`, sorted by name.
     pub fn load_dir(dir: &Path) -> Result<Vec<Self>, LoadError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| LoadError { path: dir.into(), line: 0, col: 0, message: e.to_string() })?;
+        let entries = std::fs::read_dir(dir).map_err(|e| LoadError::in_file(dir, e.to_string()))?;
         let mut paths: Vec<PathBuf> =
             entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
         paths.sort();
-        paths.iter().map(|p| Scenario::parse(p, &read(p)?)).collect()
+        paths.iter().map(|p| Scenario::parse(p, &read_text(p)?)).collect()
     }
 }
 
 impl SuiteFile {
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        parse(path, &read(path)?)
+        parse_toml(path, &read_text(path)?)
     }
-}
-
-pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
-    let f: DefectsFile = parse(path, &read(path)?)?;
-    let bad = |message: String| LoadError { path: path.into(), line: 0, col: 0, message };
-    let mut ids = std::collections::BTreeSet::new();
-    for d in &f.defect {
-        if !ids.insert(&d.id) {
-            return Err(bad(format!("defect id {:?} is used twice", d.id)));
-        }
-        if d.qemu.is_empty() || d.accel.is_empty() || d.signature.is_empty() {
-            return Err(bad(format!("defect {:?}: `qemu`, `accel` and `signature` must each name at least one build, accelerator and fact", d.id)));
-        }
-        if d.rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
-            return Err(bad(format!("defect {:?}: rate must be in (0, 1]", d.id)));
-        }
-        if let Some(a) = d.accel.iter().find(|a| !matches!(a.as_str(), "tcg" | "kvm")) {
-            return Err(bad(format!("defect {:?}: accel {a:?} is not tcg or kvm", d.id)));
-        }
-    }
-    Ok(f.defect)
 }
 
 /// "11.1.3" -> (11, 1, 3); missing parts are 0.

@@ -1,0 +1,66 @@
+//! The known-defects list (`tests/known-defects.toml`): its schema and
+//! loading, with errors that name the file. What an entry means for a
+//! verdict (matching, the intermittent rule) is the verdict layer's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::scenario::{LoadError, parse_toml, read_text};
+
+/// One known frontend defect: what a check's failure looks like on the
+/// QEMU builds and accelerators it was measured on. A failure matches only
+/// when every fact of the signature is seen (see `verdict`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KnownDefect {
+    /// Stable name; the report names it when the entry should be dropped.
+    pub id: String,
+    pub scenario: String,
+    pub check: String,
+    /// Exact builds, as `--version` prints them after "version ":
+    /// "11.1.3 (Debian 1:11.1.3+ds-1)". No ranges: widen only after measuring.
+    pub qemu: Vec<String>,
+    /// Accelerators it was measured under: "tcg", "kvm".
+    pub accel: Vec<String>,
+    /// Facts the failed check must show, all of them (`said` by substring,
+    /// every other fact exactly).
+    pub signature: BTreeMap<String, String>,
+    /// For an intermittent defect: the lowest rate it was measured at. A run
+    /// that does not see it is an unexpected pass only when the upper bound
+    /// of its rate (the check's `upper95` fact) is below half of this;
+    /// otherwise it is inconclusive and stays a known failure.
+    pub rate: Option<f64>,
+    /// What was measured, for people.
+    pub evidence: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct DefectsFile {
+    defect: Vec<KnownDefect>,
+}
+
+/// Loads and checks the list: unique ids, at least one build, accelerator
+/// and fact per entry, rates in (0, 1], accelerators `tcg` or `kvm`.
+pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
+    let f: DefectsFile = parse_toml(path, &read_text(path)?)?;
+    let bad = |message: String| LoadError::in_file(path, message);
+    let mut ids = std::collections::BTreeSet::new();
+    for d in &f.defect {
+        if !ids.insert(&d.id) {
+            return Err(bad(format!("defect id {:?} is used twice", d.id)));
+        }
+        if d.qemu.is_empty() || d.accel.is_empty() || d.signature.is_empty() {
+            return Err(bad(format!("defect {:?}: `qemu`, `accel` and `signature` must each name at least one build, accelerator and fact", d.id)));
+        }
+        if d.rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
+            return Err(bad(format!("defect {:?}: rate must be in (0, 1]", d.id)));
+        }
+        if let Some(a) = d.accel.iter().find(|a| !matches!(a.as_str(), "tcg" | "kvm")) {
+            return Err(bad(format!("defect {:?}: accel {a:?} is not tcg or kvm", d.id)));
+        }
+    }
+    Ok(f.defect)
+}

@@ -1,0 +1,159 @@
+//! The `expect-*` steps: each looks at one thing (the guest's view, a host
+//! file, what the frontend holds, the backend's memory table, a sign of
+//! life) and records one check with its evidence and facts.
+
+use std::time::{Duration, Instant};
+
+use super::{MEM_TABLE_TIMEOUT, RELEASE_TIMEOUT, StepError, Target, table_holds};
+use crate::backend::MemTable;
+use crate::files::{fnv1a64, pattern_byte};
+use crate::manager::Expect;
+use crate::vm::ErrorKind;
+use crate::vm::check::CheckResult;
+use crate::vm::guest::{COMMAND_TIMEOUT, Observed};
+
+/// How long `expect-no-answer` waits.
+const NO_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `(shmid, offset, len)` of a look into a region.
+type Range = (u8, u64, u64);
+
+/// `expect-guest`: the guest's view equals what the ledger maps there, or
+/// pattern `seed`.
+pub fn expect_guest(t: &mut Target, check: &str, (shmid, offset, len): Range, seed: Option<u8>, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    let bytes: Vec<u8> = match seed {
+        Some(seed) => (0..len).map(|i| pattern_byte(seed, i)).collect(),
+        None => {
+            let want = t.mgr.expected(shmid, offset, len)?;
+            let bytes: Option<Vec<u8>> = want.iter().map(|e| if let Expect::Byte(b) = e { Some(*b) } else { None }).collect();
+            bytes.ok_or_else(|| StepError::BadInput("the ledger has unmapped bytes in this range; use expect-guest-not".into()))?
+        }
+    };
+    let want = Observed::of(&bytes);
+    let got = t.guest.observe(shmid, offset, len)?;
+    let of = seed.map_or("what the ledger maps there".to_string(), |s| format!("pattern {s:#04x}"));
+    let evidence = format!("guest saw {}; expected {} ({of})", got.describe(), want.describe());
+    checks.push(CheckResult::new(check, got == want, evidence).with("seen", got.fact()));
+    Ok(())
+}
+
+/// `expect-guest-not`: the guest's view does not show these bytes of a file.
+pub fn expect_guest_not(t: &mut Target, check: &str, (shmid, offset, len): Range, name: &str, fd_offset: u64, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    let old = t.mgr.file(name)?.read(fd_offset, len).map_err(StepError::host_file(name))?;
+    let old = Observed::of(&old);
+    let got = t.guest.observe(shmid, offset, len)?;
+    let evidence = format!("guest saw {}; the file's bytes are {}", got.describe(), old.describe());
+    checks.push(CheckResult::new(check, got != old, evidence).with("seen", got.fact()));
+    Ok(())
+}
+
+/// `expect-file`: the host file holds pattern `seed`.
+pub fn expect_file(t: &mut Target, check: &str, name: &str, (offset, len): (u64, u64), seed: u8, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    let data = t.mgr.file(name)?.read(offset, len).map_err(StepError::host_file(name))?;
+    let want: Vec<u8> = (0..len).map(|i| pattern_byte(seed, i)).collect();
+    let first_diff = data.iter().zip(&want).position(|(a, b)| a != b);
+    let evidence = match first_diff {
+        None => format!("file holds pattern {seed:#04x} (digest {:016x})", fnv1a64(&data)),
+        Some(i) => format!("file differs from pattern {seed:#04x} first at offset {:#x}: {:#04x} instead of {:#04x}", offset + i as u64, data[i], want[i]),
+    };
+    let mut c = CheckResult::new(check, first_diff.is_none(), evidence).with("seen", Observed::of(&data).fact());
+    if let Some(i) = first_diff {
+        c = c.with("first_diff", format!("{:#x}", offset + i as u64));
+    }
+    checks.push(c);
+    Ok(())
+}
+
+/// `expect-alive`: the guest gives a sign of life.
+pub fn expect_alive(t: &mut Target, check: &str, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    let res = t.guest.sign_of_life(COMMAND_TIMEOUT);
+    let evidence = match &res {
+        Ok(()) => format!("{} answers", t.guest.kind()),
+        Err(e) => e.to_string(),
+    };
+    checks.push(CheckResult::new(check, res.is_ok(), evidence));
+    Ok(())
+}
+
+/// `expect-digest`: the digest of the guest's view of a region (`shmid`) or
+/// of a host file (`file`: its full name and its name in the scenario).
+pub fn expect_digest(t: &mut Target, check: &str, of: (Option<u8>, Option<String>), (offset, len): (u64, u64), digest: &str, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    let (got, what) = match of {
+        (Some(id), None) => (t.guest.observe(id, offset, len)?.digest_or_zeros(len), format!("the guest's view of region {id}")),
+        (None, Some(name)) => (fnv1a64(&t.mgr.file(&name)?.read(offset, len).map_err(StepError::host_file(&name))?), format!("file {}", name.split_once('/').map_or(name.as_str(), |(_, f)| f))),
+        _ => return Err(StepError::BadInput("expect-digest needs exactly one of `shmid` and `file`".into())),
+    };
+    let got = format!("{got:016x}");
+    let evidence = format!("{what} at {offset:#x}+{len:#x} has digest {got}; expected {digest}");
+    checks.push(CheckResult::new(check, got == digest, evidence).with("seen", format!("digest {got}")));
+    Ok(())
+}
+
+/// `expect-released`: within a timeout, the frontend holds no fd and no
+/// mapping of the file.
+pub fn expect_released(t: &mut Target, check: &str, name: &str, shown: &str, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    let id = t.mgr.file(name)?.id();
+    let start = Instant::now();
+    let mut held = t.guest.holds(id)?;
+    while !held.is_empty() && start.elapsed() < RELEASE_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+        held = t.guest.holds(id)?;
+    }
+    let evidence = if held.is_empty() {
+        format!("{} holds no fd or mapping of {shown} ({:?} after the check began)", t.guest.kind(), start.elapsed())
+    } else {
+        format!("{} still holds {shown} after {RELEASE_TIMEOUT:?}: {}", t.guest.kind(), held.join(", "))
+    };
+    checks.push(CheckResult::new(check, held.is_empty(), evidence).with("held", held.len()));
+    Ok(())
+}
+
+/// `expect-mem-table`: within a timeout, the backend's latest memory table
+/// holds (or no longer holds) the mapping; reports the lag after the last ack.
+pub fn expect_mem_table(t: &mut Target, check: &str, (shmid, shm_offset, len): Range, (name, shown): (&str, &str), present: bool, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    let id = t.mgr.file(name)?.id();
+    let addr = t.guest.region_addr(shmid)? + shm_offset;
+    let holds = |m: &MemTable| table_holds(m, addr, len, id);
+    let since = t.last_ack.unwrap_or_else(Instant::now);
+    let ok = t.recorder.wait_for(MEM_TABLE_TIMEOUT, |r| r.mem_tables.last().is_some_and(|m| holds(m) == present));
+    let rec = t.recorder.lock();
+    let lag = rec.mem_tables.iter().rev().find(|m| holds(m) == present && m.at >= since).map(|m| m.at - since);
+    let latest = if rec.mem_tables.last().is_some_and(holds) { "holds" } else { "lacks" };
+    let evidence = match (ok, lag) {
+        (true, Some(lag)) => format!("memory table {} {shown} at {addr:#x}+{len:#x} {lag:?} after the ack", if present { "holds" } else { "no longer holds" }),
+        (true, None) => format!("memory table already {} it before the ack", if present { "held" } else { "lacked" }),
+        (false, _) => format!(
+            "after {MEM_TABLE_TIMEOUT:?} the latest of {} memory tables {} {shown} at {addr:#x}+{len:#x}; its regions: {:?}",
+            rec.mem_tables.len(),
+            if present { "does not hold" } else { "still holds" },
+            rec.mem_tables.last().map_or("none".to_string(), |m| m.regions.iter().map(|r| format!("{:#x}+{:#x}", r.guest_addr, r.size)).collect::<Vec<_>>().join(" "))
+        ),
+    };
+    drop(rec);
+    if let (true, Some(lag)) = (ok, lag) {
+        t.table_lags.push(lag);
+    }
+    checks.push(CheckResult::new(check, ok, evidence).with("latest_table", latest));
+    Ok(())
+}
+
+/// `expect-no-answer`: the guest does not answer because it hangs (a
+/// timeout) or its frontend is dead, and the evidence says which; any other
+/// error says nothing of either and fails the check.
+pub fn expect_no_answer(t: &mut Target, check: &str, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    let start = Instant::now();
+    let res = t.guest.sign_of_life(NO_ANSWER_TIMEOUT);
+    let cause = match &res {
+        Ok(()) => "answered",
+        Err(_) if t.guest.gone().is_some() => "dead",
+        Err(e) if e.kind() == ErrorKind::Timeout => "timeout",
+        Err(e) if e.kind() == ErrorKind::Dead => "dead",
+        Err(_) => "other error",
+    };
+    let evidence = match res {
+        Ok(()) => format!("the guest answered within {:?}", start.elapsed()),
+        Err(e) => format!("no answer after {:?} ({cause}): {e}", start.elapsed()),
+    };
+    checks.push(CheckResult::new(check, matches!(cause, "dead" | "timeout"), evidence).with("cause", cause));
+    Ok(())
+}

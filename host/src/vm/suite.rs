@@ -1,0 +1,363 @@
+//! Running a suite: one shared QEMU boot and one model for the shared
+//! scenarios, own boots (in worker processes) for the rest; each scenario's
+//! checks recorded on both targets and handed to the verdict layer. The
+//! runner decides nothing itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::accel::{AccelChoice, AccelPlan};
+use super::boot::{BootError, BootSpec, Dirs, QemuTarget, boot_with_fallback, layout_check, model_target, shutdown_check};
+use super::check::CheckResult;
+use super::defects::KnownDefect;
+use super::error::{ErrorKind, Failure, RunError, RunOutcome};
+use super::guest::RegionWindow;
+use super::own_boot::{Pool, own_boot_report, own_boot_run};
+use super::qemu::{Accel, QemuInfo};
+use super::scenario::{BackendMode, Scenario};
+use super::steps::{Target, run_steps};
+use super::verdict::{Verdict, judge};
+use super::interrupted;
+use crate::model::Faults;
+use crate::server::BackendServer;
+use crate::spec::DeviceSpec;
+
+/// Everything xtask hands the runner.
+pub struct SuiteConfig {
+    pub qemu: QemuInfo,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub accel: AccelChoice,
+    pub spec: DeviceSpec,
+    /// Where the guest must find the suite device's regions (`tests/suite.toml`'s `layout`).
+    pub layout: Vec<RegionWindow>,
+    pub scenarios: Vec<Scenario>,
+    /// The known defects to judge by (empty with `--known-defects none`).
+    pub known_defects: Vec<KnownDefect>,
+    /// Where they came from, for the report ("none" for none).
+    pub known_defects_source: String,
+    /// A command that runs one own boot in a process of its own (completed
+    /// with `--scenario PATH --accel NAME --logs DIR`; prints an
+    /// [`super::OwnBootRun`] as JSON): own boots then run in parallel, each
+    /// with its own leak self-check. `None`: one after another in this process.
+    pub worker: Option<Vec<String>>,
+    /// Parent of the run directory (kept there when the run fails).
+    pub work_dir: PathBuf,
+}
+
+impl SuiteConfig {
+    /// What a boot of scenario `scn` needs (its own device, or the suite's).
+    pub fn boot_spec<'a>(&'a self, device: &'a (DeviceSpec, Vec<RegionWindow>), scn: Option<&Scenario>) -> BootSpec<'a> {
+        BootSpec {
+            qemu: &self.qemu,
+            kernel: &self.kernel,
+            initramfs: &self.initramfs,
+            spec: &device.0,
+            layout: &device.1,
+            init: scn.is_none_or(|s| s.init),
+            smp: scn.map_or(1, |s| s.smp),
+        }
+    }
+
+    /// The device a scenario runs with (its own, unvalidated, or the
+    /// suite's) and where the guest must find its regions.
+    pub fn device_of(&self, scn: &Scenario) -> (DeviceSpec, Vec<RegionWindow>) {
+        match &scn.device {
+            Some(d) => (d.spec(), d.layout()),
+            None => (self.spec.clone(), self.layout.clone()),
+        }
+    }
+}
+
+/// Why a suite could not be run (its scenarios' failures are verdicts, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("an own-boot pool thread panicked: {0}")]
+    PoolPanicked(String),
+    #[error("{source}\nlogs kept in {}", kept.display())]
+    LogsKept { source: Box<SuiteError>, kept: PathBuf },
+}
+
+/// One scenario on both targets.
+pub struct ScenarioReport {
+    pub name: String,
+    pub description: String,
+    pub qemu: Verdict,
+    pub model: Verdict,
+    pub qemu_time: Duration,
+    pub model_time: Duration,
+    pub qemu_checks: Vec<CheckResult>,
+    pub model_checks: Vec<CheckResult>,
+    /// QEMU's stderr and console tails when the QEMU verdict is not PASS.
+    pub qemu_log: Option<String>,
+}
+
+/// Raw measurements for the benchmark report.
+#[derive(Default)]
+pub struct Measurements {
+    pub qemu_map: Vec<Duration>,
+    pub qemu_unmap: Vec<Duration>,
+    pub model_map: Vec<Duration>,
+    pub model_unmap: Vec<Duration>,
+    pub qemu_table_lag: Vec<Duration>,
+    pub model_table_lag: Vec<Duration>,
+    /// Boot to agent ready, of every QEMU boot that got there.
+    pub boot_times: Vec<Duration>,
+}
+
+pub struct SuiteReport {
+    pub qemu: QemuInfo,
+    /// Where the known defects came from ("none" when not used).
+    pub known_defects: String,
+    pub accel: Accel,
+    pub accel_note: Option<String>,
+    pub boot_time: Duration,
+    pub suite_time: Duration,
+    pub scenarios: Vec<ScenarioReport>,
+    pub measurements: Measurements,
+    /// Where logs were kept (only when something failed).
+    pub kept_logs: Option<PathBuf>,
+}
+
+impl SuiteReport {
+    pub fn ok(&self) -> bool {
+        !self.scenarios.is_empty() && self.scenarios.iter().all(|s| s.qemu.ok() && s.model.ok())
+    }
+}
+
+/// The report row of the shared boot's own checks (layout at boot, clean shutdown).
+pub const SHARED_BOOT: &str = "shared-boot";
+
+/// One scenario's run on one target, and how long it took.
+pub type Run = (RunOutcome, Duration);
+
+/// Runs one scenario on a target (after a device reset when `prepare`);
+/// returns its checks or why it could not finish, and how long it took. A
+/// panic of the runner itself (whatever a frontend answered) is an error,
+/// never a crash; the single-threaded gate is lifted on every path.
+pub fn run_on(scn: &Scenario, t: &mut Target, prepare: bool) -> Run {
+    let start = Instant::now();
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if prepare {
+            t.guest.reset(scn.init).map_err(RunError::Prepare)?;
+        }
+        t.mgr.forget_all();
+        let gate = t.server.as_ref().filter(|_| scn.backend == BackendMode::SingleThreaded).map(BackendServer::serve_gate);
+        t.single_threaded = gate.is_some();
+        t.mgr.channel().set_serve_gate(gate);
+        run_steps(scn, t)
+    }));
+    t.mgr.channel().set_serve_gate(None);
+    t.single_threaded = false;
+    let res = res.unwrap_or_else(|p| Err(RunError::Panicked(crate::panic_text(p.as_ref()))));
+    (res.map_err(Failure::from), start.elapsed())
+}
+
+/// The known-defect entries for a scenario on this build and accelerator.
+pub fn defects_for<'a>(cfg: &'a SuiteConfig, accel: Accel, scenario: &str) -> Vec<&'a KnownDefect> {
+    cfg.known_defects.iter().filter(|d| d.applies(&cfg.qemu.build, accel.name(), scenario)).collect()
+}
+
+/// A scenario's report row: both runs judged.
+pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: &[&KnownDefect], qlog: impl FnOnce() -> String) -> ScenarioReport {
+    let qemu_checks = q.0.clone().unwrap_or_default();
+    let model_checks = m.0.clone().unwrap_or_default();
+    let qemu = judge(q.0, defects);
+    let model = if qemu_only { Verdict::Skipped("fault scenario: QEMU only".into()) } else { judge(m.0, &[]) };
+    let qemu_log = (!matches!(qemu, Verdict::Pass)).then(qlog);
+    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log }
+}
+
+/// The device a scenario runs with: its own (unvalidated) or the suite's.
+pub fn scenario_spec(suite: &DeviceSpec, scn: &Scenario) -> DeviceSpec {
+    scn.device.as_ref().map_or_else(|| suite.clone(), |d| d.spec())
+}
+
+/// The model as a target for a scenario's own boot: its layout check, the
+/// scenario, its clean shutdown.
+pub fn run_model_boot(device: &(DeviceSpec, Vec<RegionWindow>), scn: &Scenario, sockets: &Path) -> Run {
+    let start = Instant::now();
+    let mut t = match model_target(&device.0, Faults::default(), scn.init, sockets) {
+        Ok(t) => t,
+        Err(e) => return (Err(Failure { kind: e.kind(), message: e.to_string() }), start.elapsed()),
+    };
+    let layout = layout_check(&device.1, t.guest.as_ref());
+    let (res, _) = run_on(scn, &mut t, false);
+    let res = res.map(|checks| {
+        let mut all = vec![layout];
+        all.extend(checks);
+        super::boot::finish(&mut t, &mut all);
+        all
+    });
+    (res, start.elapsed())
+}
+
+/// Boots once for the shared scenarios (own-boot ones get their own QEMU),
+/// runs each on QEMU and on the model, reports. The run directory is kept
+/// when something failed.
+pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
+    let io = |what: String| move |source| SuiteError::Io { what, source };
+    std::fs::create_dir_all(&cfg.work_dir).map_err(io(format!("create {}", cfg.work_dir.display())))?;
+    let run_dir = tempfile::Builder::new().prefix("run-").tempdir_in(&cfg.work_dir).map_err(io("run dir".into()))?;
+    // Sockets go under the system temp dir: a Unix socket path must stay
+    // below 108 bytes, and a clone's target/ may be deep.
+    let sockets = tempfile::Builder::new().prefix("shmem-vm-").tempdir().map_err(io("socket dir".into()))?;
+    let suite_start = Instant::now();
+    let result = run_in(cfg, Dirs { logs: run_dir.path(), sockets: sockets.path() }, suite_start);
+    if result.as_ref().is_ok_and(SuiteReport::ok) {
+        return result;
+    }
+    let kept = run_dir.keep();
+    match result {
+        Ok(mut r) => {
+            r.kept_logs = Some(kept);
+            Ok(r)
+        }
+        Err(e) => Err(SuiteError::LogsKept { source: Box::new(e), kept }),
+    }
+}
+
+/// The own boots' rows: the pool's results (once its work is done), or
+/// each run here, one after another.
+fn own_rows(cfg: &SuiteConfig, own: &[&Scenario], pool: Option<&Pool<'_>>, accel: Accel, dirs: Dirs<'_>, m: &mut Measurements) -> Result<Vec<ScenarioReport>, SuiteError> {
+    let runs = match pool {
+        // Every worker thread has returned: the runs are all there.
+        Some(p) => p.take_results(),
+        None => {
+            let mut runs = Vec::new();
+            for scn in own {
+                if interrupted() {
+                    return Err(SuiteError::Interrupted);
+                }
+                runs.push(own_boot_run(cfg, scn, accel, dirs.logs, dirs.sockets));
+            }
+            runs
+        }
+    };
+    Ok(own.iter().zip(runs).map(|(scn, run)| own_boot_report(cfg, scn, accel, run, &mut m.boot_times)).collect())
+}
+
+fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<SuiteReport, SuiteError> {
+    let shared: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| !s.own_boot).collect();
+    let own: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| s.own_boot).collect();
+    let mut measurements = Measurements::default();
+    let mut reports = Vec::new();
+    let pool = cfg.worker.as_deref().map(|w| Pool::new(w, &own, dirs.logs));
+    let plan = AccelPlan::of(cfg.accel);
+    std::thread::scope(|scope| {
+        // Own boots go to worker processes, one per core, beside the shared
+        // boot; this thread joins them once the shared boot is done. They
+        // start at once when the accelerator is settled without a boot (TCG,
+        // or KVM that cannot fall back), else once the shared boot has chosen
+        // it. One VM more than there are cores keeps the cores busy while a
+        // guest waits on the host (a timeout, an ack, a shutdown).
+        let start_pool = |accel: Accel| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(own.len());
+            pool.as_ref().map_or_else(Vec::new, |p| (0..threads).map(|_| scope.spawn(move || p.work(accel))).collect())
+        };
+        let mut workers = plan.settled().map(start_pool).unwrap_or_default();
+        let (accel, accel_note, boot_time) = if shared.is_empty() {
+            // A filtered run without shared scenarios: no boot chose the accelerator.
+            if plan.settled().is_none() {
+                workers = start_pool(plan.first);
+            }
+            (plan.first, plan.note.clone(), None)
+        } else {
+            let device = (cfg.spec.clone(), cfg.layout.clone());
+            let booted = boot_with_fallback(&cfg.boot_spec(&device, None), &plan, dirs).map_err(SuiteError::from).and_then(|(qt, accel, note)| {
+                if plan.settled().is_none() {
+                    workers = start_pool(accel);
+                }
+                let boot_time = qt.boot_time;
+                run_shared(cfg, dirs, qt, accel, &shared, &mut reports, &mut measurements).map(|()| (accel, note, Some(boot_time)))
+            });
+            // No own boot starts after the shared one failed (those under way end on their own).
+            booted.inspect_err(|_| {
+                if let Some(p) = &pool {
+                    p.cancel.store(true, Ordering::SeqCst);
+                }
+            })?
+        };
+        if let Some(p) = &pool {
+            p.work(accel);
+        }
+        for w in workers {
+            w.join().map_err(|p| SuiteError::PoolPanicked(crate::panic_text(p.as_ref())))?;
+        }
+        reports.extend(own_rows(cfg, &own, pool.as_ref(), accel, dirs, &mut measurements)?);
+        if interrupted() {
+            return Err(SuiteError::Interrupted);
+        }
+        Ok(SuiteReport {
+            qemu: cfg.qemu.clone(),
+            known_defects: cfg.known_defects_source.clone(),
+            accel,
+            accel_note,
+            // Without a shared boot, the quickest own boot.
+            boot_time: boot_time.or_else(|| measurements.boot_times.iter().min().copied()).unwrap_or_default(),
+            suite_time: suite_start.elapsed(),
+            scenarios: reports,
+            measurements,
+            kept_logs: None,
+        })
+    })
+}
+
+/// The shared scenarios on one QEMU boot and one model, and the shared
+/// boot's own row (first in `reports`).
+fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, shared: &[&Scenario], reports: &mut Vec<ScenarioReport>, measurements: &mut Measurements) -> Result<(), SuiteError> {
+    measurements.boot_times.push(qt.boot_time);
+    let model_start = Instant::now();
+    let mut model = model_target(&cfg.spec, Faults::default(), true, dirs.sockets)?;
+    let mut model_boot = vec![layout_check(&cfg.layout, model.guest.as_ref())];
+    let model_boot_time = model_start.elapsed();
+    let mut qemu_dead: Option<String> = None;
+    let mut rows = Vec::new();
+    for scn in shared {
+        if interrupted() {
+            return Err(SuiteError::Interrupted);
+        }
+        let defects = defects_for(cfg, a, &scn.name);
+        let q = match &qemu_dead {
+            Some(name) => (Err(Failure { kind: ErrorKind::Dead, message: format!("not run: QEMU died in scenario {name}") }), Duration::ZERO),
+            None => run_on(scn, &mut qt.target, true),
+        };
+        let m = run_on(scn, &mut model, true);
+        if qemu_dead.is_none() && qt.target.guest.gone().is_some() {
+            qemu_dead = Some(scn.name.clone());
+        }
+        let guest = &qt.target.guest;
+        rows.push(report((&scn.name, &scn.description), scn.qemu_only, q, m, &defects, || guest.log_text()));
+    }
+    take_measurements(measurements, &mut qt.target, &mut model);
+    // The shared boot's own row: a QEMU that died in a scenario has its
+    // death reported there; one that lives must quit cleanly.
+    let mut qemu_boot = std::mem::take(&mut qt.boot_checks);
+    if qemu_dead.is_none() {
+        qemu_boot.push(shutdown_check(qt.target.guest.as_mut()));
+    }
+    model_boot.push(shutdown_check(model.guest.as_mut()));
+    let defects = defects_for(cfg, a, SHARED_BOOT);
+    let guest = &qt.target.guest;
+    let description = "the boot the shared scenarios run in: regions where the device file states them, a clean shutdown";
+    reports.push(report((SHARED_BOOT, description), false, (Ok(qemu_boot), qt.boot_time), (Ok(model_boot), model_boot_time), &defects, || guest.log_text()));
+    reports.extend(rows);
+    Ok(())
+}
+
+/// Moves the targets' latencies into the run's measurements.
+fn take_measurements(m: &mut Measurements, qemu: &mut Target, model: &mut Target) {
+    m.qemu_map = std::mem::take(&mut qemu.map_latencies);
+    m.qemu_unmap = std::mem::take(&mut qemu.unmap_latencies);
+    m.qemu_table_lag = std::mem::take(&mut qemu.table_lags);
+    m.model_map = std::mem::take(&mut model.map_latencies);
+    m.model_unmap = std::mem::take(&mut model.unmap_latencies);
+    m.model_table_lag = std::mem::take(&mut model.table_lags);
+}

@@ -1,0 +1,275 @@
+//! The verdict layer: what recorded checks mean. Pure functions, no I/O:
+//! matching a failed check against known-defect signatures, the
+//! intermittent rule, judging one scenario on one target, and comparing two
+//! runs. The runner records; this decides. Reports only format.
+
+use std::collections::BTreeMap;
+
+use super::check::{CheckResult, facts_text};
+use super::defects::KnownDefect;
+use super::error::RunOutcome;
+use super::suite::SuiteReport;
+
+/// A failed check as judged against the known defects.
+#[derive(Clone, Debug)]
+pub struct Judged {
+    pub check: CheckResult,
+    /// The known defect whose signature this failure shows.
+    pub defect: Option<String>,
+    /// A listed defect of this check whose signature it does NOT show: its
+    /// id and signature, printed beside what was seen.
+    pub listed: Option<(String, String)>,
+}
+
+/// One scenario's verdict on one target.
+#[derive(Clone, Debug)]
+pub enum Verdict {
+    Pass,
+    /// Every failed check shows the signature of a listed known defect.
+    /// `inconclusive`: listed intermittent defects whose checks passed in a
+    /// run too short to tell a fix (they keep the entry listed).
+    KnownFailure { failed: Vec<Judged>, inconclusive: Vec<Judged> },
+    /// A failed check is not listed, or fails differently from its listing.
+    Fail(Vec<Judged>),
+    /// Listed defects did not show (the check passed or never ran): each
+    /// message names the entry to drop.
+    UnexpectedPass(Vec<String>),
+    /// The scenario could not be run to the end (infrastructure, timeout).
+    Error(String),
+    /// Not run on this target, and why (fault scenarios on the model).
+    Skipped(String),
+}
+
+impl Verdict {
+    /// Whether the run may still succeed with this verdict.
+    pub fn ok(&self) -> bool {
+        matches!(self, Verdict::Pass | Verdict::KnownFailure { .. } | Verdict::Skipped(_))
+    }
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::KnownFailure { .. } => "KNOWN-FAIL",
+            Verdict::Fail(_) => "FAIL",
+            Verdict::UnexpectedPass(_) => "UNEXPECTED-PASS",
+            Verdict::Error(_) => "ERROR",
+            Verdict::Skipped(_) => "SKIPPED",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl KnownDefect {
+    /// Whether this entry is about this scenario on this build and accelerator.
+    pub fn applies(&self, build: &str, accel: &str, scenario: &str) -> bool {
+        self.scenario == scenario && self.qemu.iter().any(|q| q == build) && self.accel.iter().any(|a| a == accel)
+    }
+
+    /// Whether a failed check's facts show this signature: every fact of
+    /// it, `said` as a substring, every other fact exactly.
+    pub fn matches(&self, facts: &BTreeMap<String, String>) -> bool {
+        self.signature.iter().all(|(k, want)| facts.get(k).is_some_and(|got| if k == "said" { got.contains(want.as_str()) } else { got == want }))
+    }
+
+    /// The signature as `key=value, ...`.
+    pub fn signature_text(&self) -> String {
+        facts_text(&self.signature)
+    }
+
+    /// The intermittent rule, for a listed intermittent defect whose check
+    /// passed: the run says too little to tell a fix when the upper bound of
+    /// its rate (fact `upper95`) is not below half the listed rate.
+    pub fn inconclusive(&self, passed: &BTreeMap<String, String>) -> bool {
+        let bound = passed.get("upper95").and_then(|b| b.parse::<f64>().ok());
+        match (self.rate, bound) {
+            (Some(rate), Some(bound)) => bound >= rate / 2.0,
+            _ => false,
+        }
+    }
+}
+
+/// A failed check against the entries listed for it.
+fn judge_failed(c: &CheckResult, defects: &[&KnownDefect]) -> Judged {
+    let listed: Vec<&&KnownDefect> = defects.iter().filter(|d| d.check == c.check).collect();
+    let matched = listed.iter().find(|d| d.matches(&c.facts));
+    Judged {
+        check: c.clone(),
+        defect: matched.map(|d| d.id.clone()),
+        listed: if matched.is_none() { listed.first().map(|d| (d.id.clone(), d.signature_text())) } else { None },
+    }
+}
+
+/// Turns check results into a verdict. `defects` are the entries that apply
+/// to this scenario on this build and accelerator. A failed check is known
+/// only when a listed entry's signature matches its facts; a listed entry
+/// whose check passed or never ran is an unexpected pass, unless the
+/// intermittent rule calls the run inconclusive.
+pub fn judge(result: RunOutcome, defects: &[&KnownDefect]) -> Verdict {
+    let checks = match result {
+        Ok(c) => c,
+        Err(e) => return Verdict::Error(e.message),
+    };
+    let failed: Vec<Judged> = checks.iter().filter(|c| !c.passed).map(|c| judge_failed(c, defects)).collect();
+    let mut unexpected = Vec::new();
+    let mut inconclusive = Vec::new();
+    for d in defects.iter().filter(|d| !failed.iter().any(|j| j.check.check == d.check)) {
+        match checks.iter().find(|c| c.check == d.check) {
+            Some(c) if d.inconclusive(&c.facts) => {
+                let mut c = c.clone();
+                c.evidence = format!("intermittent, not seen in this run, too few to tell a fix (listed rate {:.3} %): {}", d.rate.unwrap_or(0.0) * 100.0, c.evidence);
+                inconclusive.push(Judged { check: c, defect: Some(d.id.clone()), listed: None });
+            }
+            found => {
+                let how = if found.is_some() { "the check passed" } else { "the check never ran" };
+                unexpected.push(format!("known defect `{}` ({}) did not show: {how}; drop it from the known-defects list", d.id, d.check));
+            }
+        }
+    }
+    if failed.iter().any(|j| j.defect.is_none()) {
+        Verdict::Fail(failed)
+    } else if !unexpected.is_empty() {
+        Verdict::UnexpectedPass(unexpected)
+    } else if !failed.is_empty() || !inconclusive.is_empty() {
+        Verdict::KnownFailure { failed, inconclusive }
+    } else {
+        Verdict::Pass
+    }
+}
+
+/// What changed from a baseline run (A) to another frontend's run (B).
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// `fixed: scenario/check ...`, `REGRESSED: ...`, `evidence changed: ...`.
+    pub lines: Vec<String>,
+    pub fixed: usize,
+    pub regressed: usize,
+    pub changed: usize,
+}
+
+/// Names in `a`, then those only in `b`.
+fn union<'a>(a: impl Iterator<Item = &'a str>, b: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = a.collect();
+    let more: Vec<&str> = b.filter(|n| !names.contains(n)).collect();
+    names.extend(more);
+    names
+}
+
+/// One check on both sides; `errs` says which side's scenario erred.
+fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Option<&CheckResult>, errs: (bool, bool)) {
+    let line = match (ca, cb) {
+        (Some(x), Some(y)) if !x.passed && y.passed => {
+            c.fixed += 1;
+            format!("fixed: {at}: failed on A ({}), passes on B", facts_text(&x.facts))
+        }
+        (Some(x), Some(y)) if x.passed && !y.passed => {
+            c.regressed += 1;
+            format!("REGRESSED: {at}: passed on A, fails on B: {}", y.evidence)
+        }
+        (Some(x), Some(y)) if !x.passed && !y.passed && x.facts != y.facts => {
+            c.changed += 1;
+            format!("evidence changed: {at}: A {{{}}} / B {{{}}}", facts_text(&x.facts), facts_text(&y.facts))
+        }
+        (Some(x), None) if x.passed && !errs.0 && !errs.1 => {
+            c.regressed += 1;
+            format!("REGRESSED: {at}: passed on A, never ran on B")
+        }
+        (None, Some(y)) if !y.passed => {
+            c.regressed += 1;
+            format!("REGRESSED: {at}: fails on B ({}), did not run on A", y.evidence)
+        }
+        _ => return,
+    };
+    c.lines.push(line);
+}
+
+/// Compares the QEMU side of two runs check by check. A check that passed
+/// on A and fails or never ran on B, a new failing check, or a scenario that
+/// ran on A and errs on B is a regression.
+pub fn compare(a: &SuiteReport, b: &SuiteReport) -> Comparison {
+    let mut c = Comparison::default();
+    for name in union(a.scenarios.iter().map(|s| s.name.as_str()), b.scenarios.iter().map(|s| s.name.as_str())) {
+        let sa = a.scenarios.iter().find(|s| s.name == name);
+        let sb = b.scenarios.iter().find(|s| s.name == name);
+        let erred = |s: Option<&super::suite::ScenarioReport>| s.is_some_and(|s| matches!(s.qemu, Verdict::Error(_)));
+        let (ea, eb) = (erred(sa), erred(sb));
+        if eb && !ea {
+            c.regressed += 1;
+            let why = sb.map(|s| match &s.qemu {
+                Verdict::Error(e) => format!("error: {e}"),
+                _ => String::new(),
+            });
+            c.lines.push(format!("REGRESSED: {name}: {} on B", why.unwrap_or_default()));
+        } else if ea && !eb {
+            c.fixed += 1;
+            c.lines.push(format!("fixed: {name}: runs to the end on B"));
+        }
+        let checks_a = sa.map(|s| s.qemu_checks.as_slice()).unwrap_or_default();
+        let checks_b = sb.map(|s| s.qemu_checks.as_slice()).unwrap_or_default();
+        for check in union(checks_a.iter().map(|x| x.check.as_str()), checks_b.iter().map(|x| x.check.as_str())) {
+            let ca = checks_a.iter().find(|x| x.check == check);
+            let cb = checks_b.iter().find(|x| x.check == check);
+            compare_check(&mut c, &format!("{name}/{check}"), ca, cb, (ea, eb));
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    //! Comparing two runs, on hand-made reports: each rule can fire.
+
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::vm::qemu::{Accel, QemuInfo};
+    use crate::vm::suite::{Measurements, ScenarioReport};
+
+    fn suite_report(build: &str, checks: Vec<CheckResult>) -> SuiteReport {
+        let qemu = QemuInfo { path: PathBuf::from("qemu"), version: (11, 1, 3), version_text: String::new(), build: build.into() };
+        let s = ScenarioReport {
+            name: "s".into(),
+            description: String::new(),
+            qemu: Verdict::Pass,
+            model: Verdict::Pass,
+            qemu_time: Duration::ZERO,
+            model_time: Duration::ZERO,
+            qemu_checks: checks,
+            model_checks: Vec::new(),
+            qemu_log: None,
+        };
+        SuiteReport {
+            qemu,
+            known_defects: "none".into(),
+            accel: Accel::Tcg,
+            accel_note: None,
+            boot_time: Duration::ZERO,
+            suite_time: Duration::ZERO,
+            scenarios: vec![s],
+            measurements: Measurements::default(),
+            kept_logs: None,
+        }
+    }
+
+    #[test]
+    fn compare_names_fixes_regressions_and_changed_evidence() {
+        let crash = |sig: &str| CheckResult::new("frontend-survives", false, "").with("exit", sig);
+        let a = suite_report("a", vec![crash("signal 11 (SIGSEGV)"), CheckResult::new("ro", false, "").with("ack", "0"), CheckResult::new("mt", true, ""), CheckResult::new("x", false, "").with("n", "1")]);
+        let b = suite_report("b", vec![CheckResult::new("frontend-survives", true, ""), CheckResult::new("ro", false, "").with("ack", "0"), CheckResult::new("mt", false, "lost"), CheckResult::new("x", false, "").with("n", "2")]);
+        let c = compare(&a, &b);
+        assert_eq!((c.fixed, c.regressed, c.changed), (1, 1, 1), "{:#?}", c.lines);
+        assert!(c.lines.iter().any(|l| l.starts_with("fixed: s/frontend-survives")));
+        assert!(c.lines.iter().any(|l| l.starts_with("REGRESSED: s/mt")));
+        assert!(c.lines.iter().any(|l| l.starts_with("evidence changed: s/x")));
+        // A check that passed on A and never ran on B is a regression too.
+        let b = suite_report("b", vec![crash("signal 11 (SIGSEGV)")]);
+        assert!(compare(&a, &b).lines.iter().any(|l| l.starts_with("REGRESSED: s/mt: passed on A, never ran on B")));
+        // The same run on both sides changes nothing.
+        let same = compare(&a, &a);
+        assert!(same.lines.is_empty(), "{:?}", same.lines);
+    }
+}
