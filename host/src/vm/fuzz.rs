@@ -119,6 +119,28 @@ pub enum Op {
     Alive,
 }
 
+/// The operation as the fact `op` shows it: its kind and its values.
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = |i: usize| FILES[i].0;
+        match *self {
+            Op::Map { shmid, file: i, fd_offset, shm_offset, len, rw, attach, flags } => {
+                write!(f, "map {shmid}:{shm_offset:#x}+{len:#x} of {}@{fd_offset:#x} {} attach={}", file(i), if rw { "rw" } else { "ro" }, attach.name())?;
+                flags.map_or(Ok(()), |fl| write!(f, " flags={fl:#x}"))
+            }
+            Op::Unmap { shmid, shm_offset, len } => write!(f, "unmap {shmid}:{shm_offset:#x}+{len:#x}"),
+            Op::GuestRead { shmid, offset, len } => write!(f, "guest-read {shmid}:{offset:#x}+{len:#x}"),
+            Op::GuestWrite { shmid, offset, len, seed } => write!(f, "guest-write {shmid}:{offset:#x}+{len:#x} seed={seed:#04x}"),
+            Op::HostWrite { file: i, offset, len, seed } => write!(f, "host-write {}@{offset:#x}+{len:#x} seed={seed:#04x}", file(i)),
+            Op::FileRead { file: i, offset, len } => write!(f, "file-read {}@{offset:#x}+{len:#x}", file(i)),
+            Op::Reset { init } => write!(f, "reset init={init}"),
+            Op::MemTable { shmid, file: i, shm_offset, len } => write!(f, "mem-table {shmid}:{shm_offset:#x}+{len:#x} of {}", file(i)),
+            Op::Released { file: i } => write!(f, "released {}", file(i)),
+            Op::Alive => write!(f, "alive"),
+        }
+    }
+}
+
 impl Op {
     fn kind(&self) -> &'static str {
         match self {
@@ -392,7 +414,7 @@ fn divergences(op: &Op, said: &str, failed: Vec<CheckResult>, cx: Context) -> Ve
         .map(|mut c| {
             let suffix = c.check.split_once('/').map(|(_, s)| format!("/{s}")).unwrap_or_default();
             let kind = if c.check == "frontend-survives" { c.check.clone() } else { format!("{}{suffix}", op.kind()) };
-            c = c.with("op", format!("{op:?}")).with("oracle_said", said.lines().next().unwrap_or("")).with("device", if cx.started { "started" } else { "stopped" });
+            c = c.with("op", op).with("oracle_said", said.lines().next().unwrap_or("")).with("device", if cx.started { "started" } else { "stopped" });
             if let Op::Map { attach, .. } = op {
                 c = c.with("attach", attach.name());
             }
