@@ -80,10 +80,19 @@ impl HostFile {
     }
 
     /// Writes `pattern_byte(seed, i)` for i in 0..len, i counted from `offset`.
+    /// Written a megabyte at a time: a fill of a large sparse file never
+    /// allocates the whole range.
     pub fn fill(&self, offset: u64, len: u64, seed: u8) -> io::Result<()> {
+        const CHUNK: u64 = 1 << 20;
         self.check(offset, len)?;
-        let data: Vec<u8> = (0..len).map(|i| pattern_byte(seed, i)).collect();
-        self.file.write_all_at(&data, offset)
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(CHUNK);
+            let data: Vec<u8> = (done..done + n).map(|i| pattern_byte(seed, i)).collect();
+            self.file.write_all_at(&data, offset + done)?;
+            done += n;
+        }
+        Ok(())
     }
 
     pub fn digest(&self, offset: u64, len: u64) -> io::Result<u64> {

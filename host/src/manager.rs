@@ -138,6 +138,11 @@ impl MappingManager {
         Ok(self.files.entry(name.to_string()).or_insert(f))
     }
 
+    /// Drops a host file (its fd closes; a frontend keeps its own dup).
+    pub fn remove_file(&mut self, name: &str) -> Result<(), ManagerError> {
+        self.files.remove(name).map(drop).ok_or_else(|| ManagerError::UnknownFile(name.into()))
+    }
+
     pub fn file(&self, name: &str) -> Result<&HostFile, ManagerError> {
         self.files.get(name).ok_or_else(|| ManagerError::UnknownFile(name.into()))
     }

@@ -56,6 +56,12 @@ pub struct Faults {
     /// replying: a backend that serves the frontend on the thread that waits
     /// for the reply deadlocks.
     pub commit_before_reply: bool,
+    /// Ack an unmap but leave the mapping in place (the range still shows
+    /// the file, and a later map of it overlaps).
+    pub unmap_without_effect: bool,
+    /// Answer this many requests, then none (a frontend stuck mid-run: the
+    /// backend's watchdog must name it).
+    pub stop_acking_after: Option<usize>,
 }
 
 /// How long the `reply_before_commit` fault leaves the guest view stale.
@@ -560,6 +566,10 @@ fn serve(inner: &Inner, sock: &UnixStream) {
             let _ = sock.shutdown(Shutdown::Both);
             return;
         }
+        if faults_silent(&st) {
+            // Stuck: the request is neither answered nor carried out.
+            continue;
+        }
         let decided: Result<Change, Rejection> = match (req.request, msg) {
             (r, Some(m)) if r == ShmemOp::Map.code() => check_map(inner, &st, &m, fd.as_ref()).and_then(|()| {
                 let fd = fd.ok_or(reject(libc::EBADF, "Bad fd for map"))?;
@@ -629,6 +639,11 @@ fn serve(inner: &Inner, sock: &UnixStream) {
     }
 }
 
+/// Whether the `stop_acking_after` fault has made the model silent.
+fn faults_silent(st: &State) -> bool {
+    st.faults.stop_acking_after.is_some_and(|k| st.served.len() >= k)
+}
+
 fn apply(inner: &Inner, st: &mut State, change: Change) -> Result<(), String> {
     match change {
         Change::Map(m) => {
@@ -637,6 +652,7 @@ fn apply(inner: &Inner, st: &mut State, change: Change) -> Result<(), String> {
             region.map_file(&m, writable).map_err(|e| format!("mmap after ack: {e}"))?;
             st.mappings.push(m);
         }
+        Change::Unmap(_) if st.faults.unmap_without_effect => {}
         Change::Unmap(i) => {
             let m = st.mappings.remove(i);
             let region = inner.regions[usize::from(m.shmid)].as_ref().ok_or("region vanished")?;

@@ -1,5 +1,5 @@
 //! The leak check the runner applies to itself finds each kind of leak.
-//! One test in its own binary: fds are counted process-wide.
+//! In a binary of its own, one test at a time: fds are counted process-wide.
 
 use std::os::unix::net::UnixListener;
 use std::process::Command;
@@ -8,6 +8,7 @@ use shmem_host::vm::leaks::Snapshot;
 
 #[test]
 fn the_leak_check_finds_a_child_an_fd_a_socket_and_a_temp_dir() {
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let snap = Snapshot::take();
     assert_eq!(snap.leaks_since(dir.path()), Vec::<String>::new(), "clean at first");
@@ -32,3 +33,22 @@ fn the_leak_check_finds_a_child_an_fd_a_socket_and_a_temp_dir() {
     assert!(text.contains("left.sock"), "{text}");
     assert!(text.contains("temp dir") && text.contains("shmem-backend-x"), "{text}");
 }
+
+/// The model half of an own boot checks itself for leaks too (in this
+/// binary: fds are counted process-wide, and the test above may not run
+/// beside it).
+#[test]
+fn the_model_half_of_an_own_boot_is_leak_checked() {
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let suite = shmem_host::vm::scenario::SuiteFile::load(&root.join("tests/suite.toml")).unwrap();
+    let scn = shmem_host::vm::scenario::Scenario::load_dir(&root.join("tests/scenarios")).unwrap().into_iter().find(|s| s.name == "rw-basic").unwrap();
+    let (dir, sockets) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let device = (suite.device.spec(), suite.device.layout());
+    let (res, _) = shmem_host::vm::own_boot::model_half(&device, &scn, dir.path(), sockets.path());
+    let checks = res.unwrap();
+    let leak = checks.iter().find(|c| c.check == "no-leaks").expect("no-leaks recorded");
+    assert!(leak.passed, "{leak:?}");
+}
+
+static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

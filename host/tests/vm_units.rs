@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use shmem_host::vm::qemu::probe;
+use shmem_host::vm::bounds;
 use shmem_host::vm::defects::{KnownDefect, load_known_defects};
 use shmem_host::vm::probe::rate_upper_bound;
 use shmem_host::vm::scenario::{RESERVED_CHECKS, Scenario, Step};
@@ -75,7 +76,7 @@ fn probe_scale_multiplies_the_probes_iterations_and_nothing_else() {
     let path = root.join("tests/scenarios/reply-before-commit.toml");
     let shipped = Scenario::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
     let mut scaled = shipped.clone();
-    scaled.scale_probes(10);
+    shmem_host::vm::bounds::scale_probes(&mut scaled, 10).unwrap();
     let iterations = |s: &Scenario| -> Vec<u32> {
         s.steps.iter().filter_map(|st| if let Step::ProbeReplyBeforeCommit { iterations, .. } = st { Some(*iterations) } else { None }).collect()
     };
@@ -212,4 +213,51 @@ fn the_probe_refuses_an_old_qemu_naming_both_versions() {
     std::process::Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
     let err = probe(&fake).unwrap_err().to_string();
     assert!(err.contains("7.2.15") && err.contains(">= 11.1.0"), "{err}");
+}
+
+/// The suite's device, and a scenario file's text with one more step.
+fn suite_regions() -> Vec<u64> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    shmem_host::vm::scenario::SuiteFile::load(&root.join("tests/suite.toml")).unwrap().device.spec().regions
+}
+
+#[test]
+fn every_shipped_scenario_stays_inside_its_bounds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for s in Scenario::load_dir(&root.join("tests/scenarios")).unwrap() {
+        let regions = s.device.as_ref().map_or_else(suite_regions, |d| d.spec().regions);
+        bounds::check(&s, &regions).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn a_value_past_its_bound_is_refused_naming_file_line_and_limit() {
+    let head = "description = \"x\"\n[[step]]\ndo = \"file\"\nname = \"f\"\nsize = \"64K\"\n";
+    let refused = |step: &str| {
+        let s = Scenario::parse(Path::new("big.toml"), &format!("{head}\n[[step]]\n{step}")).expect("parses");
+        bounds::check(&s, &suite_regions()).expect_err(step).to_string()
+    };
+    let err = refused("do = \"expect-guest\"\ncheck = \"c\"\nshmid = 0\noffset = 0\nlen = \"0x10000000000\"\nseed = 1\n");
+    assert!(err.starts_with("big.toml:7:1:") && err.contains("0x100000 bytes"), "{err}");
+    let err = refused("do = \"fill\"\nfile = \"f\"\nseed = 1\noffset = \"0xffffffffffffffff\"\nlen = 2\n");
+    assert!(err.starts_with("big.toml:7:1:") && err.contains("not inside file"), "{err}");
+    let err = refused("do = \"guest-write\"\nshmid = 1\noffset = 0\nlen = 8\nseed = 1\n");
+    assert!(err.contains("shmid 1 is no region"), "{err}");
+    let err = refused("do = \"file\"\nname = \"g\"\nsize = \"0x10000000000\"\n");
+    assert!(err.contains("at most 0x100000000"), "{err}");
+    let err = refused("do = \"map-many\"\ncheck = \"m\"\nshmid = 0\nfile = \"f\"\ncount = 4294967295\nlen = \"4K\"\n");
+    assert!(err.contains("at most 4096 maps"), "{err}");
+    let err = refused("do = \"map\"\nshmid = 0\nfile = \"f\"\nshm_offset = 0\nlen = \"4K\"\nrw = true\nack = 1\nreason = \"\"\n");
+    assert!(err.contains("would match anything"), "{err}");
+    let err = refused("do = \"expect-file\"\ncheck = \"c\"\nfile = \"nope\"\noffset = 0\nlen = 8\nseed = 1\n");
+    assert!(err.contains("no earlier `file` step creates \"nope\""), "{err}");
+}
+
+#[test]
+fn a_probe_scale_past_the_cap_is_refused_naming_the_option_and_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root.join("tests/scenarios/reply-before-commit.toml");
+    let mut s = Scenario::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let err = bounds::scale_probes(&mut s, u32::MAX).unwrap_err().to_string();
+    assert!(err.contains("reply-before-commit.toml:") && err.contains("--probe-scale 4294967295") && err.contains("at most 1000000"), "{err}");
 }

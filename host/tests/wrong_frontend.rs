@@ -134,3 +134,36 @@ fn a_frontend_that_commits_before_it_replies_deadlocks_only_a_single_threaded_ba
     // The watchdog names it within the ack timeout, and the run goes on.
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "{:?}", started.elapsed());
 }
+
+/// The failed checks of a verdict, with their facts.
+fn failed_with_facts(v: Verdict) -> Vec<(String, std::collections::BTreeMap<String, String>)> {
+    match v {
+        Verdict::Fail(j) => j.into_iter().map(|j| (j.check.check, j.check.facts)).collect(),
+        other => panic!("expected FAIL, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_frontend_that_stops_acking_mid_probe_fails_no_deadlock_naming_the_iteration() {
+    let (spec, scn) = short_probe("reply-before-commit");
+    // The doorbell map, then two requests per iteration: the 8th request is
+    // iteration 3's map, the 9th its unmap.
+    for (answered, iteration, direction) in [(7, "3", "map"), (8, "3", "unmap")] {
+        let f = failed_with_facts(verdict_on_model(&spec, &scn, Faults { stop_acking_after: Some(answered), ..Faults::default() }));
+        let (_, facts) = f.iter().find(|(c, _)| c == "rbc-rw/no-deadlock").unwrap_or_else(|| panic!("{f:?}"));
+        assert_eq!((facts["iteration"].as_str(), facts["direction"].as_str(), facts["deadlock"].as_str()), (iteration, direction, "no ack"), "{facts:?}");
+        // What the probe recorded before the stall is kept.
+        assert!(f.iter().all(|(c, _)| c.starts_with("rbc-rw/no-deadlock")), "only the stall fails: {f:?}");
+    }
+}
+
+#[test]
+fn an_unmap_that_takes_no_effect_fails_its_check_naming_the_iteration() {
+    let (spec, scn) = short_probe("reply-before-commit");
+    let f = failed_with_facts(verdict_on_model(&spec, &scn, Faults { unmap_without_effect: true, ..Faults::default() }));
+    let (_, facts) = f.iter().find(|(c, _)| c == "rbc-rw/unmap-effect").unwrap_or_else(|| panic!("{f:?}"));
+    assert_eq!(facts["iteration"], "1", "{facts:?}");
+    assert!(facts["said"].contains("mapping overlap"), "{facts:?}");
+    // The stale read after that UNMAP ack is recorded too, not lost to an error.
+    assert!(f.iter().any(|(c, facts)| c == "rbc-rw/unmap" && facts["stale_seen"] == "the unmapped file's bytes"), "{f:?}");
+}

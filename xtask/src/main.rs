@@ -11,7 +11,8 @@ use std::process::ExitCode;
 
 use shmem_host::vm::qemu::{Accel, QemuInfo, probe};
 use shmem_host::vm::defects::load_known_defects;
-use shmem_host::vm::scenario::{Scenario, SuiteFile};
+use shmem_host::vm::bounds;
+use shmem_host::vm::scenario::{Scenario, SuiteDevice, SuiteFile};
 use shmem_host::vm::{self, AccelChoice, SuiteConfig, report};
 use xshell::{Shell, cmd};
 
@@ -31,6 +32,8 @@ vm-test / bench options:
   --kernel FILE        use this bzImage instead of building one
   --kernel-src DIR     build the kernel from this source tree (default: Debian's linux-source-6.12)
   --accel auto|kvm|tcg accelerator (default auto: KVM if it boots, else TCG)
+  --scenarios DIR      run the scenario files (*.toml) of DIR instead of tests/scenarios;
+                       repeatable; same schema, known defects and reports
   --filter TEXT        run only scenarios whose name contains TEXT
   --probe-scale K      run K times the iterations of every doorbell probe (default 1): the
                        suite's counts keep it quick; a rare stale read, or its absence,
@@ -56,6 +59,8 @@ struct Opts {
     junit: Option<PathBuf>,
     known_defects: Option<String>,
     compare: Option<PathBuf>,
+    /// `--scenarios DIR`, repeatable (default: tests/scenarios).
+    scenarios: Vec<PathBuf>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -71,6 +76,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         junit: None,
         known_defects: None,
         compare: None,
+        scenarios: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -94,6 +100,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--junit" => o.junit = Some(val()?.into()),
             "--known-defects" => o.known_defects = Some(val()?),
             "--compare" => o.compare = Some(val()?.into()),
+            "--scenarios" => o.scenarios.push(val()?.into()),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -108,14 +115,37 @@ fn parse_probe_scale(v: &str) -> Result<u32, String> {
     v.parse().ok().filter(|&k| k >= 1).ok_or_else(|| format!("--probe-scale {v:?}: a whole number, at least 1"))
 }
 
-fn load_scenarios(root: &Path, filter: Option<&str>, probe_scale: u32) -> Result<Vec<Scenario>, String> {
-    let all = Scenario::load_dir(&root.join("tests/scenarios")).map_err(|e| e.to_string())?;
-    let mut picked: Vec<Scenario> = all.into_iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
-    if picked.is_empty() {
-        return Err(format!("no scenario matches {filter:?}"));
+/// The scenarios to run: every `*.toml` of each `--scenarios` directory
+/// (default `tests/scenarios`) whose name contains `--filter`, their probes
+/// scaled, every value bounded against the device it runs with.
+fn load_scenarios(root: &Path, o: &Opts, suite: &SuiteDevice) -> Result<Vec<Scenario>, String> {
+    let dirs = if o.scenarios.is_empty() { vec![root.join("tests/scenarios")] } else { o.scenarios.clone() };
+    let mut picked: Vec<Scenario> = Vec::new();
+    for dir in &dirs {
+        let all = Scenario::load_dir(dir).map_err(|e| e.to_string())?;
+        picked.extend(all.into_iter().filter(|s| o.filter.as_deref().is_none_or(|f| s.name.contains(f))));
     }
-    picked.iter_mut().for_each(|s| s.scale_probes(probe_scale));
+    if picked.is_empty() {
+        let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(format!("no scenario in {} matches {:?}", shown.join(", "), o.filter));
+    }
+    for (i, s) in picked.iter().enumerate() {
+        if let Some(t) = picked[..i].iter().find(|t| t.name == s.name) {
+            return Err(format!("two scenarios are named {:?}: {} and {}; reports and known defects name a scenario by its file name", s.name, t.path.display(), s.path.display()));
+        }
+    }
+    for s in &mut picked {
+        prepare_scenario(s, o.probe_scale, suite).map_err(|e| e.to_string())?;
+    }
     Ok(picked)
+}
+
+/// Scales a loaded scenario's probes and bounds its values against the
+/// device it runs with (its own, or the suite's).
+fn prepare_scenario(s: &mut Scenario, probe_scale: u32, suite: &SuiteDevice) -> Result<(), shmem_host::vm::scenario::LoadError> {
+    bounds::scale_probes(s, probe_scale)?;
+    let regions = s.device.as_ref().unwrap_or(suite).spec().regions;
+    bounds::check(s, &regions)
 }
 
 /// What a vm-test invocation ran: one suite, or with `--compare` the
@@ -189,14 +219,14 @@ fn guest_artefacts(o: &Opts, root: &Path) -> Result<(QemuInfo, PathBuf, PathBuf)
 /// The suite `o` asks for, ready to run, and the QEMU of `--compare`.
 fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
     let root = root();
-    let scenarios = load_scenarios(&root, o.filter.as_deref(), o.probe_scale)?;
+    let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
+    let scenarios = load_scenarios(&root, o, &suite.device)?;
     if o.list {
         for s in &scenarios {
             println!("{:<28} {}", s.name, s.description);
         }
         std::process::exit(0);
     }
-    let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
     let spec = suite.device.spec();
     spec.validate().map_err(|e| format!("tests/suite.toml: {e}"))?;
     let (known_defects, known_defects_source) = match o.known_defects.as_deref() {
@@ -384,8 +414,8 @@ fn own_boot_worker(args: &[String]) -> Result<bool, String> {
     };
     let text = std::fs::read_to_string(&scenario).map_err(|e| format!("{}: {e}", scenario.display()))?;
     let mut scn = Scenario::parse(&scenario, &text).map_err(|e| e.to_string())?;
-    scn.scale_probes(probe_scale);
     let suite = SuiteFile::load(&root().join("tests/suite.toml")).map_err(|e| e.to_string())?;
+    prepare_scenario(&mut scn, probe_scale, &suite.device).map_err(|e| e.to_string())?;
     vm::install_interrupt_handler();
     let cfg = SuiteConfig {
         qemu: QemuInfo { path: qemu.into(), version: (0, 0, 0), version_text: String::new(), build },

@@ -55,6 +55,9 @@ pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
         if d.qemu.is_empty() || d.accel.is_empty() || d.signature.is_empty() {
             return Err(bad(format!("defect {:?}: `qemu`, `accel` and `signature` must each name at least one build, accelerator and fact", d.id)));
         }
+        if let Some((k, _)) = d.signature.iter().find(|(k, v)| v.is_empty() && k.as_str() == "said") {
+            return Err(bad(format!("defect {:?}: `{k} = \"\"` would match anything said: name what must be said", d.id)));
+        }
         if d.rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
             return Err(bad(format!("defect {:?}: rate must be in (0, 1]", d.id)));
         }

@@ -386,6 +386,7 @@ fn run_one(subject: &mut Target, step: Step, name: &str) -> Result<Vec<CheckResu
         backend: BackendMode::MultiThreaded,
         steps: vec![step],
         labels,
+        lines: vec![0],
     };
     Ok(run_steps(&scn, subject)?.into_iter().filter(|c| !c.passed).collect())
 }

@@ -14,6 +14,7 @@
 pub mod accel;
 pub mod bench;
 pub mod boot;
+pub mod bounds;
 pub mod check;
 pub mod defects;
 pub mod error;

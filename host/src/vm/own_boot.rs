@@ -66,14 +66,30 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
         Err(e) => ((Err(Failure { kind: e.kind(), message: e.to_string() }), start.elapsed()), String::new()),
     };
     // Everything of that boot is torn down now: nothing of it may remain.
-    let mut leaks = before.leaks_after(&dir, Duration::from_secs(1));
-    leaks.extend(before.leftovers_in(sockets));
     if let Ok(checks) = &mut q.0 {
-        let evidence = if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
-        checks.push(CheckResult::new("no-leaks", leaks.is_empty(), evidence).with("leaks", leaks.len()));
+        checks.push(no_leaks(&before, &dir, sockets));
     }
-    let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { run_model_boot(&device, scn, sockets) };
+    let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { model_half(&device, scn, &dir, sockets) };
     OwnBootRun { qemu: q.0, qemu_secs: q.1.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs }
+}
+
+/// Check `no-leaks`: nothing of a torn-down boot remains in this process
+/// (children, fds) or under its directories (sockets, temp dirs).
+fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> CheckResult {
+    let mut leaks = before.leaks_after(dir, Duration::from_secs(1));
+    leaks.extend(before.leftovers_in(sockets));
+    let evidence = if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
+    CheckResult::new("no-leaks", leaks.is_empty(), evidence).with("leaks", leaks.len())
+}
+
+/// The model half of an own boot, then its own `no-leaks` check.
+pub fn model_half(device: &(crate::spec::DeviceSpec, Vec<super::guest::RegionWindow>), scn: &Scenario, dir: &Path, sockets: &Path) -> super::suite::Run {
+    let before = leaks::Snapshot::take();
+    let (mut res, took) = run_model_boot(device, scn, sockets);
+    if let Ok(checks) = &mut res {
+        checks.push(no_leaks(&before, dir, sockets));
+    }
+    (res, took)
 }
 
 /// Judges an own boot's run into its report row.
@@ -90,7 +106,7 @@ const WORKER_LIMIT: Duration = Duration::from_secs(900);
 
 /// Runs one own boot in a worker process (`cfg.worker` + scenario, accel,
 /// log dir), which has its own fd table, so its leak self-check is its own.
-fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path) -> OwnBootRun {
+fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path, limit: Duration) -> OwnBootRun {
     let failed = OwnBootRun::failed;
     let Some((program, args)) = worker.split_first() else { return failed(ErrorKind::Appliance, "no own-boot worker command".into()) };
     let mut cmd = std::process::Command::new(program);
@@ -107,30 +123,65 @@ fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path) -> O
         Err(e) => return failed(ErrorKind::Io, format!("starting the own-boot worker {program}: {e}")),
     };
     let mut out = child.stdout.take();
-    let reader = std::thread::spawn(move || {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Detached: a process that escaped with the pipe's write end can keep
+    // the read open, but not this run.
+    std::thread::spawn(move || {
         let mut text = String::new();
         if let Some(o) = out.as_mut() {
             let _ = std::io::Read::read_to_string(o, &mut text);
         }
-        text
+        let _ = tx.send(text);
     });
-    let deadline = Instant::now() + WORKER_LIMIT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Ok(s),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => break Err((ErrorKind::Timeout, format!("the own-boot worker for {} did not end within {WORKER_LIMIT:?}; killed", scn.name))),
+            Ok(None) => break Err((ErrorKind::Timeout, format!("the own-boot worker for {} did not end within {limit:?}; it and its QEMU were killed", scn.name))),
             Err(e) => break Err((ErrorKind::Io, format!("waiting for the own-boot worker: {e}"))),
         }
     };
     if status.is_err() {
+        // QEMU runs in a process group of its own: kill the worker's whole
+        // tree, not just the worker, so nothing of the run outlives it.
+        kill_tree(child.id());
         let _ = child.kill();
         let _ = child.wait();
     }
-    let text = reader.join().unwrap_or_default();
+    let text = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
     match status {
         Err((kind, e)) => failed(kind, e),
         Ok(s) => serde_json::from_str(text.trim()).unwrap_or_else(|e| failed(ErrorKind::Appliance, format!("the own-boot worker for {} ended ({}) without a readable result: {e}", scn.name, qemu::describe_status(s)))),
+    }
+}
+
+/// The parent of every process, from `/proc/N/stat`.
+fn parents() -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // `PID (COMM) STATE PPID ...`; COMM may hold spaces and parentheses.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+        out.extend(ppid.map(|pp| (pid, pp)));
+    }
+    out
+}
+
+/// SIGKILLs every descendant of `pid` (whatever its process group), deepest last.
+fn kill_tree(pid: u32) {
+    let parents = parents();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    for &p in &tree[1..] {
+        // SAFETY: kill(2) on a pid we just found below our own child.
+        unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
     }
 }
 
@@ -162,6 +213,8 @@ pub(super) struct Pool<'a> {
     results: Vec<Mutex<Option<OwnBootRun>>>,
     /// Once set (the shared boot failed), no further own boot starts.
     pub cancel: AtomicBool,
+    /// How long one worker may take before it (and its QEMU) is killed.
+    pub limit: Duration,
 }
 
 impl<'a> Pool<'a> {
@@ -169,7 +222,7 @@ impl<'a> Pool<'a> {
         let mut order: Vec<usize> = (0..own.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(expected_cost(own[i])));
         let results = own.iter().map(|_| Mutex::new(None)).collect();
-        Pool { worker, own, logs, order, next: AtomicUsize::new(0), results, cancel: AtomicBool::new(false) }
+        Pool { worker, own, logs, order, next: AtomicUsize::new(0), results, cancel: AtomicBool::new(false), limit: WORKER_LIMIT }
     }
 
     /// Runs own boots, one at a time, until none is left to start.
@@ -180,7 +233,7 @@ impl<'a> Pool<'a> {
             } else if self.cancel.load(Ordering::SeqCst) {
                 OwnBootRun::failed(ErrorKind::Appliance, "not run: the shared boot failed".into())
             } else {
-                run_worker(self.worker, self.own[i], accel, self.logs)
+                run_worker(self.worker, self.own[i], accel, self.logs, self.limit)
             };
             *self.results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
         }
@@ -250,5 +303,25 @@ mod tests {
                 assert_eq!(r.qemu.expect_err("not run").message, "not run: the shared boot failed");
             }
         });
+    }
+
+    #[test]
+    fn a_worker_past_its_limit_is_killed_with_everything_it_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let all = scenarios(dir.path());
+        let own: Vec<&Scenario> = all[..1].iter().collect();
+        // Like QEMU, the grandchild runs in a session (and process group) of its own.
+        let marker = format!("{}.{}", 300 + std::process::id() % 100, std::process::id());
+        let script = format!("setsid sleep {marker} & sleep {marker}");
+        let worker: Vec<String> = ["sh", "-c", &script, "worker"].iter().map(|s| s.to_string()).collect();
+        let mut pool = Pool::new(&worker, &own, dir.path());
+        pool.limit = Duration::from_secs(1);
+        pool.work(Accel::Tcg);
+        let run = pool.take_results().pop().expect("one run");
+        let err = run.qemu.expect_err("killed");
+        assert_eq!(err.kind, ErrorKind::Timeout, "{err:?}");
+        std::thread::sleep(Duration::from_millis(200));
+        let left: Vec<u32> = parents().into_iter().map(|(p, _)| p).filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))).collect();
+        assert!(left.is_empty(), "left running: {left:?}");
     }
 }

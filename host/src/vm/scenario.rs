@@ -143,7 +143,9 @@ pub enum Step {
     /// unmap and do the same. With `writes` (read-write only), every other
     /// map is followed by a guest write instead of a read. Checks
     /// `CHECK/map`, `CHECK/unmap` (and `CHECK/write`): no stale observation;
-    /// and `CHECK/no-deadlock`: every request got its ack.
+    /// `CHECK/unmap-effect`: after every UNMAP ack the range can be mapped
+    /// again; and `CHECK/no-deadlock`: every request got its ack and every
+    /// ring its answer.
     ProbeReplyBeforeCommit {
         check: String,
         shmid: u8,
@@ -242,7 +244,7 @@ impl Step {
                 v
             }
             Step::ProbeReplyBeforeCommit { check, rw, writes, .. } => {
-                let mut v: Vec<String> = ["map", "unmap", "no-deadlock"].iter().map(|d| format!("{check}/{d}")).collect();
+                let mut v: Vec<String> = ["map", "unmap", "unmap-effect", "no-deadlock"].iter().map(|d| format!("{check}/{d}")).collect();
                 if *rw && *writes {
                     v.push(format!("{check}/write"));
                 }
@@ -328,6 +330,8 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     /// Each step's label (see [`step_labels`]).
     pub labels: Vec<String>,
+    /// The line of each step's `[[step]]` header (0 where unknown), for errors.
+    pub lines: Vec<usize>,
 }
 
 /// The device the whole suite boots with (one boot runs every scenario).
@@ -425,6 +429,14 @@ pub fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Resu
     })
 }
 
+/// The line of each of the first `n` `[[step]]` headers of `text` (0 for
+/// steps written another way).
+fn step_lines(text: &str, n: usize) -> Vec<usize> {
+    let mut lines: Vec<usize> = text.lines().enumerate().filter(|(_, l)| l.trim() == "[[step]]").map(|(i, _)| i + 1).collect();
+    lines.resize(n, 0);
+    lines
+}
+
 /// A file's text; an error names the file.
 pub fn read_text(path: &Path) -> Result<String, LoadError> {
     std::fs::read_to_string(path).map_err(|e| LoadError::in_file(path, e.to_string()))
@@ -476,20 +488,10 @@ impl Scenario {
             qemu_only: f.qemu_only,
             smp: f.smp,
             backend: f.backend,
+            lines: step_lines(text, f.step.len()),
             steps: f.step,
             labels,
         })
-    }
-
-    /// Multiplies the iterations of every doorbell probe by `k`
-    /// (`--probe-scale`): more power to catch a rare stale read, or to show
-    /// one gone.
-    pub fn scale_probes(&mut self, k: u32) {
-        for s in &mut self.steps {
-            if let Step::ProbeReplyBeforeCommit { iterations, .. } = s {
-                *iterations = iterations.saturating_mul(k);
-            }
-        }
     }
 
     /// Every `*.toml` in `dir`, sorted by name.

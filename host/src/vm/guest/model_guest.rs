@@ -8,6 +8,7 @@ use super::{CopyRounds, Death, Guest, GuestError, Observed, ProbeReads, RegionWi
 use crate::backend::FileId;
 use crate::files::{HostMapping, pattern_byte};
 use crate::model::{MODEL_BAR_BASE, ModelFrontend};
+use crate::vm::bounds::GUEST_LOOK_CAP;
 use crate::vm::scenario::Fault;
 
 /// How long the model may take to apply what it acked before a look.
@@ -34,6 +35,9 @@ impl Guest for ModelGuest {
     }
 
     fn observe(&mut self, shmid: u8, offset: u64, len: u64) -> Result<Observed, GuestError> {
+        if len > GUEST_LOOK_CAP {
+            return Err(GuestError::BadRequest(format!("a look of {len:#x} bytes; at most {GUEST_LOOK_CAP:#x}")));
+        }
         self.model.sync(SYNC).map_err(GuestError::model("applying what it acked"))?;
         match self.model.read(shmid, offset, len).map_err(GuestError::model("reading its region"))? {
             Ok(data) => Ok(Observed::of(&data)),
@@ -42,6 +46,9 @@ impl Guest for ModelGuest {
     }
 
     fn fill(&mut self, shmid: u8, offset: u64, len: u64, seed: u8) -> Result<(), GuestError> {
+        if len > GUEST_LOOK_CAP {
+            return Err(GuestError::BadRequest(format!("a guest write of {len:#x} bytes; at most {GUEST_LOOK_CAP:#x}")));
+        }
         self.model.sync(SYNC).map_err(GuestError::model("applying what it acked"))?;
         let data: Vec<u8> = (0..len).map(|i| pattern_byte(seed, i)).collect();
         // A refused write (Err(Access)) is what a read-only mapping should do.

@@ -21,6 +21,10 @@ const CHUNK: u64 = 1 << 20;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the guest may take to start spinning on the doorbell.
 const PROBE_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the guest probe spins without a ring before it gives up: longer
+/// than the backend's watchdog (`channel::ACK_TIMEOUT`), so a request the
+/// frontend never acks is named by the watchdog, not by the guest leaving.
+const PROBE_IDLE: Duration = Duration::from_secs(15);
 /// How long a ring may wait for the guest's answer.
 const RING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the host spins for the guest's answer to a ring before it
@@ -251,7 +255,7 @@ impl Guest for QemuGuest {
         host.write64(doorbell::RING, 1);
         self.seq += 1;
         let id = self.seq.to_string();
-        self.qemu.send_line(&format!("{id} probe {} {:#x} {} {:#x} 5000", doorbell.0, doorbell.1, target.0, target.1))?;
+        self.qemu.send_line(&format!("{id} probe {} {:#x} {} {:#x} {}", doorbell.0, doorbell.1, target.0, target.1, PROBE_IDLE.as_millis()))?;
         let deadline = Instant::now() + PROBE_START_TIMEOUT;
         while host.read64(doorbell::DONE) != 1 {
             if Instant::now() > deadline {

@@ -1,9 +1,10 @@
 //! The reply-before-commit probe (`probe-reply-before-commit`), host side.
-//! Per iteration: a fresh tag in the file to map (two files take turns, so
-//! the old mapping is told from the new one), map, ring the guest at once,
-//! classify its first read; unmap, ring at once, classify again. Nothing
-//! crosses the serial port inside the loop. Records checks; judges nothing.
+//! Per iteration: a file no earlier iteration mapped, holding a tag that
+//! names the iteration; map it, ring the guest at once, classify its first
+//! read; unmap, ring at once, classify again. Nothing crosses the serial
+//! port inside the loop. Records checks; judges nothing.
 
+mod classify;
 mod stats;
 
 use std::io;
@@ -11,19 +12,19 @@ use std::time::Instant;
 
 pub use stats::{Tally, rate_upper_bound};
 
-use super::check::CheckResult;
-use super::guest::RingMode;
+use super::check::{CheckResult, said_fact};
+use super::guest::{GuestError, RingMode};
 use super::scenario::Step;
 use super::steps::{StepError, Target};
 use crate::channel::{ShmemMsg, ShmemOp};
 use crate::manager::{Attach, MAP_RW, ManagerError, Want};
-
-const TAG: u64 = 0x7a67_0000_0000_0000;
-const MARK: u64 = 0x6d6b_0000_0000_0000;
+use classify::{MARK, TAG};
 
 /// What a probe step asks for.
 struct Plan<'a> {
     check: &'a str,
+    /// The scenario's name, for the probe's file names.
+    scn: &'a str,
     target: (u8, u64),
     doorbell: (u8, u64),
     iterations: u32,
@@ -31,12 +32,28 @@ struct Plan<'a> {
     writes: bool,
 }
 
-/// The three directions' tallies.
+impl Plan<'_> {
+    fn file(&self, what: &str) -> String {
+        format!("{}/{}.{what}", self.scn, self.check)
+    }
+}
+
+/// The directions' tallies.
 #[derive(Default)]
 struct Tallies {
     map: Tally,
     unmap: Tally,
     write: Tally,
+    /// Requests sent (the doorbell's map included).
+    sent: u64,
+}
+
+/// Why the loop ended before its last iteration (a finding, not an error).
+enum Stop {
+    /// A request got no ack, or a ring no answer, in time.
+    Stall { i: u32, request: &'static str, direction: &'static str, why: String },
+    /// The map after an acked unmap of the same range was refused.
+    Remap { i: u32, ack: u64, said: String },
 }
 
 fn loadavg() -> String {
@@ -47,47 +64,55 @@ fn page_msg(shmid: u8, shm_offset: u64, rw: bool) -> ShmemMsg {
     ShmemMsg { shmid, shm_offset, len: 0x1000, flags: if rw { MAP_RW } else { 0 }, ..ShmemMsg::default() }
 }
 
-/// The failed `no-deadlock` check: a request got no ack within the backend's watchdog.
-fn deadlock(check: &str, what: String) -> CheckResult {
-    CheckResult::new(format!("{check}/no-deadlock"), false, format!("deadlock: {what}; the backend could not serve the frontend meanwhile")).with("deadlock", "no ack")
-}
-
 /// Whether a request's error is the watchdog's: no ack in time. Any other
 /// channel error (the frontend closed it: it died) is no deadlock.
 fn no_ack_in_time(e: &ManagerError) -> bool {
     matches!(e, ManagerError::Io { err, .. } if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
 }
 
-/// Sends one probe request that must be accepted. `Ok(Some(why))` when it
-/// got no ack in time (a deadlock); a refusal or a dead channel is an error.
-fn request(t: &mut Target, i: u32, op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>) -> Result<Option<String>, StepError> {
+/// Sends one probe request. `Ok(Err(stop))` when it got no ack in time, or
+/// when a map after an acked unmap was refused; any other refusal or a dead
+/// channel is an error.
+fn request(t: &mut Target, tallies: &mut Tallies, i: u32, op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>) -> Result<Result<(), Stop>, StepError> {
+    let mark = t.guest.log_mark();
+    tallies.sent += 1;
+    let (request, direction) = if op == ShmemOp::Map { ("SHMEM_MAP", "map") } else { ("SHMEM_UNMAP", "unmap") };
     match t.mgr.send(op, msg, attach, Want::Accept) {
-        Err(e) if no_ack_in_time(&e) => Ok(Some(format!("iteration {i}: {op} got no ack: {e}"))),
+        Err(e) if no_ack_in_time(&e) => Ok(Err(Stop::Stall { i, request, direction, why: format!("{request} got no ack: {e}") })),
         Err(e) => Err(e.into()),
+        Ok(o) if o.reply.ack != 0 && op == ShmemOp::Map && i > 0 => Ok(Err(Stop::Remap { i, ack: o.reply.ack, said: t.guest.log_since(mark) })),
         Ok(o) if o.reply.ack != 0 => Err(StepError::Refused(format!("iteration {i}: {op} refused (ack {})", o.reply.ack))),
         Ok(o) => {
             t.record_answer_and_settle(&o);
-            Ok(None)
+            Ok(Ok(()))
         }
     }
 }
 
+/// A ring the guest did not answer in time is a stall; other errors stay errors.
+fn ring(t: &mut Target, i: u32, direction: &'static str, mode: RingMode) -> Result<Result<super::guest::ProbeReads, Stop>, StepError> {
+    match t.guest.probe_ring(mode) {
+        Ok(r) => Ok(Ok(r)),
+        Err(e @ GuestError::Timeout { .. }) => Ok(Err(Stop::Stall { i, request: "ring", direction, why: format!("{e} (after the {} ack)", direction.to_uppercase()) })),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs the probe step and records `CHECK/map`, `CHECK/unmap` (and
-/// `CHECK/write`) and `CHECK/no-deadlock`.
+/// `CHECK/write`), `CHECK/unmap-effect` and `CHECK/no-deadlock`.
 pub fn run(t: &mut Target, scn: &str, step: &Step, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
     let Step::ProbeReplyBeforeCommit { check, shmid, shm_offset, doorbell_shmid, doorbell_offset, iterations, rw, writes } = step else {
         return Err(StepError::BadInput(format!("not a probe step: {}", step.kind())));
     };
-    let plan = Plan { check, target: (*shmid, shm_offset.0), doorbell: (*doorbell_shmid, doorbell_offset.0), iterations: *iterations, rw: *rw, writes: *writes };
-    let name = |n: &str| format!("{scn}/{check}.{n}");
-    let (db_name, files) = (name("doorbell"), [name("a"), name("b")]);
-    for f in [&db_name, &files[0], &files[1]] {
-        t.mgr.create_file(f, 0x1000)?;
-    }
+    let plan = Plan { check, scn, target: (*shmid, shm_offset.0), doorbell: (*doorbell_shmid, doorbell_offset.0), iterations: *iterations, rw: *rw, writes: *writes };
+    let mut tallies = Tallies { sent: 1, ..Tallies::default() };
+    let db_name = plan.file("doorbell");
+    t.mgr.create_file(&db_name, 0x1000)?;
     let o = match t.mgr.send(ShmemOp::Map, page_msg(plan.doorbell.0, plan.doorbell.1, true), Attach::File(&db_name), Want::Accept) {
         Ok(o) => o,
         Err(e) if no_ack_in_time(&e) => {
-            checks.push(deadlock(check, format!("mapping the doorbell: SHMEM_MAP got no ack: {e}")));
+            let stop = Stop::Stall { i: 0, request: "SHMEM_MAP", direction: "map", why: format!("mapping the doorbell: SHMEM_MAP got no ack: {e}") };
+            checks.push(deadlock_check(&plan, &tallies, Some(&stop)));
             return Ok(());
         }
         Err(e) => return Err(e.into()),
@@ -100,42 +125,27 @@ pub fn run(t: &mut Target, scn: &str, step: &Step, checks: &mut Vec<CheckResult>
     let load_before = loadavg();
     let pinning = t.guest.probe_start(host, plan.doorbell, plan.target)?;
     let started = Instant::now();
-    let mut tallies = Tallies::default();
-    let looped = ring_loop(t, &plan, &files, &mut tallies);
+    let looped = ring_loop(t, &plan, &mut tallies);
     let stopped = t.guest.probe_stop();
-    let no_ack = looped?;
+    let stop = looped?;
     let conditions = format!("{} iterations in {:.1} s on {}; {pinning}; load average {load_before} before, {} after", plan.iterations, started.elapsed().as_secs_f64(), t.guest.kind(), loadavg());
-    record(&plan, &tallies, no_ack, &conditions, checks);
+    record(&plan, &tallies, stop.as_ref(), (&conditions, t.single_threaded), checks);
     stopped.map_err(|e| StepError::BadInput(format!("ending the guest probe: {e}")))?;
     Ok(())
 }
 
-/// The loop; `Ok(Some(why))` when a request got no ack in time.
-fn ring_loop(t: &mut Target, plan: &Plan<'_>, files: &[String; 2], tallies: &mut Tallies) -> Result<Option<String>, StepError> {
-    let mut prev: Option<u64> = None;
+/// The loop; `Ok(Some(stop))` when it ended early on a finding.
+fn ring_loop(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies) -> Result<Option<Stop>, StepError> {
     for i in 0..plan.iterations {
-        let file = &files[i as usize % 2];
+        // A file no earlier iteration mapped: a stale mapping cannot show this tag.
+        let file = plan.file(&format!("i{i}"));
         let tag = TAG | u64::from(i);
-        t.mgr.file(file)?.write(0, &tag.to_le_bytes()).map_err(StepError::host_file(file))?;
-        if let Some(e) = request(t, i, ShmemOp::Map, page_msg(plan.target.0, plan.target.1, plan.rw), Attach::File(file))? {
-            return Ok(Some(e));
+        t.mgr.create_file(&file, 0x1000)?.write(0, &tag.to_le_bytes()).map_err(StepError::host_file(&file))?;
+        let res = iteration(t, plan, tallies, i, &file);
+        t.mgr.remove_file(&file)?;
+        if let Some(stop) = res? {
+            return Ok(Some(stop));
         }
-        if plan.rw && plan.writes && i % 2 == 1 {
-            ring_write(t, i, file, &mut tallies.write)?;
-        } else {
-            ring_read(t, i, tag, prev, &mut tallies.map)?;
-        }
-        if let Some(e) = request(t, i, ShmemOp::Unmap, page_msg(plan.target.0, plan.target.1, false), Attach::None)? {
-            return Ok(Some(e));
-        }
-        let reads = t.guest.probe_ring(RingMode::Read)?;
-        let kind = match reads.values[0] {
-            Some(0) | None => "fresh: the hole",
-            Some(v) if v == tag || v == (MARK | u64::from(i)) => "the unmapped file's bytes",
-            Some(_) => "other bytes",
-        };
-        tallies.unmap.add(i, kind, !kind.starts_with("fresh"), reads.micros[0]);
-        prev = Some(tag);
         if super::interrupted() {
             return Err(StepError::Interrupted);
         }
@@ -143,44 +153,84 @@ fn ring_loop(t: &mut Target, plan: &Plan<'_>, files: &[String; 2], tallies: &mut
     Ok(None)
 }
 
-/// After a MAP ack: the guest's first read.
-fn ring_read(t: &mut Target, i: u32, tag: u64, prev: Option<u64>, tally: &mut Tally) -> Result<(), StepError> {
-    let reads = t.guest.probe_ring(RingMode::Read)?;
-    let kind = match reads.values[0] {
-        Some(v) if v == tag => "fresh",
-        Some(0) | None => "hole",
-        Some(v) if Some(v) == prev || v == (MARK | u64::from(i.wrapping_sub(1))) => "the previous mapping",
-        Some(_) => "other bytes",
-    };
-    tally.add(i, kind, kind != "fresh", reads.micros[0]);
-    Ok(())
-}
-
-/// After a MAP ack: a guest write, read back, and whether it reached the file.
-fn ring_write(t: &mut Target, i: u32, file: &str, tally: &mut Tally) -> Result<(), StepError> {
+/// One iteration: map, ring, classify; unmap, ring, classify.
+fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, file: &str) -> Result<Option<Stop>, StepError> {
+    if let Err(stop) = request(t, tallies, i, ShmemOp::Map, page_msg(plan.target.0, plan.target.1, plan.rw), Attach::File(file))? {
+        return Ok(Some(stop));
+    }
     let marker = MARK | u64::from(i);
-    let reads = t.guest.probe_ring(RingMode::Write(marker))?;
-    let landed = t.mgr.file(file)?.read(0, 8).map_err(StepError::host_file(file))? == marker.to_le_bytes();
-    let kind = match (reads.values[0], landed) {
-        (Some(v), true) if v == marker => "fresh: written and read back",
-        (_, false) => "lost: the write did not reach the file",
-        (_, true) => "reached the file, but the guest read back something else",
+    let writing = plan.rw && plan.writes && i % 2 == 1;
+    let reads = match ring(t, i, "map", if writing { RingMode::Write(marker) } else { RingMode::Read })? {
+        Ok(r) => r,
+        Err(stop) => return Ok(Some(stop)),
     };
-    tally.add(i, kind, !kind.starts_with("fresh"), reads.micros[0]);
-    Ok(())
+    if writing {
+        let landed = t.mgr.file(file)?.read(0, 8).map_err(StepError::host_file(file))? == marker.to_le_bytes();
+        let kind = classify::after_write(reads.values[0], marker, landed);
+        tallies.write.add(i, kind, !kind.starts_with("fresh"), reads.micros[0]);
+    } else {
+        let kind = classify::after_map(reads.values[0], i);
+        tallies.map.add(i, kind, kind != "fresh", reads.micros[0]);
+    }
+    if let Err(stop) = request(t, tallies, i, ShmemOp::Unmap, page_msg(plan.target.0, plan.target.1, false), Attach::None)? {
+        return Ok(Some(stop));
+    }
+    let reads = match ring(t, i, "unmap", RingMode::Read)? {
+        Ok(r) => r,
+        Err(stop) => return Ok(Some(stop)),
+    };
+    let kind = classify::after_unmap(reads.values[0], i);
+    tallies.unmap.add(i, kind, !kind.starts_with("fresh"), reads.micros[0]);
+    Ok(None)
 }
 
-/// The probe's checks: one per direction that got a ring, and `no-deadlock`.
-fn record(plan: &Plan<'_>, tallies: &Tallies, no_ack: Option<String>, conditions: &str, checks: &mut Vec<CheckResult>) {
+/// `CHECK/no-deadlock`: every request got its ack and every ring its answer.
+fn deadlock_check(plan: &Plan<'_>, tallies: &Tallies, stop: Option<&Stop>) -> CheckResult {
+    let name = format!("{}/no-deadlock", plan.check);
+    match stop {
+        Some(Stop::Stall { i, request, direction, why }) => {
+            let what = if *request == "ring" { "no ring answer" } else { "no ack" };
+            CheckResult::new(name, false, format!("deadlock at iteration {i} ({direction}): {why}; the backend could not serve the frontend meanwhile"))
+                .with("deadlock", what)
+                .with("iteration", i)
+                .with("request", request)
+                .with("direction", direction)
+        }
+        _ => CheckResult::new(name, true, format!("every one of {} requests was acked, every ring answered", tallies.sent)),
+    }
+}
+
+/// `CHECK/unmap-effect`: after every UNMAP ack, the range could be mapped again.
+fn unmap_effect_check(plan: &Plan<'_>, tallies: &Tallies, stop: Option<&Stop>) -> CheckResult {
+    let name = format!("{}/unmap-effect", plan.check);
+    match stop {
+        Some(Stop::Remap { i, ack, said }) => CheckResult::new(
+            name,
+            false,
+            format!("iteration {i}: the SHMEM_MAP of the range acked as unmapped at iteration {} was refused (ack {ack}): the UNMAP did not take effect; the frontend said {said:?}", i - 1),
+        )
+        .with("iteration", i)
+        .with("ack", ack)
+        .with("said", said_fact(said)),
+        _ => CheckResult::new(name, true, format!("after each of {} UNMAP acks the range could be mapped again", tallies.unmap.n)),
+    }
+}
+
+/// The probe's checks: one per direction that got a ring, `unmap-effect`
+/// once an unmap was acked, and `no-deadlock`.
+fn record(plan: &Plan<'_>, tallies: &Tallies, stop: Option<&Stop>, (conditions, single): (&str, bool), checks: &mut Vec<CheckResult>) {
+    // A single-threaded backend rings only once the table that commits the
+    // request has arrived (or a second has passed): that is what it measures.
+    let after = if single { "ack and the memory table that commits it (single-threaded backend: it rings once that table arrived, or after 1 s)" } else { "ack" };
     let directions = [
-        (&tallies.map, "map", "the guest's first read right after a MAP ack"),
-        (&tallies.unmap, "unmap", "the guest's first read right after an UNMAP ack"),
-        (&tallies.write, "write", "a guest write right after a MAP ack"),
+        (&tallies.map, "map", format!("the guest's first read right after a MAP {after}")),
+        (&tallies.unmap, "unmap", format!("the guest's first read right after an UNMAP {after}")),
+        (&tallies.write, "write", format!("a guest write right after a MAP {after}")),
     ];
     // A direction that got no ring (a deadlock at once) records no check.
-    checks.extend(directions.into_iter().filter(|(tally, _, _)| tally.n > 0).map(|(tally, dir, what)| tally.check(format!("{}/{dir}", plan.check), what, conditions)));
-    checks.push(match no_ack {
-        Some(e) => deadlock(plan.check, e),
-        None => CheckResult::new(format!("{}/no-deadlock", plan.check), true, format!("every one of {} requests was acked", 2 * u64::from(plan.iterations) + 1)),
-    });
+    checks.extend(directions.into_iter().filter(|(tally, _, _)| tally.n > 0).map(|(tally, dir, what)| tally.check(format!("{}/{dir}", plan.check), &what, conditions)));
+    if tallies.unmap.n > 0 || matches!(stop, Some(Stop::Remap { .. })) {
+        checks.push(unmap_effect_check(plan, tallies, stop));
+    }
+    checks.push(deadlock_check(plan, tallies, stop));
 }

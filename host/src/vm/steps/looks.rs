@@ -9,6 +9,7 @@ use crate::backend::MemTable;
 use crate::files::{fnv1a64, pattern_byte};
 use crate::manager::Expect;
 use crate::vm::ErrorKind;
+use crate::vm::bounds::{FILE_LOOK_CAP, GUEST_LOOK_CAP};
 use crate::vm::check::CheckResult;
 use crate::vm::guest::{COMMAND_TIMEOUT, Observed};
 
@@ -18,9 +19,20 @@ const NO_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 /// `(shmid, offset, len)` of a look into a region.
 type Range = (u8, u64, u64);
 
+/// A look at the guest's view is checked at load (`bounds`); a step made
+/// another way (the fuzzer, a test) is refused here before anything is
+/// allocated for it.
+fn guest_look_bounded(len: u64) -> Result<(), StepError> {
+    if len > GUEST_LOOK_CAP {
+        return Err(StepError::BadInput(format!("a look of {len:#x} bytes at the guest; at most {GUEST_LOOK_CAP:#x}")));
+    }
+    Ok(())
+}
+
 /// `expect-guest`: the guest's view equals what the ledger maps there, or
 /// pattern `seed`.
 pub fn expect_guest(t: &mut Target, check: &str, (shmid, offset, len): Range, seed: Option<u8>, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    guest_look_bounded(len)?;
     let bytes: Vec<u8> = match seed {
         Some(seed) => (0..len).map(|i| pattern_byte(seed, i)).collect(),
         None => {
@@ -39,6 +51,7 @@ pub fn expect_guest(t: &mut Target, check: &str, (shmid, offset, len): Range, se
 
 /// `expect-guest-not`: the guest's view does not show these bytes of a file.
 pub fn expect_guest_not(t: &mut Target, check: &str, (shmid, offset, len): Range, name: &str, fd_offset: u64, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    guest_look_bounded(len)?;
     let old = t.mgr.file(name)?.read(fd_offset, len).map_err(StepError::host_file(name))?;
     let old = Observed::of(&old);
     let got = t.guest.observe(shmid, offset, len)?;
@@ -49,6 +62,9 @@ pub fn expect_guest_not(t: &mut Target, check: &str, (shmid, offset, len): Range
 
 /// `expect-file`: the host file holds pattern `seed`.
 pub fn expect_file(t: &mut Target, check: &str, name: &str, (offset, len): (u64, u64), seed: u8, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    if len > FILE_LOOK_CAP {
+        return Err(StepError::BadInput(format!("a look of {len:#x} bytes at a file; at most {FILE_LOOK_CAP:#x}")));
+    }
     let data = t.mgr.file(name)?.read(offset, len).map_err(StepError::host_file(name))?;
     let want: Vec<u8> = (0..len).map(|i| pattern_byte(seed, i)).collect();
     let first_diff = data.iter().zip(&want).position(|(a, b)| a != b);
