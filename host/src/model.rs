@@ -62,6 +62,11 @@ pub struct Faults {
     /// Answer this many requests, then none (a frontend stuck mid-run: the
     /// backend's watchdog must name it).
     pub stop_acking_after: Option<usize>,
+    /// Refuse every map (ack 1), as a frontend out of slots would.
+    pub refuse_all_maps: bool,
+    /// After an unmap, the range reads 0xa5 bytes instead of nothing: a
+    /// frontend that leaves garbage where nothing is mapped.
+    pub unmapped_reads_garbage: bool,
 }
 
 /// How long the `reply_before_commit` fault leaves the guest view stale.
@@ -152,6 +157,20 @@ impl Region {
             )
         };
         if p == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    /// Puts private memory full of 0xa5 bytes over the range (a fault switch).
+    fn garbage(&self, offset: u64, len: u64) -> io::Result<()> {
+        let at = (self.base + offset as usize) as *mut libc::c_void;
+        // SAFETY: the range is inside our own reservation; we fill what we just mapped.
+        unsafe {
+            let p = libc::mmap(at, len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED, -1, 0);
+            if p == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            std::ptr::write_bytes(p.cast::<u8>(), 0xa5, len as usize);
+        }
+        Ok(())
     }
 
     fn map_file(&self, m: &Mapping, writable: bool) -> io::Result<()> {
@@ -472,6 +491,9 @@ fn guest_ram() -> io::Result<GuestRam> {
 /// stricter ones (alignment, file size, access mode) that QEMU does in mmap.
 fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) -> Result<(), Rejection> {
     let fd = fd.ok_or(reject(libc::EBADF, "Bad fd for map"))?;
+    if st.faults.refuse_all_maps {
+        return Err(reject(libc::ENOSPC, "no free memory slot (fault switch refuse_all_maps)"));
+    }
     // QEMU 11.1.3 crashes here (its vhost device is not started); a correct
     // frontend refuses: there is no started device to map into.
     if !st.started {
@@ -656,7 +678,11 @@ fn apply(inner: &Inner, st: &mut State, change: Change) -> Result<(), String> {
         Change::Unmap(i) => {
             let m = st.mappings.remove(i);
             let region = inner.regions[usize::from(m.shmid)].as_ref().ok_or("region vanished")?;
-            region.clear(m.shm_offset, m.len).map_err(|e| format!("unmap after ack: {e}"))?;
+            if st.faults.unmapped_reads_garbage {
+                region.garbage(m.shm_offset, m.len).map_err(|e| format!("unmap after ack: {e}"))?;
+            } else {
+                region.clear(m.shm_offset, m.len).map_err(|e| format!("unmap after ack: {e}"))?;
+            }
             if st.faults.keep_fd_after_unmap {
                 st.leaked.push(m.fd);
             }

@@ -167,3 +167,31 @@ fn an_unmap_that_takes_no_effect_fails_its_check_naming_the_iteration() {
     // The stale read after that UNMAP ack is recorded too, not lost to an error.
     assert!(f.iter().any(|(c, facts)| c == "rbc-rw/unmap" && facts["stale_seen"] == "the unmapped file's bytes"), "{f:?}");
 }
+
+#[test]
+fn a_frontend_that_refuses_every_map_fails_map_many() {
+    let (spec, scenarios) = suite();
+    let scn = scenarios.iter().find(|s| s.name == "hazard-many-mappings").unwrap();
+    let f = failed_with_facts(verdict_on_model(&spec, scn, Faults { refuse_all_maps: true, ..Faults::default() }));
+    let (_, facts) = f.iter().find(|(c, _)| c == "accepted-maps-reach-backend").unwrap_or_else(|| panic!("{f:?}"));
+    assert_eq!((facts["accepted"].as_str(), facts["first_refused"].as_str()), ("0", "0"), "{facts:?}");
+}
+
+#[test]
+fn a_frontend_that_shows_garbage_where_nothing_is_mapped_fails_expect_guest_not() {
+    let (spec, scenarios) = suite();
+    let scn = scenarios.iter().find(|s| s.name == "unmap-remap").unwrap();
+    let f = failed_with_facts(verdict_on_model(&spec, scn, Faults { unmapped_reads_garbage: true, ..Faults::default() }));
+    let (_, facts) = f.iter().find(|(c, _)| c == "unmapped-range-no-longer-shows-file").unwrap_or_else(|| panic!("{f:?}"));
+    assert_eq!(facts["seen_as"], "bytes the ledger does not allow there", "{facts:?}");
+}
+
+#[test]
+fn the_single_threaded_probe_says_it_rings_after_the_memory_table() {
+    let (spec, scn) = short_probe("reply-before-commit-single-threaded");
+    let dir = tempfile::tempdir().unwrap();
+    let mut target = model_target(&scenario_spec(&spec, &scn), Faults::default(), scn.init, dir.path()).unwrap();
+    let checks = run_on(&scn, &mut target, false).0.unwrap();
+    let map = checks.iter().find(|c| c.check.ends_with("/map")).expect("map direction");
+    assert!(map.passed && map.evidence.contains("memory table that commits it"), "{map:?}");
+}

@@ -19,7 +19,8 @@ use xshell::{Shell, cmd};
 const USAGE: &str = "usage:
   cargo xtask test                 clippy, unit/integration tests, the VM suite, a 45 s fuzz
   cargo xtask vm-test [OPTIONS]    build what the guest needs, boot QEMU, run the scenarios
-  cargo xtask fuzz [--seed S] [--time SECS] [--ops N] [--shrink-time SECS] [--out DIR] [OPTIONS]
+  cargo xtask fuzz [--seed S] [--time SECS] [--ops N] [--shrink-time SECS] [--out DIR]
+                   [--qemu PATH] [--kernel FILE] [--kernel-src DIR] [--accel A] [--known-defects PATH|none]
                                    differential fuzzer, QEMU against the model; an unlisted
                                    divergence is shrunk into DIR/found-HASH.toml (default
                                    tests/scenarios) and fails the run
@@ -337,12 +338,17 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
     let root = root();
     let out_dir = take_opt::<PathBuf>(&mut rest, "--out")?.unwrap_or_else(|| root.join("tests/scenarios"));
     let o = parse_opts(&rest)?;
+    refuse_for_fuzz(&o)?;
     let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
     let spec = suite.device.spec();
     let (qemu, kernel, initramfs) = guest_artefacts(&o, &root)?;
     let (accel, why) = vm::choose_accel(o.accel);
-    let known: Vec<_> = load_known_defects(&root.join("tests/known-defects.toml"))
-        .map_err(|e| e.to_string())?
+    let listed = match o.known_defects.as_deref() {
+        Some("none") => Vec::new(),
+        Some(p) => load_known_defects(Path::new(p)).map_err(|e| e.to_string())?,
+        None => load_known_defects(&root.join("tests/known-defects.toml")).map_err(|e| e.to_string())?,
+    };
+    let known: Vec<_> = listed
         .into_iter()
         .filter(|d| d.applies(&qemu.build, accel.name(), "fuzz"))
         .collect();
@@ -396,6 +402,23 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
             println!("fuzz: no divergence beyond the listed ones");
             Ok(leaks.is_empty())
         }
+    }
+}
+
+/// The vm-test options `fuzz` has no use for: refused, never ignored.
+fn refuse_for_fuzz(o: &Opts) -> Result<(), String> {
+    let given = [
+        ("--filter", o.filter.is_some()),
+        ("--scenarios", !o.scenarios.is_empty()),
+        ("--json", o.json.is_some()),
+        ("--junit", o.junit.is_some()),
+        ("--compare", o.compare.is_some()),
+        ("--list", o.list),
+        ("--probe-scale", o.probe_scale != 1),
+    ];
+    match given.iter().find(|(_, g)| *g) {
+        Some((opt, _)) => Err(format!("fuzz does not take {opt}: it generates its own operations and prints its report (see --out)")),
+        None => Ok(()),
     }
 }
 

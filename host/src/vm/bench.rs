@@ -53,8 +53,27 @@ pub fn boot_alone(cfg: &SuiteConfig, accel: Accel) -> Result<BootAlone, BenchErr
     Ok(BootAlone { boot_time: qt.boot_time, bandwidth })
 }
 
-/// Each timed copy must last at least this many ticks of the clock that times it.
-const MIN_TICKS_PER_COPY: u64 = 100;
+/// The most a timed copy's duration may be off: one tick of resolution
+/// over its length, plus the clock calibration's relative uncertainty.
+const MAX_TIMING_ERROR: f64 = 0.01;
+
+/// Whether copy timings are good enough to report: the shortest copy's
+/// resolution error and the calibration's uncertainty together stay within
+/// [`MAX_TIMING_ERROR`]. Err says by how much they are not.
+pub fn timing_fit(rounds: &CopyRounds) -> Result<(), String> {
+    let shortest = rounds.shortest();
+    let error = if shortest == 0 { f64::INFINITY } else { 1.0 / shortest as f64 } + rounds.clock.uncertainty;
+    if error <= MAX_TIMING_ERROR {
+        return Ok(());
+    }
+    Err(format!(
+        "the shortest timed copy took {shortest} ticks and the clock is known to ±{:.3} % ({}): a copy's timing could be off by {:.3} %, more than {:.1} %",
+        rounds.clock.uncertainty * 100.0,
+        rounds.clock,
+        error * 100.0,
+        MAX_TIMING_ERROR * 100.0
+    ))
+}
 
 /// Measures guest copy bandwidth through a read-write mapping and in guest
 /// RAM, in alternating rounds of one boot, on the guest's calibrated TSC.
@@ -72,8 +91,27 @@ fn measure_bandwidth(t: &mut Target) -> Result<CopyRounds, BenchError> {
     let res = t.guest.bandwidth(0, LEN, 64, 7);
     let _ = t.mgr.unmap(0, 0, LEN);
     let rounds = res?;
-    if rounds.shortest() < MIN_TICKS_PER_COPY {
-        return Err(BenchError::Unfit(format!("a timed copy took {} ticks of the guest clock; at least {MIN_TICKS_PER_COPY} are needed", rounds.shortest())));
-    }
+    timing_fit(&rounds).map_err(BenchError::Unfit)?;
     Ok(rounds)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::vm::guest::GuestClock;
+
+    fn rounds(ticks: u64, uncertainty: f64) -> CopyRounds {
+        let clock = GuestClock { hz: 2e9, uncertainty, window: Duration::from_millis(300) };
+        CopyRounds { clock, bytes: 1 << 18, shm_ticks: vec![ticks; 3], ram_ticks: vec![ticks * 2; 3] }
+    }
+
+    #[test]
+    fn copy_timings_are_refused_when_the_clock_or_the_copy_is_too_coarse() {
+        assert!(timing_fit(&rounds(20_000_000, 0.001)).is_ok());
+        let err = timing_fit(&rounds(20_000_000, 0.02)).unwrap_err();
+        assert!(err.contains("±2.000 %"), "an uncertain calibration: {err}");
+        assert!(timing_fit(&rounds(50, 0.001)).is_err(), "a copy of a few ticks");
+    }
 }

@@ -101,10 +101,13 @@ fn check_step(at: &At<'_>) -> Result<Option<(String, u64)>, LoadError> {
             at.non_empty("reason", reason.as_deref())?;
         }
         Step::Unmap { reason, .. } => at.non_empty("reason", reason.as_deref())?,
-        Step::MapMany { file, count, len, .. } => {
+        Step::MapMany { file, count, len, expect_accepted, .. } => {
             at.in_file(file, 0, 0, whole)?;
             if *count > MAP_MANY_CAP || u64::from(*count).checked_mul(len.0).is_none() {
                 return Err(at.refuse(format!("{count} maps of {:#x} bytes: at most {MAP_MANY_CAP} maps, side by side within 2^64", len.0)));
+            }
+            if expect_accepted > count {
+                return Err(at.refuse(format!("expect_accepted = {expect_accepted}: more than the {count} maps sent")));
             }
         }
         Step::GuestWrite { shmid, offset, len, .. } | Step::ExpectGuest { shmid, offset, len, .. } => at.in_region(*shmid, offset.0, len.0, GUEST_LOOK_CAP)?,

@@ -83,9 +83,18 @@ pub enum Step {
     /// names which; any other error fails the check.
     ExpectNoAnswer { check: String, from: Party },
     /// Check: of `count` mappings of `len` bytes of `file` side by side from
-    /// offset 0 of region `shmid`, every one the frontend accepts reaches the
+    /// offset 0 of region `shmid`, the first `expect_accepted` (default 1)
+    /// are accepted, and every one the frontend accepts reaches the
     /// backend's memory table (refusing what it cannot hold is fine).
-    MapMany { check: String, shmid: u8, file: String, count: u32, len: Size },
+    MapMany {
+        check: String,
+        shmid: u8,
+        file: String,
+        count: u32,
+        len: Size,
+        #[serde(default = "one_u32")]
+        expect_accepted: u32,
+    },
     /// Backend asks the frontend to unmap; `check`, `ack` and `reason` as for `map`.
     Unmap {
         check: Option<String>,
@@ -312,6 +321,10 @@ pub enum BackendMode {
 }
 
 fn one() -> u8 {
+    1
+}
+
+fn one_u32() -> u32 {
     1
 }
 

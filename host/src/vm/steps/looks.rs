@@ -12,6 +12,7 @@ use crate::vm::ErrorKind;
 use crate::vm::bounds::{FILE_LOOK_CAP, GUEST_LOOK_CAP};
 use crate::vm::check::CheckResult;
 use crate::vm::guest::{COMMAND_TIMEOUT, Observed};
+use crate::vm::qemu::DEATH_GRACE;
 
 /// How long `expect-no-answer` waits.
 const NO_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -49,14 +50,34 @@ pub fn expect_guest(t: &mut Target, check: &str, (shmid, offset, len): Range, se
     Ok(())
 }
 
-/// `expect-guest-not`: the guest's view does not show these bytes of a file.
-pub fn expect_guest_not(t: &mut Target, check: &str, (shmid, offset, len): Range, name: &str, fd_offset: u64, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+/// The views of a range the ledger allows: the bytes mapped there with
+/// holes as zeros (what QEMU shows), and, where any byte is unmapped, an
+/// unreadable range (what the model shows). Each with its name.
+fn allowed_views(t: &Target, (shmid, offset, len): Range) -> Result<Vec<(Observed, &'static str)>, StepError> {
+    let want = t.mgr.expected(shmid, offset, len)?;
+    let holes = want.contains(&Expect::Unmapped);
+    let bytes: Vec<u8> = want.iter().map(|e| if let Expect::Byte(b) = e { *b } else { 0 }).collect();
+    let mut views = vec![(Observed::of(&bytes), if holes { "what the ledger maps there, holes as zeros" } else { "what the ledger maps there" })];
+    if holes {
+        views.push((Observed::Inaccessible, "unreadable where nothing is mapped"));
+    }
+    Ok(views)
+}
+
+/// `expect-guest-not`: the guest's view does not show these bytes of a
+/// file, and shows what the ledger allows there instead (not just any
+/// other bytes).
+pub fn expect_guest_not(t: &mut Target, check: &str, range: Range, name: &str, fd_offset: u64, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+    let (shmid, offset, len) = range;
     guest_look_bounded(len)?;
     let old = t.mgr.file(name)?.read(fd_offset, len).map_err(StepError::host_file(name))?;
     let old = Observed::of(&old);
+    let allowed = allowed_views(t, range)?;
     let got = t.guest.observe(shmid, offset, len)?;
-    let evidence = format!("guest saw {}; the file's bytes are {}", got.describe(), old.describe());
-    checks.push(CheckResult::new(check, got != old, evidence).with("seen", got.fact()));
+    let seen_as = if got == old { "the file's bytes" } else { allowed.iter().find(|(v, _)| *v == got).map_or("bytes the ledger does not allow there", |(_, what)| *what) };
+    let evidence = format!("guest saw {} ({seen_as}); the file's bytes are {}; the ledger allows {}", got.describe(), old.describe(), allowed.iter().map(|(v, what)| format!("{what}: {}", v.describe())).collect::<Vec<_>>().join(" or "));
+    let passed = got != old && allowed.iter().any(|(v, _)| *v == got);
+    checks.push(CheckResult::new(check, passed, evidence).with("seen", got.fact()).with("seen_as", seen_as));
     Ok(())
 }
 
@@ -153,6 +174,21 @@ pub fn expect_mem_table(t: &mut Target, check: &str, (shmid, shm_offset, len): R
     Ok(())
 }
 
+/// Whether the frontend shows as gone within `grace` (a dying QEMU breaks
+/// its sockets a moment before it can be reaped).
+fn dead_within(t: &mut Target, grace: Duration) -> bool {
+    let deadline = Instant::now() + grace;
+    loop {
+        if t.guest.gone().is_some() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `expect-no-answer`: the guest does not answer because it hangs (a
 /// timeout) or its frontend is dead, and the evidence says which; any other
 /// error says nothing of either and fails the check.
@@ -161,7 +197,7 @@ pub fn expect_no_answer(t: &mut Target, check: &str, checks: &mut Vec<CheckResul
     let res = t.guest.sign_of_life(NO_ANSWER_TIMEOUT);
     let cause = match &res {
         Ok(()) => "answered",
-        Err(_) if t.guest.gone().is_some() => "dead",
+        Err(e) if e.kind() != ErrorKind::Timeout && dead_within(t, DEATH_GRACE) => "dead",
         Err(e) if e.kind() == ErrorKind::Timeout => "timeout",
         Err(e) if e.kind() == ErrorKind::Dead => "dead",
         Err(_) => "other error",

@@ -194,7 +194,7 @@ fn run_step(scn: &Scenario, label: &str, step: &Step, t: &mut Target, checks: &m
         Step::Inject { fault } => setup::inject(t, *fault),
         Step::Map { .. } => requests::map(t, &file, label, step, checks),
         Step::Unmap { .. } => requests::unmap(t, label, step, checks),
-        Step::MapMany { check, shmid, file: f, count, len } => requests::map_many(t, check, *shmid, &file(f), *count, len.0, checks),
+        Step::MapMany { check, shmid, file: f, count, len, expect_accepted } => requests::map_many(t, check, (*shmid, &file(f)), (*count, len.0, *expect_accepted), checks),
         Step::ExpectGuest { check, shmid, offset, len, seed } => looks::expect_guest(t, check, (*shmid, offset.0, len.0), *seed, checks),
         Step::ExpectGuestNot { check, shmid, offset, len, file: f, fd_offset } => looks::expect_guest_not(t, check, (*shmid, offset.0, len.0), &file(f), fd_offset.0, checks),
         Step::ExpectFile { check, file: f, offset, len, seed } => looks::expect_file(t, check, &file(f), (offset.0, len.0), *seed, checks),

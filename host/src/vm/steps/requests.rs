@@ -66,18 +66,22 @@ pub fn unmap(t: &mut Target, label: &str, step: &Step, checks: &mut Vec<CheckRes
 }
 
 /// `map-many`: `count` read-only maps of `len` bytes side by side from
-/// offset 0; every accepted one must reach the backend's memory table.
-pub fn map_many(t: &mut Target, check: &str, shmid: u8, name: &str, count: u32, len: u64, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+/// offset 0; the first `expect_accepted` must be accepted, and every
+/// accepted one must reach the backend's memory table.
+pub fn map_many(t: &mut Target, check: &str, (shmid, name): (u8, &str), (count, len, expect_accepted): (u32, u64, u32), checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
     let id = t.mgr.file(name)?.id();
     let base = t.guest.region_addr(shmid)?;
     let mark = t.guest.log_mark();
     let start = Instant::now();
     let mut accepted = Vec::new();
+    let mut refused_early = None;
     for i in 0..u64::from(count) {
         let o = t.mgr.map(shmid, name, 0, i * len, len, false)?;
         t.record_answer_and_settle(&o);
         if o.reply.ack == 0 {
             accepted.push(base + i * len);
+        } else if i < u64::from(expect_accepted) {
+            refused_early.get_or_insert(i);
         }
         if t.guest.gone().is_some() {
             return Err(StepError::FrontendDied(format!("frontend died at mapping {i} of {count}")));
@@ -90,11 +94,16 @@ pub fn map_many(t: &mut Target, check: &str, shmid: u8, name: &str, count: u32, 
     let missing = t.recorder.lock().mem_tables.last().map_or(accepted.len(), |m| accepted.iter().filter(|&&a| !in_table(m, a)).count());
     let said = t.guest.log_since(mark);
     let refused = count as usize - accepted.len();
+    let early = refused_early.map(|i| format!("; map {i} was refused, but the first {expect_accepted} must be accepted")).unwrap_or_default();
     let evidence = format!(
-        "{count} maps of {len:#x} bytes in {elapsed:?}: {} accepted, {refused} refused; {missing} accepted mappings missing from the backend's memory table{}",
+        "{count} maps of {len:#x} bytes in {elapsed:?}: {} accepted, {refused} refused{early}; {missing} accepted mappings missing from the backend's memory table{}",
         accepted.len(),
         said.lines().next().map(|l| format!("; {} said: {l}", t.guest.kind())).unwrap_or_default()
     );
-    checks.push(CheckResult::new(check, missing == 0, evidence).with("accepted", accepted.len()).with("refused", refused).with("missing", missing).with("said", said_fact(&said)));
+    let mut c = CheckResult::new(check, missing == 0 && refused_early.is_none(), evidence).with("accepted", accepted.len()).with("refused", refused).with("missing", missing).with("said", said_fact(&said));
+    if let Some(i) = refused_early {
+        c = c.with("first_refused", i);
+    }
+    checks.push(c);
     Ok(())
 }
