@@ -442,6 +442,55 @@ pub fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Resu
     })
 }
 
+/// The line where `key = ...` (or the table `[key]`) is first written, 0 if nowhere.
+fn key_line(text: &str, key: &str) -> usize {
+    let is_key = |l: &str| l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')) || l == format!("[{key}]");
+    text.lines().position(|l| is_key(l.trim())).map_or(0, |i| i + 1)
+}
+
+/// What the file's own keys allow together; an error names the key's line.
+fn check_file_keys(path: &Path, text: &str, f: &ScenarioFile) -> Result<(), LoadError> {
+    let at = |key: &str, message: String| LoadError { path: path.to_path_buf(), line: key_line(text, key), col: 1, message };
+    if f.step.iter().any(|s| matches!(s, Step::Inject { .. })) && !(f.own_boot && f.qemu_only) {
+        let line = text.lines().position(|l| l.trim().replace(' ', "") == "do=\"inject\"").map_or(0, |i| i + 1);
+        return Err(LoadError { path: path.to_path_buf(), line, col: 1, message: "`inject` needs `own_boot = true` and `qemu_only = true`".into() });
+    }
+    if f.smp != 1 && !f.own_boot {
+        return Err(at("smp", "`smp` needs `own_boot = true`: one boot runs every shared scenario".into()));
+    }
+    if !(1..=4).contains(&f.smp) {
+        return Err(at("smp", format!("`smp = {}`: the guest kernel takes 1 to 4 vCPUs", f.smp)));
+    }
+    if f.device.is_some() && !f.own_boot {
+        return Err(at("device", "`device` needs `own_boot = true`: one boot runs every shared scenario".into()));
+    }
+    Ok(())
+}
+
+/// Check names are unique and none is the runner's; an error names the step's line.
+fn check_names(path: &Path, steps: &[Step], lines: &[usize]) -> Result<(), LoadError> {
+    let mut names = std::collections::BTreeSet::new();
+    for (i, s) in steps.iter().enumerate() {
+        let named = match s {
+            Step::Map { check, .. } | Step::Unmap { check, .. } => check.as_deref(),
+            _ => s.check(),
+        };
+        let Some(c) = named else { continue };
+        let why = if RESERVED_CHECKS.contains(&c) {
+            "reserved for the runner"
+        } else if c.is_empty() {
+            "empty"
+        } else if !names.insert(c) {
+            "used twice: known defects name checks, so names must be unique"
+        } else {
+            continue;
+        };
+        let message = format!("step {} (`do = \"{}\"`): check name {c:?} is {why}", i + 1, s.kind());
+        return Err(LoadError { path: path.to_path_buf(), line: lines.get(i).copied().unwrap_or(0), col: 1, message });
+    }
+    Ok(())
+}
+
 /// The line of each of the first `n` `[[step]]` headers of `text` (0 for
 /// steps written another way).
 fn step_lines(text: &str, n: usize) -> Vec<usize> {
@@ -459,38 +508,10 @@ impl Scenario {
     pub fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
         let f: ScenarioFile = parse_toml(path, text)?;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("scenario").to_string();
-        let injects = f.step.iter().any(|s| matches!(s, Step::Inject { .. }));
-        if injects && !(f.own_boot && f.qemu_only) {
-            return Err(LoadError::in_file(path, "`inject` needs `own_boot = true` and `qemu_only = true`"));
-        }
-        if f.smp != 1 && !f.own_boot {
-            return Err(LoadError::in_file(path, "`smp` needs `own_boot = true`: one boot runs every shared scenario"));
-        }
-        if !(1..=4).contains(&f.smp) {
-            return Err(LoadError::in_file(path, format!("`smp = {}`: the guest kernel takes 1 to 4 vCPUs", f.smp)));
-        }
-        if f.device.is_some() && !f.own_boot {
-            return Err(LoadError::in_file(path, "`device` needs `own_boot = true`: one boot runs every shared scenario"));
-        }
+        let lines = step_lines(text, f.step.len());
+        check_file_keys(path, text, &f)?;
+        check_names(path, &f.step, &lines)?;
         let labels = step_labels(&f.step);
-        let mut names = std::collections::BTreeSet::new();
-        for (i, s) in f.step.iter().enumerate() {
-            let Some(c) = s.check().or(match s {
-                Step::Map { check, .. } | Step::Unmap { check, .. } => check.as_deref(),
-                _ => None,
-            }) else {
-                continue;
-            };
-            let why = if RESERVED_CHECKS.contains(&c) {
-                "reserved for the runner"
-            } else if !names.insert(c) {
-                "used twice: known defects name checks, so names must be unique"
-            } else {
-                continue;
-            };
-            let message = format!("step {} (`do = \"{}\"`): check name {c:?} is {why}", i + 1, s.kind());
-            return Err(LoadError::in_file(path, message));
-        }
         Ok(Scenario {
             name,
             description: f.description,
@@ -501,7 +522,7 @@ impl Scenario {
             qemu_only: f.qemu_only,
             smp: f.smp,
             backend: f.backend,
-            lines: step_lines(text, f.step.len()),
+            lines,
             steps: f.step,
             labels,
         })
