@@ -58,8 +58,11 @@ fn value(key: &str, pick: usize, wild: bool) -> String {
     }
 }
 
+/// Per key of a step: which value, whether any value, whether left out.
+type Picks = Vec<(usize, bool, bool)>;
+
 /// A scenario file from a list of (kind, per-key picks) and a few switches.
-fn render(steps: &[(usize, Vec<(usize, bool, bool)>)], own_boot: bool) -> String {
+fn render(steps: &[(usize, Picks)], own_boot: bool) -> String {
     let mut t = String::from("description = \"generated\"\n");
     if own_boot {
         t.push_str("own_boot = true\n\n[device]\nvirtio_id = 45\nregions = [\"64K\", 0, \"256K\"]\nlayout = [\"0@0+0x10000\", \"2@0x10000+0x40000\"]\n");
@@ -128,7 +131,7 @@ fn load_or_run(name: &str, text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn step_strategy() -> impl Strategy<Value = (usize, Vec<(usize, bool, bool)>)> {
+fn step_strategy() -> impl Strategy<Value = (usize, Picks)> {
     (0..KINDS.len(), prop::collection::vec((0usize..64, prop::bool::weighted(0.1), prop::bool::weighted(0.08)), 12))
 }
 
