@@ -194,7 +194,8 @@ fn accepted_malformed_flags_are_recorded_not_hidden() {
 fn check_reset(faults: Faults) -> Result<(), String> {
     let mut r = rig_with(vec![0x10000], faults);
     // File names are unique per call: fds are counted process-wide.
-    let (a, b) = (&format!("reset-a-{faults:?}"), &format!("reset-b-{faults:?}"));
+    let tag = format!("{:016x}", shmem_host::files::fnv1a64(format!("{faults:?}").as_bytes()));
+    let (a, b) = (&format!("reset-a-{tag}"), &format!("reset-b-{tag}"));
     r.mgr.create_file(a, 0x2000).unwrap();
     r.mgr.create_file(b, 0x2000).unwrap();
     let base = (fds_naming(a), fds_naming(b));
