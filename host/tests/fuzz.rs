@@ -39,7 +39,7 @@ fn run(faults: Faults, out: &Path) -> FuzzReport {
 fn verdict(scn: &Scenario, faults: Faults) -> Verdict {
     let dir = tempfile::tempdir().unwrap();
     let mut t = model_target(&scenario_spec(&spec(), scn), faults, scn.init, dir.path()).unwrap();
-    judge(run_on(scn, &mut t, false).0, &[])
+    judge(run_on(scn, &mut t, false).0, &[]).verdict
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn verdict_on_model(suite_spec: &DeviceSpec, scn: &Scenario, faults: Faults) -> 
     let dir = tempfile::tempdir().unwrap();
     let mut target = model_target(&scenario_spec(suite_spec, scn), faults, scn.init, dir.path()).unwrap();
     let (res, _) = run_on(scn, &mut target, false);
-    judge(res, &[])
+    judge(res, &[]).verdict
 }
 
 /// The verdict of every scenario on a model with `faults`.

@@ -200,30 +200,72 @@ pub fn build_initramfs(agent: &Path, work_dir: &Path) -> Result<PathBuf, String>
 }
 
 /// `--qemu`, then `$QEMU`: used if they pass the probe, refused otherwise.
-/// Then `qemu-system-x86_64` on PATH, then the cached or a newly provisioned one.
-pub fn find_qemu(sh: &Shell, explicit: Option<&Path>, cache: &Path) -> Result<QemuInfo, String> {
+/// Then `qemu-system-x86_64` on PATH, then the cached or a newly provisioned
+/// one (see [`provisioned_qemu`]). With a note when it is not the pinned build.
+pub fn find_qemu(sh: &Shell, explicit: Option<&Path>, cache: &Path, pin: &str) -> Result<(QemuInfo, Option<String>), String> {
     if let Some(p) = explicit {
-        return probe(p).map_err(|e| format!("--qemu refused: {e}"));
+        return probe(p).map(|i| (i, None)).map_err(|e| format!("--qemu refused: {e}"));
     }
     if let Some(p) = std::env::var_os("QEMU").filter(|v| !v.is_empty()) {
-        return probe(Path::new(&p)).map_err(|e| format!("$QEMU refused: {e}"));
+        return probe(Path::new(&p)).map(|i| (i, None)).map_err(|e| format!("$QEMU refused: {e}"));
     }
     if let Ok(p) = cmd!(sh, "which qemu-system-x86_64").quiet().ignore_stderr().read() {
         match probe(Path::new(p.trim())) {
-            Ok(info) => return Ok(info),
+            Ok(info) => return Ok((info, None)),
             Err(e) => println!("xtask: not using the QEMU on PATH: {e}"),
         }
     }
+    provisioned_qemu(sh, cache, pin)
+}
+
+/// The Debian version in a build string: "1:11.1.3+ds-1" of "11.1.3 (Debian 1:11.1.3+ds-1)".
+fn debian_version(build: &str) -> Option<&str> {
+    build.split_once("(Debian ")?.1.strip_suffix(')')
+}
+
+/// The provisioned QEMU: the pinned Debian build while the mirror has it,
+/// else the mirror's build (and a note saying so). A cached prefix of the
+/// wanted build is used as it is; an intact prefix whose probe fails is
+/// reported, never downloaded again.
+fn provisioned_qemu(sh: &Shell, cache: &Path, pin: &str) -> Result<(QemuInfo, Option<String>), String> {
     let prefix = cache.join("qemu");
     let wrapper = prefix.join("qemu-system-x86_64");
-    if prefix_intact(&prefix) {
+    let cached = if prefix_intact(&prefix) {
         // Rewritten every time, so a cached prefix gets the current wrapper.
         write_wrapper(&prefix)?;
-        // An intact prefix is never downloaded again: a failed probe is reported as it is.
-        return probe(&wrapper).map_err(|e| format!("the provisioned QEMU in {} failed the probe: {e}", prefix.display()));
+        Some(probe(&wrapper).map_err(|e| format!("the provisioned QEMU in {} failed the probe: {e}", prefix.display()))?)
+    } else {
+        None
+    };
+    if let Some(info) = cached.as_ref().filter(|i| debian_version(&i.build) == Some(pin)) {
+        return Ok((info.clone(), None));
     }
-    provision_qemu(sh, cache)?;
-    probe(&wrapper).map_err(|e| format!("the provisioned QEMU failed the probe: {e}"))
+    let apt = match PrivateApt::update(sh, cache) {
+        Ok(apt) => apt,
+        Err(e) => {
+            let info = cached.ok_or_else(|| e.clone())?;
+            return Ok((info, Some(format!("not the pinned build {pin}: the mirror could not be asked ({e})"))));
+        }
+    };
+    let versions = apt.versions(QEMU_PACKAGE)?;
+    let want = if versions.iter().any(|v| v == pin) { pin.to_string() } else { versions.first().cloned().ok_or(format!("the mirror has no {QEMU_PACKAGE}"))? };
+    let note = (want != pin).then(|| format!("not the pinned build: the mirror has no {QEMU_PACKAGE} {pin} (what tests/known-defects.toml was measured on), so {want} was provisioned"));
+    if let Some(info) = cached.filter(|i| debian_version(&i.build) == Some(want.as_str())) {
+        return Ok((info, note));
+    }
+    apt.install_into(sh, QEMU_PACKAGE, &want, &prefix)?;
+    let info = probe(&wrapper).map_err(|e| format!("the provisioned QEMU failed the probe: {e}"))?;
+    Ok((info, note))
+}
+
+/// The pinned Debian version of QEMU, from `tests/qemu.toml`.
+pub fn pinned_qemu(root: &Path) -> Result<String, String> {
+    let path = root.join("tests/qemu.toml");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("debian_version")?.trim_start().strip_prefix('=').map(|v| v.trim().trim_matches('"').to_string()))
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| format!("{}: no `debian_version = \"...\"`", path.display()))
 }
 
 /// A prefix is intact when it was completely unpacked (or, from before the
@@ -296,57 +338,89 @@ fn machine_mirror(sh: &Shell) -> Result<String, String> {
         .ok_or_else(|| "the machine's apt configuration names no Debian base suite to take a mirror from; pass --qemu".into())
 }
 
-/// Downloads QEMU and its whole dependency closure from Debian unstable with
-/// a private apt state, unpacks them into `cache/qemu/root`, and writes a
-/// wrapper that runs it through the prefix's own loader. Nothing is
-/// installed system-wide.
-fn provision_qemu(sh: &Shell, cache: &Path) -> Result<(), String> {
-    if cmd!(sh, "which apt-get dpkg-deb").quiet().ignore_stdout().ignore_stderr().run().is_err() {
-        return Err(format!("no QEMU >= 11.1 with {} found, and this is not a Debian machine to provision one: pass --qemu PATH", shmem_host::vm::qemu::DEVICE));
+/// apt with a private state under the cache, reading Debian unstable from
+/// the mirror this machine's apt already uses. Nothing is installed
+/// system-wide.
+struct PrivateApt {
+    dir: tempfile::TempDir,
+    opts: Vec<String>,
+}
+
+impl PrivateApt {
+    /// A private state with unstable's package lists, freshly updated.
+    fn update(sh: &Shell, cache: &Path) -> Result<Self, String> {
+        if cmd!(sh, "which apt-get dpkg-deb").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+            return Err(format!("no QEMU >= 11.1 with {} found, and this is not a Debian machine to provision one: pass --qemu PATH", shmem_host::vm::qemu::DEVICE));
+        }
+        let mirror = machine_mirror(sh)?;
+        let dir = tempfile::Builder::new().prefix("qemu-apt-").tempdir_in(cache).map_err(|e| e.to_string())?;
+        let t = dir.path();
+        for d in ["state/lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d"] {
+            fs::create_dir_all(t.join(d)).map_err(|e| e.to_string())?;
+        }
+        fs::write(t.join("state/status"), "").map_err(|e| e.to_string())?;
+        fs::write(t.join("etc/sources.list"), format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} unstable main\n")).map_err(|e| e.to_string())?;
+        let d = t.display();
+        let opts: Vec<String> = [
+            format!("Dir::State={d}/state"),
+            format!("Dir::State::status={d}/state/status"),
+            format!("Dir::Cache={d}/cache"),
+            format!("Dir::Etc::SourceList={d}/etc/sources.list"),
+            format!("Dir::Etc::SourceParts={d}/etc/sources.list.d"),
+            format!("Dir::Etc::Preferences={d}/etc/preferences"),
+            format!("Dir::Etc::PreferencesParts={d}/etc/preferences.d"),
+            "APT::Architectures::=amd64".into(),
+            "Debug::NoLocking=1".into(),
+        ]
+        .into_iter()
+        // As root, apt would download as `_apt`, which cannot enter our private dirs.
+        .chain(is_root().then(|| "APT::Sandbox::User=root".to_string()))
+        .flat_map(|o| ["-o".to_string(), o])
+        .collect();
+        let o = &opts;
+        cmd!(sh, "apt-get -q {o...} update").quiet().ignore_stdout().run().map_err(err("apt-get update (unstable, private state)"))?;
+        Ok(PrivateApt { dir, opts })
     }
-    println!("xtask: provisioning QEMU from Debian unstable into {}", cache.join("qemu").display());
-    let mirror = machine_mirror(sh)?;
-    let tmp = tempfile::Builder::new().prefix("qemu-apt-").tempdir_in(cache).map_err(|e| e.to_string())?;
-    let t = tmp.path();
-    for d in ["state/lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d"] {
-        fs::create_dir_all(t.join(d)).map_err(|e| e.to_string())?;
+
+    /// The versions of `package` the mirror has, the candidate first.
+    fn versions(&self, package: &str) -> Result<Vec<String>, String> {
+        let sh = Shell::new().map_err(|e| e.to_string())?;
+        let o = &self.opts;
+        let text = cmd!(sh, "apt-cache {o...} madison {package}").quiet().read().map_err(err("apt-cache madison"))?;
+        Ok(text.lines().filter_map(|l| Some(l.split('|').nth(1)?.trim().to_string())).filter(|v| !v.is_empty()).collect())
     }
-    fs::write(t.join("state/status"), "").map_err(|e| e.to_string())?;
-    fs::write(t.join("etc/sources.list"), format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} unstable main\n"))
-        .map_err(|e| e.to_string())?;
-    let d = t.display();
-    let opts: Vec<String> = [
-        format!("Dir::State={d}/state"),
-        format!("Dir::State::status={d}/state/status"),
-        format!("Dir::Cache={d}/cache"),
-        format!("Dir::Etc::SourceList={d}/etc/sources.list"),
-        format!("Dir::Etc::SourceParts={d}/etc/sources.list.d"),
-        format!("Dir::Etc::Preferences={d}/etc/preferences"),
-        format!("Dir::Etc::PreferencesParts={d}/etc/preferences.d"),
-        "APT::Architectures::=amd64".into(),
-        "Debug::NoLocking=1".into(),
-    ]
-    .into_iter()
-    // As root, apt would download as `_apt`, which cannot enter our private dirs.
-    .chain(is_root().then(|| "APT::Sandbox::User=root".to_string()))
-    .flat_map(|o| ["-o".to_string(), o])
-    .collect();
-    let o = &opts;
-    cmd!(sh, "apt-get -q {o...} update").quiet().ignore_stdout().run().map_err(err("apt-get update (unstable, private state)"))?;
-    cmd!(sh, "apt-get -q -y {o...} --download-only --no-install-recommends install {QEMU_PACKAGE}")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .map_err(err("downloading qemu-system-x86 and its dependencies"))?;
-    let prefix = cache.join("qemu");
-    let root = prefix.join("root");
-    let _ = fs::remove_dir_all(&prefix);
-    fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-    let debs = fs::read_dir(t.join("cache/archives")).map_err(|e| e.to_string())?;
-    for deb in debs.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "deb")) {
-        cmd!(sh, "dpkg-deb -x {deb} {root}").quiet().run().map_err(err("unpacking a package"))?;
+
+    /// Downloads `package` at `version` and its whole dependency closure,
+    /// unpacks them into `prefix/root`, and writes the wrapper.
+    fn install_into(&self, sh: &Shell, package: &str, version: &str, prefix: &Path) -> Result<(), String> {
+        println!("xtask: provisioning {package} {version} from Debian unstable into {}", prefix.display());
+        let o = &self.opts;
+        let spec = format!("{package}={version}");
+        cmd!(sh, "apt-get -q -y {o...} --download-only --no-install-recommends install {spec}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .map_err(err("downloading qemu-system-x86 and its dependencies"))?;
+        let root = prefix.join("root");
+        let _ = fs::remove_dir_all(prefix);
+        fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+        let debs = fs::read_dir(self.dir.path().join("cache/archives")).map_err(|e| e.to_string())?;
+        for deb in debs.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "deb")) {
+            cmd!(sh, "dpkg-deb -x {deb} {root}").quiet().run().map_err(err("unpacking a package"))?;
+        }
+        fs::create_dir_all(root.join(MODULE_DIR.trim_start_matches('/'))).map_err(|e| e.to_string())?;
+        write_wrapper(prefix)?;
+        fs::write(prefix.join(COMPLETE), "").map_err(|e| e.to_string())
     }
-    fs::create_dir_all(root.join(MODULE_DIR.trim_start_matches('/'))).map_err(|e| e.to_string())?;
-    write_wrapper(&prefix)?;
-    fs::write(prefix.join(COMPLETE), "").map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::debian_version;
+
+    #[test]
+    fn the_debian_version_is_read_from_the_build() {
+        assert_eq!(debian_version("11.1.3 (Debian 1:11.1.3+ds-1)"), Some("1:11.1.3+ds-1"));
+        assert_eq!(debian_version("11.1.3 (v11.1.3-dirty)"), None);
+    }
 }

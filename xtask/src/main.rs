@@ -202,11 +202,19 @@ fn vm_test(args: &[String]) -> Result<Outcome, String> {
 }
 
 /// What a boot needs: a QEMU that passes the probe, the kernel, the initramfs.
-fn guest_artefacts(o: &Opts, root: &Path) -> Result<(QemuInfo, PathBuf, PathBuf), String> {
+struct Artefacts {
+    qemu: QemuInfo,
+    /// How the QEMU was chosen, when the report's first line must say so.
+    qemu_note: Option<String>,
+    kernel: PathBuf,
+    initramfs: PathBuf,
+}
+
+fn guest_artefacts(o: &Opts, root: &Path) -> Result<Artefacts, String> {
     let sh = Shell::new().map_err(|e| e.to_string())?;
     let cache = artefacts::cache_dir()?;
-    let qemu = artefacts::find_qemu(&sh, o.qemu.as_deref(), &cache)?;
-    println!("vm-test: QEMU {} at {}", qemu.version_text, qemu.path.display());
+    let (qemu, qemu_note) = artefacts::find_qemu(&sh, o.qemu.as_deref(), &cache, &artefacts::pinned_qemu(root)?)?;
+    println!("vm-test: QEMU {} at {}{}", qemu.build, qemu.path.display(), qemu_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default());
     let agent = artefacts::build_agent(&sh, root)?;
     let kernel = match &o.kernel {
         Some(k) if !k.is_file() => return Err(format!("--kernel {}: no such file", k.display())),
@@ -214,7 +222,7 @@ fn guest_artefacts(o: &Opts, root: &Path) -> Result<(QemuInfo, PathBuf, PathBuf)
         None => artefacts::build_kernel(&sh, root, o.kernel_src.as_deref(), &cache)?,
     };
     let initramfs = artefacts::build_initramfs(&agent, &root.join("target/vm-test"))?;
-    Ok((qemu, kernel, initramfs))
+    Ok(Artefacts { qemu, qemu_note, kernel, initramfs })
 }
 
 /// The suite `o` asks for, ready to run, and the QEMU of `--compare`.
@@ -235,7 +243,7 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
         Some(p) => (load_known_defects(Path::new(p)).map_err(|e| e.to_string())?, p.to_string()),
         None => (load_known_defects(&root.join("tests/known-defects.toml")).map_err(|e| e.to_string())?, "tests/known-defects.toml".to_string()),
     };
-    let (qemu, kernel, initramfs) = guest_artefacts(o, &root)?;
+    let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(o, &root)?;
     let other = match &o.compare {
         Some(p) => Some(probe(p).map_err(|e| format!("--compare refused: {e}"))?),
         None => None,
@@ -244,6 +252,7 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
     let cfg = SuiteConfig {
         worker: Some(worker_command(&qemu, &kernel, &initramfs, o.probe_scale)?),
         qemu,
+        qemu_note,
         kernel,
         initramfs,
         accel: o.accel,
@@ -273,7 +282,7 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let Some(other) = other else { return Ok(Outcome { run: a, baseline: None }) };
     println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
     let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale)?);
-    let b = vm::run_suite(&SuiteConfig { worker, qemu: other, ..cfg }).map_err(|e| e.to_string())?;
+    let b = vm::run_suite(&SuiteConfig { worker, qemu: other, qemu_note: None, ..cfg }).map_err(|e| e.to_string())?;
     let c = vm::verdict::compare(&a, &b);
     Ok(Outcome { run: b, baseline: Some((a, c)) })
 }
@@ -341,7 +350,7 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
     refuse_for_fuzz(&o)?;
     let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
     let spec = suite.device.spec();
-    let (qemu, kernel, initramfs) = guest_artefacts(&o, &root)?;
+    let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(&o, &root)?;
     let (accel, why) = vm::choose_accel(o.accel);
     let listed = match o.known_defects.as_deref() {
         Some("none") => Vec::new(),
@@ -358,6 +367,7 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
     let sockets = tempfile::Builder::new().prefix("shmem-fuzz-").tempdir().map_err(|e| format!("socket dir: {e}"))?;
     let cfg = SuiteConfig {
         qemu,
+        qemu_note,
         kernel,
         initramfs,
         accel: o.accel,
@@ -442,6 +452,7 @@ fn own_boot_worker(args: &[String]) -> Result<bool, String> {
     vm::install_interrupt_handler();
     let cfg = SuiteConfig {
         qemu: QemuInfo { path: qemu.into(), version: (0, 0, 0), version_text: String::new(), build },
+        qemu_note: None,
         kernel: kernel.into(),
         initramfs: initramfs.into(),
         accel: AccelChoice::Tcg,

@@ -39,7 +39,7 @@ pub use check::CheckResult;
 pub use error::{ErrorKind, Failure, RunError, RunOutcome};
 pub use own_boot::OwnBootRun;
 pub use suite::{Measurements, SHARED_BOOT, ScenarioReport, SuiteConfig, SuiteError, SuiteReport, run_on, run_suite, scenario_spec};
-pub use verdict::{Judged, Verdict, judge};
+pub use verdict::{Judged, Judgement, Verdict, judge};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 

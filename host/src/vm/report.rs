@@ -15,10 +15,10 @@ use super::verdict::{Comparison, Judged, Verdict};
 /// The human report: one line per scenario, what failed, a summary line.
 pub fn print_report(r: &SuiteReport) {
     println!(
-        "QEMU {} ({}), build {:?}, accel {}{}; known defects: {}",
-        r.qemu.version_text,
-        r.qemu.path.display(),
+        "QEMU {} at {}{}, accel {}{}; known defects: {}",
         r.qemu.build,
+        r.qemu.path.display(),
+        r.qemu_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default(),
         r.accel.name(),
         r.accel_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default(),
         r.known_defects
@@ -26,8 +26,8 @@ pub fn print_report(r: &SuiteReport) {
     println!("{:<28} {:<16} {:<12} {:>8} {:>8}", "scenario", "qemu", "model", "qemu-t", "model-t");
     for s in &r.scenarios {
         println!("{:<28} {:<16} {:<12} {:>7.2}s {:>7.2}s", s.name, s.qemu.label(), s.model.label(), s.qemu_time.as_secs_f64(), s.model_time.as_secs_f64());
-        for (target, v) in [("qemu", &s.qemu), ("model", &s.model)] {
-            for line in verdict_lines(v) {
+        for (target, v, inc) in [("qemu", &s.qemu, s.qemu_inconclusive.as_slice()), ("model", &s.model, &[])] {
+            for line in target_lines(v, inc) {
                 println!("    {target}: {}", line.replace('\n', "\n        "));
             }
         }
@@ -39,7 +39,7 @@ pub fn print_report(r: &SuiteReport) {
     for v in r.scenarios.iter().flat_map(|s| [&s.qemu, &s.model]) {
         match v {
             Verdict::Pass => pass += 1,
-            Verdict::KnownFailure { .. } => known += 1,
+            Verdict::KnownFailure(_) => known += 1,
             Verdict::Skipped(_) => skipped += 1,
             _ => fail += 1,
         }
@@ -55,12 +55,16 @@ pub fn print_report(r: &SuiteReport) {
 /// What a verdict says beyond its label, one line per failed check or entry.
 pub fn verdict_lines(v: &Verdict) -> Vec<String> {
     match v {
-        Verdict::Fail(j) => j.iter().map(judged_line).collect(),
-        Verdict::KnownFailure { failed, inconclusive } => failed.iter().map(judged_line).chain(inconclusive.iter().map(inconclusive_line)).collect(),
+        Verdict::Fail(j) | Verdict::KnownFailure(j) => j.iter().map(judged_line).collect(),
         Verdict::UnexpectedPass(msgs) => msgs.clone(),
         Verdict::Error(e) => vec![format!("error: {e}")],
         Verdict::Pass | Verdict::Skipped(_) => Vec::new(),
     }
+}
+
+/// A verdict's lines, then the inconclusive entries (listed whatever the verdict).
+pub fn target_lines(v: &Verdict, inconclusive: &[Judged]) -> Vec<String> {
+    verdict_lines(v).into_iter().chain(inconclusive.iter().map(inconclusive_line)).collect()
 }
 
 /// A listed intermittent defect whose check passed in a run too short to tell a fix.
@@ -70,11 +74,16 @@ fn inconclusive_line(j: &Judged) -> String {
 
 fn judged_line(j: &Judged) -> String {
     let mut line = format!("{} failed: {}", j.check.check, j.check.evidence);
-    if let Some(id) = &j.defect {
-        line.push_str(&format!(" [known defect `{id}`]"));
+    match (&j.defect, &j.measured_on) {
+        (Some(id), Some(on)) => line.push_str(&format!(" [known defect `{id}`, measured on {on}]")),
+        (Some(id), None) => line.push_str(&format!(" [known defect `{id}`]")),
+        _ => {}
     }
     if let Some((id, sig)) = &j.listed {
         line.push_str(&format!("\nlisted as known defect `{id}` with signature {{{sig}}}, but seen {{{}}}: it fails differently", facts_text(&j.check.facts)));
+    }
+    if let Some((id, listed_for)) = &j.listed_elsewhere {
+        line.push_str(&format!("\nmatches `{id}`, listed for {listed_for}: if this build has the same defect, `--bless` adds it to the entry"));
     }
     line
 }
@@ -98,19 +107,30 @@ fn checks_json(c: &[CheckResult]) -> Value {
     Value::Array(c.iter().map(|c| json!({"check": c.check, "passed": c.passed, "evidence": c.evidence, "facts": c.facts})).collect())
 }
 
-fn verdict_json(v: &Verdict) -> Value {
-    let judged = |j: &[Judged]| -> Value {
-        j.iter()
-            .map(|j| json!({"check": j.check.check, "known_defect": j.defect, "listed_but_differs": j.listed.as_ref().map(|(id, sig)| json!({"id": id, "signature": sig}))}))
-            .collect()
-    };
-    match v {
+fn judged_json(j: &[Judged]) -> Value {
+    j.iter()
+        .map(|j| {
+            json!({
+                "check": j.check.check,
+                "known_defect": j.defect,
+                "measured_on": j.measured_on,
+                "listed_but_differs": j.listed.as_ref().map(|(id, sig)| json!({"id": id, "signature": sig})),
+                "matches_entry_listed_elsewhere": j.listed_elsewhere.as_ref().map(|(id, on)| json!({"id": id, "listed_for": on})),
+            })
+        })
+        .collect()
+}
+
+/// A verdict as JSON, with the inconclusive entries (always present, maybe empty).
+fn verdict_json(v: &Verdict, inconclusive: &[Judged]) -> Value {
+    let mut out = match v {
         Verdict::Error(e) | Verdict::Skipped(e) => json!({"verdict": v.label(), "why": e}),
         Verdict::UnexpectedPass(c) => json!({"verdict": v.label(), "drop": c}),
-        Verdict::Fail(j) => json!({"verdict": v.label(), "failed": judged(j)}),
-        Verdict::KnownFailure { failed, inconclusive } => json!({"verdict": v.label(), "failed": judged(failed), "inconclusive": judged(inconclusive)}),
+        Verdict::Fail(j) | Verdict::KnownFailure(j) => json!({"verdict": v.label(), "failed": judged_json(j)}),
         Verdict::Pass => json!({"verdict": v.label()}),
-    }
+    };
+    out["inconclusive"] = judged_json(inconclusive);
+    out
 }
 
 /// `--json`: every scenario with both verdicts, all checks, and the logs of failing ones.
@@ -126,8 +146,8 @@ fn suite_json(r: &SuiteReport) -> Value {
             json!({
                 "name": s.name,
                 "description": s.description,
-                "qemu": verdict_json(&s.qemu),
-                "model": verdict_json(&s.model),
+                "qemu": verdict_json(&s.qemu, &s.qemu_inconclusive),
+                "model": verdict_json(&s.model, &[]),
                 "qemu_seconds": s.qemu_time.as_secs_f64(),
                 "model_seconds": s.model_time.as_secs_f64(),
                 "qemu_checks": checks_json(&s.qemu_checks),
@@ -138,7 +158,7 @@ fn suite_json(r: &SuiteReport) -> Value {
         })
         .collect();
     json!({
-        "qemu": {"path": r.qemu.path.display().to_string(), "version": r.qemu.version_text, "build": r.qemu.build},
+        "qemu": {"path": r.qemu.path.display().to_string(), "version": r.qemu.version_text, "build": r.qemu.build, "note": r.qemu_note},
         "accel": r.accel.name(),
         "accel_note": r.accel_note,
         "known_defects": r.known_defects,
@@ -183,7 +203,7 @@ pub fn junit_report(r: &SuiteReport) -> String {
     let mut cases = String::new();
     let mut failures = 0;
     for s in &r.scenarios {
-        for (target, v, checks, t) in [("qemu", &s.qemu, &s.qemu_checks, s.qemu_time), ("model", &s.model, &s.model_checks, s.model_time)] {
+        for (target, v, checks, t, inc) in [("qemu", &s.qemu, &s.qemu_checks, s.qemu_time, s.qemu_inconclusive.as_slice()), ("model", &s.model, &s.model_checks, s.model_time, &[])] {
             let detail: String = checks.iter().map(|c| format!("{} {}: {}\n", if c.passed { "PASS" } else { "FAIL" }, c.check, c.evidence)).collect();
             cases.push_str(&format!(
                 "  <testcase classname=\"vm-test.{target}\" name=\"{}\" time=\"{:.3}\">\n",
@@ -194,14 +214,14 @@ pub fn junit_report(r: &SuiteReport) -> String {
                 failures += 1;
                 let msg = match v {
                     Verdict::Error(e) => e.clone(),
-                    _ => format!("{}: {}", v.label(), verdict_lines(v).join("; ")),
+                    _ => format!("{}: {}", v.label(), target_lines(v, inc).join("; ")),
                 };
                 let log = if target == "qemu" { s.qemu_log.clone().unwrap_or_default() } else { String::new() };
                 cases.push_str(&format!("    <failure message=\"{}\">{}{}</failure>\n", xml(&msg), xml(&detail), xml(&log)));
             } else if let Verdict::Skipped(why) = v {
                 cases.push_str(&format!("    <skipped message=\"{}\"/>\n", xml(why)));
-            } else if matches!(v, Verdict::KnownFailure { .. }) {
-                let known = verdict_lines(v).join("\n");
+            } else if matches!(v, Verdict::KnownFailure(_)) {
+                let known = target_lines(v, inc).join("\n");
                 cases.push_str(&format!("    <system-out>KNOWN-FAIL (listed defects, matched by signature)\n{}\n{}</system-out>\n", xml(&known), xml(&detail)));
             }
             cases.push_str("  </testcase>\n");

@@ -17,7 +17,7 @@ use super::own_boot::{Pool, own_boot_report, own_boot_run};
 use super::qemu::{Accel, QemuInfo};
 use super::scenario::{BackendMode, Scenario};
 use super::steps::{Target, run_steps};
-use super::verdict::{Verdict, judge};
+use super::verdict::{Judged, Judgement, Listing, Verdict, judge, judge_listed};
 use super::interrupted;
 use crate::model::Faults;
 use crate::server::BackendServer;
@@ -26,6 +26,9 @@ use crate::spec::DeviceSpec;
 /// Everything xtask hands the runner.
 pub struct SuiteConfig {
     pub qemu: QemuInfo,
+    /// What the report's first line says of how this QEMU was chosen (a
+    /// provisioned build other than the pinned one, say).
+    pub qemu_note: Option<String>,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub accel: AccelChoice,
@@ -90,6 +93,8 @@ pub struct ScenarioReport {
     pub name: String,
     pub description: String,
     pub qemu: Verdict,
+    /// Listed intermittent defects of QEMU not seen in a run too short to tell a fix.
+    pub qemu_inconclusive: Vec<Judged>,
     pub model: Verdict,
     pub qemu_time: Duration,
     pub model_time: Duration,
@@ -114,6 +119,7 @@ pub struct Measurements {
 
 pub struct SuiteReport {
     pub qemu: QemuInfo,
+    pub qemu_note: Option<String>,
     /// Where the known defects came from ("none" when not used).
     pub known_defects: String,
     pub accel: Accel,
@@ -160,19 +166,19 @@ pub fn run_on(scn: &Scenario, t: &mut Target, prepare: bool) -> Run {
     (res.map_err(Failure::from), start.elapsed())
 }
 
-/// The known-defect entries for a scenario on this build and accelerator.
-pub fn defects_for<'a>(cfg: &'a SuiteConfig, accel: Accel, scenario: &str) -> Vec<&'a KnownDefect> {
-    cfg.known_defects.iter().filter(|d| d.applies(&cfg.qemu.build, accel.name(), scenario)).collect()
+/// The known-defect entries of a scenario, as they relate to this build and accelerator.
+pub fn defects_for<'a>(cfg: &'a SuiteConfig, accel: Accel, scenario: &str) -> Listing<'a> {
+    Listing::of(&cfg.known_defects, &cfg.qemu.build, accel.name(), scenario)
 }
 
 /// A scenario's report row: both runs judged.
-pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: &[&KnownDefect], qlog: impl FnOnce() -> String) -> ScenarioReport {
+pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: &Listing<'_>, qlog: impl FnOnce() -> String) -> ScenarioReport {
     let qemu_checks = q.0.clone().unwrap_or_default();
     let model_checks = m.0.clone().unwrap_or_default();
-    let qemu = judge(q.0, defects);
-    let model = if qemu_only { Verdict::Skipped("fault scenario: QEMU only".into()) } else { judge(m.0, &[]) };
+    let Judgement { verdict: qemu, inconclusive } = judge_listed(q.0, defects);
+    let model = if qemu_only { Verdict::Skipped("fault scenario: QEMU only".into()) } else { judge(m.0, &[]).verdict };
     let qemu_log = (!matches!(qemu, Verdict::Pass)).then(qlog);
-    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log }
+    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, qemu_inconclusive: inconclusive, model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log }
 }
 
 /// The device a scenario runs with: its own (unvalidated) or the suite's.
@@ -297,6 +303,7 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
         }
         Ok(SuiteReport {
             qemu: cfg.qemu.clone(),
+            qemu_note: cfg.qemu_note.clone(),
             known_defects: cfg.known_defects_source.clone(),
             accel,
             accel_note,

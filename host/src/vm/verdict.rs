@@ -11,24 +11,31 @@ use super::error::RunOutcome;
 use super::suite::SuiteReport;
 
 /// A failed check as judged against the known defects.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Judged {
     pub check: CheckResult,
     /// The known defect whose signature this failure shows.
     pub defect: Option<String>,
+    /// The build that defect was measured on, when it is another build of
+    /// the same upstream version (the entry carried over).
+    pub measured_on: Option<String>,
     /// A listed defect of this check whose signature it does NOT show: its
     /// id and signature, printed beside what was seen.
     pub listed: Option<(String, String)>,
+    /// An entry for another upstream version or accelerator whose signature
+    /// this failure shows: its id and what it is listed for (`--bless` adds
+    /// this build and accelerator to it).
+    pub listed_elsewhere: Option<(String, String)>,
 }
 
 /// One scenario's verdict on one target.
 #[derive(Clone, Debug)]
 pub enum Verdict {
     Pass,
-    /// Every failed check shows the signature of a listed known defect.
-    /// `inconclusive`: listed intermittent defects whose checks passed in a
-    /// run too short to tell a fix (they keep the entry listed).
-    KnownFailure { failed: Vec<Judged>, inconclusive: Vec<Judged> },
+    /// Every failed check shows the signature of a listed known defect, or
+    /// a listed intermittent defect was not seen in a run too short to tell
+    /// a fix (see [`Judgement::inconclusive`]).
+    KnownFailure(Vec<Judged>),
     /// A failed check is not listed, or fails differently from its listing.
     Fail(Vec<Judged>),
     /// Listed defects did not show (the check passed or never ran): each
@@ -43,17 +50,32 @@ pub enum Verdict {
 impl Verdict {
     /// Whether the run may still succeed with this verdict.
     pub fn ok(&self) -> bool {
-        matches!(self, Verdict::Pass | Verdict::KnownFailure { .. } | Verdict::Skipped(_))
+        matches!(self, Verdict::Pass | Verdict::KnownFailure(_) | Verdict::Skipped(_))
     }
     pub fn label(&self) -> &'static str {
         match self {
             Verdict::Pass => "PASS",
-            Verdict::KnownFailure { .. } => "KNOWN-FAIL",
+            Verdict::KnownFailure(_) => "KNOWN-FAIL",
             Verdict::Fail(_) => "FAIL",
             Verdict::UnexpectedPass(_) => "UNEXPECTED-PASS",
             Verdict::Error(_) => "ERROR",
             Verdict::Skipped(_) => "SKIPPED",
         }
+    }
+}
+
+/// A verdict, and the listed intermittent defects whose checks passed in a
+/// run too short to tell a fix: listed whatever the verdict, so they never
+/// vanish from a report.
+#[derive(Clone, Debug)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub inconclusive: Vec<Judged>,
+}
+
+impl From<Verdict> for Judgement {
+    fn from(verdict: Verdict) -> Self {
+        Judgement { verdict, inconclusive: Vec::new() }
     }
 }
 
@@ -63,10 +85,47 @@ impl std::fmt::Display for Verdict {
     }
 }
 
+/// How a listed entry relates to a run's build and accelerator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applies {
+    /// Listed for this exact build and accelerator.
+    Exact,
+    /// Listed for this accelerator and another build of the same upstream
+    /// version (another Debian revision): it carries over, measured on that build.
+    Carried(String),
+    /// Not listed for this build's upstream version or this accelerator.
+    Elsewhere,
+}
+
+/// The upstream version of a build: "11.1.3" of "11.1.3 (Debian 1:11.1.3+ds-1)".
+pub fn upstream(build: &str) -> &str {
+    build.split_whitespace().next().unwrap_or("")
+}
+
 impl KnownDefect {
-    /// Whether this entry is about this scenario on this build and accelerator.
+    /// How this entry relates to a run on `build` under `accel`.
+    pub fn applies_to(&self, build: &str, accel: &str) -> Applies {
+        if !self.accel.iter().any(|a| a == accel) {
+            return Applies::Elsewhere;
+        }
+        if self.qemu.iter().any(|q| q == build) {
+            return Applies::Exact;
+        }
+        match self.qemu.iter().find(|q| upstream(q) == upstream(build)) {
+            Some(q) => Applies::Carried(q.clone()),
+            None => Applies::Elsewhere,
+        }
+    }
+
+    /// Whether this entry is about this scenario and applies (exactly or
+    /// carried over) to this build and accelerator.
     pub fn applies(&self, build: &str, accel: &str, scenario: &str) -> bool {
-        self.scenario == scenario && self.qemu.iter().any(|q| q == build) && self.accel.iter().any(|a| a == accel)
+        self.scenario == scenario && self.applies_to(build, accel) != Applies::Elsewhere
+    }
+
+    /// What the entry is listed for, for people: "BUILD/ACCEL, ...".
+    pub fn listed_for(&self) -> String {
+        self.qemu.iter().flat_map(|q| self.accel.iter().map(move |a| format!("{q}/{a}"))).collect::<Vec<_>>().join(", ")
     }
 
     /// Whether a failed check's facts show this signature: every fact of
@@ -81,63 +140,120 @@ impl KnownDefect {
     }
 
     /// The intermittent rule, for a listed intermittent defect whose check
-    /// passed: the run says too little to tell a fix when the upper bound of
-    /// its rate (fact `upper95`) is not below half the listed rate.
+    /// passed with no stale observation in `n` trials (fact `n`): the run
+    /// tells a fix only when a defect still there, at a quarter of its
+    /// listed rate, would have shown with probability at least 99.9 %; else
+    /// it is inconclusive. So a false UNEXPECTED-PASS has probability at
+    /// most 0.1 % per entry and run while the true rate is at least a
+    /// quarter of the listed one.
     pub fn inconclusive(&self, passed: &BTreeMap<String, String>) -> bool {
-        let bound = passed.get("upper95").and_then(|b| b.parse::<f64>().ok());
-        match (self.rate, bound) {
-            (Some(rate), Some(bound)) => bound >= rate / 2.0,
+        let n = passed.get("n").and_then(|n| n.parse::<f64>().ok());
+        match (self.rate, n) {
+            (Some(rate), Some(n)) => miss_probability(rate / 4.0, n) > FALSE_PASS,
             _ => false,
         }
     }
 }
 
-/// A failed check against the entries listed for it.
-fn judge_failed(c: &CheckResult, defects: &[&KnownDefect]) -> Judged {
-    let listed: Vec<&&KnownDefect> = defects.iter().filter(|d| d.check == c.check).collect();
-    let matched = listed.iter().find(|d| d.matches(&c.facts));
-    Judged {
-        check: c.clone(),
-        defect: matched.map(|d| d.id.clone()),
-        listed: if matched.is_none() { listed.first().map(|d| (d.id.clone(), d.signature_text())) } else { None },
+/// The most a run may risk calling a present intermittent defect fixed.
+pub const FALSE_PASS: f64 = 0.001;
+
+/// The probability that a defect showing at `rate` per trial shows in none of `n`.
+pub fn miss_probability(rate: f64, n: f64) -> f64 {
+    (1.0 - rate.clamp(0.0, 1.0)).powf(n)
+}
+
+/// The known-defect entries of one scenario, as they relate to a run.
+#[derive(Clone, Debug, Default)]
+pub struct Listing<'a> {
+    /// Entries that apply, each with the build it was measured on when carried over.
+    pub applicable: Vec<(&'a KnownDefect, Option<String>)>,
+    /// Entries of this scenario for other upstream versions or accelerators.
+    pub elsewhere: Vec<&'a KnownDefect>,
+}
+
+impl<'a> Listing<'a> {
+    /// The entries of `scenario` sorted by how they relate to `build` and `accel`.
+    pub fn of(all: &'a [KnownDefect], build: &str, accel: &str, scenario: &str) -> Self {
+        let mut l = Listing::default();
+        for d in all.iter().filter(|d| d.scenario == scenario) {
+            match d.applies_to(build, accel) {
+                Applies::Exact => l.applicable.push((d, None)),
+                Applies::Carried(on) => l.applicable.push((d, Some(on))),
+                Applies::Elsewhere => l.elsewhere.push(d),
+            }
+        }
+        l
+    }
+
+    /// Entries that all apply exactly (a run of the build they list).
+    pub fn exact(defects: &[&'a KnownDefect]) -> Self {
+        Listing { applicable: defects.iter().map(|d| (*d, None)).collect(), elsewhere: Vec::new() }
     }
 }
 
-/// Turns check results into a verdict. `defects` are the entries that apply
-/// to this scenario on this build and accelerator. A failed check is known
-/// only when a listed entry's signature matches its facts; a listed entry
+/// A failed check against the entries listed for it.
+fn judge_failed(c: &CheckResult, listing: &Listing<'_>) -> Judged {
+    let listed: Vec<&(&KnownDefect, Option<String>)> = listing.applicable.iter().filter(|(d, _)| d.check == c.check).collect();
+    let matched = listed.iter().find(|(d, _)| d.matches(&c.facts));
+    let elsewhere = listing.elsewhere.iter().find(|d| d.check == c.check && d.matches(&c.facts));
+    Judged {
+        check: c.clone(),
+        defect: matched.map(|(d, _)| d.id.clone()),
+        measured_on: matched.and_then(|(_, on)| on.clone()),
+        listed: if matched.is_none() { listed.first().map(|(d, _)| (d.id.clone(), d.signature_text())) } else { None },
+        listed_elsewhere: if matched.is_none() { elsewhere.map(|d| (d.id.clone(), d.listed_for())) } else { None },
+    }
+}
+
+/// Turns check results into a verdict against exactly these entries (see [`judge_listed`]).
+pub fn judge(result: RunOutcome, defects: &[&KnownDefect]) -> Judgement {
+    judge_listed(result, &Listing::exact(defects))
+}
+
+/// Turns check results into a verdict. A failed check is known only when
+/// an applicable entry's signature matches its facts; an applicable entry
 /// whose check passed or never ran is an unexpected pass, unless the
-/// intermittent rule calls the run inconclusive.
-pub fn judge(result: RunOutcome, defects: &[&KnownDefect]) -> Verdict {
+/// intermittent rule calls the run inconclusive. A failure that shows the
+/// signature of an entry listed elsewhere stays a FAIL and names it.
+pub fn judge_listed(result: RunOutcome, listing: &Listing<'_>) -> Judgement {
     let checks = match result {
         Ok(c) => c,
-        Err(e) => return Verdict::Error(e.message),
+        Err(e) => return Verdict::Error(e.message).into(),
     };
-    let failed: Vec<Judged> = checks.iter().filter(|c| !c.passed).map(|c| judge_failed(c, defects)).collect();
+    let failed: Vec<Judged> = checks.iter().filter(|c| !c.passed).map(|c| judge_failed(c, listing)).collect();
     let mut unexpected = Vec::new();
     let mut inconclusive = Vec::new();
-    for d in defects.iter().filter(|d| !failed.iter().any(|j| j.check.check == d.check)) {
+    for (d, on) in listing.applicable.iter().filter(|(d, _)| !failed.iter().any(|j| j.check.check == d.check)) {
+        let measured = on.as_ref().map(|b| format!(", measured on {b}")).unwrap_or_default();
         match checks.iter().find(|c| c.check == d.check) {
             Some(c) if d.inconclusive(&c.facts) => {
                 let mut c = c.clone();
-                c.evidence = format!("intermittent, not seen in this run, too few to tell a fix (listed rate {:.3} %): {}", d.rate.unwrap_or(0.0) * 100.0, c.evidence);
-                inconclusive.push(Judged { check: c, defect: Some(d.id.clone()), listed: None });
+                let n = c.facts.get("n").cloned().unwrap_or_default();
+                c.evidence = format!(
+                    "intermittent, not seen in {n} trials: too few to tell a fix (listed rate {:.3} %{measured}; a defect at a quarter of it would go unseen with probability above {:.1} %): {}",
+                    d.rate.unwrap_or(0.0) * 100.0,
+                    FALSE_PASS * 100.0,
+                    c.evidence
+                );
+                inconclusive.push(Judged { check: c, defect: Some(d.id.clone()), measured_on: on.clone(), ..Judged::default() });
             }
             found => {
                 let how = if found.is_some() { "the check passed" } else { "the check never ran" };
-                unexpected.push(format!("known defect `{}` ({}) did not show: {how}; drop it from the known-defects list", d.id, d.check));
+                unexpected.push(format!("known defect `{}` ({}{measured}) did not show: {how}; drop it from the known-defects list", d.id, d.check));
             }
         }
     }
-    if failed.iter().any(|j| j.defect.is_none()) {
+    let verdict = if failed.iter().any(|j| j.defect.is_none()) {
         Verdict::Fail(failed)
     } else if !unexpected.is_empty() {
         Verdict::UnexpectedPass(unexpected)
     } else if !failed.is_empty() || !inconclusive.is_empty() {
-        Verdict::KnownFailure { failed, inconclusive }
+        Verdict::KnownFailure(failed)
     } else {
         Verdict::Pass
-    }
+    };
+    Judgement { verdict, inconclusive }
 }
 
 /// What changed from a baseline run (A) to another frontend's run (B).
@@ -235,6 +351,7 @@ mod tests {
             name: "s".into(),
             description: String::new(),
             qemu: Verdict::Pass,
+            qemu_inconclusive: Vec::new(),
             model: Verdict::Pass,
             qemu_time: Duration::ZERO,
             model_time: Duration::ZERO,
@@ -244,6 +361,7 @@ mod tests {
         };
         SuiteReport {
             qemu,
+            qemu_note: None,
             known_defects: "none".into(),
             accel: Accel::Tcg,
             accel_note: None,
