@@ -4,6 +4,8 @@
 //! logic and verdicts live in `shmem_host::vm`, not here.
 
 mod artefacts;
+mod bless;
+mod moved;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,13 +19,18 @@ use shmem_host::vm::{self, AccelChoice, SuiteConfig, report};
 use xshell::{Shell, cmd};
 
 const USAGE: &str = "usage:
-  cargo xtask test                 clippy, unit/integration tests, the VM suite, a 45 s fuzz
+  cargo xtask test                 clippy, unit/integration tests, the VM suite, a 45 s fuzz,
+                                   and the suite against QEMU wrappers that print another --version
   cargo xtask vm-test [OPTIONS]    build what the guest needs, boot QEMU, run the scenarios
   cargo xtask fuzz [--seed S] [--time SECS] [--ops N] [--shrink-time SECS] [--out DIR]
                    [--qemu PATH] [--kernel FILE] [--kernel-src DIR] [--accel A] [--known-defects PATH|none]
                                    differential fuzzer, QEMU against the model; an unlisted
                                    divergence is shrunk into DIR/found-HASH.toml (default
                                    tests/scenarios) and fails the run
+  cargo xtask moved-qemu [--qemu PATH]
+                                   the suite against wrappers of the QEMU in use that print another
+                                   --version: the same upstream carries entries over; another upstream
+                                   fails naming them, --bless adds it, the next run passes
   cargo xtask bench [--runs N] [OPTIONS]
                                    vm-test N times (default 3), then every figure's
                                    min/median/max as JSON; no figures if a run fails
@@ -45,6 +52,9 @@ vm-test / bench options:
                        none: every failure is a FAIL
   --compare QEMU2      run the suite on --qemu (A, the baseline) and on QEMU2 (B); print what B
                        fixed, regressed and fails differently; exit non-zero on a regression
+  --bless              add this QEMU build and accelerator to exactly the known-defect entries
+                       (listed for another version or accelerator) whose signatures this run's
+                       failures showed; prints what changed in the list, changes nothing else
   --json PATH          also write the report as JSON (both verdicts, checks, logs of failures)
   --junit PATH         also write the report as JUnit XML";
 
@@ -62,6 +72,8 @@ struct Opts {
     compare: Option<PathBuf>,
     /// `--scenarios DIR`, repeatable (default: tests/scenarios).
     scenarios: Vec<PathBuf>,
+    /// `--bless`: add this build and accelerator to the entries listed elsewhere that the run's failures matched.
+    bless: bool,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -78,6 +90,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         known_defects: None,
         compare: None,
         scenarios: Vec::new(),
+        bless: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -102,6 +115,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--known-defects" => o.known_defects = Some(val()?),
             "--compare" => o.compare = Some(val()?.into()),
             "--scenarios" => o.scenarios.push(val()?.into()),
+            "--bless" => o.bless = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -168,6 +182,9 @@ impl Outcome {
 
 fn vm_test(args: &[String]) -> Result<Outcome, String> {
     let o = parse_opts(args)?;
+    if o.bless && (o.compare.is_some() || o.known_defects.as_deref() == Some("none")) {
+        return Err("--bless edits the known-defects list after one run: not with --compare or --known-defects none".into());
+    }
     // Whatever happens, the reports are written: a panic is a failed run too.
     let result = std::panic::catch_unwind(|| prepare_and_run(&o)).unwrap_or_else(|p| {
         let what = shmem_host::panic_text(p.as_ref());
@@ -198,7 +215,28 @@ fn vm_test(args: &[String]) -> Result<Outcome, String> {
             println!("vm-test: wrote {}", p.display());
         }
     }
+    if let (true, Ok(out)) = (o.bless, &result) {
+        apply_bless(&o, &out.run)?;
+    }
     result
+}
+
+/// `--bless`: the entries listed elsewhere that this run's failures matched
+/// get this build and accelerator; the change is printed.
+fn apply_bless(o: &Opts, run: &vm::SuiteReport) -> Result<(), String> {
+    let path = o.known_defects.as_ref().map_or_else(|| root().join("tests/known-defects.toml"), PathBuf::from);
+    let ids = bless::matched_elsewhere(run);
+    if ids.is_empty() {
+        println!("vm-test: --bless: no failure matched an entry listed for another build or accelerator; {} unchanged", path.display());
+        return Ok(());
+    }
+    let diff = bless::bless(&path, &ids, &run.qemu.build, run.accel.name())?;
+    load_known_defects(&path).map_err(|e| format!("--bless left {} unreadable: {e}", path.display()))?;
+    println!("vm-test: --bless added {} / {} to {} entries ({}):", run.qemu.build, run.accel.name(), ids.len(), ids.iter().cloned().collect::<Vec<_>>().join(", "));
+    for d in diff {
+        println!("{d}");
+    }
+    Ok(())
 }
 
 /// What a boot needs: a QEMU that passes the probe, the kernel, the initramfs.
@@ -479,7 +517,17 @@ fn test(args: &[String]) -> Result<bool, String> {
     let suite_ok = vm_test(args)?.ok();
     // A short fuzz keeps the fuzzer working: fixed seed, found scenarios under target/.
     let fuzz_ok = fuzz(&["--seed", "1", "--time", "45", "--shrink-time", "120", "--out", "target/fuzz-found"].map(String::from))?;
-    Ok(suite_ok && fuzz_ok)
+    let moved_ok = moved_qemu(args)?;
+    Ok(suite_ok && fuzz_ok && moved_ok)
+}
+
+/// `moved-qemu [--qemu PATH]`: verdicts that follow a QEMU that changed,
+/// against wrappers of the QEMU in use (see `moved`).
+fn moved_qemu(args: &[String]) -> Result<bool, String> {
+    let o = parse_opts(args)?;
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let (qemu, _) = artefacts::find_qemu(&sh, o.qemu.as_deref(), &artefacts::cache_dir()?, &artefacts::pinned_qemu(&root())?)?;
+    moved::run(&qemu, &root())
 }
 
 fn main() -> ExitCode {
@@ -495,6 +543,7 @@ fn main() -> ExitCode {
         "bench" => bench(rest),
         "own-boot-worker" => own_boot_worker(rest),
         "fuzz" => fuzz(rest),
+        "moved-qemu" => moved_qemu(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(true)

@@ -1,0 +1,99 @@
+//! `vm-test --bless`: adds the run's QEMU build and accelerator to exactly
+//! the known-defect entries whose signatures the run's failures showed
+//! (entries listed for another upstream version or accelerator), and
+//! changes nothing else in the file. Text edits, line by line, so comments
+//! and layout stay.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use shmem_host::vm::{SuiteReport, Verdict};
+
+/// The ids of the entries listed elsewhere whose signatures this run showed.
+pub fn matched_elsewhere(r: &SuiteReport) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for s in &r.scenarios {
+        if let Verdict::Fail(judged) = &s.qemu {
+            ids.extend(judged.iter().filter_map(|j| j.listed_elsewhere.as_ref().map(|(id, _)| id.clone())));
+        }
+    }
+    ids
+}
+
+/// `key = ["a", "b"]` with `add` appended when missing; `None` when the
+/// line is not such an array on one line.
+fn with_added(line: &str, key: &str, add: &str) -> Option<String> {
+    let table: toml::Table = toml::from_str(line).ok()?;
+    let mut items: Vec<String> = table.get(key)?.as_array()?.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<_>>()?;
+    if !items.iter().any(|i| i == add) {
+        items.push(add.to_string());
+    }
+    let quoted: Vec<String> = items.iter().map(|i| serde_json::to_string(i).unwrap_or_default()).collect();
+    Some(format!("{key} = [{}]", quoted.join(", ")))
+}
+
+/// The `[[defect]]` block each line belongs to (its index), and each block's id.
+fn blocks(lines: &[&str]) -> (Vec<Option<usize>>, Vec<Option<String>>) {
+    let mut of_line = Vec::new();
+    let mut ids: Vec<Option<String>> = Vec::new();
+    for l in lines {
+        if l.trim() == "[[defect]]" {
+            ids.push(None);
+        }
+        if let (Some(id), Some(last)) = (l.trim().strip_prefix("id").and_then(|r| r.trim_start().strip_prefix('=')), ids.last_mut()) {
+            *last = Some(id.trim().trim_matches('"').to_string());
+        }
+        of_line.push(ids.len().checked_sub(1));
+    }
+    (of_line, ids)
+}
+
+/// Adds `build` and `accel` to the entries `ids` of the list at `path`.
+/// Returns the changed lines as a diff (`path:line: -old` / `+new`).
+pub fn bless(path: &Path, ids: &BTreeSet<String>, build: &str, accel: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let (of_line, block_ids) = blocks(&lines);
+    let mut out = Vec::new();
+    let mut diff = Vec::new();
+    let mut touched = BTreeSet::new();
+    for (n, line) in lines.iter().enumerate() {
+        let id = of_line[n].and_then(|b| block_ids[b].as_ref()).filter(|id| ids.contains(*id));
+        let key = ["qemu", "accel"].into_iter().find(|k| line.trim_start().strip_prefix(k).is_some_and(|r| r.trim_start().starts_with('=')));
+        let new = match (id, key) {
+            (Some(id), Some(key)) => {
+                touched.insert((id.clone(), key));
+                with_added(line.trim(), key, if key == "qemu" { build } else { accel }).ok_or_else(|| format!("{}:{}: `{key}` of entry {id:?} is not an array of strings on one line: add {build:?} by hand", path.display(), n + 1))?
+            }
+            _ => line.to_string(),
+        };
+        if new != *line {
+            diff.push(format!("{}:{}:\n- {line}\n+ {new}", path.display(), n + 1));
+        }
+        out.push(new);
+    }
+    if let Some(id) = ids.iter().find(|id| !touched.contains(&((*id).clone(), "qemu")) || !touched.contains(&((*id).clone(), "accel"))) {
+        return Err(format!("{}: entry {id:?} has no one-line `qemu` and `accel` to add to", path.display()));
+    }
+    std::fs::write(path, out.join("\n") + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(diff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bless_adds_the_build_to_exactly_the_named_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kd.toml");
+        let text = "# keep me\n[[defect]]\nid = \"a\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\naccel = [\"tcg\"]\n\n[[defect]]\nid = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\naccel = [\"tcg\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let diff = bless(&path, &BTreeSet::from(["b".to_string()]), "11.2.0 (Debian 1:11.2.0+ds-1)", "tcg").unwrap();
+        assert_eq!(diff.len(), 1, "{diff:?}");
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(after, text.replace("id = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]", "id = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\", \"11.2.0 (Debian 1:11.2.0+ds-1)\"]"));
+        let diff = bless(&path, &BTreeSet::from(["a".to_string()]), "11.1.3 (Debian 1:11.1.3+ds-1)", "kvm").unwrap();
+        assert!(diff.len() == 1 && diff[0].contains("+ accel = [\"tcg\", \"kvm\"]"), "{diff:?}");
+    }
+}

@@ -1,0 +1,78 @@
+//! How verdicts follow a QEMU that changed, tested the way a user meets it:
+//! wrappers around the QEMU in use that print another `--version` and
+//! otherwise run it. Another build of the same upstream version carries
+//! the listed entries over; another upstream version fails naming the
+//! entries it matches, `--bless` adds it to exactly those, and the next run
+//! passes. Runs `cargo xtask vm-test` as a user would (this binary).
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use shmem_host::vm::qemu::QemuInfo;
+
+/// A wrapper script that says it is `build` and runs `real` otherwise.
+fn wrapper(dir: &Path, name: &str, build: &str, real: &Path) -> Result<std::path::PathBuf, String> {
+    let path = dir.join(name);
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo \"QEMU emulator version {build}\"; exit 0; fi\nexec \"{}\" \"$@\"\n",
+        real.display()
+    );
+    std::fs::write(&path, script).map_err(|e| format!("write {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Runs this binary's `vm-test` with `args`; whether it exited 0, and its JSON report.
+fn vm_test(args: &[&str], json: &Path) -> Result<(bool, serde_json::Value), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let status = std::process::Command::new(exe).arg("vm-test").args(args).arg("--json").arg(json).status().map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
+    Ok((status.success(), serde_json::from_str(&text).map_err(|e| e.to_string())?))
+}
+
+/// Every value of `key` in the judged failures of the QEMU verdicts.
+fn judged_values(report: &serde_json::Value, key: &str) -> BTreeSet<String> {
+    let scenarios = report["scenarios"].as_array().cloned().unwrap_or_default();
+    scenarios
+        .iter()
+        .flat_map(|s| s["qemu"]["failed"].as_array().cloned().unwrap_or_default())
+        .filter_map(|j| if key == "measured_on" { j[key].as_str().map(str::to_string) } else { j[key]["id"].as_str().map(str::to_string) })
+        .collect()
+}
+
+/// The entries of a known-defects file that list `build`.
+fn listing(path: &Path, build: &str) -> Result<BTreeSet<String>, String> {
+    let all = shmem_host::vm::defects::load_known_defects(path).map_err(|e| e.to_string())?;
+    Ok(all.into_iter().filter(|d| d.qemu.iter().any(|q| q == build)).map(|d| d.id).collect())
+}
+
+/// The checks; prints each outcome, Ok(true) when all hold.
+pub fn run(real: &QemuInfo, root: &Path) -> Result<bool, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let upstream = real.build.split_whitespace().next().unwrap_or("0.0.0").to_string();
+    let (maj, min, _) = real.version;
+    let same = format!("{upstream} (another build of {upstream})");
+    let other = format!("{maj}.{}.0 (Debian 1:{maj}.{}.0+ds-1)", min + 1, min + 1);
+    let mut ok = true;
+    let mut say = |what: &str, held: bool| {
+        println!("moved-qemu: {what}: {}", if held { "ok" } else { "FAILED" });
+        ok &= held;
+    };
+    let w = wrapper(dir.path(), "same-upstream", &same, &real.path)?;
+    let (passed, report) = vm_test(&["--qemu", &w.to_string_lossy()], &dir.path().join("same.json"))?;
+    say(&format!("{same}: the run passes with the entries carried over, measured on {}", real.build), passed && judged_values(&report, "measured_on").contains(&real.build));
+    let kd = dir.path().join("known-defects.toml");
+    std::fs::copy(root.join("tests/known-defects.toml"), &kd).map_err(|e| e.to_string())?;
+    let w = wrapper(dir.path(), "other-upstream", &other, &real.path)?;
+    let args = ["--qemu", &w.to_string_lossy(), "--filter", "hazard", "--known-defects", &kd.to_string_lossy()].map(|s| s.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (passed, report) = vm_test(&args, &dir.path().join("other.json"))?;
+    let matched = judged_values(&report, "matches_entry_listed_elsewhere");
+    say(&format!("{other}: the run fails naming the entries it matches ({})", matched.len()), !passed && !matched.is_empty());
+    let blessed = vm_test(&[args.as_slice(), &["--bless"]].concat(), &dir.path().join("bless.json")).is_ok() && listing(&kd, &other)? == matched;
+    say("--bless adds the build to exactly those entries", blessed);
+    let (passed, _) = vm_test(&args, &dir.path().join("again.json"))?;
+    say("the next run passes", passed);
+    Ok(ok)
+}
