@@ -26,6 +26,7 @@ pub mod probe;
 pub mod qemu;
 pub mod report;
 pub mod scenario;
+pub mod significance;
 pub mod steps;
 pub mod suite;
 pub mod verdict;

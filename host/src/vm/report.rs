@@ -175,12 +175,12 @@ pub fn print_comparison(a: &SuiteReport, b: &SuiteReport, c: &Comparison) {
     for l in &c.lines {
         println!("  {l}");
     }
-    println!("compare: {} fixed, {} regressed, {} with changed evidence", c.fixed, c.regressed, c.changed);
+    println!("compare: {} fixed, {} regressed, {} unmasked (B reached checks A never did), {} with changed evidence", c.fixed, c.regressed, c.unmasked, c.changed);
 }
 
 /// `--json` for a `--compare` run: both runs and what changed.
 pub fn json_compare(a: &SuiteReport, b: &SuiteReport, c: &Comparison) -> String {
-    let doc = json!({"a": suite_json(a), "b": suite_json(b), "compare": {"lines": c.lines, "fixed": c.fixed, "regressed": c.regressed, "changed": c.changed}, "ok": c.regressed == 0});
+    let doc = json!({"a": suite_json(a), "b": suite_json(b), "compare": {"lines": c.lines, "fixed": c.fixed, "regressed": c.regressed, "unmasked": c.unmasked, "changed": c.changed}, "ok": c.regressed == 0});
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 

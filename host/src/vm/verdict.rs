@@ -5,10 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use super::check::{CheckResult, facts_text};
+use super::check::{CheckResult, FRONTEND_SURVIVES, facts_text};
 use super::defects::KnownDefect;
 use super::error::RunOutcome;
-use super::suite::SuiteReport;
+use super::suite::{ScenarioReport, SuiteReport};
 
 /// A failed check as judged against the known defects.
 #[derive(Clone, Debug, Default)]
@@ -259,11 +259,18 @@ pub fn judge_listed(result: RunOutcome, listing: &Listing<'_>) -> Judgement {
 /// What changed from a baseline run (A) to another frontend's run (B).
 #[derive(Debug, Default)]
 pub struct Comparison {
-    /// `fixed: scenario/check ...`, `REGRESSED: ...`, `evidence changed: ...`.
+    /// `fixed: scenario/check ...`, `REGRESSED: ...`, `unmasked: ...`,
+    /// `evidence changed: ...`, `no significant change: ...`, `inconclusive on A/B: ...`.
     pub lines: Vec<String>,
     pub fixed: usize,
     pub regressed: usize,
     pub changed: usize,
+    /// Checks B ran and failed that A never reached (A died or erred first): no regression.
+    pub unmasked: usize,
+    /// The p-value below which a probe check's counts differ: 0.01 over the
+    /// number of probe checks compared (so the whole comparison calls a
+    /// change by chance with probability at most 1 %).
+    pub level: f64,
 }
 
 /// Names in `a`, then those only in `b`.
@@ -274,9 +281,43 @@ fn union<'a>(a: impl Iterator<Item = &'a str>, b: impl Iterator<Item = &'a str>)
     names
 }
 
-/// One check on both sides; `errs` says which side's scenario erred.
-fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Option<&CheckResult>, errs: (bool, bool)) {
+/// `k of n` of a probe check (facts `stale`, `n`).
+fn counts(c: &CheckResult) -> Option<(u64, u64)> {
+    Some((c.facts.get("stale")?.parse().ok()?, c.facts.get("n")?.parse().ok()?))
+}
+
+/// A probe check on both sides: fixed or regressed only when significant
+/// at `level`.
+fn compare_counts(c: &mut Comparison, at: &str, (ka, na): (u64, u64), (kb, nb): (u64, u64)) {
+    let p = crate::vm::significance::fisher_two_sided(ka, na, kb, nb);
+    let rates = format!("{ka}/{na} vs {kb}/{nb}, p = {p:.4}");
+    if p >= c.level {
+        c.lines.push(format!("no significant change: {at} ({rates})"));
+    } else if (kb as f64) / (nb as f64) < (ka as f64) / (na as f64) {
+        c.fixed += 1;
+        c.lines.push(format!("fixed: {at}: fewer stale ({rates})"));
+    } else {
+        c.regressed += 1;
+        c.lines.push(format!("REGRESSED: {at}: more stale ({rates})"));
+    }
+}
+
+/// What a crash's facts say: signal or status, step, what QEMU said.
+fn crash_of(c: &CheckResult) -> (Option<&String>, Option<&String>, Option<&String>) {
+    (c.facts.get("exit"), c.facts.get("step"), c.facts.get("said"))
+}
+
+/// One check on both sides; `unreached_a`: A died or erred before the end;
+/// `errs`: which side's scenario erred.
+fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Option<&CheckResult>, (unreached_a, errs): (bool, (bool, bool))) {
     let line = match (ca, cb) {
+        (Some(x), Some(y)) if !x.passed && !y.passed && x.check == FRONTEND_SURVIVES && crash_of(x) != crash_of(y) => {
+            c.regressed += 1;
+            format!("REGRESSED: {at}: the crash changed: A {{{}}} / B {{{}}}", facts_text(&x.facts), facts_text(&y.facts))
+        }
+        (Some(x), Some(y)) if counts(x).is_some() && counts(y).is_some() => {
+            return compare_counts(c, at, counts(x).unwrap_or_default(), counts(y).unwrap_or_default());
+        }
         (Some(x), Some(y)) if !x.passed && y.passed => {
             c.fixed += 1;
             format!("fixed: {at}: failed on A ({}), passes on B", facts_text(&x.facts))
@@ -293,6 +334,10 @@ fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Opt
             c.regressed += 1;
             format!("REGRESSED: {at}: passed on A, never ran on B")
         }
+        (None, Some(y)) if !y.passed && unreached_a => {
+            c.unmasked += 1;
+            format!("unmasked: {at}: fails on B ({}); A never got that far", y.evidence)
+        }
         (None, Some(y)) if !y.passed => {
             c.regressed += 1;
             format!("REGRESSED: {at}: fails on B ({}), did not run on A", y.evidence)
@@ -302,34 +347,47 @@ fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Opt
     c.lines.push(line);
 }
 
-/// Compares the QEMU side of two runs check by check. A check that passed
-/// on A and fails or never ran on B, a new failing check, or a scenario that
-/// ran on A and errs on B is a regression.
+/// One scenario on both sides: its erring, then each check.
+fn compare_scenario(c: &mut Comparison, name: &str, sa: Option<&ScenarioReport>, sb: Option<&ScenarioReport>) {
+    let erred = |s: Option<&ScenarioReport>| s.is_some_and(|s| matches!(s.qemu, Verdict::Error(_)));
+    let (ea, eb) = (erred(sa), erred(sb));
+    if eb && !ea {
+        c.regressed += 1;
+        let why = sb.map(|s| if let Verdict::Error(e) = &s.qemu { format!("error: {e}") } else { String::new() });
+        c.lines.push(format!("REGRESSED: {name}: {} on B", why.unwrap_or_default()));
+    } else if ea && !eb {
+        c.fixed += 1;
+        c.lines.push(format!("fixed: {name}: runs to the end on B"));
+    }
+    let checks_a = sa.map(|s| s.qemu_checks.as_slice()).unwrap_or_default();
+    let checks_b = sb.map(|s| s.qemu_checks.as_slice()).unwrap_or_default();
+    let died_a = checks_a.iter().any(|x| x.check == FRONTEND_SURVIVES && !x.passed);
+    for check in union(checks_a.iter().map(|x| x.check.as_str()), checks_b.iter().map(|x| x.check.as_str())) {
+        let ca = checks_a.iter().find(|x| x.check == check);
+        let cb = checks_b.iter().find(|x| x.check == check);
+        compare_check(c, &format!("{name}/{check}"), ca, cb, (ea || died_a, (ea, eb)));
+    }
+    for (side, s) in [("A", sa), ("B", sb)] {
+        for j in s.map(|s| s.qemu_inconclusive.as_slice()).unwrap_or_default() {
+            c.lines.push(format!("inconclusive on {side}: {name}/{}: {}", j.check.check, j.check.evidence));
+        }
+    }
+}
+
+/// Compares the QEMU side of two runs check by check. Probe checks compare
+/// their counts by Fisher's exact test (fixed or REGRESSED only below
+/// p = 0.01 over the number of probe checks compared); a crash whose signal, step or words change is a regression;
+/// a check A never reached (it died or erred first) that fails on B is
+/// unmasked, not regressed; listed inconclusive entries are named on both sides.
 pub fn compare(a: &SuiteReport, b: &SuiteReport) -> Comparison {
-    let mut c = Comparison::default();
+    let probes_of = |r: &SuiteReport| -> Vec<String> { r.scenarios.iter().flat_map(|s| s.qemu_checks.iter().filter(|x| counts(x).is_some()).map(move |x| format!("{}/{}", s.name, x.check))).collect() };
+    let in_b = probes_of(b);
+    let m = probes_of(a).iter().filter(|p| in_b.contains(p)).count().max(1);
+    let mut c = Comparison { level: crate::vm::significance::SIGNIFICANT / m as f64, ..Comparison::default() };
     for name in union(a.scenarios.iter().map(|s| s.name.as_str()), b.scenarios.iter().map(|s| s.name.as_str())) {
         let sa = a.scenarios.iter().find(|s| s.name == name);
         let sb = b.scenarios.iter().find(|s| s.name == name);
-        let erred = |s: Option<&super::suite::ScenarioReport>| s.is_some_and(|s| matches!(s.qemu, Verdict::Error(_)));
-        let (ea, eb) = (erred(sa), erred(sb));
-        if eb && !ea {
-            c.regressed += 1;
-            let why = sb.map(|s| match &s.qemu {
-                Verdict::Error(e) => format!("error: {e}"),
-                _ => String::new(),
-            });
-            c.lines.push(format!("REGRESSED: {name}: {} on B", why.unwrap_or_default()));
-        } else if ea && !eb {
-            c.fixed += 1;
-            c.lines.push(format!("fixed: {name}: runs to the end on B"));
-        }
-        let checks_a = sa.map(|s| s.qemu_checks.as_slice()).unwrap_or_default();
-        let checks_b = sb.map(|s| s.qemu_checks.as_slice()).unwrap_or_default();
-        for check in union(checks_a.iter().map(|x| x.check.as_str()), checks_b.iter().map(|x| x.check.as_str())) {
-            let ca = checks_a.iter().find(|x| x.check == check);
-            let cb = checks_b.iter().find(|x| x.check == check);
-            compare_check(&mut c, &format!("{name}/{check}"), ca, cb, (ea, eb));
-        }
+        compare_scenario(&mut c, name, sa, sb);
     }
     c
 }
@@ -389,5 +447,55 @@ mod tests {
         // The same run on both sides changes nothing.
         let same = compare(&a, &a);
         assert!(same.lines.is_empty(), "{:?}", same.lines);
+    }
+
+    /// A report of one scenario `s` with these QEMU checks (and verdict).
+    fn one(checks: Vec<CheckResult>, verdict: Verdict) -> SuiteReport {
+        let mut r = suite_report("x", checks);
+        r.scenarios[0].qemu = verdict;
+        r
+    }
+
+    fn probe(stale: u64, n: u64) -> CheckResult {
+        CheckResult::new("rbc/map", stale == 0, "").with("stale", stale).with("n", n)
+    }
+
+    #[test]
+    fn probe_counts_change_only_when_the_difference_is_significant() {
+        let c = compare(&one(vec![probe(1, 1000)], Verdict::Pass), &one(vec![probe(0, 1000)], Verdict::Pass));
+        assert_eq!((c.fixed, c.regressed, c.changed), (0, 0, 0), "{:?}", c.lines);
+        assert!(c.lines[0].starts_with("no significant change: s/rbc/map (1/1000 vs 0/1000"), "{:?}", c.lines);
+        let c = compare(&one(vec![probe(12, 1000)], Verdict::Pass), &one(vec![probe(11, 1000)], Verdict::Pass));
+        assert_eq!((c.fixed, c.regressed, c.changed), (0, 0, 0), "counts alone are no changed evidence: {:?}", c.lines);
+        let c = compare(&one(vec![probe(20, 1000)], Verdict::Pass), &one(vec![probe(0, 1000)], Verdict::Pass));
+        assert_eq!((c.fixed, c.regressed), (1, 0), "{:?}", c.lines);
+        let c = compare(&one(vec![probe(0, 1000)], Verdict::Pass), &one(vec![probe(20, 1000)], Verdict::Pass));
+        assert_eq!((c.fixed, c.regressed), (0, 1), "{:?}", c.lines);
+    }
+
+    #[test]
+    fn a_changed_crash_is_a_regression_and_a_check_a_never_reached_is_unmasked() {
+        let crash = |exit: &str, step: &str| CheckResult::new(FRONTEND_SURVIVES, false, "").with("exit", exit).with("step", step);
+        let c = compare(&one(vec![crash("signal 11 (SIGSEGV)", "map")], Verdict::Pass), &one(vec![crash("signal 6 (SIGABRT)", "map")], Verdict::Pass));
+        assert_eq!(c.regressed, 1, "{:?}", c.lines);
+        let c = compare(&one(vec![crash("signal 11 (SIGSEGV)", "map")], Verdict::Pass), &one(vec![crash("signal 11 (SIGSEGV)", "unmap")], Verdict::Pass));
+        assert_eq!(c.regressed, 1, "another step: {:?}", c.lines);
+        // A pure fix: A died at the map; B refuses it cleanly, goes on, and a later check fails.
+        let a = one(vec![crash("signal 11 (SIGSEGV)", "map")], Verdict::Pass);
+        let b = one(vec![CheckResult::new(FRONTEND_SURVIVES, true, ""), CheckResult::new("later", false, "lost")], Verdict::Pass);
+        let c = compare(&a, &b);
+        assert_eq!((c.fixed, c.regressed, c.unmasked), (1, 0, 1), "{:?}", c.lines);
+        assert!(c.lines.iter().any(|l| l.starts_with("unmasked: s/later")), "{:?}", c.lines);
+    }
+
+    #[test]
+    fn inconclusive_entries_are_named_on_both_sides() {
+        let mut a = one(vec![probe(0, 500)], Verdict::KnownFailure(Vec::new()));
+        let judged = Judged { check: probe(0, 500), defect: Some("rbc".into()), ..Judged::default() };
+        a.scenarios[0].qemu_inconclusive = vec![judged.clone()];
+        let mut b = one(vec![probe(0, 500)], Verdict::UnexpectedPass(vec!["x".into()]));
+        b.scenarios[0].qemu_inconclusive = vec![judged];
+        let c = compare(&a, &b);
+        assert!(c.lines.iter().any(|l| l.starts_with("inconclusive on A: s/rbc/map")) && c.lines.iter().any(|l| l.starts_with("inconclusive on B: s/rbc/map")), "{:?}", c.lines);
     }
 }
