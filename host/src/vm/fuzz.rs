@@ -319,6 +319,7 @@ fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), Fuzz
                 readonly_fd: attach == AttachKind::ReadOnlyFd,
                 flags,
                 reason: (o.reply.ack != 0).then(|| reason_keyword(&said).map(str::to_string)).flatten(),
+                stated: false,
             };
             (step, said)
         }
@@ -328,7 +329,7 @@ fn expect(op: &Op, n: usize, oracle: &mut Target) -> Result<(Step, String), Fuzz
             oracle.guest.sign_of_life(Duration::from_secs(5))?;
             let said = oracle.guest.log_since(mark);
             let reason = (o.reply.ack != 0).then(|| reason_keyword(&said).map(str::to_string)).flatten();
-            (Step::Unmap { check: Some(check), shmid, shm_offset: Size(shm_offset), len: Size(len), ack: o.reply.ack, reason }, said)
+            (Step::Unmap { check: Some(check), shmid, shm_offset: Size(shm_offset), len: Size(len), ack: o.reply.ack, reason, stated: false }, said)
         }
         Op::GuestRead { shmid, offset, len } => {
             let digest = oracle.guest.observe(shmid, offset, len)?.digest_or_zeros(len);
@@ -383,6 +384,7 @@ fn run_one(subject: &mut Target, step: Step, name: &str) -> Result<Vec<CheckResu
         init: true,
         qemu_only: false,
         smp: 1,
+        boot_refusal_ok: false,
         backend: BackendMode::MultiThreaded,
         steps: vec![step],
         labels,

@@ -62,7 +62,7 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
             });
             ((res, took), qt.target.guest.log_text())
         }
-        Err(BootError::Died(death)) => ((Ok(vec![CheckResult::died("boot", &death)]), start.elapsed()), death.said),
+        Err(BootError::Died(death)) => ((Ok(vec![boot_death(scn, &death)]), start.elapsed()), death.said),
         Err(e) => ((Err(Failure { kind: e.kind(), message: e.to_string() }), start.elapsed()), String::new()),
     };
     // Everything of that boot is torn down now: nothing of it may remain.
@@ -71,6 +71,20 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
     }
     let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { model_half(&device, scn, &dir, sockets) };
     OwnBootRun { qemu: q.0, qemu_secs: q.1.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs }
+}
+
+/// What a QEMU that ended while booting means: a clean refusal of the
+/// device at realize (a non-zero status, no signal, a message) passes
+/// `boot-refused-cleanly` where the scenario allows one; anything else is a
+/// failed `frontend-survives` at step "boot".
+fn boot_death(scn: &Scenario, death: &super::guest::Death) -> CheckResult {
+    let status = death.exit.strip_prefix("status ").and_then(|c| c.parse::<i32>().ok());
+    let said = crate::vm::check::said_fact(&death.said);
+    if scn.boot_refusal_ok && status.is_some_and(|c| c != 0) && !said.is_empty() {
+        let evidence = format!("QEMU refused the device at realize and exited cleanly ({}); it said: {said}", death.exit);
+        return CheckResult::new("boot-refused-cleanly", true, evidence).with("exit", &death.exit).with("said", said);
+    }
+    CheckResult::died("boot", death)
 }
 
 /// Check `no-leaks`: nothing of a torn-down boot remains in this process

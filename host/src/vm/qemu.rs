@@ -216,7 +216,8 @@ impl Qemu {
     /// (SIGABRT)") and what it said.
     pub fn boot(cfg: &BootConfig) -> Result<Self, BootFailure> {
         Self::boot_inner(cfg).map_err(|(e, exit)| match exit {
-            Some(status) => BootFailure::Died { exit: describe_status(status), said: format!("{e}\n{}", tail(&stderr_log(cfg))) },
+            // What QEMU itself said; the runner's own words (`e`) only restate the exit.
+            Some(status) => BootFailure::Died { exit: describe_status(status), said: tail(&stderr_log(cfg)) },
             None => BootFailure::Other(e),
         })
     }

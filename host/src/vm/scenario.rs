@@ -75,6 +75,10 @@ pub enum Step {
         readonly_fd: bool,
         flags: Option<u64>,
         reason: Option<String>,
+        /// Any stated reason will do (a check `LABEL/reason` that passes
+        /// when the frontend said anything about the request).
+        #[serde(default, skip_serializing_if = "is_false")]
+        stated: bool,
     },
     /// Fault injection (QEMU only): `kill-qemu`, `kill-backend`, `hang-agent`.
     Inject { fault: Fault },
@@ -104,6 +108,8 @@ pub enum Step {
         #[serde(default)]
         ack: u64,
         reason: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        stated: bool,
     },
     /// The guest resets the device (status 0) and, unless `init = false`,
     /// re-initialises it to DRIVER_OK. The ledger is cleared: the spec says
@@ -189,6 +195,10 @@ fn yes() -> bool {
     true
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 impl Step {
     /// The step's kind, as written after `do =`.
     pub fn kind(&self) -> &'static str {
@@ -247,9 +257,9 @@ impl Step {
     /// The names of the checks this step records, given its label.
     pub fn produced_checks(&self, label: &str) -> Vec<String> {
         match self {
-            Step::Map { reason, .. } | Step::Unmap { reason, .. } => {
+            Step::Map { reason, stated, .. } | Step::Unmap { reason, stated, .. } => {
                 let mut v = vec![format!("{label}/ack")];
-                v.extend(reason.as_ref().map(|_| format!("{label}/reason")));
+                v.extend((reason.is_some() || *stated).then(|| format!("{label}/reason")));
                 v
             }
             Step::ProbeReplyBeforeCommit { check, rw, writes, .. } => {
@@ -302,6 +312,11 @@ struct ScenarioFile {
     /// Guest vCPUs (own boot only).
     #[serde(default = "one")]
     smp: u8,
+    /// A frontend may refuse this scenario's device at realize, cleanly (a
+    /// non-zero status, no signal, and a message): the check
+    /// `boot-refused-cleanly` then passes and no step runs (own boot only).
+    #[serde(default)]
+    boot_refusal_ok: bool,
     /// How the backend serves the frontend while it waits for an ack.
     #[serde(default)]
     backend: BackendMode,
@@ -339,6 +354,7 @@ pub struct Scenario {
     pub init: bool,
     pub qemu_only: bool,
     pub smp: u8,
+    pub boot_refusal_ok: bool,
     pub backend: BackendMode,
     pub steps: Vec<Step>,
     /// Each step's label (see [`step_labels`]).
@@ -399,7 +415,7 @@ pub struct SuiteFile {
 }
 
 /// Checks the runner adds to every scenario or boot; a step may not take their names.
-pub const RESERVED_CHECKS: [&str; 5] = ["frontend-survives", "clean-shutdown", "layout-matches-spec", "no-leaks", "shared-boot"];
+pub const RESERVED_CHECKS: [&str; 6] = ["frontend-survives", "clean-shutdown", "layout-matches-spec", "no-leaks", "shared-boot", "boot-refused-cleanly"];
 
 /// A parse error that names where it is.
 #[derive(Debug)]
@@ -461,6 +477,9 @@ fn check_file_keys(path: &Path, text: &str, f: &ScenarioFile) -> Result<(), Load
     if !(1..=4).contains(&f.smp) {
         return Err(at("smp", format!("`smp = {}`: the guest kernel takes 1 to 4 vCPUs", f.smp)));
     }
+    if f.boot_refusal_ok && !f.own_boot {
+        return Err(at("boot_refusal_ok", "`boot_refusal_ok` needs `own_boot = true`: a refused boot runs nothing else".into()));
+    }
     if f.device.is_some() && !f.own_boot {
         return Err(at("device", "`device` needs `own_boot = true`: one boot runs every shared scenario".into()));
     }
@@ -521,6 +540,7 @@ impl Scenario {
             init: f.init,
             qemu_only: f.qemu_only,
             smp: f.smp,
+            boot_refusal_ok: f.boot_refusal_ok,
             backend: f.backend,
             lines,
             steps: f.step,

@@ -12,7 +12,7 @@ use crate::vm::check::{CheckResult, said_fact};
 use crate::vm::scenario::Step;
 
 /// The checks of one answered request: its ack, and what the frontend said.
-fn ack_checks(label: &str, kind: &str, o: &Outcome, want: u64, reason: Option<&str>, said: &str, checks: &mut Vec<CheckResult>) {
+fn ack_checks(label: &str, kind: &str, o: &Outcome, (want, reason, stated): (u64, Option<&str>, bool), said: &str, checks: &mut Vec<CheckResult>) {
     let evidence = format!(
         "{} {}{}: ack {} (expected {want}) after {:.3} ms{}",
         o.op,
@@ -22,28 +22,32 @@ fn ack_checks(label: &str, kind: &str, o: &Outcome, want: u64, reason: Option<&s
         o.reply.latency.as_secs_f64() * 1e3,
         o.surprise.as_ref().map(|s| format!("; {s}")).unwrap_or_default()
     );
-    checks.push(CheckResult::new(format!("{label}/ack"), o.reply.ack == want, evidence).with("ack", o.reply.ack));
-    if let Some(reason) = reason {
-        let evidence = format!("{kind} said {said:?}; expected it to mention {reason:?}");
-        checks.push(CheckResult::new(format!("{label}/reason"), said.contains(reason), evidence).with("said", said_fact(said)));
+    checks.push(CheckResult::new(format!("{label}/ack"), o.reply.ack == want, evidence).with("ack", o.reply.ack).with("said", said_fact(said)));
+    let reason_check = match reason {
+        Some(reason) => Some((said.contains(reason), format!("{kind} said {said:?}; expected it to mention {reason:?}"))),
+        None if stated => Some((!said.trim().is_empty(), format!("{kind} said {said:?}; expected it to state a reason, any reason"))),
+        None => None,
+    };
+    if let Some((passed, evidence)) = reason_check {
+        checks.push(CheckResult::new(format!("{label}/reason"), passed, evidence).with("said", said_fact(said)));
     }
 }
 
 /// Sends one request, records its answer, and checks ack and reason.
-fn request(t: &mut Target, label: &str, op: ShmemOp, msg: ShmemMsg, how: Attach<'_>, (ack, reason): (u64, Option<&str>), checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+fn request(t: &mut Target, label: &str, op: ShmemOp, msg: ShmemMsg, how: Attach<'_>, (ack, reason, stated): (u64, Option<&str>, bool), checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
     let mark = t.guest.log_mark();
     let want = if ack == 0 { Want::Accept } else { Want::Refuse };
     let o = t.mgr.send(op, msg, how, want)?;
     t.record_answer_and_settle(&o);
     let said = t.guest.log_since(mark);
-    ack_checks(label, t.guest.kind(), &o, ack, reason, &said, checks);
+    ack_checks(label, t.guest.kind(), &o, (ack, reason, stated), &said, checks);
     Ok(())
 }
 
 /// `map`: SHMEM_MAP, with the file, without an fd, or with the file
 /// re-opened read-only; `flags` override what `rw` implies.
 pub fn map(t: &mut Target, file: &dyn Fn(&str) -> String, label: &str, step: &Step, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
-    let Step::Map { shmid, file: f, fd_offset, shm_offset, len, rw, ack, attach, readonly_fd, flags, reason, .. } = step else {
+    let Step::Map { shmid, file: f, fd_offset, shm_offset, len, rw, ack, attach, readonly_fd, flags, reason, stated, .. } = step else {
         return Err(StepError::BadInput(format!("not a map step: {}", step.kind())));
     };
     let name = file(f);
@@ -53,16 +57,16 @@ pub fn map(t: &mut Target, file: &dyn Fn(&str) -> String, label: &str, step: &St
         (true, false) => Attach::File(&name),
         (true, true) => Attach::ReadOnly(&name),
     };
-    request(t, label, ShmemOp::Map, msg, how, (*ack, reason.as_deref()), checks)
+    request(t, label, ShmemOp::Map, msg, how, (*ack, reason.as_deref(), *stated), checks)
 }
 
 /// `unmap`: SHMEM_UNMAP of a range.
 pub fn unmap(t: &mut Target, label: &str, step: &Step, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
-    let Step::Unmap { shmid, shm_offset, len, ack, reason, .. } = step else {
+    let Step::Unmap { shmid, shm_offset, len, ack, reason, stated, .. } = step else {
         return Err(StepError::BadInput(format!("not an unmap step: {}", step.kind())));
     };
     let msg = ShmemMsg { shmid: *shmid, shm_offset: shm_offset.0, len: len.0, ..ShmemMsg::default() };
-    request(t, label, ShmemOp::Unmap, msg, Attach::None, (*ack, reason.as_deref()), checks)
+    request(t, label, ShmemOp::Unmap, msg, Attach::None, (*ack, reason.as_deref(), *stated), checks)
 }
 
 /// `map-many`: `count` read-only maps of `len` bytes side by side from
