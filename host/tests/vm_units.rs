@@ -109,6 +109,8 @@ fn defect(check: &str, signature: &[(&str, &str)]) -> KnownDefect {
         accel: vec!["tcg".into()],
         signature: signature.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         rate: None,
+        stale_kinds: Vec::new(),
+        highest: None,
         evidence: String::new(),
     }
 }
@@ -264,4 +266,30 @@ fn a_probe_scale_past_the_cap_is_refused_naming_the_option_and_line() {
     let mut s = Scenario::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
     let err = bounds::scale_probes(&mut s, u32::MAX).unwrap_err().to_string();
     assert!(err.contains("reply-before-commit.toml:") && err.contains("--probe-scale 4294967295") && err.contains("at most 1000000"), "{err}");
+}
+
+#[test]
+fn a_race_matches_only_its_stale_kinds_and_rates_up_to_its_highest() {
+    let mut d = defect("rbc/map", &[]);
+    d.rate = Some(0.004);
+    d.stale_kinds = vec!["hole".into()];
+    d.highest = Some(shmem_host::vm::defects::Highest { stale: 20, of: 1000 });
+    let seen = |kinds: &str, k: u32, n: u32| check("rbc/map", false).with("stale_kinds", kinds).with("stale", k).with("n", n);
+    assert!(matches!(judge(Ok(vec![seen("hole", 15, 1000)]), &[&d]).verdict, Verdict::KnownFailure(_)));
+    // Another stale kind is another bug.
+    match judge(Ok(vec![seen("an earlier mapping | hole", 15, 1000)]), &[&d]).verdict {
+        Verdict::Fail(j) => assert!(j[0].worse.as_deref().is_some_and(|w| w.contains("an earlier mapping")), "{j:?}"),
+        other => panic!("{other:?}"),
+    }
+    // A rate far above the highest measured is worse than listed; one a little above is not.
+    assert!(matches!(judge(Ok(vec![seen("hole", 80, 1000)]), &[&d]).verdict, Verdict::Fail(_)));
+    assert!(matches!(judge(Ok(vec![seen("hole", 25, 1000)]), &[&d]).verdict, Verdict::KnownFailure(_)));
+}
+
+#[test]
+fn a_refusal_entry_matches_only_its_stated_reason() {
+    let d = defect("map-ro/ack", &[("ack", "1"), ("said", "Permission denied")]);
+    let refused = |said: &str| check("map-ro/ack", false).with("ack", 1).with("said", said);
+    assert!(matches!(judge(Ok(vec![refused("qemu: mmap: Permission denied")]), &[&d]).verdict, Verdict::KnownFailure(_)));
+    assert!(matches!(judge(Ok(vec![refused("qemu: no free slot")]), &[&d]).verdict, Verdict::Fail(_)), "another reason is another bug");
 }

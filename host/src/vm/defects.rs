@@ -32,8 +32,24 @@ pub struct KnownDefect {
     /// of its rate (the check's `upper95` fact) is below half of this;
     /// otherwise it is inconclusive and stays a known failure.
     pub rate: Option<f64>,
+    /// For a race (a doorbell probe's check): the stale kinds this entry
+    /// covers. A stale kind outside them is another bug (the fact
+    /// `stale_kinds` lists what a run saw, joined by " | ").
+    #[serde(default)]
+    pub stale_kinds: Vec<String>,
+    /// For a race: the highest count measured. A run whose rate is
+    /// significantly above it is worse than listed, and fails.
+    pub highest: Option<Highest>,
     /// What was measured, for people.
     pub evidence: String,
+}
+
+/// The highest stale count a race entry was measured at: `stale` of `of`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Highest {
+    pub stale: u64,
+    pub of: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -52,8 +68,11 @@ pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
         if !ids.insert(&d.id) {
             return Err(bad(format!("defect id {:?} is used twice", d.id)));
         }
-        if d.qemu.is_empty() || d.accel.is_empty() || d.signature.is_empty() {
-            return Err(bad(format!("defect {:?}: `qemu`, `accel` and `signature` must each name at least one build, accelerator and fact", d.id)));
+        if d.qemu.is_empty() || d.accel.is_empty() || (d.signature.is_empty() && d.stale_kinds.is_empty()) {
+            return Err(bad(format!("defect {:?}: `qemu`, `accel` and `signature` (or, for a race, `stale_kinds`) must each name at least one build, accelerator and fact", d.id)));
+        }
+        if (!d.stale_kinds.is_empty() || d.highest.is_some()) && !(d.rate.is_some() && d.highest.is_some_and(|h| h.of > 0 && h.stale <= h.of) && !d.stale_kinds.is_empty()) {
+            return Err(bad(format!("defect {:?}: a race lists `stale_kinds`, `highest = {{ stale = K, of = N }}` (K <= N, N > 0) and `rate`, all three", d.id)));
         }
         if let Some((k, _)) = d.signature.iter().find(|(k, v)| v.is_empty() && k.as_str() == "said") {
             return Err(bad(format!("defect {:?}: `{k} = \"\"` would match anything said: name what must be said", d.id)));

@@ -79,8 +79,10 @@ fn judged_line(j: &Judged) -> String {
         (Some(id), None) => line.push_str(&format!(" [known defect `{id}`]")),
         _ => {}
     }
-    if let Some((id, sig)) = &j.listed {
-        line.push_str(&format!("\nlisted as known defect `{id}` with signature {{{sig}}}, but seen {{{}}}: it fails differently", facts_text(&j.check.facts)));
+    match (&j.listed, &j.worse) {
+        (Some((id, _)), Some(worse)) => line.push_str(&format!("\nlisted as known defect `{id}`, but worse than listed: {worse}")),
+        (Some((id, sig)), None) => line.push_str(&format!("\nlisted as known defect `{id}` with signature {{{sig}}}, but seen {{{}}}: it fails differently", facts_text(&j.check.facts))),
+        _ => {}
     }
     if let Some((id, listed_for)) = &j.listed_elsewhere {
         line.push_str(&format!("\nmatches `{id}`, listed for {listed_for}: if this build has the same defect, `--bless` adds it to the entry"));
@@ -114,7 +116,7 @@ fn judged_json(j: &[Judged]) -> Value {
                 "check": j.check.check,
                 "known_defect": j.defect,
                 "measured_on": j.measured_on,
-                "listed_but_differs": j.listed.as_ref().map(|(id, sig)| json!({"id": id, "signature": sig})),
+                "listed_but_differs": j.listed.as_ref().map(|(id, sig)| json!({"id": id, "signature": sig, "worse_than_listed": j.worse})),
                 "matches_entry_listed_elsewhere": j.listed_elsewhere.as_ref().map(|(id, on)| json!({"id": id, "listed_for": on})),
             })
         })

@@ -26,6 +26,10 @@ pub struct Judged {
     /// this failure shows: its id and what it is listed for (`--bless` adds
     /// this build and accelerator to it).
     pub listed_elsewhere: Option<(String, String)>,
+    /// Why a race this failure's signature matches is worse than listed (a
+    /// stale kind the entry does not cover, or a rate significantly above
+    /// the highest measured): then it is a FAIL.
+    pub worse: Option<String>,
 }
 
 /// One scenario's verdict on one target.
@@ -123,6 +127,20 @@ impl KnownDefect {
         self.scenario == scenario && self.applies_to(build, accel) != Applies::Elsewhere
     }
 
+    /// For a race entry: why what the check saw is worse than listed, if it
+    /// is (a stale kind it does not cover, or a rate significantly above
+    /// the highest measured, one-sided Fisher at p < 0.001).
+    pub fn worse_than_listed(&self, facts: &BTreeMap<String, String>) -> Option<String> {
+        let highest = self.highest?;
+        let kinds = facts.get("stale_kinds").map_or(Vec::new(), |k| k.split(" | ").filter(|k| !k.is_empty()).collect());
+        if let Some(k) = kinds.iter().find(|k| !self.stale_kinds.iter().any(|l| l == *k)) {
+            return Some(format!("stale kind {k:?} is not one the entry lists ({})", self.stale_kinds.join(", ")));
+        }
+        let (k, n): (u64, u64) = (facts.get("stale")?.parse().ok()?, facts.get("n")?.parse().ok()?);
+        let p = crate::vm::significance::fisher_second_higher(highest.stale, highest.of, k, n);
+        (p < WORSE).then(|| format!("{k} of {n} is significantly more than the highest listed, {} of {} (p = {p:.5})", highest.stale, highest.of))
+    }
+
     /// What the entry is listed for, for people: "BUILD/ACCEL, ...".
     pub fn listed_for(&self) -> String {
         self.qemu.iter().flat_map(|q| self.accel.iter().map(move |a| format!("{q}/{a}"))).collect::<Vec<_>>().join(", ")
@@ -154,6 +172,9 @@ impl KnownDefect {
         }
     }
 }
+
+/// The p-value below which a race's rate is worse than its highest listed.
+pub const WORSE: f64 = 0.001;
 
 /// The most a run may risk calling a present intermittent defect fixed.
 pub const FALSE_PASS: f64 = 0.001;
@@ -195,14 +216,17 @@ impl<'a> Listing<'a> {
 /// A failed check against the entries listed for it.
 fn judge_failed(c: &CheckResult, listing: &Listing<'_>) -> Judged {
     let listed: Vec<&(&KnownDefect, Option<String>)> = listing.applicable.iter().filter(|(d, _)| d.check == c.check).collect();
-    let matched = listed.iter().find(|(d, _)| d.matches(&c.facts));
-    let elsewhere = listing.elsewhere.iter().find(|d| d.check == c.check && d.matches(&c.facts));
+    let shows = listed.iter().find(|(d, _)| d.matches(&c.facts));
+    let worse = shows.and_then(|(d, _)| d.worse_than_listed(&c.facts));
+    let matched = shows.filter(|_| worse.is_none());
+    let elsewhere = listing.elsewhere.iter().find(|d| d.check == c.check && d.matches(&c.facts) && d.worse_than_listed(&c.facts).is_none());
     Judged {
         check: c.clone(),
         defect: matched.map(|(d, _)| d.id.clone()),
         measured_on: matched.and_then(|(_, on)| on.clone()),
-        listed: if matched.is_none() { listed.first().map(|(d, _)| (d.id.clone(), d.signature_text())) } else { None },
+        listed: if matched.is_none() { shows.or(listed.first()).map(|(d, _)| (d.id.clone(), d.signature_text())) } else { None },
         listed_elsewhere: if matched.is_none() { elsewhere.map(|d| (d.id.clone(), d.listed_for())) } else { None },
+        worse,
     }
 }
 

@@ -78,6 +78,9 @@ impl Tally {
         };
         let evidence = format!("{what}: {verdict}; seen: {}; first-read latency, fresh: {}; stale: {}; {conditions}", seen.join(", "), histogram(&self.fresh_us), histogram(&self.stale_us));
         let mut c = CheckResult::new(name, self.stale == 0 && self.n > 0, evidence).with("n", self.n).with("stale", self.stale).with("upper95", format!("{bound:.6}"));
+        // Every stale kind seen, for race entries: a kind they do not list is another bug.
+        let kinds: Vec<&str> = self.seen.keys().copied().filter(|k| !k.starts_with("fresh")).collect();
+        c = c.with("stale_kinds", kinds.join(" | "));
         // What a stale read showed most often (ties: the first by name).
         if let Some((kind, _)) = self.seen.iter().filter(|(k, _)| !k.starts_with("fresh")).max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k))) {
             c = c.with("stale_seen", kind);
