@@ -67,6 +67,9 @@ pub struct Faults {
     /// After an unmap, the range reads 0xa5 bytes instead of nothing: a
     /// frontend that leaves garbage where nothing is mapped.
     pub unmapped_reads_garbage: bool,
+    /// A reset drops the mappings without sending a new memory table (the
+    /// backend keeps believing in them until the device starts again).
+    pub keep_table_after_reset: bool,
 }
 
 /// How long the `reply_before_commit` fault leaves the guest view stale.
@@ -389,7 +392,7 @@ impl ModelFrontend {
                     st.leaked.push(m.fd);
                 }
             }
-            st.started
+            st.started && !st.faults.keep_table_after_reset
         };
         let table = if was_started { send_mem_table(&self.inner) } else { Ok(()) };
         self.inner.state().started = false;

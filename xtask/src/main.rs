@@ -427,9 +427,18 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
     let mut leaks = before.leaks_after(logs.path(), Duration::from_secs(1));
     leaks.extend(before.leftovers_in(sockets.path()));
     let report = report.map_err(|e| e.to_string())?;
+    Ok(print_fuzz(seed, &report, &leaks))
+}
+
+/// The fuzz run's summary; whether it passed (no unlisted divergence, no
+/// listed entry exercised enough without showing, nothing left behind).
+fn print_fuzz(seed: u64, report: &shmem_host::vm::fuzz::FuzzReport, leaks: &[String]) -> bool {
     println!("fuzz: seed {seed}: {} operations, {} distinct states, {} fresh starts", report.ops, report.states, report.fresh_starts);
-    for (id, n) in &report.known {
-        println!("fuzz: known divergence `{id}` seen {n} times");
+    for (id, n) in &report.exercised {
+        println!("fuzz: listed `{id}`: exercised {n} times, shown {} times", report.known.get(id).copied().unwrap_or(0));
+    }
+    for n in &report.not_seen {
+        println!("fuzz: NOT SEEN `{}`: exercised {} times (at least {} needed) and never shown: fixed? drop it from the known-defects list", n.id, n.exercised, n.needed);
     }
     if !leaks.is_empty() {
         println!("fuzz: left behind: {}", leaks.join("; "));
@@ -437,18 +446,13 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
     match &report.found {
         Some(f) => {
             println!("fuzz: DIVERGENCE {}: {}", f.divergence.kind, f.divergence.check.evidence);
-            println!(
-                "fuzz: shrunk from {} to {} operations{}; wrote {}",
-                f.original_len,
-                f.ops.len(),
-                if f.minimal { "" } else { " (not minimal: shrinking ran out of time)" },
-                f.scenario.display()
-            );
-            Ok(false)
+            let minimal = if f.minimal { "" } else { " (not minimal: shrinking ran out of time)" };
+            println!("fuzz: shrunk from {} to {} operations{minimal}; wrote {}", f.original_len, f.ops.len(), f.scenario.display());
+            false
         }
         None => {
             println!("fuzz: no divergence beyond the listed ones");
-            Ok(leaks.is_empty())
+            leaks.is_empty() && report.not_seen.is_empty()
         }
     }
 }

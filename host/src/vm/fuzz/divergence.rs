@@ -3,9 +3,12 @@
 //! operation's kind and context, the oracle's words), and the context the
 //! fuzzer keeps from the model's state to give those facts.
 
+use std::collections::BTreeMap;
+
 use super::ops::{FILES, Op};
-use crate::vm::check::CheckResult;
+use crate::vm::check::{CheckResult, FRONTEND_SURVIVES};
 use crate::vm::defects::KnownDefect;
+use crate::vm::verdict::FALSE_PASS;
 
 /// A failed check, classified: its kind (`map/ack`, `guest-read`, ...) and
 /// facts, the oracle's words added.
@@ -15,32 +18,74 @@ pub struct Divergence {
     pub check: CheckResult,
 }
 
+/// Facts that change with the history without being the bug: the step's
+/// label (it holds the operation's index), content digests (they follow
+/// whatever the files were filled with), how many fds are held (it grows
+/// with every leak before), and what the subject said (its words come when
+/// they come, before or after the ack).
+const VOLATILE: [&str; 5] = ["step", "seen", "first_diff", "held", "said"];
+
 impl Divergence {
-    /// What must recur for a shorter sequence to reproduce it.
+    /// What must recur for a shorter sequence to reproduce it: its kind and
+    /// every fact but the volatile ones (context included, so shrinking
+    /// never lands on another bug, a listed one say).
     pub fn key(&self) -> String {
-        let f = |k: &str| self.check.facts.get(k).cloned().unwrap_or_default();
-        format!("{} ack={} oracle={} attach={} exit={} table={} device={}", self.kind, f("ack"), f("oracle_said"), f("attach"), f("exit"), f("latest_table"), f("device"))
+        let facts: Vec<String> = self.check.facts.iter().filter(|(k, _)| !VOLATILE.contains(&k.as_str())).map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{} {}", self.kind, facts.join(" "))
     }
 }
 
-/// Classifies the subject's failed checks for `op`, with the facts known
-/// defects match on: `oracle_said`, `attach`, `ro_write`, `after_reset`.
-pub(super) fn divergences(op: &Op, said: &str, failed: Vec<CheckResult>, cx: Context) -> Vec<Divergence> {
+/// The signature keys that say when a divergence can happen (the operation
+/// and its context), as opposed to what the subject then did.
+const CONTEXT_KEYS: [&str; 6] = ["op_kind", "oracle_said", "device", "attach", "ro_write", "after_reset"];
+
+/// What is known of an operation before the subject answers: its kind, what
+/// the oracle said, whether the device is started, how a map's fd is
+/// attached, whether a file it concerns was written through a read-only
+/// mapping, and whether a reset came after the last accepted map.
+pub(super) fn context_facts(op: &Op, said: &str, cx: &Context, concerned: &[usize]) -> BTreeMap<String, String> {
+    let mut f = BTreeMap::new();
+    f.insert("op_kind".to_string(), op.kind().to_string());
+    f.insert("oracle_said".to_string(), said.lines().next().unwrap_or("").to_string());
+    f.insert("device".to_string(), if cx.started { "started" } else { "stopped" }.to_string());
+    if let Op::Map { attach, .. } = op {
+        f.insert("attach".to_string(), attach.name().to_string());
+    }
+    if concerned.iter().any(|&i| cx.ro_written[i]) {
+        f.insert("ro_write".to_string(), "yes".to_string());
+    }
+    if cx.after_reset {
+        f.insert("after_reset".to_string(), "yes".to_string());
+    }
+    f
+}
+
+/// Whether an operation with this context exercises `entry`: the same kind
+/// of operation, and every context fact of its signature as listed.
+pub(super) fn exercises(entry: &KnownDefect, op: &Op, context: &BTreeMap<String, String>) -> bool {
+    let kind_ok = entry.check == FRONTEND_SURVIVES || entry.check.split('/').next() == Some(op.kind());
+    kind_ok && CONTEXT_KEYS.iter().filter_map(|k| Some((*k, entry.signature.get(*k)?))).all(|(k, v)| context.get(k).map_or("", String::as_str) == v)
+}
+
+/// How many times an entry must be exercised without showing before it is
+/// reported as not seen: a defect still there, at a quarter of its listed
+/// rate (1 when none is listed: it showed every time), goes unseen that
+/// long with probability at most `verdict::FALSE_PASS`.
+pub fn exercises_needed(entry: &KnownDefect) -> u64 {
+    let q = entry.rate.unwrap_or(1.0) / 4.0;
+    (FALSE_PASS.ln() / (1.0 - q).ln()).ceil() as u64
+}
+
+/// Classifies the subject's failed checks for `op`, with the operation and
+/// its context as facts.
+pub(super) fn divergences(op: &Op, context: &BTreeMap<String, String>, failed: Vec<CheckResult>) -> Vec<Divergence> {
     failed
         .into_iter()
         .map(|mut c| {
             let suffix = c.check.split_once('/').map(|(_, s)| format!("/{s}")).unwrap_or_default();
-            let kind = if c.check == "frontend-survives" { c.check.clone() } else { format!("{}{suffix}", op.kind()) };
-            c = c.with("op", op).with("oracle_said", said.lines().next().unwrap_or("")).with("device", if cx.started { "started" } else { "stopped" });
-            if let Op::Map { attach, .. } = op {
-                c = c.with("attach", attach.name());
-            }
-            if cx.ro_written.iter().any(|&w| w) {
-                c = c.with("ro_write", "yes");
-            }
-            if cx.after_reset {
-                c = c.with("after_reset", "yes");
-            }
+            let kind = if c.check == FRONTEND_SURVIVES { c.check.clone() } else { format!("{}{suffix}", op.kind()) };
+            c = c.with("op", op);
+            c.facts.extend(context.clone());
             Divergence { kind, check: c }
         })
         .collect()
@@ -56,7 +101,8 @@ pub(super) struct Context {
     /// Which files a guest write reached through a read-only mapping (until
     /// the host fills the whole file anew).
     pub ro_written: [bool; FILES.len()],
-    /// A reset happened since the last map.
+    /// A reset happened since the last map the oracle accepted (a refused
+    /// map changes nothing the reset left behind).
     pub after_reset: bool,
     /// The device is started (DRIVER_OK since the last reset).
     pub started: bool,

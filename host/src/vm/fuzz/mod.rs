@@ -27,8 +27,10 @@ use super::error::RunError;
 use super::guest::GuestError;
 use super::steps::{StepError, Target};
 use crate::manager::ManagerError;
-use divergence::{Context, divergences, known_id};
-use ops::{View, file_index, generate, resync, touched, FILES};
+use divergence::{Context, context_facts, divergences, exercises, exercises_needed, known_id};
+use ops::{FILES, View, concerned_files, file_index, generate, resync, touched};
+use crate::manager::LedgerEntry;
+use super::scenario::Step;
 use oracle::{expect, fresh, run_one};
 use shrink::shrink;
 
@@ -63,11 +65,14 @@ impl From<ManagerError> for FuzzError {
 }
 
 /// What a sequence of operations shows when replayed on fresh targets.
+#[derive(Default)]
 struct Replay {
     /// The first divergence not known, with the index of its operation.
     unknown: Option<(usize, Divergence)>,
     /// Known divergences seen, by id.
     known: BTreeMap<String, u32>,
+    /// How often each known entry's precondition was exercised, by id.
+    exercised: BTreeMap<String, u64>,
     /// The subject died (a known death needs fresh targets).
     died: bool,
 }
@@ -90,24 +95,38 @@ pub struct FuzzConfig {
 
 /// Carries out `ops` on the targets, stopping at the first unknown
 /// divergence (or, with `target`, at that divergence only).
+/// Follows the model's state into the context: a read-only write taints a
+/// file (until the host fills it whole), a reset stops the device (or not)
+/// and counts as after-reset until the oracle accepts a map.
+fn follow(cx: &mut Context, op: &Op, step: &Step, ledger: &[LedgerEntry]) {
+    match op {
+        Op::GuestWrite { shmid, offset, len, .. } => {
+            for e in ledger.iter().filter(|e| !e.rw && e.overlaps(*shmid, *offset, *len)) {
+                cx.ro_written[file_index(&e.file)] = true;
+            }
+        }
+        Op::HostWrite { file, offset: 0, len, .. } if *len == FILES[*file].1 => cx.ro_written[*file] = false,
+        Op::Reset { init } => (cx.after_reset, cx.started) = (true, *init),
+        _ => {}
+    }
+    if matches!(step, Step::Map { ack: 0, .. }) {
+        cx.after_reset = false;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn play(ops: &[Op], s: &mut Target, o: &mut Target, known: &[KnownDefect], target: Option<&str>, from: usize, cx: &mut Context) -> Result<Replay, FuzzError> {
-    let mut r = Replay { unknown: None, known: BTreeMap::new(), died: false };
+    let mut r = Replay::default();
     for (i, op) in ops.iter().enumerate() {
-        match op {
-            Op::GuestWrite { shmid, offset, len, .. } => {
-                for e in o.mgr.ledger().iter().filter(|e| !e.rw && e.overlaps(*shmid, *offset, *len)) {
-                    cx.ro_written[file_index(&e.file)] = true;
-                }
-            }
-            Op::HostWrite { file, offset: 0, len, .. } if *len == FILES[*file].1 => cx.ro_written[*file] = false,
-            Op::Reset { init } => (cx.after_reset, cx.started) = (true, *init),
-            Op::Map { .. } => cx.after_reset = false,
-            _ => {}
-        }
+        let ledger = o.mgr.ledger().to_vec();
         let (step, said) = expect(op, from + i, o)?;
+        let context = context_facts(op, &said, cx, &concerned_files(op, &ledger));
+        follow(cx, op, &step, &ledger);
+        for e in known.iter().filter(|e| exercises(e, op, &context)) {
+            *r.exercised.entry(e.id.clone()).or_insert(0) += 1;
+        }
         let failed = run_one(s, step, "fuzz")?;
-        for d in divergences(op, &said, failed, *cx) {
+        for d in divergences(op, &context, failed) {
             if let Some(t) = target {
                 if d.key() == t {
                     r.unknown = Some((i, d));
@@ -136,11 +155,25 @@ fn play(ops: &[Op], s: &mut Target, o: &mut Target, known: &[KnownDefect], targe
 pub struct FuzzReport {
     pub ops: u64,
     pub states: usize,
+    /// Known divergences seen, by entry id.
     pub known: BTreeMap<String, u32>,
+    /// How often each listed entry's precondition was exercised, by id.
+    pub exercised: BTreeMap<String, u64>,
+    /// Listed entries exercised enough that never showed: the defect looks
+    /// fixed (the run fails, naming them).
+    pub not_seen: Vec<NotSeen>,
     pub fresh_starts: u32,
     /// The divergence found, its shrunk sequence's length, the original
     /// length, and the scenario written.
     pub found: Option<Found>,
+}
+
+/// A listed entry that did not show although exercised enough.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotSeen {
+    pub id: String,
+    pub exercised: u64,
+    pub needed: u64,
 }
 
 #[derive(Debug)]
@@ -152,64 +185,105 @@ pub struct Found {
     pub scenario: PathBuf,
 }
 
-/// The fuzz loop; see the module comment.
-pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, FuzzError> {
-    let start = Instant::now();
-    let mut rng = Rng::new(cfg.seed);
-    let mut report = FuzzReport::default();
-    let mut states = HashSet::new();
-    let (mut s, mut o) = fresh(t)?;
-    report.fresh_starts = 1;
-    // The operations since the targets were fresh: what a reproduction replays.
-    let mut history: Vec<Op> = Vec::new();
-    let mut cx = Context::fresh();
-    let mut dropped = Vec::new();
-    let mut last_progress = Instant::now();
-    while start.elapsed() < cfg.time && report.ops < cfg.max_ops && !crate::vm::interrupted() {
-        let regions = o.mgr.spec().regions.clone();
-        let before = o.mgr.ledger().to_vec();
-        let op = generate(&mut rng, &View { regions: &regions, ledger: &before, dropped: &dropped, started: cx.started });
-        if matches!(op, Op::Reset { .. }) && !before.is_empty() {
-            dropped = before.clone();
+/// The fuzzer between operations: both frontends, what happened since they
+/// were fresh, and what the run has covered so far.
+struct Session<'c> {
+    cfg: &'c FuzzConfig,
+    rng: Rng,
+    report: FuzzReport,
+    states: HashSet<String>,
+    s: Target,
+    o: Target,
+    /// The operations since the targets were fresh: what a reproduction replays.
+    history: Vec<Op>,
+    cx: Context,
+    /// The mappings the last reset dropped.
+    dropped: Vec<LedgerEntry>,
+}
+
+impl<'c> Session<'c> {
+    fn new(cfg: &'c FuzzConfig, t: &mut Targets<'_>) -> Result<Self, FuzzError> {
+        let (s, o) = fresh(t)?;
+        let report = FuzzReport { fresh_starts: 1, ..FuzzReport::default() };
+        Ok(Session { cfg, rng: Rng::new(cfg.seed), report, states: HashSet::new(), s, o, history: Vec::new(), cx: Context::fresh(), dropped: Vec::new() })
+    }
+
+    /// Plays `ops` and adds what they exercised and showed to the report.
+    fn play(&mut self, ops: &[Op]) -> Result<Replay, FuzzError> {
+        let r = play(ops, &mut self.s, &mut self.o, &self.cfg.known, None, self.history.len(), &mut self.cx)?;
+        self.history.extend(ops.iter().cloned());
+        for (id, n) in &r.exercised {
+            *self.report.exercised.entry(id.clone()).or_insert(0) += n;
         }
-        history.push(op.clone());
-        let mut r = play(std::slice::from_ref(&op), &mut s, &mut o, &cfg.known, None, history.len() - 1, &mut cx)?;
-        report.ops += 1;
+        for (id, n) in &r.known {
+            *self.report.known.entry(id.clone()).or_insert(0) += n;
+        }
+        Ok(r)
+    }
+
+    /// One generated operation and the looks after it; the first unknown
+    /// divergence, if one showed.
+    fn next(&mut self, t: &mut Targets<'_>) -> Result<Option<Divergence>, FuzzError> {
+        let before = self.o.mgr.ledger().to_vec();
+        let regions = self.o.mgr.spec().regions.clone();
+        let op = generate(&mut self.rng, &View { regions: &regions, ledger: &before, dropped: &self.dropped, started: self.cx.started });
+        if matches!(op, Op::Reset { .. }) && !before.is_empty() {
+            self.dropped = before.clone();
+        }
+        let mut r = self.play(std::slice::from_ref(&op))?;
+        self.report.ops += 1;
         // After every change, a look at what it touched.
-        for look in touched(&op, &before, o.mgr.ledger()) {
+        for look in touched(&op, &before, self.o.mgr.ledger()) {
             if r.unknown.is_some() || !r.known.is_empty() || r.died {
                 break;
             }
-            history.push(look.clone());
-            r = play(std::slice::from_ref(&look), &mut s, &mut o, &cfg.known, None, history.len() - 1, &mut cx)?;
-            report.ops += 1;
+            r = self.play(std::slice::from_ref(&look))?;
+            self.report.ops += 1;
         }
-        let mut shape: Vec<(u8, u64, u64, bool)> = o.mgr.ledger().iter().map(|e| (e.shmid, e.shm_offset, e.len, e.rw)).collect();
+        let mut shape: Vec<(u8, u64, u64, bool)> = self.o.mgr.ledger().iter().map(|e| (e.shmid, e.shm_offset, e.len, e.rw)).collect();
         shape.sort_unstable();
-        states.insert(format!("{}{shape:?}", cx.started));
+        self.states.insert(format!("{}{shape:?}", self.cx.started));
         if !r.known.is_empty() && !r.died {
-            let fix = resync(&mut rng);
-            let again = play(&fix, &mut s, &mut o, &cfg.known, None, history.len(), &mut cx)?;
-            history.extend(fix);
+            let fix = resync(&mut self.rng);
+            let again = self.play(&fix)?;
             if again.unknown.is_some() || again.died {
                 return Err(FuzzError::OutOfStep);
             }
         }
-        for (id, n) in r.known {
-            *report.known.entry(id).or_insert(0) += n;
-        }
         if r.died && r.unknown.is_none() {
             // A known death: start again from fresh frontends.
-            (s, o) = fresh(t)?;
-            report.fresh_starts += 1;
-            history.clear();
-            cx = Context::fresh();
-            dropped.clear();
+            (self.s, self.o) = fresh(t)?;
+            self.report.fresh_starts += 1;
+            self.history.clear();
+            self.cx = Context::fresh();
+            self.dropped.clear();
         }
-        if let Some((_, d)) = r.unknown {
+        Ok(r.unknown.map(|(_, d)| d))
+    }
+
+    /// The listed entries exercised enough that never showed.
+    fn not_seen(&self) -> Vec<NotSeen> {
+        let shown = |id: &str| self.report.known.get(id).copied().unwrap_or(0) > 0;
+        self.cfg
+            .known
+            .iter()
+            .map(|e| NotSeen { id: e.id.clone(), exercised: self.report.exercised.get(&e.id).copied().unwrap_or(0), needed: exercises_needed(e) })
+            .filter(|n| n.exercised >= n.needed && !shown(&n.id))
+            .collect()
+    }
+}
+
+/// The fuzz loop; see the module comment.
+pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, FuzzError> {
+    let start = Instant::now();
+    let mut ses = Session::new(cfg, t)?;
+    let mut last_progress = Instant::now();
+    while start.elapsed() < cfg.time && ses.report.ops < cfg.max_ops && !crate::vm::interrupted() {
+        if let Some(d) = ses.next(t)? {
             if cfg.progress {
-                println!("fuzz: divergence at operation {}: {}; shrinking for at most {}s", history.len(), d.key(), cfg.shrink_time.as_secs());
+                println!("fuzz: divergence at operation {} (the {}th since the last fresh start, which shrinking replays): {}; shrinking for at most {}s", ses.report.ops, ses.history.len(), d.key(), cfg.shrink_time.as_secs());
             }
+            let Session { mut report, states, s, o, history, .. } = ses;
             report.states = states.len();
             drop((s, o));
             report.found = Some(shrink(cfg, t, history, d)?);
@@ -218,10 +292,10 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, FuzzErr
         if cfg.progress && last_progress.elapsed() > Duration::from_secs(5) {
             last_progress = Instant::now();
             let left = cfg.time.saturating_sub(start.elapsed());
-            println!("fuzz: {} operations, {} distinct states, {} known divergences, {} fresh starts, {}s left", report.ops, states.len(), report.known.values().sum::<u32>(), report.fresh_starts, left.as_secs());
+            println!("fuzz: {} operations, {} distinct states, {} known divergences, {} fresh starts, {}s left", ses.report.ops, ses.states.len(), ses.report.known.values().sum::<u32>(), ses.report.fresh_starts, left.as_secs());
         }
     }
-    report.states = states.len();
-    Ok(report)
+    ses.report.not_seen = ses.not_seen();
+    ses.report.states = ses.states.len();
+    Ok(ses.report)
 }
-

@@ -116,6 +116,17 @@ pub(super) struct View<'a> {
     pub started: bool,
 }
 
+/// The fuzz files an operation concerns: its own file, or those mapped
+/// where it reads, writes or unmaps (by the oracle's ledger before it).
+pub(super) fn concerned_files(op: &Op, ledger: &[LedgerEntry]) -> Vec<usize> {
+    let mapped = |shmid: u8, offset: u64, len: u64| ledger.iter().filter(|e| e.overlaps(shmid, offset, len)).map(|e| file_index(&e.file)).collect();
+    match *op {
+        Op::Map { file, .. } | Op::HostWrite { file, .. } | Op::FileRead { file, .. } | Op::MemTable { file, .. } | Op::Released { file } => vec![file],
+        Op::GuestRead { shmid, offset, len } | Op::GuestWrite { shmid, offset, len, .. } | Op::Unmap { shmid, shm_offset: offset, len } => mapped(shmid, offset, len),
+        Op::Reset { .. } | Op::Alive => Vec::new(),
+    }
+}
+
 pub(super) fn file_index(name: &str) -> usize {
     FILES.iter().position(|(n, _)| name.ends_with(&format!("/{n}"))).unwrap_or(0)
 }
