@@ -136,7 +136,8 @@ fn step_strategy() -> impl Strategy<Value = (usize, Picks)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, failure_persistence: None, ..ProptestConfig::default() })]
+    // Few shrink steps: a case that hangs costs a minute each time it is tried.
+    #![proptest_config(ProptestConfig { cases: 1500, max_shrink_iters: 32, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn generated_scenario_files_are_refused_with_a_line_or_run_to_a_verdict(

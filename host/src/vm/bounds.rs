@@ -14,7 +14,8 @@ pub const FILE_CAP: u64 = 4 << 30;
 /// Largest range one look at (or write into) the guest's view may cover:
 /// the guest agent digests and fills at most this much per command.
 pub const GUEST_LOOK_CAP: u64 = 1 << 20;
-/// Largest range one look at a host file may cover (it is read whole).
+/// Largest range one look at a host file may cover (it is read whole), and
+/// one step may write into a file (`fill`, `host-write`).
 pub const FILE_LOOK_CAP: u64 = 64 << 20;
 /// Most maps one `map-many` step may send.
 pub const MAP_MANY_CAP: u32 = 4096;
@@ -92,8 +93,12 @@ fn check_step(at: &At<'_>) -> Result<Option<(String, u64)>, LoadError> {
     match &at.scn.steps[at.i] {
         Step::File { name, size } if size.0 > FILE_CAP => return Err(at.refuse(format!("file {name:?} of {:#x} bytes: at most {FILE_CAP:#x}", size.0))),
         Step::File { name, size } => return Ok(Some((name.clone(), size.0))),
-        Step::Fill { file, offset, len, .. } => at.in_file(file, offset.0, len.map_or(0, |l| l.0), whole)?,
-        Step::HostWrite { file, offset, len, .. } => at.in_file(file, offset.0, len.0, whole)?,
+        Step::Fill { file, offset, len, .. } => {
+            // Without `len`, to the end of the file.
+            let to_end = at.files.get(file).map_or(0, |size| size.saturating_sub(offset.0));
+            at.in_file(file, offset.0, len.map_or(to_end, |l| l.0), FILE_LOOK_CAP)?;
+        }
+        Step::HostWrite { file, offset, len, .. } => at.in_file(file, offset.0, len.0, FILE_LOOK_CAP)?,
         Step::Map { file, attach, reason, .. } => {
             if *attach && !at.files.contains_key(file) {
                 return Err(at.refuse(format!("no earlier `file` step creates {file:?}")));
