@@ -114,3 +114,54 @@ impl Context {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    //! Fuzz entries are scoped: another operation, another file or another
+    //! context is another bug.
+
+    use super::*;
+    use crate::vm::fuzz::ops::AttachKind;
+
+    fn entry(check: &str, signature: &[(&str, &str)]) -> KnownDefect {
+        let sig = signature.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        KnownDefect { id: "e".into(), scenario: "fuzz".into(), check: check.into(), qemu: vec![], accel: vec![], signature: sig, rate: None, stale_kinds: vec![], highest: None, evidence: String::new() }
+    }
+
+    #[test]
+    fn a_read_only_taint_follows_the_file_an_operation_concerns() {
+        let mut cx = Context::fresh();
+        cx.ro_written[1] = true;
+        let read = Op::GuestRead { shmid: 0, offset: 0, len: 8 };
+        let tainted = context_facts(&read, "", &cx, &[1]);
+        let clean = context_facts(&read, "", &cx, &[0]);
+        let e = entry("guest-read", &[("ro_write", "yes")]);
+        assert!(exercises(&e, &read, &tainted) && e.matches(&tainted));
+        assert!(!exercises(&e, &read, &clean) && !e.matches(&clean), "a read of another file is another bug");
+    }
+
+    #[test]
+    fn a_crash_entry_covers_only_its_operation_and_device_state() {
+        let mut cx = Context::fresh();
+        cx.started = false;
+        let map = Op::Map { shmid: 0, file: 0, fd_offset: 0, shm_offset: 0, len: 0x1000, rw: false, attach: AttachKind::File, flags: None };
+        let write = Op::HostWrite { file: 0, offset: 0, len: 8, seed: 1 };
+        let e = entry(FRONTEND_SURVIVES, &[("exit", "signal 11 (SIGSEGV)"), ("device", "stopped"), ("op_kind", "map")]);
+        let crash = |op: &Op, cx: &Context| {
+            let mut f = context_facts(op, "", cx, &[0]);
+            f.insert("exit".into(), "signal 11 (SIGSEGV)".into());
+            f
+        };
+        assert!(e.matches(&crash(&map, &cx)) && exercises(&e, &map, &context_facts(&map, "", &cx, &[0])));
+        assert!(!e.matches(&crash(&write, &cx)), "a crash on a host write is another bug");
+        assert!(!e.matches(&crash(&map, &Context::fresh())), "a crash on a started device is another bug");
+    }
+
+    #[test]
+    fn entries_shown_every_time_are_dropped_after_25_quiet_exercisings() {
+        assert_eq!(exercises_needed(&entry("map/ack", &[])), 25);
+        let mut rare = entry("mem-table", &[]);
+        rare.rate = Some(0.009);
+        assert!(exercises_needed(&rare) > 3000);
+    }
+}
