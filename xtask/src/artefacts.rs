@@ -326,7 +326,8 @@ exec "$R/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$R/usr/l
 /// The base mirror this machine's apt already uses (never a hardcoded host).
 fn machine_mirror(sh: &Shell) -> Result<String, String> {
     let fmt = "$(REPO_URI)\t$(RELEASE)\t$(TARGET_OF)";
-    let targets = cmd!(sh, "apt-get indextargets --format {fmt}").read().map_err(err("apt-get indextargets"))?;
+    // --no-release-info: from the sources alone, so it works before the first `apt-get update`.
+    let targets = cmd!(sh, "apt-get indextargets --no-release-info --format {fmt}").read().map_err(err("apt-get indextargets"))?;
     targets
         .lines()
         .filter_map(|l| {
