@@ -31,14 +31,20 @@ fn vm_test(args: &[&str], json: &Path) -> Result<(bool, serde_json::Value), Stri
     Ok((status.success(), serde_json::from_str(&text).map_err(|e| e.to_string())?))
 }
 
-/// Every value of `key` in the judged failures of the QEMU verdicts.
-fn judged_values(report: &serde_json::Value, key: &str) -> BTreeSet<String> {
+/// The judged failures of the QEMU verdicts of a JSON report.
+fn judged(report: &serde_json::Value) -> Vec<serde_json::Value> {
     let scenarios = report["scenarios"].as_array().cloned().unwrap_or_default();
-    scenarios
-        .iter()
-        .flat_map(|s| s["qemu"]["failed"].as_array().cloned().unwrap_or_default())
-        .filter_map(|j| if key == "measured_on" { j[key].as_str().map(str::to_string) } else { j[key]["id"].as_str().map(str::to_string) })
-        .collect()
+    scenarios.iter().flat_map(|s| s["qemu"]["failed"].as_array().cloned().unwrap_or_default()).collect()
+}
+
+/// The builds the report's known failures were measured on (carried over).
+fn measured_on(report: &serde_json::Value) -> BTreeSet<String> {
+    judged(report).iter().filter_map(|j| j["measured_on"].as_str().map(str::to_string)).collect()
+}
+
+/// The entries listed elsewhere whose signatures the report's failures showed.
+fn matched_elsewhere(report: &serde_json::Value) -> BTreeSet<String> {
+    judged(report).iter().filter_map(|j| j["matches_entry_listed_elsewhere"]["id"].as_str().map(str::to_string)).collect()
 }
 
 /// The entries of a known-defects file that list `build`.
@@ -61,14 +67,14 @@ pub fn run(real: &QemuInfo, root: &Path) -> Result<bool, String> {
     };
     let w = wrapper(dir.path(), "same-upstream", &same, &real.path)?;
     let (passed, report) = vm_test(&["--qemu", &w.to_string_lossy()], &dir.path().join("same.json"))?;
-    say(&format!("{same}: the run passes with the entries carried over, measured on {}", real.build), passed && judged_values(&report, "measured_on").contains(&real.build));
+    say(&format!("{same}: the run passes with the entries carried over, measured on {}", real.build), passed && measured_on(&report).contains(&real.build));
     let kd = dir.path().join("known-defects.toml");
     std::fs::copy(root.join("tests/known-defects.toml"), &kd).map_err(|e| e.to_string())?;
     let w = wrapper(dir.path(), "other-upstream", &other, &real.path)?;
     let args = ["--qemu", &w.to_string_lossy(), "--filter", "hazard", "--known-defects", &kd.to_string_lossy()].map(|s| s.to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (passed, report) = vm_test(&args, &dir.path().join("other.json"))?;
-    let matched = judged_values(&report, "matches_entry_listed_elsewhere");
+    let matched = matched_elsewhere(&report);
     say(&format!("{other}: the run fails naming the entries it matches ({})", matched.len()), !passed && !matched.is_empty());
     let blessed = vm_test(&[args.as_slice(), &["--bless"]].concat(), &dir.path().join("bless.json")).is_ok() && listing(&kd, &other)? == matched;
     say("--bless adds the build to exactly those entries", blessed);

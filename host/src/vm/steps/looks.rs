@@ -174,21 +174,6 @@ pub fn expect_mem_table(t: &mut Target, check: &str, (shmid, shm_offset, len): R
     Ok(())
 }
 
-/// Whether the frontend shows as gone within `grace` (a dying QEMU breaks
-/// its sockets a moment before it can be reaped).
-fn dead_within(t: &mut Target, grace: Duration) -> bool {
-    let deadline = Instant::now() + grace;
-    loop {
-        if t.guest.gone().is_some() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `expect-no-answer`: the guest does not answer because it hangs (a
 /// timeout) or its frontend is dead, and the evidence says which; any other
 /// error says nothing of either and fails the check.
@@ -197,7 +182,8 @@ pub fn expect_no_answer(t: &mut Target, check: &str, checks: &mut Vec<CheckResul
     let res = t.guest.sign_of_life(NO_ANSWER_TIMEOUT);
     let cause = match &res {
         Ok(()) => "answered",
-        Err(e) if e.kind() != ErrorKind::Timeout && dead_within(t, DEATH_GRACE) => "dead",
+        // A dying QEMU breaks its sockets a moment before it can be reaped.
+        Err(e) if e.kind() != ErrorKind::Timeout && t.gone_within(DEATH_GRACE).is_some() => "dead",
         Err(e) if e.kind() == ErrorKind::Timeout => "timeout",
         Err(e) if e.kind() == ErrorKind::Dead => "dead",
         Err(_) => "other error",

@@ -131,12 +131,8 @@ impl Target {
     }
 
     /// How the frontend died, waiting up to `grace` for a dying one to show
-    /// as gone (it closes its sockets before it can be reaped); none when
-    /// its death was injected on purpose.
-    fn death_within(&mut self, grace: Duration) -> Option<super::guest::Death> {
-        if self.expected_death {
-            return None;
-        }
+    /// as gone (it closes its sockets before it can be reaped).
+    fn gone_within(&mut self, grace: Duration) -> Option<super::guest::Death> {
         let deadline = Instant::now() + grace;
         loop {
             if let Some(d) = self.guest.gone() {
@@ -147,6 +143,11 @@ impl Target {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// As [`Self::gone_within`], but none when the death was injected on purpose.
+    fn death_within(&mut self, grace: Duration) -> Option<super::guest::Death> {
+        if self.expected_death { None } else { self.gone_within(grace) }
     }
 }
 
