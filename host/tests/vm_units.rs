@@ -164,7 +164,7 @@ fn a_crash_matches_only_its_signal_and_step() {
 fn an_intermittent_defect_not_seen_is_a_fix_only_when_a_quarter_of_its_rate_would_have_shown() {
     let mut d = defect("rbc/map", &[("stale_seen", "hole")]);
     d.rate = Some(0.008);
-    let passed = |n: u32| check("rbc/map", true).with("n", n).with("stale", 0);
+    let passed = |n: u32| check("rbc/map", true).with("n", n).with("stale", 0u64);
     // At a quarter of 0.8 %, 500 trials miss it with probability 37 %: inconclusive, listed as such.
     let j = judge(Ok(vec![passed(500)]), &[&d]);
     assert!(matches!(j.verdict, Verdict::KnownFailure(_)) && j.inconclusive.len() == 1, "{j:?}");
@@ -289,7 +289,7 @@ fn a_race_matches_only_its_stale_kinds_and_rates_up_to_its_highest() {
 #[test]
 fn a_refusal_entry_matches_only_its_stated_reason() {
     let d = defect("map-ro/ack", &[("ack", "1"), ("said", "Permission denied")]);
-    let refused = |said: &str| check("map-ro/ack", false).with("ack", 1).with("said", said);
+    let refused = |said: &str| check("map-ro/ack", false).with("ack", 1u64).with("said", said);
     assert!(matches!(judge(Ok(vec![refused("qemu: mmap: Permission denied")]), &[&d]).verdict, Verdict::KnownFailure(_)));
     assert!(matches!(judge(Ok(vec![refused("qemu: no free slot")]), &[&d]).verdict, Verdict::Fail(_)), "another reason is another bug");
 }

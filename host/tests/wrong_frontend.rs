@@ -69,7 +69,7 @@ fn a_frontend_that_crashes_on_an_early_map_fails_the_hazards_naming_the_step() {
             Verdict::Fail(j) => {
                 let c = &j[0].check;
                 assert_eq!(c.check, "frontend-survives", "{name}: {j:?}");
-                assert_eq!(c.facts.get("step").map(String::as_str), Some("map-to-stopped-device"), "{name}: {c:?}");
+                assert_eq!(c.facts.get("step").map(ToString::to_string).as_deref(), Some("map-to-stopped-device"), "{name}: {c:?}");
             }
             other => panic!("{name}: {other:?}"),
         }
@@ -108,7 +108,7 @@ fn short_probe(name: &str) -> (DeviceSpec, Scenario) {
 
 fn failed_checks(v: Verdict) -> Vec<String> {
     match v {
-        Verdict::Fail(j) => j.into_iter().map(|j| format!("{}={}", j.check.check, j.check.facts.get("stale_seen").or(j.check.facts.get("deadlock")).cloned().unwrap_or_default())).collect(),
+        Verdict::Fail(j) => j.into_iter().map(|j| format!("{}={}", j.check.check, j.check.facts.get("stale_seen").or(j.check.facts.get("deadlock")).map(ToString::to_string).unwrap_or_default())).collect(),
         other => panic!("expected FAIL, got {other:?}"),
     }
 }
@@ -138,7 +138,7 @@ fn a_frontend_that_commits_before_it_replies_deadlocks_only_a_single_threaded_ba
 /// The failed checks of a verdict, with their facts.
 fn failed_with_facts(v: Verdict) -> Vec<(String, std::collections::BTreeMap<String, String>)> {
     match v {
-        Verdict::Fail(j) => j.into_iter().map(|j| (j.check.check, j.check.facts)).collect(),
+        Verdict::Fail(j) => j.into_iter().map(|j| (j.check.check, j.check.facts.into_iter().map(|(k, v)| (k, v.to_string())).collect())).collect(),
         other => panic!("expected FAIL, got {other:?}"),
     }
 }

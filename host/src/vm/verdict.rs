@@ -3,9 +3,8 @@
 //! intermittent rule, judging one scenario on one target, and comparing two
 //! runs. The runner records; this decides. Reports only format.
 
-use std::collections::BTreeMap;
 
-use super::check::{CheckResult, FRONTEND_SURVIVES, facts_text};
+use super::check::{CheckResult, FRONTEND_SURVIVES, Fact, Facts, facts_text};
 use super::defects::KnownDefect;
 use super::error::RunOutcome;
 use super::suite::{ScenarioReport, SuiteReport};
@@ -130,13 +129,14 @@ impl KnownDefect {
     /// For a race entry: why what the check saw is worse than listed, if it
     /// is (a stale kind it does not cover, or a rate significantly above
     /// the highest measured, one-sided Fisher at p < 0.001).
-    pub fn worse_than_listed(&self, facts: &BTreeMap<String, String>) -> Option<String> {
+    pub fn worse_than_listed(&self, facts: &Facts) -> Option<String> {
         let highest = self.highest?;
-        let kinds = facts.get("stale_kinds").map_or(Vec::new(), |k| k.split(" | ").filter(|k| !k.is_empty()).collect());
+        let kinds_text = facts.get("stale_kinds").map(Fact::to_string).unwrap_or_default();
+        let kinds: Vec<&str> = kinds_text.split(" | ").filter(|k| !k.is_empty()).collect();
         if let Some(k) = kinds.iter().find(|k| !self.stale_kinds.iter().any(|l| l == *k)) {
             return Some(format!("stale kind {k:?} is not one the entry lists ({})", self.stale_kinds.join(", ")));
         }
-        let (k, n): (u64, u64) = (facts.get("stale")?.parse().ok()?, facts.get("n")?.parse().ok()?);
+        let (k, n) = (facts.get("stale")?.count()?, facts.get("n")?.count()?);
         let p = crate::vm::significance::fisher_second_higher(highest.stale, highest.of, k, n);
         (p < WORSE).then(|| format!("{k} of {n} is significantly more than the highest listed, {} of {} (p = {p:.5})", highest.stale, highest.of))
     }
@@ -148,8 +148,8 @@ impl KnownDefect {
 
     /// Whether a failed check's facts show this signature: every fact of
     /// it, `said` as a substring, every other fact exactly.
-    pub fn matches(&self, facts: &BTreeMap<String, String>) -> bool {
-        self.signature.iter().all(|(k, want)| facts.get(k).is_some_and(|got| if k == "said" { got.contains(want.as_str()) } else { got == want }))
+    pub fn matches(&self, facts: &Facts) -> bool {
+        self.signature.iter().all(|(k, want)| facts.get(k).map(Fact::to_string).is_some_and(|got| if k == "said" { got.contains(want.as_str()) } else { got == *want }))
     }
 
     /// The signature as `key=value, ...`.
@@ -164,8 +164,8 @@ impl KnownDefect {
     /// it is inconclusive. So a false UNEXPECTED-PASS has probability at
     /// most 0.1 % per entry and run while the true rate is at least a
     /// quarter of the listed one.
-    pub fn inconclusive(&self, passed: &BTreeMap<String, String>) -> bool {
-        let n = passed.get("n").and_then(|n| n.parse::<f64>().ok());
+    pub fn inconclusive(&self, passed: &Facts) -> bool {
+        let n = passed.get("n").and_then(Fact::count).map(|n| n as f64);
         match (self.rate, n) {
             (Some(rate), Some(n)) => miss_probability(rate / 4.0, n) > FALSE_PASS,
             _ => false,
@@ -253,7 +253,7 @@ pub fn judge_listed(result: RunOutcome, listing: &Listing<'_>) -> Judgement {
         match checks.iter().find(|c| c.check == d.check) {
             Some(c) if d.inconclusive(&c.facts) => {
                 let mut c = c.clone();
-                let n = c.facts.get("n").cloned().unwrap_or_default();
+                let n = c.facts.get("n").map(Fact::to_string).unwrap_or_default();
                 c.evidence = format!(
                     "intermittent, not seen in {n} trials: too few to tell a fix (listed rate {:.3} %{measured}; a defect at a quarter of it would go unseen with probability above {:.1} %): {}",
                     d.rate.unwrap_or(0.0) * 100.0,
@@ -307,7 +307,7 @@ fn union<'a>(a: impl Iterator<Item = &'a str>, b: impl Iterator<Item = &'a str>)
 
 /// `k of n` of a probe check (facts `stale`, `n`).
 fn counts(c: &CheckResult) -> Option<(u64, u64)> {
-    Some((c.facts.get("stale")?.parse().ok()?, c.facts.get("n")?.parse().ok()?))
+    Some((c.facts.get("stale")?.count()?, c.facts.get("n")?.count()?))
 }
 
 /// A probe check on both sides: fixed or regressed only when significant
@@ -327,7 +327,7 @@ fn compare_counts(c: &mut Comparison, at: &str, (ka, na): (u64, u64), (kb, nb): 
 }
 
 /// What a crash's facts say: signal or status, step, what QEMU said.
-fn crash_of(c: &CheckResult) -> (Option<&String>, Option<&String>, Option<&String>) {
+fn crash_of(c: &CheckResult) -> (Option<&Fact>, Option<&Fact>, Option<&Fact>) {
     (c.facts.get("exit"), c.facts.get("step"), c.facts.get("said"))
 }
 

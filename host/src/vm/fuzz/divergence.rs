@@ -3,10 +3,8 @@
 //! operation's kind and context, the oracle's words), and the context the
 //! fuzzer keeps from the model's state to give those facts.
 
-use std::collections::BTreeMap;
-
 use super::ops::{FILES, Op};
-use crate::vm::check::{CheckResult, FRONTEND_SURVIVES};
+use crate::vm::check::{CheckResult, FRONTEND_SURVIVES, Fact, Facts};
 use crate::vm::defects::KnownDefect;
 use crate::vm::verdict::FALSE_PASS;
 
@@ -43,28 +41,28 @@ const CONTEXT_KEYS: [&str; 6] = ["op_kind", "oracle_said", "device", "attach", "
 /// the oracle said, whether the device is started, how a map's fd is
 /// attached, whether a file it concerns was written through a read-only
 /// mapping, and whether a reset came after the last accepted map.
-pub(super) fn context_facts(op: &Op, said: &str, cx: &Context, concerned: &[usize]) -> BTreeMap<String, String> {
-    let mut f = BTreeMap::new();
-    f.insert("op_kind".to_string(), op.kind().to_string());
-    f.insert("oracle_said".to_string(), said.lines().next().unwrap_or("").to_string());
-    f.insert("device".to_string(), if cx.started { "started" } else { "stopped" }.to_string());
+pub(super) fn context_facts(op: &Op, said: &str, cx: &Context, concerned: &[usize]) -> Facts {
+    let mut f = Facts::new();
+    f.insert("op_kind".to_string(), op.kind().into());
+    f.insert("oracle_said".to_string(), said.lines().next().unwrap_or("").into());
+    f.insert("device".to_string(), if cx.started { "started" } else { "stopped" }.into());
     if let Op::Map { attach, .. } = op {
-        f.insert("attach".to_string(), attach.name().to_string());
+        f.insert("attach".to_string(), attach.name().into());
     }
     if concerned.iter().any(|&i| cx.ro_written[i]) {
-        f.insert("ro_write".to_string(), "yes".to_string());
+        f.insert("ro_write".to_string(), "yes".into());
     }
     if cx.after_reset {
-        f.insert("after_reset".to_string(), "yes".to_string());
+        f.insert("after_reset".to_string(), "yes".into());
     }
     f
 }
 
 /// Whether an operation with this context exercises `entry`: the same kind
 /// of operation, and every context fact of its signature as listed.
-pub(super) fn exercises(entry: &KnownDefect, op: &Op, context: &BTreeMap<String, String>) -> bool {
+pub(super) fn exercises(entry: &KnownDefect, op: &Op, context: &Facts) -> bool {
     let kind_ok = entry.check == FRONTEND_SURVIVES || entry.check.split('/').next() == Some(op.kind());
-    kind_ok && CONTEXT_KEYS.iter().filter_map(|k| Some((*k, entry.signature.get(*k)?))).all(|(k, v)| context.get(k).map_or("", String::as_str) == v)
+    kind_ok && CONTEXT_KEYS.iter().filter_map(|k| Some((*k, entry.signature.get(*k)?))).all(|(k, v)| context.get(k).map_or(String::new(), Fact::to_string) == *v)
 }
 
 /// How many times an entry must be exercised without showing before it is
@@ -78,13 +76,13 @@ pub fn exercises_needed(entry: &KnownDefect) -> u64 {
 
 /// Classifies the subject's failed checks for `op`, with the operation and
 /// its context as facts.
-pub(super) fn divergences(op: &Op, context: &BTreeMap<String, String>, failed: Vec<CheckResult>) -> Vec<Divergence> {
+pub(super) fn divergences(op: &Op, context: &Facts, failed: Vec<CheckResult>) -> Vec<Divergence> {
     failed
         .into_iter()
         .map(|mut c| {
             let suffix = c.check.split_once('/').map(|(_, s)| format!("/{s}")).unwrap_or_default();
             let kind = if c.check == FRONTEND_SURVIVES { c.check.clone() } else { format!("{}{suffix}", op.kind()) };
-            c = c.with("op", op);
+            c = c.with("op", op.to_string());
             c.facts.extend(context.clone());
             Divergence { kind, check: c }
         })

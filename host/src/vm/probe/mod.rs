@@ -192,9 +192,9 @@ fn deadlock_check(plan: &Plan<'_>, tallies: &Tallies, stop: Option<&Stop>) -> Ch
             let what = if *request == "ring" { "no ring answer" } else { "no ack" };
             CheckResult::new(name, false, format!("deadlock at iteration {i} ({direction}): {why}; the backend could not serve the frontend meanwhile"))
                 .with("deadlock", what)
-                .with("iteration", i)
-                .with("request", request)
-                .with("direction", direction)
+                .with("iteration", *i)
+                .with("request", *request)
+                .with("direction", *direction)
         }
         _ => CheckResult::new(name, true, format!("every one of {} requests was acked, every ring answered", tallies.sent)),
     }
@@ -209,8 +209,8 @@ fn unmap_effect_check(plan: &Plan<'_>, tallies: &Tallies, stop: Option<&Stop>) -
             false,
             format!("iteration {i}: the SHMEM_MAP of the range acked as unmapped at iteration {} was refused (ack {ack}): the UNMAP did not take effect; the frontend said {said:?}", i - 1),
         )
-        .with("iteration", i)
-        .with("ack", ack)
+        .with("iteration", *i)
+        .with("ack", *ack)
         .with("said", said_fact(said)),
         _ => CheckResult::new(name, true, format!("after each of {} UNMAP acks the range could be mapped again", tallies.unmap.n)),
     }

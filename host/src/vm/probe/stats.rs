@@ -83,7 +83,7 @@ impl Tally {
         c = c.with("stale_kinds", kinds.join(" | "));
         // What a stale read showed most often (ties: the first by name).
         if let Some((kind, _)) = self.seen.iter().filter(|(k, _)| !k.starts_with("fresh")).max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k))) {
-            c = c.with("stale_seen", kind);
+            c = c.with("stale_seen", *kind);
         }
         c
     }
