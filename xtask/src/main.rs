@@ -224,7 +224,7 @@ fn vm_test(args: &[String]) -> Result<Outcome, String> {
 /// `--bless`: the entries listed elsewhere that this run's failures matched
 /// get this build and accelerator; the change is printed.
 fn apply_bless(o: &Opts, run: &vm::SuiteReport) -> Result<(), String> {
-    let path = o.known_defects.as_ref().map_or_else(|| root().join("tests/known-defects.toml"), PathBuf::from);
+    let path = known_defects_path(o);
     let ids = bless::matched_elsewhere(run);
     if ids.is_empty() {
         println!("vm-test: --bless: no failure matched an entry listed for another build or accelerator; {} unchanged", path.display());
@@ -237,6 +237,23 @@ fn apply_bless(o: &Opts, run: &vm::SuiteReport) -> Result<(), String> {
         println!("{d}");
     }
     Ok(())
+}
+
+/// The known-defects list `--known-defects` names (default `tests/known-defects.toml`).
+fn known_defects_path(o: &Opts) -> PathBuf {
+    o.known_defects.as_ref().map_or_else(|| root().join("tests/known-defects.toml"), PathBuf::from)
+}
+
+/// The known defects to judge by, and where they came from ("none" with
+/// `--known-defects none`).
+fn known_defects(o: &Opts) -> Result<(Vec<shmem_host::vm::defects::KnownDefect>, String), String> {
+    if o.known_defects.as_deref() == Some("none") {
+        return Ok((Vec::new(), "none".into()));
+    }
+    let path = known_defects_path(o);
+    let list = load_known_defects(&path).map_err(|e| e.to_string())?;
+    let source = o.known_defects.clone().unwrap_or_else(|| "tests/known-defects.toml".into());
+    Ok((list, source))
 }
 
 /// What a boot needs: a QEMU that passes the probe, the kernel, the initramfs.
@@ -276,11 +293,7 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
     }
     let spec = suite.device.spec();
     spec.validate().map_err(|e| format!("tests/suite.toml: {e}"))?;
-    let (known_defects, known_defects_source) = match o.known_defects.as_deref() {
-        Some("none") => (Vec::new(), "none".to_string()),
-        Some(p) => (load_known_defects(Path::new(p)).map_err(|e| e.to_string())?, p.to_string()),
-        None => (load_known_defects(&root.join("tests/known-defects.toml")).map_err(|e| e.to_string())?, "tests/known-defects.toml".to_string()),
-    };
+    let (known_defects, known_defects_source) = known_defects(o)?;
     let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(o, &root)?;
     let other = match &o.compare {
         Some(p) => Some(probe(p).map_err(|e| format!("--compare refused: {e}"))?),
@@ -389,12 +402,8 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
     let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
     let spec = suite.device.spec();
     let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(&o, &root)?;
-    let (accel, why) = vm::choose_accel(o.accel);
-    let listed = match o.known_defects.as_deref() {
-        Some("none") => Vec::new(),
-        Some(p) => load_known_defects(Path::new(p)).map_err(|e| e.to_string())?,
-        None => load_known_defects(&root.join("tests/known-defects.toml")).map_err(|e| e.to_string())?,
-    };
+    let vm::accel::AccelPlan { first: accel, note: why, .. } = vm::accel::AccelPlan::of(o.accel);
+    let (listed, _) = known_defects(&o)?;
     let known: Vec<_> = listed
         .into_iter()
         .filter(|d| d.applies(&qemu.build, accel.name(), "fuzz"))

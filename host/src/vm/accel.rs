@@ -60,10 +60,3 @@ impl AccelPlan {
         (!self.fallback).then_some(self.first)
     }
 }
-
-/// The accelerator `--accel` asks for, without trying a boot: auto takes
-/// KVM when it is usable (hardware-backed), else TCG, and says why.
-pub fn choose_accel(choice: AccelChoice) -> (Accel, Option<String>) {
-    let p = AccelPlan::of(choice);
-    (p.first, p.note)
-}

@@ -33,7 +33,7 @@ pub mod verdict;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use accel::{AccelChoice, choose_accel};
+pub use accel::AccelChoice;
 pub use bench::{BootAlone, boot_alone};
 pub use boot::{BootError, model_target};
 pub use check::CheckResult;

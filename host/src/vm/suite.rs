@@ -15,7 +15,7 @@ use super::error::{ErrorKind, Failure, RunError, RunOutcome};
 use super::guest::RegionWindow;
 use super::own_boot::{Pool, own_boot_report, own_boot_run};
 use super::qemu::{Accel, QemuInfo};
-use super::scenario::{BackendMode, Scenario};
+use super::scenario::{BackendMode, Scenario, SuiteDevice};
 use super::steps::{Target, run_steps};
 use super::verdict::{Judged, Judgement, Listing, Verdict, judge, judge_listed};
 use super::interrupted;
@@ -66,10 +66,7 @@ impl SuiteConfig {
     /// The device a scenario runs with (its own, unvalidated, or the
     /// suite's) and where the guest must find its regions.
     pub fn device_of(&self, scn: &Scenario) -> (DeviceSpec, Vec<RegionWindow>) {
-        match &scn.device {
-            Some(d) => (d.spec(), d.layout()),
-            None => (self.spec.clone(), self.layout.clone()),
-        }
+        (scenario_spec(&self.spec, scn), scn.device.as_ref().map_or_else(|| self.layout.clone(), SuiteDevice::layout))
     }
 }
 
