@@ -139,11 +139,20 @@ pub fn offered_protocol_features() -> VhostUserProtocolFeatures {
         | VhostUserProtocolFeatures::REPLY_ACK
 }
 
+/// Ways to make the test device wrong on purpose (the backend test shows it notices).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendFaults {
+    /// Offer SHMEM at bit 21 (GPA_ADDRESSES in the spec), as backends built
+    /// with vhost 0.16 did, instead of bit 22.
+    pub shmem_at_bit_21: bool,
+}
+
 /// The backend handed to `VhostUserDaemon`. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct TestDevice {
     spec: Arc<DeviceSpec>,
     recorder: Arc<Recorder>,
+    faults: BackendFaults,
     exit: Arc<(EventConsumer, EventNotifier)>,
     /// Exit-event consumers handed to the crate. vhost-user-backend 0.24
     /// registers them with `into_raw_fd()` and never closes them (one fd
@@ -152,9 +161,9 @@ pub struct TestDevice {
 }
 
 impl TestDevice {
-    pub fn new(spec: DeviceSpec, recorder: Arc<Recorder>) -> io::Result<Self> {
+    pub fn new(spec: DeviceSpec, recorder: Arc<Recorder>, faults: BackendFaults) -> io::Result<Self> {
         let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
-        Ok(TestDevice { spec: Arc::new(spec), recorder, exit: Arc::new(exit), handed_out: Arc::default() })
+        Ok(TestDevice { spec: Arc::new(spec), recorder, faults, exit: Arc::new(exit), handed_out: Arc::default() })
     }
 
     /// Closes the exit-event consumers the crate leaked. Call only after
@@ -190,6 +199,9 @@ impl VhostUserBackend for TestDevice {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        if self.faults.shmem_at_bit_21 {
+            return (offered_protocol_features() - VhostUserProtocolFeatures::SHMEM) | VhostUserProtocolFeatures::GPA_ADDRESSES;
+        }
         offered_protocol_features()
     }
 

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod channel;
 pub mod files;
 pub mod manager;
+pub mod media;
 pub mod memprobe;
 pub mod model;
 pub mod range;

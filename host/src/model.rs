@@ -70,6 +70,14 @@ pub struct Faults {
     /// A reset drops the mappings without sending a new memory table (the
     /// backend keeps believing in them until the device starts again).
     pub keep_table_after_reset: bool,
+    /// Accept maps whose offsets or length are not page aligned, as QEMU
+    /// 11.1.3 does (the backend test runs so, to follow a backend past
+    /// them; its own check judges alignment).
+    pub accept_unaligned: bool,
+    /// Refuse the k-th SHMEM_MAP (1-based; ack 1), whatever it asks.
+    pub refuse_map_number: Option<usize>,
+    /// Hold every ack this long before sending it.
+    pub ack_delay: Option<Duration>,
 }
 
 /// How long the `reply_before_commit` fault leaves the guest view stale.
@@ -93,6 +101,9 @@ pub struct Served {
     pub request: u32,
     pub msg: Option<ShmemMsg>,
     pub with_fd: bool,
+    /// Size of the fd sent, and whether it was opened read-write.
+    pub fd_size: Option<u64>,
+    pub fd_rw: Option<bool>,
     pub ack: Option<u64>,
     pub result: Result<(), Rejection>,
     /// Set when applying an accepted request failed after its ack.
@@ -210,6 +221,8 @@ struct State {
     started: bool,
     /// Why the model died (a fault switch or a panic), once it did.
     died: Option<String>,
+    /// The frontend message the model is waiting for the backend to answer, since when.
+    waiting: Option<(&'static str, Instant)>,
 }
 
 struct Inner {
@@ -235,6 +248,13 @@ impl Inner {
 /// A connected model frontend.
 pub struct ModelFrontend {
     inner: Arc<Inner>,
+    /// What the backend offered: (features, protocol features), raw bits.
+    offered: (u64, u64),
+    /// Kick and call eventfds of the queues started by [`Self::start_queues`].
+    queues: Mutex<Vec<(vmm_sys_util::eventfd::EventFd, vmm_sys_util::eventfd::EventFd)>>,
+    /// A dup of the frontend socket: shut down when the model ends, so a
+    /// message the backend never answers does not hold the model's threads.
+    fe_sock: UnixStream,
     chan: UnixStream,
     server: Option<JoinHandle<()>>,
 }
@@ -248,7 +268,16 @@ impl ModelFrontend {
     /// realize: features, protocol features, backend channel, owner,
     /// GET_SHMEM_CONFIG.
     pub fn connect(socket: &Path, num_queues: u64, faults: Faults) -> io::Result<Self> {
-        let mut fe = Frontend::connect(socket, num_queues).map_err(ctx("connect"))?;
+        Self::connect_seeing(socket, num_queues, faults, &mut None)
+    }
+
+    /// As [`Self::connect`], and says in `offered` what the backend offered
+    /// (features, protocol features) even when the handshake then fails.
+    pub fn connect_seeing(socket: &Path, num_queues: u64, faults: Faults, offered: &mut Option<(u64, u64)>) -> io::Result<Self> {
+        let stream = UnixStream::connect(socket).map_err(|e| io::Error::new(e.kind(), format!("model frontend: connect {}: {e}", socket.display())))?;
+        // Kept to unblock the model at shut-down when a backend never answers (QEMU would wait forever).
+        let fe_sock = stream.try_clone()?;
+        let mut fe = Frontend::from_stream(stream, num_queues);
         let features = fe.get_features().map_err(ctx("GET_FEATURES"))?;
         if features & offered_features() != offered_features() {
             return Err(io::Error::other(format!(
@@ -259,7 +288,9 @@ impl ModelFrontend {
             | VhostUserProtocolFeatures::BACKEND_REQ
             | VhostUserProtocolFeatures::BACKEND_SEND_FD
             | VhostUserProtocolFeatures::REPLY_ACK;
-        let offered = fe.get_protocol_features().map_err(ctx("GET_PROTOCOL_FEATURES"))?;
+        let offered_protocol = fe.get_protocol_features().map_err(ctx("GET_PROTOCOL_FEATURES"))?;
+        *offered = Some((features, offered_protocol.bits()));
+        let offered = offered_protocol;
         if !offered.contains(wanted) {
             return Err(io::Error::other(format!(
                 "model frontend: backend offers protocol features {offered:?}, {wanted:?} are needed"
@@ -293,6 +324,7 @@ impl ModelFrontend {
                 pending: VecDeque::new(),
                 started: false,
                 died: None,
+                waiting: None,
             }),
             applied: Condvar::new(),
         });
@@ -305,7 +337,7 @@ impl ModelFrontend {
                 let _ = srv_sock.shutdown(Shutdown::Both);
             }
         })?;
-        Ok(ModelFrontend { inner, chan: ours, server: Some(server) })
+        Ok(ModelFrontend { inner, offered: (features, offered_protocol.bits()), queues: Mutex::default(), fe_sock, chan: ours, server: Some(server) })
     }
 
     /// What QEMU does when the guest sets DRIVER_OK: SET_FEATURES and the
@@ -317,6 +349,78 @@ impl ModelFrontend {
         }
         self.inner.state().started = true;
         send_mem_table(&self.inner).map_err(|e| io::Error::other(format!("model frontend: SET_MEM_TABLE: {e}")))
+    }
+
+    /// What the backend offered at connect: (features, protocol features).
+    pub fn offered(&self) -> (u64, u64) {
+        self.offered
+    }
+
+    /// Starts virtqueues as QEMU does after the memory table: size, base 0,
+    /// addresses (guest-physical in the model's guest RAM), kick and call
+    /// eventfds, enable. `queues[i]` is queue i.
+    pub fn start_queues(&self, queues: &[shmem_media::virtq::QueueAddrs], size: u16) -> io::Result<()> {
+        use vhost::vhost_user::message::VhostUserVringAddrFlags;
+        use vhost::VringConfigData;
+        use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+        let mut fe = self.inner.frontend.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fds = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let hva = |gpa: u64| self.inner.guest_ram.addr as u64 + gpa;
+        for (i, q) in queues.iter().enumerate() {
+            let (kick, call) = (EventFd::new(EFD_NONBLOCK)?, EventFd::new(EFD_NONBLOCK)?);
+            fe.set_vring_num(i, size).map_err(ctx("SET_VRING_NUM"))?;
+            fe.set_vring_base(i, 0).map_err(ctx("SET_VRING_BASE"))?;
+            let cfg = VringConfigData {
+                queue_max_size: size,
+                queue_size: size,
+                flags: VhostUserVringAddrFlags::empty().bits(),
+                desc_table_addr: hva(q.desc),
+                used_ring_addr: hva(q.used),
+                avail_ring_addr: hva(q.avail),
+                log_addr: None,
+            };
+            fe.set_vring_addr(i, &cfg).map_err(ctx("SET_VRING_ADDR"))?;
+            fe.set_vring_kick(i, &kick).map_err(ctx("SET_VRING_KICK"))?;
+            fe.set_vring_call(i, &call).map_err(ctx("SET_VRING_CALL"))?;
+            fe.set_vring_enable(i, true).map_err(ctx("SET_VRING_ENABLE"))?;
+            fds.push((kick, call));
+        }
+        Ok(())
+    }
+
+    /// Rings queue `queue`'s doorbell (its kick eventfd).
+    pub fn kick(&self, queue: u16) -> io::Result<()> {
+        let fds = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        fds.get(usize::from(queue)).ok_or_else(|| io::Error::other(format!("queue {queue} was not started")))?.0.write(1)
+    }
+
+    /// Reads the model's guest RAM at `gpa` (the virtqueues live there).
+    pub fn ram_read(&self, gpa: u64, buf: &mut [u8]) -> io::Result<()> {
+        let at = self.ram_range(gpa, buf.len())?;
+        // SAFETY: inside the model's own guest RAM mapping (checked above).
+        unsafe { std::ptr::copy_nonoverlapping(at as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Writes the model's guest RAM at `gpa`.
+    pub fn ram_write(&self, gpa: u64, data: &[u8]) -> io::Result<()> {
+        let at = self.ram_range(gpa, data.len())?;
+        // SAFETY: inside the model's own guest RAM mapping (checked above).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), at as *mut u8, data.len()) };
+        Ok(())
+    }
+
+    fn ram_range(&self, gpa: u64, len: usize) -> io::Result<usize> {
+        match gpa.checked_add(len as u64) {
+            Some(end) if end <= GUEST_RAM => Ok(self.inner.guest_ram.addr + gpa as usize),
+            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{gpa:#x}+{len:#x} is outside the model's guest RAM"))),
+        }
+    }
+
+    /// Closes the backend's request channel, as a frontend that drops it
+    /// would: the backend's next request finds no one to answer it.
+    pub fn close_backend_channel(&self) {
+        let _ = self.chan.shutdown(Shutdown::Both);
     }
 
     /// Where the model put each region in its shared-memory BAR
@@ -382,6 +486,11 @@ impl ModelFrontend {
     /// that no longer holds them (QEMU 11.1.3 sends none: the backend's view
     /// goes stale).
     pub fn reset(&self) -> io::Result<()> {
+        let started_queues = std::mem::take(&mut *self.queues.lock().unwrap_or_else(|p| p.into_inner())).len();
+        for i in 0..started_queues {
+            let fe = self.inner.frontend.lock().unwrap_or_else(|p| p.into_inner());
+            fe.get_vring_base(i).map_err(ctx("GET_VRING_BASE at reset"))?;
+        }
         let was_started = {
             let mut st = self.inner.state();
             let keep = st.faults.keep_fd_after_unmap;
@@ -416,6 +525,11 @@ impl ModelFrontend {
         st.mappings.iter().map(|m| &m.fd).chain(st.leaked.iter()).filter_map(|fd| FileId::of(fd).ok()).collect()
     }
 
+    /// The frontend message the model is waiting for the backend to answer, and for how long.
+    pub fn waiting_for(&self) -> Option<(&'static str, Duration)> {
+        self.inner.state().waiting.map(|(what, since)| (what, since.elapsed()))
+    }
+
     /// Why the model died, if it did (its channel is closed then).
     pub fn death(&self) -> Option<String> {
         self.inner.state().died.clone()
@@ -426,14 +540,22 @@ impl ModelFrontend {
     pub fn shut_down(&mut self, timeout: Duration) -> Result<(), String> {
         let _ = self.chan.shutdown(Shutdown::Both);
         let deadline = Instant::now() + timeout;
+        let mut stuck = false;
         while self.server.as_ref().is_some_and(|t| !t.is_finished()) {
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline && !stuck {
+                // Waiting for the backend to answer a message: hang up on it too.
+                stuck = true;
+                let _ = self.fe_sock.shutdown(Shutdown::Both);
+            } else if Instant::now() >= deadline + timeout {
                 return Err(format!("the model's channel thread did not end within {timeout:?}"));
             }
             thread::sleep(Duration::from_millis(5));
         }
         if let Some(t) = self.server.take() {
             let _ = t.join();
+        }
+        if stuck {
+            return Err(format!("the model's channel thread was waiting for the backend to answer the frontend for more than {timeout:?}"));
         }
         self.death().map_or(Ok(()), |d| Err(format!("the model had died: {d}")))
     }
@@ -452,6 +574,7 @@ impl ModelFrontend {
 impl Drop for ModelFrontend {
     fn drop(&mut self) {
         let _ = self.chan.shutdown(Shutdown::Both);
+        let _ = self.fe_sock.shutdown(Shutdown::Both);
         if let Some(t) = self.server.take() {
             let _ = t.join();
         }
@@ -519,7 +642,11 @@ fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) ->
     if msg.len == 0 {
         return Err(reject(libc::EINVAL, "size cannot be zero"));
     }
-    if ![msg.shm_offset, msg.fd_offset, msg.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE)) {
+    let maps_before = st.served.iter().filter(|s| s.request == ShmemOp::Map.code()).count();
+    if st.faults.refuse_map_number == Some(maps_before + 1) {
+        return Err(reject(libc::ENOSPC, "refused on purpose (fault switch refuse_map_number)"));
+    }
+    if !st.faults.accept_unaligned && ![msg.shm_offset, msg.fd_offset, msg.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE)) {
         return Err(reject(libc::EINVAL, "offsets and length must be page aligned"));
     }
     let size = fd_size(fd).map_err(|_| reject(libc::EBADF, "fd cannot be examined"))?;
@@ -585,6 +712,7 @@ fn serve(inner: &Inner, sock: &UnixStream) {
         let msg = ShmemMsg::from_bytes(&req.body).filter(|_| req.body.len() == 40);
         let fd = if req.fds.is_empty() { None } else { Some(req.fds.remove(0)) };
         let with_fd = fd.is_some();
+        let (fd_size, fd_rw) = (fd.as_ref().and_then(|f| fd_size(f).ok()), fd.as_ref().map(fd_writable));
         let mut st = inner.state();
         if st.faults.crash_on_stopped_map && !st.started && req.request == ShmemOp::Map.code() {
             st.died = Some("crashed on a map to a stopped device (fault switch crash_on_stopped_map)".into());
@@ -617,11 +745,18 @@ fn serve(inner: &Inner, sock: &UnixStream) {
             request: req.request,
             msg,
             with_fd,
+            fd_size,
+            fd_rw,
             ack,
             result: decided.as_ref().map(|_| ()).map_err(|r| *r),
             apply_error: None,
         });
         let faults = st.faults;
+        if let Some(d) = faults.ack_delay {
+            drop(st);
+            thread::sleep(d);
+            st = inner.state();
+        }
         let reply = |a: u64| wire::send(sock, req.request, wire::VERSION_1 | wire::FLAG_REPLY, &a.to_le_bytes(), &[]);
         let Ok(change) = decided else {
             drop(st);
@@ -652,7 +787,7 @@ fn serve(inner: &Inner, sock: &UnixStream) {
                 break;
             }
             if !faults.commit_before_reply && errors.is_empty() {
-                errors.extend(send_mem_table(inner).err());
+                errors.extend(send_mem_table(inner).err().map(|e| format!("SET_MEM_TABLE after the reply: {e}")));
             }
         }
         let mut st = inner.state();
@@ -708,9 +843,13 @@ fn send_mem_table(inner: &Inner) -> Result<(), String> {
         mmap_offset: 0,
         mmap_handle: inner.guest_ram.file.as_raw_fd(),
     }];
+    // Dups, so the state is not held while the backend answers (it may take
+    // its time, or never answer): the model's state stays readable.
+    let mut dups = Vec::new();
     // A mapping of a read-only fd cannot be in the table: backends map
     // memory-table regions read-write (QEMU never gets here: it refuses such fds).
     for m in st.mappings.iter().filter(|m| fd_writable(&m.fd)) {
+        let fd = m.fd.try_clone().map_err(|e| format!("dup of a mapping's fd: {e}"))?;
         let window = inner.window(m.shmid);
         let base = inner.regions[usize::from(m.shmid)].as_ref().map_or(0, |r| r.base);
         table.push(VhostUserMemoryRegionInfo {
@@ -718,14 +857,20 @@ fn send_mem_table(inner: &Inner) -> Result<(), String> {
             memory_size: m.len,
             userspace_addr: (base + m.shm_offset as usize) as u64,
             mmap_offset: m.fd_offset,
-            mmap_handle: m.fd.as_raw_fd(),
+            mmap_handle: fd.as_raw_fd(),
         });
+        dups.push(fd);
     }
+    drop(st);
     // Backends (vm-memory's) refuse a table whose regions are not in address order.
     table.sort_by_key(|r| r.guest_phys_addr);
     if table.len() > MAX_TABLE_REGIONS {
         return Err(format!("memory table would need {} regions; vhost-user allows {MAX_TABLE_REGIONS}", table.len()));
     }
     let fe = inner.frontend.lock().unwrap_or_else(|p| p.into_inner());
-    fe.set_mem_table(&table).map(|_| ()).map_err(|e| e.to_string())
+    inner.state().waiting = Some(("SET_MEM_TABLE", Instant::now()));
+    let sent = fe.set_mem_table(&table).map(|_| ()).map_err(|e| e.to_string());
+    inner.state().waiting = None;
+    drop(dups);
+    sent
 }

@@ -21,7 +21,7 @@ use vhost::vhost_user::message::FrontendReq;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::backend::{Direction, Recorder, TapRecord, TestDevice};
+use crate::backend::{BackendFaults, Direction, Recorder, TapRecord, TestDevice};
 use crate::channel::BackendChannel;
 use crate::spec::DeviceSpec;
 use crate::wire;
@@ -72,20 +72,25 @@ impl BackendServer {
     /// rules (a total that is not a power of two...): for hazard probes that
     /// check what a frontend does with such a device.
     pub fn start_unvalidated_in(spec: DeviceSpec, parent: &Path) -> io::Result<Self> {
+        Self::start_faulty_in(spec, parent, BackendFaults::default())
+    }
+
+    /// As [`Self::start_unvalidated_in`], with the device wrong on purpose.
+    pub fn start_faulty_in(spec: DeviceSpec, parent: &Path, faults: BackendFaults) -> io::Result<Self> {
         let dir = tempfile::Builder::new().prefix("shmem-backend-").tempdir_in(parent)?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
         let socket = dir.path().join("vhost-user.sock");
-        Self::listen(spec, socket, Some(dir))
+        Self::listen(spec, socket, Some(dir), faults)
     }
 
     /// Starts listening at `socket`, whose directory the caller owns (it
     /// should be private: whoever can connect can map files into the guest).
     pub fn start_at(spec: DeviceSpec, socket: &Path) -> io::Result<Self> {
         spec.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        Self::listen(spec, socket.to_path_buf(), None)
+        Self::listen(spec, socket.to_path_buf(), None, BackendFaults::default())
     }
 
-    fn listen(spec: DeviceSpec, socket: PathBuf, dir: Option<TempDir>) -> io::Result<Self> {
+    fn listen(spec: DeviceSpec, socket: PathBuf, dir: Option<TempDir>, faults: BackendFaults) -> io::Result<Self> {
         let private = dir.as_ref().map_or_else(|| socket.with_extension("d"), |d| d.path().to_path_buf());
         if dir.is_none() {
             fs::create_dir(&private).map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", private.display())))?;
@@ -95,7 +100,7 @@ impl BackendServer {
             .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", socket.display())))?;
         let recorder = Arc::new(Recorder::default());
         let shared = Arc::new(Shared::default());
-        let device = TestDevice::new(spec, recorder.clone())?;
+        let device = TestDevice::new(spec, recorder.clone(), faults)?;
         let inner_path = private.join("daemon.sock");
         let (rec, sh) = (recorder.clone(), shared.clone());
         let thread = thread::Builder::new()

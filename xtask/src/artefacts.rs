@@ -12,8 +12,8 @@ use shmem_host::files::fnv1a64;
 use shmem_host::vm::qemu::{QemuInfo, probe};
 use xshell::{Shell, cmd};
 
-const KERNEL_PACKAGE: &str = "linux-source-6.12";
-const KERNEL_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+pub const KERNEL_PACKAGE: &str = "linux-source-6.12";
+pub const KERNEL_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 const KERNEL_BUILD_DEPS: [&str; 6] = ["linux-source-6.12", "flex", "bison", "libelf-dev", "bc", "lz4"];
 const QEMU_PACKAGE: &str = "qemu-system-x86";
 
@@ -30,7 +30,7 @@ pub fn cache_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn err(what: &str) -> impl FnOnce(xshell::Error) -> String + '_ {
+pub fn err(what: &str) -> impl FnOnce(xshell::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
@@ -55,7 +55,7 @@ fn package_installed(sh: &Shell, name: &str) -> bool {
 
 /// Installs what is missing of `packages`; calls apt only when something is.
 /// Without root it installs nothing and says the exact command to run.
-fn apt_install(sh: &Shell, packages: &[&str]) -> Result<(), String> {
+pub fn apt_install(sh: &Shell, packages: &[&str]) -> Result<(), String> {
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !package_installed(sh, p)).collect();
     if missing.is_empty() {
         return Ok(());

@@ -5,6 +5,7 @@
 
 mod artefacts;
 mod bless;
+mod media;
 mod moved;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,12 @@ const USAGE: &str = "usage:
                                    the suite against wrappers of the QEMU in use that print another
                                    --version: the same upstream carries entries over; another upstream
                                    fails naming them, --bless adds it, the next run passes
+  cargo xtask backend-test [--backend 'CMD {socket}'] [--media-backend PATH] [--json PATH]
+                           [--junit PATH] [--known-defects PATH|none]
+                                   a vhost-user backend that sends SHMEM_MAP against the model
+                                   frontend, as its virtio-media driver, with refused, delayed and
+                                   dropped requests (default: vhost-device-media, built once);
+                                   then the appliance's own backend
   cargo xtask bench [--runs N] [OPTIONS]
                                    vm-test N times (default 3), then every figure's
                                    min/median/max as JSON; no figures if a run fails
@@ -534,6 +541,50 @@ fn test(args: &[String]) -> Result<bool, String> {
     Ok(suite_ok && fuzz_ok && moved_ok)
 }
 
+/// `backend-test`: the backend under test (built, given, or any command),
+/// every session, the report; fails on what the backend list does not name.
+fn backend_test(args: &[String]) -> Result<bool, String> {
+    let mut rest = args.to_vec();
+    let command = take_opt::<String>(&mut rest, "--backend")?;
+    let binary = take_opt::<PathBuf>(&mut rest, "--media-backend")?;
+    let json = take_opt::<PathBuf>(&mut rest, "--json")?;
+    let junit = take_opt::<PathBuf>(&mut rest, "--junit")?;
+    let list = take_opt::<String>(&mut rest, "--known-defects")?;
+    if let Some(other) = rest.first() {
+        return Err(format!("backend-test: unknown option {other:?}"));
+    }
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let backend = match command {
+        Some(c) => shmem_host::media::BackendUnderTest { version: version_of(&sh, &c), command: c },
+        None => {
+            let b = media::media_backend(&sh, binary.as_deref(), &artefacts::cache_dir()?)?;
+            shmem_host::media::BackendUnderTest { command: format!("{} --socket-path {{socket}} --backend simple-capture", b.path.display()), version: b.version }
+        }
+    };
+    let defects = match list.as_deref() {
+        Some("none") => Vec::new(),
+        other => {
+            let path = other.map_or_else(|| root().join("tests/backend-defects.toml"), PathBuf::from);
+            shmem_host::vm::defects::load_defect_list(&path, &[shmem_host::media::MODEL_ACCEL]).map_err(|e| e.to_string())?
+        }
+    };
+    println!("backend-test: {} ({})", backend.version, backend.command);
+    let dir = tempfile::Builder::new().prefix("backend-test-").tempdir().map_err(|e| e.to_string())?;
+    let sessions = shmem_host::media::run_all(&backend, &defects, dir.path(), &Default::default());
+    shmem_host::media::report::print(&sessions);
+    let write = |p: &Option<PathBuf>, text: String| p.as_ref().map_or(Ok(()), |p| std::fs::write(p, text).map_err(|e| format!("write {}: {e}", p.display())));
+    write(&json, shmem_host::media::report::json(&sessions))?;
+    write(&junit, shmem_host::media::report::junit(&sessions))?;
+    Ok(sessions.iter().all(|s| s.judgement.verdict.ok()))
+}
+
+/// What a backend command's program says to `--version` (the key of its
+/// known defects), else the command itself.
+fn version_of(sh: &Shell, command: &str) -> String {
+    let prog = command.split_whitespace().next().unwrap_or("");
+    cmd!(sh, "{prog} --version").quiet().ignore_stderr().read().ok().and_then(|v| v.lines().next().map(str::to_string)).filter(|v| !v.is_empty()).unwrap_or_else(|| command.to_string())
+}
+
 /// `moved-qemu [--qemu PATH]`: verdicts that follow a QEMU that changed,
 /// against wrappers of the QEMU in use (see `moved`).
 fn moved_qemu(args: &[String]) -> Result<bool, String> {
@@ -557,6 +608,7 @@ fn main() -> ExitCode {
         "own-boot-worker" => own_boot_worker(rest),
         "fuzz" => fuzz(rest),
         "moved-qemu" => moved_qemu(rest),
+        "backend-test" => backend_test(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(true)

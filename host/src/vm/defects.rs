@@ -21,6 +21,8 @@ pub struct KnownDefect {
     pub check: String,
     /// Exact builds, as `--version` prints them after "version ":
     /// "11.1.3 (Debian 1:11.1.3+ds-1)". No ranges: widen only after measuring.
+    /// In the backend list (`backend = [...]`), the backend's `--version` line.
+    #[serde(alias = "backend")]
     pub qemu: Vec<String>,
     /// Accelerators it was measured under: "tcg", "kvm".
     pub accel: Vec<String>,
@@ -61,6 +63,12 @@ struct DefectsFile {
 /// Loads and checks the list: unique ids, at least one build, accelerator
 /// and fact per entry, rates in (0, 1], accelerators `tcg` or `kvm`.
 pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
+    load_defect_list(path, &["tcg", "kvm"])
+}
+
+/// Loads a list whose entries name one of `accels` ("model" for the
+/// backend list: its sessions run on the model frontend).
+pub fn load_defect_list(path: &Path, accels: &[&str]) -> Result<Vec<KnownDefect>, LoadError> {
     let f: DefectsFile = parse_toml(path, &read_text(path)?)?;
     let bad = |message: String| LoadError::in_file(path, message);
     let mut ids = std::collections::BTreeSet::new();
@@ -80,8 +88,8 @@ pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
         if d.rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
             return Err(bad(format!("defect {:?}: rate must be in (0, 1]", d.id)));
         }
-        if let Some(a) = d.accel.iter().find(|a| !matches!(a.as_str(), "tcg" | "kvm")) {
-            return Err(bad(format!("defect {:?}: accel {a:?} is not tcg or kvm", d.id)));
+        if let Some(a) = d.accel.iter().find(|a| !accels.contains(&a.as_str())) {
+            return Err(bad(format!("defect {:?}: accel {a:?} is not one of {}", d.id, accels.join(", "))));
         }
     }
     Ok(f.defect)

@@ -1,0 +1,248 @@
+//! What a backend session's record means, check by check. No I/O: the
+//! session recorded what the backend asked and what the driver saw; this
+//! replays the requests against the advertised regions and decides.
+
+use shmem_media::driver::MediaError;
+
+use super::{Expect, SessionRecord};
+use crate::channel::{ShmemMsg, ShmemOp};
+use crate::manager::MAP_RW;
+use crate::model::Served;
+use crate::spec::PAGE_SIZE;
+use crate::vm::check::CheckResult;
+
+/// SHMEM in the vhost-user spec and QEMU 11.1; bit 21 is GPA_ADDRESSES.
+pub const SHMEM_BIT: u32 = 22;
+const GPA_ADDRESSES_BIT: u32 = 21;
+
+/// Every check a session's record supports.
+pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
+    let mut checks = vec![negotiation(rec)];
+    if let Some(e) = &rec.connect_error {
+        checks.push(CheckResult::new("connect", false, format!("the frontend could not set the backend up: {e}")).with("said", crate::vm::check::said_fact(e)));
+        return checks;
+    }
+    checks.push(shmem_config(&rec.regions));
+    let replay = Replay::of(rec);
+    checks.push(problems_check("map-valid", "SHMEM_MAP", replay.maps, &replay.map_problems));
+    checks.push(problems_check("unmap-valid", "SHMEM_UNMAP", replay.unmaps, &replay.unmap_problems));
+    // After a hang the session never reached its end: what it left is the hang's doing, not judged.
+    let hung = rec.steps.iter().any(timed_out);
+    // Nothing can be unmapped once the frontend closed the channel: what is left then is the frontend's doing.
+    let ended = !hung && !rec.channel_closed;
+    if ended {
+        checks.push(all_unmapped(&replay.live, rec));
+    }
+    if let Some((before, after)) = rec.memfds.filter(|_| ended) {
+        let ok = after <= before;
+        checks.push(CheckResult::new("buffer-fds-released", ok, format!("the backend held {before} memfds before OPEN and {after} after CLOSE")).with("left", after.saturating_sub(before) as u64));
+    }
+    if rec.media {
+        if !hung {
+            checks.push(frames(rec));
+        }
+        checks.extend(steps(rec, hung));
+    }
+    let alive = rec.dead.is_none();
+    checks.push(CheckResult::new("backend-alive", alive, rec.dead.clone().map_or_else(|| "the backend was running and answering at the end".into(), |d| format!("the backend is gone: {d}"))));
+    checks
+}
+
+fn negotiation(rec: &SessionRecord) -> CheckResult {
+    let Some((_, proto)) = rec.offered else {
+        return CheckResult::new("negotiation", false, "the backend never said which protocol features it offers").with("shmem_bit", "none");
+    };
+    let has = |bit: u32| proto & (1 << bit) != 0;
+    let (ok, bit, what) = match (has(SHMEM_BIT), has(GPA_ADDRESSES_BIT)) {
+        (true, _) => (true, "22", format!("SHMEM offered at bit {SHMEM_BIT} (protocol features {proto:#x})")),
+        (false, true) => (false, "21", format!("SHMEM is not offered at bit {SHMEM_BIT}, and bit 21 (GPA_ADDRESSES) is: the old vhost 0.16 bit; QEMU 11.1 will not map for it (protocol features {proto:#x})")),
+        (false, false) => (false, "none", format!("SHMEM is not offered (protocol features {proto:#x})")),
+    };
+    CheckResult::new("negotiation", ok, what).with("shmem_bit", bit)
+}
+
+fn shmem_config(regions: &[u64]) -> CheckResult {
+    let bad: Vec<String> = regions.iter().enumerate().filter(|(_, s)| !s.is_multiple_of(PAGE_SIZE)).map(|(i, s)| format!("shmid {i}: {s:#x}")).collect();
+    let used = regions.iter().filter(|&&s| s > 0).count();
+    let ok = used > 0 && bad.is_empty();
+    let what = if ok { format!("{used} region(s): {}", sizes_text(regions)) } else if used == 0 { "GET_SHMEM_CONFIG reported no region".into() } else { format!("region sizes not page multiples: {}", bad.join(", ")) };
+    CheckResult::new("shmem-config", ok, what).with("regions", used as u64)
+}
+
+fn sizes_text(regions: &[u64]) -> String {
+    regions.iter().enumerate().filter(|(_, s)| **s > 0).map(|(i, s)| format!("shmid {i} {s:#x}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The backend's requests replayed: what was live, what was wrong.
+struct Replay {
+    maps: usize,
+    unmaps: usize,
+    live: Vec<ShmemMsg>,
+    map_problems: Vec<(String, &'static str)>,
+    unmap_problems: Vec<(String, &'static str)>,
+}
+
+impl Replay {
+    fn of(rec: &SessionRecord) -> Self {
+        let mut r = Replay { maps: 0, unmaps: 0, live: Vec::new(), map_problems: Vec::new(), unmap_problems: Vec::new() };
+        for (i, s) in rec.served.iter().enumerate() {
+            if rec.resets.contains(&i) {
+                r.live.clear();
+            }
+            let Some(m) = s.msg else {
+                r.map_problems.push((format!("request {i} ({})", served_text(s)), "payload is not a 40-byte SHMEM message"));
+                continue;
+            };
+            if s.request == ShmemOp::Map.code() {
+                r.maps += 1;
+                if let Some(p) = map_problem(&m, s, &rec.regions, &r.live, rec.asked_rw) {
+                    r.map_problems.push((format!("SHMEM_MAP {m}"), p));
+                }
+                if s.result.is_ok() {
+                    r.live.push(m);
+                }
+            } else if s.request == ShmemOp::Unmap.code() {
+                r.unmaps += 1;
+                match r.live.iter().position(|l| (l.shmid, l.shm_offset, l.len) == (m.shmid, m.shm_offset, m.len)) {
+                    Some(at) => drop(r.live.remove(at)),
+                    None if r.live.iter().any(|l| l.shmid == m.shmid && crate::range::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))) => {
+                        r.unmap_problems.push((format!("SHMEM_UNMAP {m}"), "covers part of a live mapping, not exactly one"));
+                    }
+                    None => r.unmap_problems.push((format!("SHMEM_UNMAP {m}"), "is not a live mapping (never mapped, unmapped already, or dropped by a reset)")),
+                }
+            }
+        }
+        if rec.resets.iter().any(|&at| at >= rec.served.len()) {
+            r.live.clear();
+        }
+        r
+    }
+}
+
+/// The first rule a map breaks, in the order a frontend checks them.
+fn map_problem(m: &ShmemMsg, s: &Served, regions: &[u64], live: &[ShmemMsg], asked_rw: bool) -> Option<&'static str> {
+    let size = regions.get(usize::from(m.shmid)).copied().filter(|&z| z > 0);
+    let rw = m.flags & MAP_RW != 0;
+    let checks: [(bool, &'static str); 9] = [
+        (!s.with_fd, "no fd"),
+        (size.is_none(), "shmid not advertised"),
+        (m.shm_offset.checked_add(m.len).is_none_or(|end| end > size.unwrap_or(0)), "outside the region"),
+        (m.len == 0, "zero length"),
+        (![m.shm_offset, m.fd_offset, m.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE)), "not page aligned"),
+        (m.flags & !MAP_RW != 0, "unknown flags"),
+        (live.iter().any(|l| l.shmid == m.shmid && crate::range::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))), "overlaps a live mapping"),
+        (s.fd_size.is_some_and(|z| m.fd_offset.checked_add(m.len).is_none_or(|end| end > z)), "past the end of its fd"),
+        (rw && s.fd_rw == Some(false), "read-write map of a read-only fd"),
+    ];
+    checks.iter().find(|(bad, _)| *bad).map(|(_, p)| *p).or_else(|| (rw != asked_rw).then_some(if rw { "writable where the driver asked read-only" } else { "read-only where the driver asked writable" }))
+}
+
+fn problems_check(name: &str, what: &str, total: usize, problems: &[(String, &'static str)]) -> CheckResult {
+    let evidence = match problems.first() {
+        None => format!("all {total} {what} requests valid"),
+        Some((req, p)) => {
+            let more = if problems.len() > 1 { format!(" (and {} more)", problems.len() - 1) } else { String::new() };
+            format!("{} of {total} {what} requests invalid; first: {req}: {p}{more}", problems.len())
+        }
+    };
+    let mut c = CheckResult::new(name, problems.is_empty(), evidence).with("invalid", problems.len() as u64);
+    if let Some((_, p)) = problems.first() {
+        c = c.with("problem", *p);
+    }
+    c
+}
+
+fn all_unmapped(live: &[ShmemMsg], rec: &SessionRecord) -> CheckResult {
+    let left: Vec<String> = live.iter().map(ToString::to_string).collect();
+    let frontend = rec.live_at_end.len();
+    let ok = left.is_empty() && frontend == 0;
+    let what = if ok { "nothing the backend mapped is left mapped at the end".to_string() } else { format!("left mapped at the end: {} (the frontend holds {frontend})", left.join("; ")) };
+    CheckResult::new("all-unmapped", ok, what).with("left", left.len().max(frontend) as u64)
+}
+
+fn frames(rec: &SessionRecord) -> CheckResult {
+    let bad = rec.frames.iter().find(|f| f.mismatch.is_some() || f.unreadable.is_some());
+    let seqs: Vec<u32> = rec.frames.iter().map(|f| f.sequence).collect();
+    let advancing = seqs.windows(2).all(|w| w[1] > w[0]);
+    let (ok, what, problem) = match (rec.frames.is_empty(), bad, advancing) {
+        (true, _, _) => (false, "no frame was read through a mapping".to_string(), "none"),
+        (_, Some(f), _) => match (&f.unreadable, f.mismatch) {
+            (Some(u), _) => (false, format!("frame of buffer {} (sequence {}) at {:#x}: {u}", f.index, f.sequence, f.shm_offset), "unreadable"),
+            (None, Some((at, want, got))) => (false, format!("frame of buffer {} (sequence {}) at {:#x}: byte {at} is {got:#04x}, the pattern says {want:#04x}", f.index, f.sequence, f.shm_offset), "pattern"),
+            (None, None) => unreachable!("a bad frame has a mismatch or is unreadable"),
+        },
+        (_, None, false) => (false, format!("sequence numbers do not advance: {seqs:?}"), "sequence"),
+        (_, None, true) => (true, format!("{} frames read through the mappings match the pattern, sequences {seqs:?}", rec.frames.len()), "none"),
+    };
+    CheckResult::new("frames", ok, what).with("frames", rec.frames.len() as u64).with("problem", problem)
+}
+
+/// `driver-steps` (every step expected to succeed did) and, where the
+/// variant injected a fault, `error-reported` (the driver got an errno, in time).
+fn steps(rec: &SessionRecord, hung: bool) -> Vec<CheckResult> {
+    let text = |s: &super::Step| match &s.outcome {
+        Ok(d) => format!("{}: ok {d}", s.what),
+        Err(e) => format!("{}: {e}", s.what),
+    };
+    let failed = rec.steps.iter().find(|s| s.expect == Expect::Success && s.outcome.is_err() && !timed_out(s));
+    let mut out = vec![match failed {
+        None => CheckResult::new("driver-steps", true, format!("{} driver steps as expected", rec.steps.len())),
+        Some(s) => CheckResult::new("driver-steps", false, text(s)).with("step", s.what.as_str()).with("outcome", outcome_kind(&s.outcome)),
+    }];
+    out.push(no_deadlock(rec));
+    let faulted: Vec<&super::Step> = rec.steps.iter().filter(|s| s.expect == Expect::Errno).collect();
+    if !faulted.is_empty() && !hung {
+        let wrong = faulted.iter().find(|s| !matches!(s.outcome, Err(MediaError::Errno(..))));
+        out.push(match wrong {
+            None => CheckResult::new("error-reported", true, faulted.iter().map(|s| text(s)).collect::<Vec<_>>().join("; ")),
+            Some(s) => CheckResult::new("error-reported", false, format!("expected an errno: {}", text(s))).with("step", s.what.as_str()).with("outcome", outcome_kind(&s.outcome)),
+        });
+    }
+    out
+}
+
+/// SHMEM requests the frontend answered: each one a chance for the hang.
+fn requests(rec: &SessionRecord) -> usize {
+    rec.served.iter().filter(|s| s.request == ShmemOp::Map.code() || s.request == ShmemOp::Unmap.code()).count()
+}
+
+fn served_text(s: &Served) -> String {
+    let name = if s.request == ShmemOp::Map.code() { "SHMEM_MAP".to_string() } else if s.request == ShmemOp::Unmap.code() { "SHMEM_UNMAP".to_string() } else { format!("backend request {}", s.request) };
+    s.msg.map_or(name.clone(), |m| format!("{name} {m}"))
+}
+
+pub(crate) fn timed_out(s: &super::Step) -> bool {
+    matches!(s.outcome, Err(MediaError::Timeout(_)))
+}
+
+/// No driver step went unanswered. A timed-out step names the frontend
+/// message the backend left unanswered when the frontend was stuck on one.
+fn no_deadlock(rec: &SessionRecord) -> CheckResult {
+    let Some(first) = rec.steps.iter().find(|s| timed_out(s)) else {
+        return CheckResult::new("no-deadlock", true, format!("every driver step was answered in time ({} SHMEM requests)", requests(rec))).with("n", requests(rec) as u64);
+    };
+    let timeouts = rec.steps.iter().filter(|s| timed_out(s)).count();
+    let (waiting, how_long) = match &rec.waiting_at_timeout {
+        Some((w, d)) => (w.as_str(), format!(" for {:.1} s", d.as_secs_f64())),
+        None => ("nothing", String::new()),
+    };
+    let last = rec.served.last().map(|s| format!("; the backend's last request the frontend answered: {}", served_text(s))).unwrap_or_default();
+    let evidence = format!(
+        "{}: no answer; {timeouts} step(s) timed out; the frontend was waiting{how_long} for the backend to answer {waiting}{last}; the checks of a session's end are not judged after a hang",
+        first.what
+    );
+    CheckResult::new("no-deadlock", false, evidence)
+        .with("step_kind", first.what.split_whitespace().next().unwrap_or(""))
+        .with("frontend_waiting_for", waiting)
+        .with("n", requests(rec) as u64)
+}
+
+fn outcome_kind(o: &Result<String, MediaError>) -> &'static str {
+    match o {
+        Ok(_) => "success",
+        Err(MediaError::Errno(..)) => "errno",
+        Err(MediaError::Timeout(_)) => "timeout",
+        Err(MediaError::Malformed(_)) => "malformed",
+        Err(MediaError::Full(_)) => "queue full",
+    }
+}

@@ -1,0 +1,81 @@
+//! A backend under test as a child process: started from a command line with
+//! `{socket}` in it, in its own process group, its stderr kept; waited for
+//! until its socket exists; killed and reaped on drop. What it holds is read
+//! from `/proc/PID`.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct BackendProcess {
+    child: Child,
+    pub stderr: PathBuf,
+}
+
+impl BackendProcess {
+    /// Starts `command` (words split on spaces, `{socket}` replaced) and
+    /// waits up to `timeout` for it to listen at `socket`.
+    pub fn start(command: &str, socket: &Path, log_dir: &Path, timeout: Duration) -> Result<Self, String> {
+        let words: Vec<String> = command.split_whitespace().map(|w| w.replace("{socket}", &socket.display().to_string())).collect();
+        let (prog, args) = words.split_first().ok_or("the backend command is empty")?;
+        if !command.contains("{socket}") {
+            return Err(format!("backend command {command:?} has no {{socket}} to put the socket path in"));
+        }
+        let stderr = log_dir.join("backend.stderr");
+        let log = fs::File::create(&stderr).map_err(|e| format!("create {}: {e}", stderr.display()))?;
+        let child = Command::new(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("starting backend {prog:?}: {e}"))?;
+        let mut p = BackendProcess { child, stderr };
+        let deadline = Instant::now() + timeout;
+        while !socket.exists() {
+            if let Some(dead) = p.death() {
+                return Err(format!("backend {prog:?} ended before listening: {dead}; stderr: {}", p.stderr_tail()));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("backend {prog:?} did not create {} within {timeout:?}", socket.display()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(p)
+    }
+
+    /// How it ended, if it has.
+    pub fn death(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(format!("exited: {status}")),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot be waited for: {e}")),
+        }
+    }
+
+    /// The end of its stderr (for reports).
+    pub fn stderr_tail(&self) -> String {
+        let text = fs::read_to_string(&self.stderr).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// How many memfds it holds open.
+    pub fn memfds(&self) -> usize {
+        let dir = format!("/proc/{}/fd", self.child.id());
+        fs::read_dir(dir)
+            .map(|rd| rd.flatten().filter(|e| fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:"))).count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for BackendProcess {
+    fn drop(&mut self) {
+        // SAFETY: kill of our child's own process group.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
