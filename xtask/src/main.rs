@@ -21,7 +21,8 @@ use xshell::{Shell, cmd};
 
 const USAGE: &str = "usage:
   cargo xtask test                 clippy, unit/integration tests, the VM suite, a 45 s fuzz,
-                                   and the suite against QEMU wrappers that print another --version
+                                   the suite against QEMU wrappers that print another --version,
+                                   and backend-test
   cargo xtask vm-test [OPTIONS]    build what the guest needs, boot QEMU, run the scenarios
   cargo xtask fuzz [--seed S] [--time SECS] [--ops N] [--shrink-time SECS] [--out DIR]
                    [--qemu PATH] [--kernel FILE] [--kernel-src DIR] [--accel A] [--known-defects PATH|none]
@@ -538,7 +539,8 @@ fn test(args: &[String]) -> Result<bool, String> {
     // A short fuzz keeps the fuzzer working: fixed seed, found scenarios under target/.
     let fuzz_ok = fuzz(&["--seed", "1", "--time", "45", "--shrink-time", "120", "--out", "target/fuzz-found"].map(String::from))?;
     let moved_ok = moved_qemu(args)?;
-    Ok(suite_ok && fuzz_ok && moved_ok)
+    let backend_ok = backend_test(&[])?;
+    Ok(suite_ok && fuzz_ok && moved_ok && backend_ok)
 }
 
 /// `backend-test`: the backend under test (built, given, or any command),
