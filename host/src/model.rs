@@ -723,22 +723,7 @@ fn serve(inner: &Inner, sock: &UnixStream) {
             // Stuck: the request is neither answered nor carried out.
             continue;
         }
-        let decided: Result<Change, Rejection> = match (req.request, msg) {
-            (r, Some(m)) if r == ShmemOp::Map.code() => check_map(inner, &st, &m, fd.as_ref()).and_then(|()| {
-                let fd = fd.ok_or(reject(libc::EBADF, "Bad fd for map"))?;
-                Ok(Change::Map(Mapping {
-                    shmid: m.shmid,
-                    shm_offset: m.shm_offset,
-                    len: m.len,
-                    fd_offset: m.fd_offset,
-                    rw: m.flags & MAP_RW != 0,
-                    fd,
-                }))
-            }),
-            (r, Some(m)) if r == ShmemOp::Unmap.code() => check_unmap(inner, &st, &m).map(Change::Unmap),
-            (r, _) if r == ShmemOp::Map.code() || r == ShmemOp::Unmap.code() => Err(reject(libc::EINVAL, "payload is not 40 bytes")),
-            _ => Err(reject(libc::ENOSYS, "request not handled by the model")),
-        };
+        let decided = decide(inner, &st, req.request, msg, fd);
         let ack = req.needs_reply().then(|| u64::from(decided.is_err()));
         let index = st.served.len();
         st.served.push(Served {
@@ -796,6 +781,26 @@ fn serve(inner: &Inner, sock: &UnixStream) {
         }
         st.pending.retain(|&i| i != index);
         inner.applied.notify_all();
+    }
+}
+
+/// What the model decides for one request (no change made yet).
+fn decide(inner: &Inner, st: &State, request: u32, msg: Option<ShmemMsg>, fd: Option<OwnedFd>) -> Result<Change, Rejection> {
+    match (request, msg) {
+        (r, Some(m)) if r == ShmemOp::Map.code() => check_map(inner, st, &m, fd.as_ref()).and_then(|()| {
+            let fd = fd.ok_or(reject(libc::EBADF, "Bad fd for map"))?;
+            Ok(Change::Map(Mapping {
+                shmid: m.shmid,
+                shm_offset: m.shm_offset,
+                len: m.len,
+                fd_offset: m.fd_offset,
+                rw: m.flags & MAP_RW != 0,
+                fd,
+            }))
+        }),
+        (r, Some(m)) if r == ShmemOp::Unmap.code() => check_unmap(inner, st, &m).map(Change::Unmap),
+        (r, _) if r == ShmemOp::Map.code() || r == ShmemOp::Unmap.code() => Err(reject(libc::EINVAL, "payload is not 40 bytes")),
+        _ => Err(reject(libc::ENOSYS, "request not handled by the model")),
     }
 }
 
