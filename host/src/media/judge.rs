@@ -246,3 +246,27 @@ fn outcome_kind(o: &Result<String, MediaError>) -> &'static str {
         Err(MediaError::Full(_)) => "queue full",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::FrameSeen;
+
+    fn frame(sequence: u32, mismatch: Option<(usize, u8, u8)>) -> FrameSeen {
+        FrameSeen { index: sequence % 4, sequence, shm_offset: 0, mismatch, unreadable: None }
+    }
+
+    fn frames_check(frames: Vec<FrameSeen>) -> CheckResult {
+        let rec = SessionRecord { media: true, offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], frames, ..SessionRecord::default() };
+        judge(&rec).into_iter().find(|c| c.check == "frames").expect("a frames check")
+    }
+
+    #[test]
+    fn frames_fail_on_a_wrong_byte_a_sequence_that_does_not_advance_or_none_at_all() {
+        assert!(frames_check(vec![frame(0, None), frame(1, None)]).passed);
+        let wrong = frames_check(vec![frame(0, None), frame(1, Some((10, 1, 7)))]);
+        assert!(!wrong.passed && wrong.evidence.contains("byte 10 is 0x07"), "{wrong:?}");
+        assert!(!frames_check(vec![frame(2, None), frame(2, None)]).passed);
+        assert!(!frames_check(Vec::new()).passed);
+    }
+}

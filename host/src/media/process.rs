@@ -1,10 +1,9 @@
 //! A backend under test as a child process: started from a command line with
-//! `{socket}` in it, in its own process group, its stderr kept; waited for
-//! until its socket exists; killed and reaped on drop. What it holds is read
-//! from `/proc/PID`.
+//! `{socket}` in it, its stderr kept; waited for until its socket exists;
+//! killed and reaped on drop. It stays in the runner's process group, so a
+//! Ctrl-C ends it with the runner. What it holds is read from `/proc/PID`.
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,7 +29,6 @@ impl BackendProcess {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
-            .process_group(0)
             .spawn()
             .map_err(|e| format!("starting backend {prog:?}: {e}"))?;
         let mut p = BackendProcess { child, stderr };
@@ -74,8 +72,7 @@ impl BackendProcess {
 
 impl Drop for BackendProcess {
     fn drop(&mut self) {
-        // SAFETY: kill of our child's own process group.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
