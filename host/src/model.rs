@@ -248,8 +248,6 @@ impl Inner {
 /// A connected model frontend.
 pub struct ModelFrontend {
     inner: Arc<Inner>,
-    /// What the backend offered: (features, protocol features), raw bits.
-    offered: (u64, u64),
     /// Kick and call eventfds of the queues started by [`Self::start_queues`].
     queues: Mutex<Vec<(vmm_sys_util::eventfd::EventFd, vmm_sys_util::eventfd::EventFd)>>,
     /// A dup of the frontend socket: shut down when the model ends, so a
@@ -337,7 +335,7 @@ impl ModelFrontend {
                 let _ = srv_sock.shutdown(Shutdown::Both);
             }
         })?;
-        Ok(ModelFrontend { inner, offered: (features, offered_protocol.bits()), queues: Mutex::default(), fe_sock, chan: ours, server: Some(server) })
+        Ok(ModelFrontend { inner, queues: Mutex::default(), fe_sock, chan: ours, server: Some(server) })
     }
 
     /// What QEMU does when the guest sets DRIVER_OK: SET_FEATURES and the
@@ -349,11 +347,6 @@ impl ModelFrontend {
         }
         self.inner.state().started = true;
         send_mem_table(&self.inner).map_err(|e| io::Error::other(format!("model frontend: SET_MEM_TABLE: {e}")))
-    }
-
-    /// What the backend offered at connect: (features, protocol features).
-    pub fn offered(&self) -> (u64, u64) {
-        self.offered
     }
 
     /// Starts virtqueues as QEMU does after the memory table: size, base 0,
@@ -565,6 +558,11 @@ impl ModelFrontend {
         self.inner.state().served.len()
     }
 
+    /// How many SHMEM_MAP requests have been served so far.
+    pub fn maps_served(&self) -> usize {
+        maps_in(&self.inner.state().served)
+    }
+
     /// The backend requests served from the `from`-th on, in order.
     pub fn served_since(&self, from: usize) -> Vec<Served> {
         self.inner.state().served.get(from..).map(<[Served]>::to_vec).unwrap_or_default()
@@ -642,8 +640,7 @@ fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) ->
     if msg.len == 0 {
         return Err(reject(libc::EINVAL, "size cannot be zero"));
     }
-    let maps_before = st.served.iter().filter(|s| s.request == ShmemOp::Map.code()).count();
-    if st.faults.refuse_map_number == Some(maps_before + 1) {
+    if st.faults.refuse_map_number == Some(maps_in(&st.served) + 1) {
         return Err(reject(libc::ENOSPC, "refused on purpose (fault switch refuse_map_number)"));
     }
     if !st.faults.accept_unaligned && ![msg.shm_offset, msg.fd_offset, msg.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE)) {
@@ -802,6 +799,11 @@ fn decide(inner: &Inner, st: &State, request: u32, msg: Option<ShmemMsg>, fd: Op
         (r, _) if r == ShmemOp::Map.code() || r == ShmemOp::Unmap.code() => Err(reject(libc::EINVAL, "payload is not 40 bytes")),
         _ => Err(reject(libc::ENOSYS, "request not handled by the model")),
     }
+}
+
+/// How many of `served` are SHMEM_MAP requests (what `refuse_map_number` counts).
+fn maps_in(served: &[Served]) -> usize {
+    served.iter().filter(|s| s.request == ShmemOp::Map.code()).count()
 }
 
 /// Whether the `stop_acking_after` fault has made the model silent.

@@ -557,7 +557,11 @@ fn backend_test(args: &[String]) -> Result<bool, String> {
     }
     let sh = Shell::new().map_err(|e| e.to_string())?;
     let backend = match command {
-        Some(c) => shmem_host::media::BackendUnderTest { version: version_of(&sh, &c), command: c },
+        Some(c) => {
+            // A backend whose program does not say a version is keyed on its command line.
+            let version = media::version_line(&sh, c.split_whitespace().next().unwrap_or("")).unwrap_or_else(|| c.clone());
+            shmem_host::media::BackendUnderTest { version, command: c }
+        }
         None => {
             let b = media::media_backend(&sh, binary.as_deref(), &artefacts::cache_dir()?)?;
             shmem_host::media::BackendUnderTest { command: format!("{} --socket-path {{socket}} --backend simple-capture", b.path.display()), version: b.version }
@@ -578,13 +582,6 @@ fn backend_test(args: &[String]) -> Result<bool, String> {
     write(&json, shmem_host::media::report::json(&sessions))?;
     write(&junit, shmem_host::media::report::junit(&sessions))?;
     Ok(sessions.iter().all(|s| s.judgement.verdict.ok()))
-}
-
-/// What a backend command's program says to `--version` (the key of its
-/// known defects), else the command itself.
-fn version_of(sh: &Shell, command: &str) -> String {
-    let prog = command.split_whitespace().next().unwrap_or("");
-    cmd!(sh, "{prog} --version").quiet().ignore_stderr().read().ok().and_then(|v| v.lines().next().map(str::to_string)).filter(|v| !v.is_empty()).unwrap_or_else(|| command.to_string())
 }
 
 /// `moved-qemu [--qemu PATH]`: verdicts that follow a QEMU that changed,

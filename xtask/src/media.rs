@@ -39,12 +39,15 @@ pub fn media_backend(sh: &Shell, explicit: Option<&Path>, cache: &Path) -> Resul
             bin
         }
     };
-    let said = cmd!(sh, "{path} --version").quiet().ignore_stderr().read().map_err(err("asking the media backend its --version"))?;
-    let version = said.lines().next().unwrap_or("").trim().to_string();
-    if version.is_empty() {
-        return Err(format!("{} --version printed nothing: not a backend this appliance knows", path.display()));
-    }
+    let version = version_line(sh, &path.display().to_string())
+        .ok_or_else(|| format!("{} --version printed nothing: not a backend this appliance knows", path.display()))?;
     Ok(MediaBackend { path, version })
+}
+
+/// The first line `prog --version` prints (the key of a backend's known defects), if any.
+pub fn version_line(sh: &Shell, prog: &str) -> Option<String> {
+    let said = cmd!(sh, "{prog} --version").quiet().ignore_stderr().read().ok()?;
+    Some(said.lines().next()?.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 fn build(sh: &Shell, cache: &Path, bin: &Path) -> Result<(), String> {

@@ -200,7 +200,7 @@ impl Session<'_> {
     fn map_buffers(&mut self, d: &mut Driver, t: &mut ModelTransport, bufs: &[BufferInfo], variant: Variant) -> Vec<(BufferInfo, u64, u64)> {
         let mut mapped = Vec::new();
         for b in bufs {
-            let refused = matches!(variant, Variant::RefuseMap(k) if self.maps_sent() + 1 == k);
+            let refused = matches!(variant, Variant::RefuseMap(k) if self.model.maps_served() + 1 == k);
             let expect = if refused { Expect::Errno } else { Expect::Success };
             let what = format!("MMAP buffer {} (offset {:#x})", b.index, b.mem_offset);
             let mut got = self.step(&what, expect, d.mmap(t, b.mem_offset, self.rec.asked_rw), |m| format!("at {:#x} len {:#x}", m.0, m.1));
@@ -213,10 +213,6 @@ impl Session<'_> {
             }
         }
         mapped
-    }
-
-    fn maps_sent(&self) -> usize {
-        self.model.served_since(0).iter().filter(|s| s.request == crate::channel::ShmemOp::Map.code()).count()
     }
 
     fn queue_all(&mut self, d: &mut Driver, t: &mut ModelTransport, mapped: &[(BufferInfo, u64, u64)]) -> bool {
