@@ -22,15 +22,16 @@ fn virtio_id() -> u16 {
 }
 const CAP_VENDOR: u8 = 0x09;
 const CFG_COMMON: u8 = 1;
+const CFG_NOTIFY: u8 = 2;
 const CFG_SHARED_MEMORY: u8 = 8;
 
 /// Largest range `bandwidth` copies (it allocates as much guest RAM).
 const MAX_BANDWIDTH_LEN: u64 = 16 << 20;
 
-const ACKNOWLEDGE: u8 = 1;
-const DRIVER: u8 = 2;
-const DRIVER_OK: u8 = 4;
-const FEATURES_OK: u8 = 8;
+pub(crate) const ACKNOWLEDGE: u8 = 1;
+pub(crate) const DRIVER: u8 = 2;
+pub(crate) const DRIVER_OK: u8 = 4;
+pub(crate) const FEATURES_OK: u8 = 8;
 
 // Common config offsets (virtio 1.x, 4.1.4.3).
 const DEVICE_FEATURE_SELECT: usize = 0x00;
@@ -48,14 +49,22 @@ pub struct ShmCap {
     pub length: u64,
 }
 
+/// The notify capability: BAR, offset in it, and the multiplier of each queue's notify_off.
+#[derive(Clone, Copy, Debug)]
+pub struct NotifyCap {
+    pub bar: u8,
+    pub offset: usize,
+    pub multiplier: u32,
+}
+
 /// A mapped BAR (via sysfs resourceN).
-struct Bar {
+pub(crate) struct Bar {
     ptr: *mut u8,
     len: usize,
 }
 
 impl Bar {
-    fn map(dev: &Path, index: u8) -> Result<Self, String> {
+    pub(crate) fn map(dev: &Path, index: u8) -> Result<Self, String> {
         let path = dev.join(format!("resource{index}"));
         let f = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
         let len = f.metadata().map_err(|e| format!("stat {}: {e}", path.display()))?.len() as usize;
@@ -84,11 +93,19 @@ impl Bar {
         // SAFETY: as for read8.
         unsafe { self.ptr.add(off).write_volatile(v) }
     }
-    fn read32(&self, off: usize) -> u32 {
+    pub(crate) fn read16(&self, off: usize) -> u16 {
+        // SAFETY: as for read8; offsets are 2-aligned register addresses.
+        unsafe { (self.ptr.add(off) as *const u16).read_volatile() }
+    }
+    pub(crate) fn write16(&self, off: usize, v: u16) {
+        // SAFETY: as for read16.
+        unsafe { (self.ptr.add(off) as *mut u16).write_volatile(v) }
+    }
+    pub(crate) fn read32(&self, off: usize) -> u32 {
         // SAFETY: as for read8; offsets are 4-aligned register addresses.
         unsafe { (self.ptr.add(off) as *const u32).read_volatile() }
     }
-    fn write32(&self, off: usize, v: u32) {
+    pub(crate) fn write32(&self, off: usize, v: u32) {
         // SAFETY: as for read32.
         unsafe { (self.ptr.add(off) as *mut u32).write_volatile(v) }
     }
@@ -103,13 +120,16 @@ impl Bar {
 }
 
 pub struct Device {
-    path: PathBuf,
-    common: Bar,
-    common_off: usize,
+    pub(crate) path: PathBuf,
+    pub(crate) common: Bar,
+    pub(crate) common_off: usize,
+    pub(crate) notify: Option<NotifyCap>,
     shm: Bar,
     shm_bar_index: u8,
     caps: Vec<ShmCap>,
     bar_phys: u64,
+    /// The virtio-media driver, once `media-up` set it up.
+    pub(crate) media: Option<crate::media::Media>,
 }
 
 fn read_hex(path: &Path) -> Result<u64, String> {
@@ -137,6 +157,7 @@ impl Device {
         let le32 = |o: usize| u32::from_le_bytes([byte(o), byte(o + 1), byte(o + 2), byte(o + 3)]);
         let mut caps = Vec::new();
         let mut common = None;
+        let mut notify = None;
         let mut ptr = usize::from(byte(0x34));
         let mut guard = 0;
         while ptr != 0 && guard < 48 {
@@ -146,6 +167,7 @@ impl Device {
                 let (off, len) = (u64::from(le32(ptr + 8)), u64::from(le32(ptr + 12)));
                 match cfg_type {
                     CFG_COMMON => common = Some((bar, off as usize)),
+                    CFG_NOTIFY => notify = Some(NotifyCap { bar, offset: off as usize, multiplier: le32(ptr + 16) }),
                     CFG_SHARED_MEMORY => caps.push(ShmCap {
                         shmid: id,
                         bar,
@@ -171,10 +193,12 @@ impl Device {
             path: path.to_path_buf(),
             common: Bar::map(path, common_bar)?,
             common_off,
+            notify,
             shm: Bar::map(path, shm_bar_index)?,
             shm_bar_index,
             caps,
             bar_phys,
+            media: None,
         })
     }
 
@@ -196,12 +220,20 @@ impl Device {
         self.common.read8(self.common_off + DEVICE_STATUS)
     }
 
-    fn set_status(&self, s: u8) {
+    pub(crate) fn set_status(&self, s: u8) {
         self.common.write8(self.common_off + DEVICE_STATUS, s);
     }
 
     /// ACKNOWLEDGE, DRIVER, features (VERSION_1 only), FEATURES_OK checked, DRIVER_OK.
     pub fn init(&mut self) -> Result<u8, String> {
+        self.negotiate()?;
+        self.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+        Ok(self.status())
+    }
+
+    /// Reset if needed, ACKNOWLEDGE, DRIVER, features (VERSION_1 only),
+    /// FEATURES_OK checked: what comes before the queues are set up.
+    pub(crate) fn negotiate(&mut self) -> Result<(), String> {
         let c = self.common_off;
         if self.status() != 0 {
             self.reset()?;
@@ -222,8 +254,7 @@ impl Device {
         if s & FEATURES_OK == 0 {
             return Err(format!("device refused FEATURES_OK (status {s:#x})"));
         }
-        self.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
-        Ok(self.status())
+        Ok(())
     }
 
     /// Writes status 0 and waits for it to read back 0; returns microseconds.
@@ -239,7 +270,7 @@ impl Device {
         Ok(start.elapsed().as_micros())
     }
 
-    fn window(&self, shmid: u64, off: u64, len: u64) -> Result<usize, String> {
+    pub(crate) fn window(&self, shmid: u64, off: u64, len: u64) -> Result<usize, String> {
         let cap = self.caps.iter().find(|c| u64::from(c.shmid) == shmid).ok_or_else(|| format!("no region shmid {shmid}"))?;
         match off.checked_add(len) {
             Some(end) if end <= cap.length => {}

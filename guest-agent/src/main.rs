@@ -7,6 +7,7 @@
 //! `ID ok ...\n` or `ID err MESSAGE\n`. At start it prints `ready ...`.
 
 mod device;
+mod media;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -74,7 +75,7 @@ fn unhex(s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-fn num(s: Option<&str>, what: &str) -> Result<u64, String> {
+pub(crate) fn num(s: Option<&str>, what: &str) -> Result<u64, String> {
     let s = s.ok_or_else(|| format!("missing {what}"))?;
     let r = match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16),
@@ -103,6 +104,12 @@ fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhites
         return Ok("bye".into());
     }
     let dev = dev.as_mut().ok_or("no test device was found at boot")?;
+    if cmd.starts_with("media-") {
+        let mut m = dev.media.take();
+        let r = media::execute(dev, &mut m, cmd, args).unwrap_or_else(|| Err(format!("unknown command {cmd:?}")));
+        dev.media = m;
+        return r;
+    }
     match cmd {
         "info" => Ok(dev.info()),
         "init" => dev.init().map(|s| format!("status={s:#x}")),

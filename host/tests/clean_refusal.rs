@@ -48,6 +48,8 @@ fn verdict(end: &str) -> Verdict {
         known_defects_source: String::new(),
         worker: None,
         work_dir: dir.path().to_path_buf(),
+        media_backend: Err("not a media scenario".into()),
+        backend_defects: Vec::new(),
     };
     let sockets = tempfile::tempdir().unwrap();
     let run = own_boot_run(&cfg, &scn, Accel::Tcg, dir.path(), sockets.path());

@@ -8,3 +8,4 @@ pub mod driver;
 pub mod frame;
 pub mod proto;
 pub mod virtq;
+pub mod wire;

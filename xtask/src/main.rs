@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use std::process::ExitCode;
 
+use shmem_host::media::BackendUnderTest;
 use shmem_host::vm::qemu::{Accel, QemuInfo, probe};
 use shmem_host::vm::defects::load_known_defects;
 use shmem_host::vm::bounds;
@@ -82,6 +83,8 @@ struct Opts {
     scenarios: Vec<PathBuf>,
     /// `--bless`: add this build and accelerator to the entries listed elsewhere that the run's failures matched.
     bless: bool,
+    /// `--media-backend PATH`: the virtio-media backend of media scenarios (default: built and cached).
+    media_backend: Option<PathBuf>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -99,6 +102,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         compare: None,
         scenarios: Vec::new(),
         bless: false,
+        media_backend: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -124,6 +128,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--compare" => o.compare = Some(val()?.into()),
             "--scenarios" => o.scenarios.push(val()?.into()),
             "--bless" => o.bless = true,
+            "--media-backend" => o.media_backend = Some(val()?.into()),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -308,8 +313,13 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
         None => None,
     };
     let work_dir = root.join("target/vm-test");
+    let (media_backend, backend_defects) = media_for(o, &scenarios)?;
+    let known_defects_source = match &media_backend {
+        Ok(_) if known_defects_source != "none" => format!("{known_defects_source}, tests/backend-defects.toml"),
+        _ => known_defects_source,
+    };
     let cfg = SuiteConfig {
-        worker: Some(worker_command(&qemu, &kernel, &initramfs, o.probe_scale)?),
+        worker: Some(worker_command(&qemu, &kernel, &initramfs, o.probe_scale, media_backend.as_ref().ok())?),
         qemu,
         qemu_note,
         kernel,
@@ -321,16 +331,48 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
         known_defects,
         known_defects_source,
         work_dir,
+        media_backend,
+        backend_defects,
     };
     Ok((cfg, other))
 }
 
+/// The virtio-media backend for the media scenarios among `scenarios` (built
+/// once and cached, or `--media-backend`) and its known defects. A backend
+/// that cannot be had is not an error here: each media scenario then reports why.
+fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(Result<BackendUnderTest, String>, Vec<shmem_host::vm::defects::KnownDefect>), String> {
+    if scenarios.iter().all(|s| s.media.is_none()) {
+        return Ok((Err("no media scenario in this run".into()), Vec::new()));
+    }
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let backend = media_under_test(&sh, o.media_backend.as_deref());
+    if let Err(e) = &backend {
+        eprintln!("vm-test: no virtio-media backend for the media scenarios: {e}");
+    }
+    let defects = if o.known_defects.as_deref() == Some("none") {
+        Vec::new()
+    } else {
+        let path = root().join("tests/backend-defects.toml");
+        shmem_host::vm::defects::load_defect_list(&path, &[shmem_host::media::MODEL_ACCEL, "tcg", "kvm"]).map_err(|e| e.to_string())?
+    };
+    Ok((backend, defects))
+}
+
+/// vhost-device-media with simple-capture: `binary`, or built once and cached.
+fn media_under_test(sh: &Shell, binary: Option<&Path>) -> Result<BackendUnderTest, String> {
+    let b = media::media_backend(sh, binary, &artefacts::cache_dir()?)?;
+    Ok(BackendUnderTest { command: format!("{} --socket-path {{socket}} --backend simple-capture", b.path.display()), version: b.version })
+}
+
 /// Own boots run in parallel, each in a worker process of this binary: its command.
-fn worker_command(q: &QemuInfo, kernel: &Path, initramfs: &Path, probe_scale: u32) -> Result<Vec<String>, String> {
+fn worker_command(q: &QemuInfo, kernel: &Path, initramfs: &Path, probe_scale: u32, media: Option<&BackendUnderTest>) -> Result<Vec<String>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating the xtask binary: {e}"))?;
     let mut w = vec![exe.display().to_string(), "own-boot-worker".into(), "--qemu".into(), q.path.display().to_string(), "--build".into(), q.build.clone()];
     w.extend(["--kernel".into(), kernel.display().to_string(), "--initramfs".into(), initramfs.display().to_string()]);
     w.extend(["--probe-scale".into(), probe_scale.to_string()]);
+    if let Some(m) = media {
+        w.extend(["--media-command".into(), m.command.clone(), "--media-version".into(), m.version.clone()]);
+    }
     Ok(w)
 }
 
@@ -340,7 +382,7 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let a = vm::run_suite(&cfg).map_err(|e| e.to_string())?;
     let Some(other) = other else { return Ok(Outcome { run: a, baseline: None }) };
     println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
-    let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale)?);
+    let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale, cfg.media_backend.as_ref().ok())?);
     let b = vm::run_suite(&SuiteConfig { worker, qemu: other, qemu_note: None, ..cfg }).map_err(|e| e.to_string())?;
     let c = vm::verdict::compare(&a, &b);
     Ok(Outcome { run: b, baseline: Some((a, c)) })
@@ -433,6 +475,8 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
         known_defects_source: String::new(),
         work_dir: logs.path().to_path_buf(),
         worker: None,
+        media_backend: Err("the fuzzer runs no media scenario".into()),
+        backend_defects: Vec::new(),
     };
     let before = shmem_host::vm::leaks::Snapshot::take();
     let report = {
@@ -499,6 +543,12 @@ fn own_boot_worker(args: &[String]) -> Result<bool, String> {
     let (qemu, build, kernel, initramfs) = (get("--qemu")?, get("--build")?, get("--kernel")?, get("--initramfs")?);
     let (scenario, accel, logs) = (PathBuf::from(get("--scenario")?), get("--accel")?, PathBuf::from(get("--logs")?));
     let probe_scale = parse_probe_scale(&get("--probe-scale")?)?;
+    let media_command = take_opt::<String>(&mut args, "--media-command")?;
+    let media_version = take_opt::<String>(&mut args, "--media-version")?;
+    let media_backend = match (media_command, media_version) {
+        (Some(command), Some(version)) => Ok(BackendUnderTest { command, version }),
+        _ => Err("the runner gave this worker no virtio-media backend".into()),
+    };
     let accel = match accel.as_str() {
         "kvm" => Accel::Kvm,
         "tcg" => Accel::Tcg,
@@ -522,6 +572,8 @@ fn own_boot_worker(args: &[String]) -> Result<bool, String> {
         known_defects_source: String::new(),
         work_dir: logs.clone(),
         worker: None,
+        media_backend,
+        backend_defects: Vec::new(),
     };
     // Sockets under the system temp dir: a Unix socket path stays short.
     let sockets = tempfile::Builder::new().prefix("shmem-vm-").tempdir().map_err(|e| format!("socket dir: {e}"))?;
@@ -560,12 +612,9 @@ fn backend_test(args: &[String]) -> Result<bool, String> {
         Some(c) => {
             // A backend whose program does not say a version is keyed on its command line.
             let version = media::version_line(&sh, c.split_whitespace().next().unwrap_or("")).unwrap_or_else(|| c.clone());
-            shmem_host::media::BackendUnderTest { version, command: c }
+            BackendUnderTest { version, command: c }
         }
-        None => {
-            let b = media::media_backend(&sh, binary.as_deref(), &artefacts::cache_dir()?)?;
-            shmem_host::media::BackendUnderTest { command: format!("{} --socket-path {{socket}} --backend simple-capture", b.path.display()), version: b.version }
-        }
+        None => media_under_test(&sh, binary.as_deref())?,
     };
     let defects = match list.as_deref() {
         Some("none") => Vec::new(),

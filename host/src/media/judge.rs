@@ -17,21 +17,26 @@ const GPA_ADDRESSES_BIT: u32 = 21;
 
 /// Every check a session's record supports.
 pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
-    let mut checks = vec![negotiation(rec)];
+    let mut checks = Vec::new();
+    if !rec.frontend_unseen {
+        checks.push(negotiation(rec));
+    }
     if let Some(e) = &rec.connect_error {
         checks.push(CheckResult::new("connect", false, format!("the frontend could not set the backend up: {e}")).with("said", crate::vm::check::said_fact(e)));
         return checks;
     }
-    checks.push(shmem_config(&rec.regions));
-    let replay = Replay::of(rec);
-    checks.push(problems_check("map-valid", "SHMEM_MAP", replay.maps, &replay.map_problems));
-    checks.push(problems_check("unmap-valid", "SHMEM_UNMAP", replay.unmaps, &replay.unmap_problems));
     // After a hang the session never reached its end: what it left is the hang's doing, not judged.
     let hung = rec.steps.iter().any(timed_out);
     // Nothing can be unmapped once the frontend closed the channel: what is left then is the frontend's doing.
     let ended = !hung && !rec.channel_closed;
-    if ended {
-        checks.push(all_unmapped(&replay.live, rec));
+    if !rec.frontend_unseen {
+        checks.push(shmem_config(&rec.regions));
+        let replay = Replay::of(rec);
+        checks.push(problems_check("map-valid", "SHMEM_MAP", replay.maps, &replay.map_problems));
+        checks.push(problems_check("unmap-valid", "SHMEM_UNMAP", replay.unmaps, &replay.unmap_problems));
+        if ended {
+            checks.push(all_unmapped(&replay.live, rec));
+        }
     }
     if let Some((before, after)) = rec.memfds.filter(|_| ended) {
         let ok = after <= before;
@@ -187,7 +192,13 @@ fn steps(rec: &SessionRecord, hung: bool) -> Vec<CheckResult> {
     let failed = rec.steps.iter().find(|s| s.expect == Expect::Success && s.outcome.is_err() && !timed_out(s));
     let mut out = vec![match failed {
         None => CheckResult::new("driver-steps", true, format!("{} driver steps as expected", rec.steps.len())),
-        Some(s) => CheckResult::new("driver-steps", false, text(s)).with("step", s.what.as_str()).with("outcome", outcome_kind(&s.outcome)),
+        Some(s) => {
+            let c = CheckResult::new("driver-steps", false, text(s)).with("step", s.what.as_str()).with("outcome", outcome_kind(&s.outcome));
+            match &s.outcome {
+                Err(MediaError::Errno(_, n)) => c.with("errno", n.to_string()),
+                _ => c,
+            }
+        }
     }];
     out.push(no_deadlock(rec));
     let faulted: Vec<&super::Step> = rec.steps.iter().filter(|s| s.expect == Expect::Errno).collect();

@@ -7,6 +7,7 @@
 
 pub mod judge;
 pub mod own;
+pub mod port;
 pub mod process;
 pub mod report;
 pub mod session;
@@ -111,6 +112,9 @@ pub struct SessionRecord {
     pub channel_closed: bool,
     /// Whether the session was driven as a media device (frames expected).
     pub media: bool,
+    /// The frontend's side was not in view (QEMU): what the backend asked
+    /// of it (negotiation, regions, maps, unmaps) was not recorded and is not judged.
+    pub frontend_unseen: bool,
 }
 
 /// A backend under test: how to start it, and the version its known defects are keyed on.

@@ -1,6 +1,6 @@
 //! A backend under test as a child process: started from a command line with
 //! `{socket}` in it, its stderr kept; waited for until its socket exists;
-//! killed and reaped on drop. It stays in the runner's process group, so a
+//! killed and reaped on drop, its socket file removed. It stays in the runner's process group, so a
 //! Ctrl-C ends it with the runner. What it holds is read from `/proc/PID`.
 
 use std::fs;
@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct BackendProcess {
     child: Child,
     pub stderr: PathBuf,
+    /// Its listening socket: a killed backend leaves the file behind, so it goes on drop.
+    socket: PathBuf,
 }
 
 impl BackendProcess {
@@ -31,7 +33,7 @@ impl BackendProcess {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting backend {prog:?}: {e}"))?;
-        let mut p = BackendProcess { child, stderr };
+        let mut p = BackendProcess { child, stderr, socket: socket.to_path_buf() };
         let deadline = Instant::now() + timeout;
         while !socket.exists() {
             if let Some(dead) = p.death() {
@@ -74,5 +76,6 @@ impl Drop for BackendProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = fs::remove_file(&self.socket);
     }
 }

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use shmem_media::driver::{self, Driver, MediaError};
-use shmem_media::frame;
 use shmem_media::proto::{BufferInfo, Event};
 
+use super::port::{MediaPort, ModelPort};
 use super::process::BackendProcess;
 use super::transport::ModelTransport;
-use super::{Expect, FrameSeen, SessionRecord, Step, Variant};
+use super::{Expect, SessionRecord, Step, Variant};
 use crate::model::{Faults, ModelFrontend};
 
 /// How long things may take, and how much to capture.
@@ -54,8 +54,8 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
     match ModelFrontend::connect_seeing(&socket, MEDIA_QUEUES, faults, &mut rec.offered) {
         Ok(mut model) => {
             rec.regions = region_sizes(&model);
-            let mut d = Session { model: &model, rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
-            d.capture(variant);
+            let mut d = Session { model: Some(&model), rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
+            d.capture(&model, variant);
             rec.memfds = d.memfds_before.map(|b| (b, proc.memfds()));
             // Shut down first: a thread stuck on the backend is freed, and what it served is complete.
             let _ = model.shut_down(s.answer);
@@ -75,8 +75,25 @@ pub fn region_sizes(model: &ModelFrontend) -> Vec<u64> {
     (0..n).map(|i| windows.iter().find(|w| usize::from(w.0) == i).map_or(0, |w| w.2)).collect()
 }
 
+/// One capture session carried by `port` (the guest agent in a QEMU guest),
+/// the backend's memfds counted around it. The frontend is not in view here:
+/// the record says so, and the judge leaves out what only the frontend sees.
+/// `up` is how bringing the device up (queues, DRIVER_OK) went; nothing
+/// else runs when it failed.
+pub fn run_port(port: &mut dyn MediaPort, up: Result<String, MediaError>, proc: &BackendProcess, s: &Settings) -> SessionRecord {
+    let mut rec = SessionRecord { media: true, frontend_unseen: true, ..SessionRecord::default() };
+    let mut d = Session { model: None, rec: &mut rec, s: *s, proc, memfds_before: None, settling: false };
+    if d.step("DRIVER_OK and queues", Expect::Success, up, Clone::clone).is_some() {
+        d.one_capture(port, Variant::Stream, false);
+    }
+    let before = d.memfds_before;
+    rec.memfds = before.map(|b| (b, proc.memfds()));
+    rec
+}
+
 struct Session<'a> {
-    model: &'a ModelFrontend,
+    /// The model frontend, when the session runs on it (it settles, and says what it waits for).
+    model: Option<&'a ModelFrontend>,
     rec: &'a mut SessionRecord,
     s: Settings,
     proc: &'a BackendProcess,
@@ -91,13 +108,15 @@ impl Session<'_> {
     /// memory table was answered: the next command then cannot meet a
     /// memory table in flight (only [`Variant::Churn`] sends without waiting).
     fn settle(&self) {
-        let _ = self.model.sync(self.s.answer);
+        if let Some(m) = self.model {
+            let _ = m.sync(self.s.answer);
+        }
     }
 
     fn step<T>(&mut self, what: &str, expect: Expect, r: Result<T, MediaError>, detail: impl Fn(&T) -> String) -> Option<T> {
         let outcome = r.as_ref().map(&detail).map_err(Clone::clone);
         if matches!(outcome, Err(MediaError::Timeout(_))) && self.rec.waiting_at_timeout.is_none() {
-            self.rec.waiting_at_timeout = self.model.waiting_for().map(|(w, d)| (w.to_string(), d));
+            self.rec.waiting_at_timeout = self.model.and_then(ModelFrontend::waiting_for).map(|(w, d)| (w.to_string(), d));
         }
         self.rec.steps.push(Step { what: what.into(), expect, outcome });
         if self.settling {
@@ -107,106 +126,105 @@ impl Session<'_> {
     }
 
     /// The device brought up as QEMU does at DRIVER_OK, the queues started, the event buffers posted.
-    fn bring_up(&mut self) -> Option<Driver> {
+    fn bring_up(&mut self, model: &ModelFrontend) -> Option<Driver> {
         let mut d = Driver::new(&ModelTransport::pages());
-        let mut t = ModelTransport::new(self.model, self.s.answer);
+        let mut t = ModelTransport::new(model, self.s.answer);
         d.prepare(&mut t);
-        let up = self.model.start().and_then(|()| self.model.start_queues(&d.queues(), driver::QUEUE_SIZE));
+        let up = model.start().and_then(|()| model.start_queues(&d.queues(), driver::QUEUE_SIZE));
         let up = up.map_err(|e| MediaError::Malformed(format!("starting the device: {e}")));
         self.step("DRIVER_OK and queues", Expect::Success, up, |()| String::new()).map(|()| d)
     }
 
-    fn capture(&mut self, variant: Variant) {
-        let Some(mut d) = self.bring_up() else { return };
+    fn capture(&mut self, model: &ModelFrontend, variant: Variant) {
+        let Some(mut d) = self.bring_up(model) else { return };
+        let mut port = ModelPort { d: &mut d, t: ModelTransport::new(model, self.s.answer) };
         if let Variant::Churn(n) = variant {
             self.settling = false;
-            return self.churn(&mut d, n);
+            return self.churn(&mut port, n);
         }
         let fault_after_first_frame = matches!(variant, Variant::ResetMidStream | Variant::CloseChannel);
-        let stopped = self.one_capture(&mut d, variant, fault_after_first_frame);
+        let stopped = self.one_capture(&mut port, variant, fault_after_first_frame);
         if variant == Variant::ResetMidStream && stopped {
-            self.rec.resets.push(self.model.served_count());
-            let r = self.model.reset().map_err(|e| MediaError::Malformed(format!("reset: {e}")));
+            self.rec.resets.push(model.served_count());
+            let r = model.reset().map_err(|e| MediaError::Malformed(format!("reset: {e}")));
             if self.step("device reset (GET_VRING_BASE, mappings dropped)", Expect::Success, r, |()| String::new()).is_some()
-                && let Some(mut d) = self.bring_up()
+                && let Some(mut d) = self.bring_up(model)
             {
-                self.one_capture(&mut d, Variant::Stream, false);
+                self.one_capture(&mut ModelPort { d: &mut d, t: ModelTransport::new(model, self.s.answer) }, Variant::Stream, false);
             }
         }
     }
 
     /// OPEN, format, buffers, MMAP, stream, frames, MUNMAP, CLOSE. With
     /// `stop_early`, returns after the first frame (true) for the caller's fault.
-    fn one_capture(&mut self, d: &mut Driver, variant: Variant, stop_early: bool) -> bool {
-        let mut t = ModelTransport::new(self.model, self.s.answer);
+    fn one_capture(&mut self, d: &mut dyn MediaPort, variant: Variant, stop_early: bool) -> bool {
         self.memfds_before.get_or_insert_with(|| self.proc.memfds());
-        if self.step("OPEN", Expect::Success, d.open(&mut t), |id| format!("session {id}")).is_none() {
+        if self.step("OPEN", Expect::Success, d.open(), |id| format!("session {id}")).is_none() {
             return false;
         }
-        let fmt = (frame::WIDTH, frame::HEIGHT, frame::FOURCC);
-        let Some(bufs) = self.step("S_FMT, REQBUFS, QUERYBUF", Expect::Success, d.setup_capture(&mut t, self.s.buffers, fmt), |b| format!("{} buffers", b.len())) else {
+        let Some(bufs) = self.step("S_FMT, REQBUFS, QUERYBUF", Expect::Success, d.setup_capture(self.s.buffers), |b| format!("{} buffers", b.len())) else {
             return false;
         };
         // Close-channel keeps the last buffer unmapped, to map it once the channel is gone.
         let held_back = usize::from(variant == Variant::CloseChannel);
-        let mut mapped = self.map_buffers(d, &mut t, &bufs[..bufs.len().saturating_sub(held_back)], variant);
-        let streaming = !mapped.is_empty() && self.queue_all(d, &mut t, &mapped) && self.step("STREAMON", Expect::Success, d.stream(&mut t, true), |()| String::new()).is_some();
-        let first = streaming && self.read_frames(d, &mut t, &mapped, 1);
+        let mut mapped = self.map_buffers(d, &bufs[..bufs.len().saturating_sub(held_back)], variant);
+        let streaming = !mapped.is_empty() && self.queue_all(d, &mapped) && self.step("STREAMON", Expect::Success, d.stream(true), |()| String::new()).is_some();
+        let first = streaming && self.read_frames(d, &mapped, 1);
         if stop_early && first {
             if variant == Variant::ResetMidStream {
                 return true;
             }
-            self.model.close_backend_channel();
-            self.rec.channel_closed = true;
+            if let Some(m) = self.model {
+                m.close_backend_channel();
+                self.rec.channel_closed = true;
+            }
             if let Some(b) = bufs.last() {
-                let r = d.mmap(&mut t, b.mem_offset, self.rec.asked_rw);
+                let r = d.mmap(b.mem_offset, self.rec.asked_rw);
                 self.step(&format!("MMAP buffer {} after the channel closed", b.index), Expect::Errno, r, |m| format!("{m:x?}"));
             }
         } else if streaming {
-            self.read_frames(d, &mut t, &mapped, self.s.frames.saturating_sub(1));
+            self.read_frames(d, &mapped, self.s.frames.saturating_sub(1));
         }
         let unmap_expect = if stop_early { Expect::Errno } else { Expect::Success };
         if streaming {
-            self.step("STREAMOFF", Expect::Success, d.stream(&mut t, false), |()| String::new());
+            self.step("STREAMOFF", Expect::Success, d.stream(false), |()| String::new());
         }
         for (b, addr, _) in mapped.drain(..) {
-            self.step(&format!("MUNMAP buffer {}", b.index), unmap_expect, d.munmap(&mut t, addr), |()| String::new());
+            self.step(&format!("MUNMAP buffer {}", b.index), unmap_expect, d.munmap(addr), |()| String::new());
         }
-        self.step("CLOSE", Expect::Success, d.close(&mut t), |()| String::new());
+        self.step("CLOSE", Expect::Success, d.close(), |()| String::new());
         false
     }
 
     /// OPEN, one buffer, then MMAP/MUNMAP of it `n` times without settling, CLOSE.
-    fn churn(&mut self, d: &mut Driver, n: usize) {
-        let mut t = ModelTransport::new(self.model, self.s.answer);
-        let fmt = (frame::WIDTH, frame::HEIGHT, frame::FOURCC);
-        if self.step("OPEN", Expect::Success, d.open(&mut t), |id| format!("session {id}")).is_none() {
+    fn churn(&mut self, d: &mut dyn MediaPort, n: usize) {
+        if self.step("OPEN", Expect::Success, d.open(), |id| format!("session {id}")).is_none() {
             return;
         }
-        let Some(bufs) = self.step("S_FMT, REQBUFS, QUERYBUF", Expect::Success, d.setup_capture(&mut t, 1, fmt), |b| format!("{} buffers", b.len())) else { return };
+        let Some(bufs) = self.step("S_FMT, REQBUFS, QUERYBUF", Expect::Success, d.setup_capture(1), |b| format!("{} buffers", b.len())) else { return };
         let Some(b) = bufs.first().copied() else { return };
         for i in 0..n {
-            let Some((addr, _)) = self.step(&format!("MMAP #{i}"), Expect::Success, d.mmap(&mut t, b.mem_offset, false), |m| format!("at {:#x}", m.0)) else { return };
-            if self.step(&format!("MUNMAP #{i}"), Expect::Success, d.munmap(&mut t, addr), |()| String::new()).is_none() {
+            let Some((addr, _)) = self.step(&format!("MMAP #{i}"), Expect::Success, d.mmap(b.mem_offset, false), |m| format!("at {:#x}", m.0)) else { return };
+            if self.step(&format!("MUNMAP #{i}"), Expect::Success, d.munmap(addr), |()| String::new()).is_none() {
                 return;
             }
             // Only failures and the count are worth keeping of a long churn.
             self.rec.steps.retain(|s| s.outcome.is_err() || !s.what.contains('#'));
         }
         self.step(&format!("{n} MMAP/MUNMAP cycles"), Expect::Success, Ok(()), |()| String::new());
-        self.step("CLOSE", Expect::Success, d.close(&mut t), |()| String::new());
+        self.step("CLOSE", Expect::Success, d.close(), |()| String::new());
     }
 
-    fn map_buffers(&mut self, d: &mut Driver, t: &mut ModelTransport, bufs: &[BufferInfo], variant: Variant) -> Vec<(BufferInfo, u64, u64)> {
+    fn map_buffers(&mut self, d: &mut dyn MediaPort, bufs: &[BufferInfo], variant: Variant) -> Vec<(BufferInfo, u64, u64)> {
         let mut mapped = Vec::new();
         for b in bufs {
-            let refused = matches!(variant, Variant::RefuseMap(k) if self.model.maps_served() + 1 == k);
+            let refused = matches!(variant, Variant::RefuseMap(k) if self.model.is_some_and(|m| m.maps_served() + 1 == k));
             let expect = if refused { Expect::Errno } else { Expect::Success };
             let what = format!("MMAP buffer {} (offset {:#x})", b.index, b.mem_offset);
-            let mut got = self.step(&what, expect, d.mmap(t, b.mem_offset, self.rec.asked_rw), |m| format!("at {:#x} len {:#x}", m.0, m.1));
+            let mut got = self.step(&what, expect, d.mmap(b.mem_offset, self.rec.asked_rw), |m| format!("at {:#x} len {:#x}", m.0, m.1));
             if refused && got.is_none() {
                 // The backend must have kept its allocations straight: the same buffer maps again.
-                got = self.step(&format!("{what} again, after the refusal"), Expect::Success, d.mmap(t, b.mem_offset, self.rec.asked_rw), |m| format!("at {:#x} len {:#x}", m.0, m.1));
+                got = self.step(&format!("{what} again, after the refusal"), Expect::Success, d.mmap(b.mem_offset, self.rec.asked_rw), |m| format!("at {:#x} len {:#x}", m.0, m.1));
             }
             if let Some((addr, len)) = got {
                 mapped.push((*b, addr, len));
@@ -215,15 +233,15 @@ impl Session<'_> {
         mapped
     }
 
-    fn queue_all(&mut self, d: &mut Driver, t: &mut ModelTransport, mapped: &[(BufferInfo, u64, u64)]) -> bool {
-        mapped.iter().all(|(b, _, _)| self.step(&format!("QBUF {}", b.index), Expect::Success, d.qbuf(t, b.index), |()| String::new()).is_some())
+    fn queue_all(&mut self, d: &mut dyn MediaPort, mapped: &[(BufferInfo, u64, u64)]) -> bool {
+        mapped.iter().all(|(b, _, _)| self.step(&format!("QBUF {}", b.index), Expect::Success, d.qbuf(b.index), |()| String::new()).is_some())
     }
 
     /// Waits for `n` DQBUF events, reads each frame through the model's view
     /// of its mapping, and queues the buffer again.
-    fn read_frames(&mut self, d: &mut Driver, t: &mut ModelTransport, mapped: &[(BufferInfo, u64, u64)], n: usize) -> bool {
+    fn read_frames(&mut self, d: &mut dyn MediaPort, mapped: &[(BufferInfo, u64, u64)], n: usize) -> bool {
         for _ in 0..n {
-            let ev = d.next_event(t, "a DQBUF event");
+            let ev = d.next_event();
             let Some(Event::Dqbuf { buffer, .. }) = self.step("wait for a frame", Expect::Success, ev, |e| format!("{e:?}")) else {
                 return false;
             };
@@ -231,21 +249,11 @@ impl Session<'_> {
                 self.step::<()>("frame of a mapped buffer", Expect::Success, Err(MediaError::Malformed(format!("DQBUF of buffer {}, which is not mapped", buffer.index))), |()| String::new());
                 return false;
             };
-            self.rec.frames.push(see_frame(self.model, *addr, buffer));
-            if self.step(&format!("QBUF {} again", buffer.index), Expect::Success, d.qbuf(t, buffer.index), |()| String::new()).is_none() {
+            self.rec.frames.push(d.see_frame(*addr, buffer));
+            if self.step(&format!("QBUF {} again", buffer.index), Expect::Success, d.qbuf(buffer.index), |()| String::new()).is_none() {
                 return false;
             }
         }
         true
     }
-}
-
-fn see_frame(model: &ModelFrontend, addr: u64, b: BufferInfo) -> FrameSeen {
-    let mut f = FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };
-    match model.read(0, addr, frame::FRAME_LEN as u64) {
-        Ok(Ok(bytes)) => f.mismatch = frame::first_mismatch(&bytes, b.sequence),
-        Ok(Err(a)) => f.unreadable = Some(format!("nothing readable mapped there ({a:?})")),
-        Err(e) => f.unreadable = Some(e.to_string()),
-    }
-    f
 }

@@ -21,6 +21,11 @@ use crate::spec::DeviceSpec;
 const READY_TCG: Duration = Duration::from_secs(120);
 /// A KVM guest reaches its agent in about a second; past this, fall back to TCG.
 const READY_KVM: Duration = Duration::from_secs(10);
+
+/// How long a boot under `accel` may take to reach the agent.
+pub fn ready_timeout(accel: Accel) -> Duration {
+    if accel == Accel::Kvm { READY_KVM } else { READY_TCG }
+}
 const CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a target could not be booted: QEMU died (a verdict) or something
@@ -129,9 +134,10 @@ pub fn boot(b: &BootSpec<'_>, accel: Accel, dirs: Dirs<'_>) -> Result<QemuTarget
         accel,
         vhost_socket: server.socket_path().to_path_buf(),
         virtio_id: b.spec.virtio_id,
+        num_vqs: 1,
         log_dir: dirs.logs.to_path_buf(),
         agent_socket: server.private_dir().join("agent.sock"),
-        ready_timeout: if accel == Accel::Kvm { READY_KVM } else { READY_TCG },
+        ready_timeout: ready_timeout(accel),
         smp: b.smp,
     };
     let qemu = Qemu::boot(&cfg).map_err(|e| match e {

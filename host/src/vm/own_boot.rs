@@ -13,7 +13,7 @@ use super::check::CheckResult;
 use super::error::{ErrorKind, Failure, RunOutcome};
 use super::qemu::{self, Accel};
 use super::scenario::{self, Scenario};
-use super::suite::{ScenarioReport, SuiteConfig, defects_for, report, run_model_boot, run_on};
+use super::suite::{ScenarioReport, SuiteConfig, backend_defects_for, defects_for, report, run_model_boot, run_on};
 use super::{interrupted, leaks};
 
 /// What one own boot produced, before judging: passed between a worker
@@ -46,6 +46,9 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
     let dir = run_dir.join(&scn.name);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return OwnBootRun::failed(ErrorKind::Io, format!("create {}: {e}", dir.display()));
+    }
+    if let Some(m) = &scn.media {
+        return super::media_boot::media_boot_run(cfg, m, accel, &dir, sockets);
     }
     let start = Instant::now();
     let before = leaks::Snapshot::take();
@@ -89,7 +92,7 @@ fn boot_death(scn: &Scenario, death: &super::guest::Death) -> CheckResult {
 
 /// Check `no-leaks`: nothing of a torn-down boot remains in this process
 /// (children, fds) or under its directories (sockets, temp dirs).
-fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> CheckResult {
+pub(super) fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> CheckResult {
     let mut leaks = before.leaks_after(dir, Duration::from_secs(1));
     leaks.extend(before.leftovers_in(sockets));
     let evidence = if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
@@ -109,10 +112,11 @@ pub fn model_half(device: &(crate::spec::DeviceSpec, Vec<super::guest::RegionWin
 /// Judges an own boot's run into its report row.
 pub(super) fn own_boot_report(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run: OwnBootRun, boot_times: &mut Vec<Duration>) -> ScenarioReport {
     boot_times.extend(run.boot_secs.map(Duration::from_secs_f64));
-    let defects = defects_for(cfg, accel, &scn.name);
+    let defects = defects_for(cfg, accel, scn);
+    let model_defects = backend_defects_for(cfg, crate::media::MODEL_ACCEL, scn);
     let (q, m) = ((run.qemu, Duration::from_secs_f64(run.qemu_secs)), (run.model, Duration::from_secs_f64(run.model_secs)));
     let log = run.qemu_log;
-    report((&scn.name, &scn.description), scn.qemu_only, q, m, &defects, || log)
+    report((&scn.name, &scn.description), scn.qemu_only, q, m, (&defects, &model_defects), || log)
 }
 
 /// How long one own-boot worker process may take before it is killed.

@@ -172,6 +172,8 @@ pub struct BootConfig {
     pub accel: Accel,
     pub vhost_socket: PathBuf,
     pub virtio_id: u16,
+    /// Virtqueues of the device (`num_vqs`): 1 for the test device, 2 for virtio-media.
+    pub num_vqs: u16,
     /// Where QEMU's stderr and the guest console are logged.
     pub log_dir: PathBuf,
     /// The agent's serial socket (a short path: sockets are limited to 108 bytes).
@@ -254,7 +256,7 @@ impl Qemu {
             .args(["-chardev", &format!("socket,id=agent,path={}", agent_sock.display())])
             .args(["-device", "isa-serial,chardev=agent"])
             .args(["-chardev", &format!("socket,id=vu0,path={}", cfg.vhost_socket.display())])
-            .args(["-device", &format!("{DEVICE},chardev=vu0,virtio-id={},num_vqs=1", cfg.virtio_id)])
+            .args(["-device", &format!("{DEVICE},chardev=vu0,virtio-id={},num_vqs={}", cfg.virtio_id, cfg.num_vqs)])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -320,7 +320,26 @@ struct ScenarioFile {
     /// How the backend serves the frontend while it waits for an ack.
     #[serde(default)]
     backend: BackendMode,
+    /// A media scenario (own boot, no steps): the virtio-media backend under
+    /// test behind QEMU, the agent as its driver.
+    media: Option<MediaScenario>,
+    #[serde(default)]
     step: Vec<Step>,
+}
+
+/// A capture session through QEMU's `vhost-user-test-device-pci` with two
+/// queues against the virtio-media backend under test, the guest agent as
+/// its driver; the model runs the same session.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MediaScenario {
+    /// The device's virtio id: one the frontend knows (QEMU 11.1 aborts on
+    /// 48, VIRTIO_ID_MEDIA; see `hazard-unknown-virtio-id`).
+    pub virtio_id: u16,
+    /// Buffers asked for with REQBUFS.
+    pub buffers: u32,
+    /// Frames read through the shared-memory BAR.
+    pub frames: usize,
 }
 
 /// How the backend serves the frontend while a map or unmap waits for its ack.
@@ -356,6 +375,7 @@ pub struct Scenario {
     pub smp: u8,
     pub boot_refusal_ok: bool,
     pub backend: BackendMode,
+    pub media: Option<MediaScenario>,
     pub steps: Vec<Step>,
     /// Each step's label (see [`step_labels`]).
     pub labels: Vec<String>,
@@ -483,7 +503,21 @@ fn check_file_keys(path: &Path, text: &str, f: &ScenarioFile) -> Result<(), Load
     if f.device.is_some() && !f.own_boot {
         return Err(at("device", "`device` needs `own_boot = true`: one boot runs every shared scenario".into()));
     }
-    Ok(())
+    check_media_keys(f).map_err(|(key, why)| at(key, why.into()))
+}
+
+/// A media scenario runs a session of its own: an own boot, no steps, no
+/// device of the appliance's own backend. An error names the key at fault.
+fn check_media_keys(f: &ScenarioFile) -> Result<(), (&'static str, &'static str)> {
+    match &f.media {
+        None if f.step.is_empty() => Err(("description", "no `[[step]]`: a scenario needs steps, or a `[media]` table")),
+        None => Ok(()),
+        Some(_) if !f.own_boot => Err(("media", "`[media]` needs `own_boot = true`: it boots a device of its own")),
+        Some(_) if !f.step.is_empty() => Err(("media", "`[media]` runs a session of its own: no `[[step]]` with it")),
+        Some(_) if f.device.is_some() || f.qemu_only || f.boot_refusal_ok => Err(("media", "`[media]` takes no `device`, `qemu_only` or `boot_refusal_ok`")),
+        Some(m) if m.buffers == 0 || m.frames == 0 => Err(("media", "`[media]` needs at least one buffer and one frame")),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Check names are unique and none is the runner's; an error names the step's line.
@@ -542,6 +576,7 @@ impl Scenario {
             smp: f.smp,
             boot_refusal_ok: f.boot_refusal_ok,
             backend: f.backend,
+            media: f.media,
             lines,
             steps: f.step,
             labels,

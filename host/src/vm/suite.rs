@@ -17,7 +17,7 @@ use super::own_boot::{Pool, own_boot_report, own_boot_run};
 use super::qemu::{Accel, QemuInfo};
 use super::scenario::{BackendMode, Scenario, SuiteDevice};
 use super::steps::{Target, run_steps};
-use super::verdict::{Judged, Judgement, Listing, Verdict, judge, judge_listed};
+use super::verdict::{Judged, Judgement, Listing, Verdict, judge_listed};
 use super::interrupted;
 use crate::model::Faults;
 use crate::server::BackendServer;
@@ -47,6 +47,11 @@ pub struct SuiteConfig {
     pub worker: Option<Vec<String>>,
     /// Parent of the run directory (kept there when the run fails).
     pub work_dir: PathBuf,
+    /// The virtio-media backend media scenarios run against, or why there is
+    /// none (each media scenario then reports it as an error).
+    pub media_backend: Result<crate::media::BackendUnderTest, String>,
+    /// Its known defects, keyed on its version (`tests/backend-defects.toml`).
+    pub backend_defects: Vec<KnownDefect>,
 }
 
 impl SuiteConfig {
@@ -163,17 +168,29 @@ pub fn run_on(scn: &Scenario, t: &mut Target, prepare: bool) -> Run {
     (res.map_err(Failure::from), start.elapsed())
 }
 
-/// The known-defect entries of a scenario, as they relate to this build and accelerator.
-pub fn defects_for<'a>(cfg: &'a SuiteConfig, accel: Accel, scenario: &str) -> Listing<'a> {
-    Listing::of(&cfg.known_defects, &cfg.qemu.build, accel.name(), scenario)
+/// The known-defect entries of a scenario, as they relate to this build and
+/// accelerator; for a media scenario, the backend's entries too.
+pub fn defects_for<'a>(cfg: &'a SuiteConfig, accel: Accel, scn: &Scenario) -> Listing<'a> {
+    let qemu = Listing::of(&cfg.known_defects, &cfg.qemu.build, accel.name(), &scn.name);
+    qemu.and(backend_defects_for(cfg, accel.name(), scn))
 }
 
-/// A scenario's report row: both runs judged.
-pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: &Listing<'_>, qlog: impl FnOnce() -> String) -> ScenarioReport {
+/// The backend's known-defect entries of a media scenario on frontend
+/// `accel` (an accelerator, or `model`); none for any other scenario.
+pub fn backend_defects_for<'a>(cfg: &'a SuiteConfig, accel: &str, scn: &Scenario) -> Listing<'a> {
+    match (&scn.media, &cfg.media_backend) {
+        (Some(_), Ok(b)) => Listing::of(&cfg.backend_defects, &b.version, accel, &scn.name),
+        _ => Listing::default(),
+    }
+}
+
+/// A scenario's report row: both runs judged (the model by `model_defects`:
+/// a backend's, for a media scenario; none else).
+pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: (&Listing<'_>, &Listing<'_>), qlog: impl FnOnce() -> String) -> ScenarioReport {
     let qemu_checks = q.0.clone().unwrap_or_default();
     let model_checks = m.0.clone().unwrap_or_default();
-    let Judgement { verdict: qemu, inconclusive } = judge_listed(q.0, defects);
-    let model = if qemu_only { Verdict::Skipped("fault scenario: QEMU only".into()) } else { judge(m.0, &[]).verdict };
+    let Judgement { verdict: qemu, inconclusive } = judge_listed(q.0, defects.0);
+    let model = if qemu_only { Verdict::Skipped("fault scenario: QEMU only".into()) } else { judge_listed(m.0, defects.1).verdict };
     let qemu_log = (!matches!(qemu, Verdict::Pass)).then(qlog);
     ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, qemu_inconclusive: inconclusive, model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log }
 }
@@ -328,7 +345,7 @@ fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, s
         if interrupted() {
             return Err(SuiteError::Interrupted);
         }
-        let defects = defects_for(cfg, a, &scn.name);
+        let defects = defects_for(cfg, a, scn);
         let q = match &qemu_dead {
             Some(name) => (Err(Failure { kind: ErrorKind::Dead, message: format!("not run: QEMU died in scenario {name}") }), Duration::ZERO),
             None => run_on(scn, &mut qt.target, true),
@@ -338,7 +355,7 @@ fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, s
             qemu_dead = Some(scn.name.clone());
         }
         let guest = &qt.target.guest;
-        rows.push(report((&scn.name, &scn.description), scn.qemu_only, q, m, &defects, || guest.log_text()));
+        rows.push(report((&scn.name, &scn.description), scn.qemu_only, q, m, (&defects, &Listing::default()), || guest.log_text()));
     }
     take_measurements(measurements, &mut qt.target, &mut model);
     // The shared boot's own row: a QEMU that died in a scenario has its
@@ -348,10 +365,10 @@ fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, s
         qemu_boot.push(shutdown_check(qt.target.guest.as_mut()));
     }
     model_boot.push(shutdown_check(model.guest.as_mut()));
-    let defects = defects_for(cfg, a, SHARED_BOOT);
+    let defects = Listing::of(&cfg.known_defects, &cfg.qemu.build, a.name(), SHARED_BOOT);
     let guest = &qt.target.guest;
     let description = "the boot the shared scenarios run in: regions where the device file states them, a clean shutdown";
-    reports.push(report((SHARED_BOOT, description), false, (Ok(qemu_boot), qt.boot_time), (Ok(model_boot), model_boot_time), &defects, || guest.log_text()));
+    reports.push(report((SHARED_BOOT, description), false, (Ok(qemu_boot), qt.boot_time), (Ok(model_boot), model_boot_time), (&defects, &Listing::default()), || guest.log_text()));
     reports.extend(rows);
     Ok(())
 }

@@ -211,6 +211,13 @@ impl<'a> Listing<'a> {
     pub fn exact(defects: &[&'a KnownDefect]) -> Self {
         Listing { applicable: defects.iter().map(|d| (*d, None)).collect(), elsewhere: Vec::new() }
     }
+
+    /// This listing and `other`'s together (a frontend's and a backend's entries for one run).
+    pub fn and(mut self, other: Listing<'a>) -> Self {
+        self.applicable.extend(other.applicable);
+        self.elsewhere.extend(other.elsewhere);
+        self
+    }
 }
 
 /// A failed check against the entries listed for it.

@@ -122,6 +122,7 @@ pub(super) fn run_one(subject: &mut Target, step: Step, name: &str) -> Result<Ve
         smp: 1,
         boot_refusal_ok: false,
         backend: BackendMode::MultiThreaded,
+        media: None,
         steps: vec![step],
         labels,
         lines: vec![0],

@@ -1,0 +1,69 @@
+//! A session's driver steps, whoever carries them: the model's own driver
+//! over the model's guest RAM (`ModelPort`), or the guest agent driving the
+//! device inside a QEMU guest (`vm::media_boot`'s port). Carries; records nothing.
+
+use shmem_media::driver::{Driver, MediaError};
+use shmem_media::frame;
+use shmem_media::proto::{BufferInfo, Event};
+
+use super::FrameSeen;
+use super::transport::ModelTransport;
+
+/// The virtio-media driver's steps a session takes, and a look at a frame through its mapping.
+pub trait MediaPort {
+    fn open(&mut self) -> Result<u32, MediaError>;
+    /// S_FMT (the capture pattern's format), REQBUFS of `count`, QUERYBUF of each.
+    fn setup_capture(&mut self, count: u32) -> Result<Vec<BufferInfo>, MediaError>;
+    /// MMAP of the buffer at V4L2 offset `offset`: (shm offset, length).
+    fn mmap(&mut self, offset: u32, rw: bool) -> Result<(u64, u64), MediaError>;
+    fn munmap(&mut self, addr: u64) -> Result<(), MediaError>;
+    fn qbuf(&mut self, index: u32) -> Result<(), MediaError>;
+    fn stream(&mut self, on: bool) -> Result<(), MediaError>;
+    fn close(&mut self) -> Result<(), MediaError>;
+    /// The next event of the event queue.
+    fn next_event(&mut self) -> Result<Event, MediaError>;
+    /// The frame of buffer `b` as the driver's side sees it at shm offset `addr` of region 0.
+    fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen;
+}
+
+/// The model's driver: its rings in the model's guest RAM, frames read through the model's view of the mapping.
+pub struct ModelPort<'a> {
+    pub d: &'a mut Driver,
+    pub t: ModelTransport<'a>,
+}
+
+impl MediaPort for ModelPort<'_> {
+    fn open(&mut self) -> Result<u32, MediaError> {
+        self.d.open(&mut self.t)
+    }
+    fn setup_capture(&mut self, count: u32) -> Result<Vec<BufferInfo>, MediaError> {
+        self.d.setup_capture(&mut self.t, count, (frame::WIDTH, frame::HEIGHT, frame::FOURCC))
+    }
+    fn mmap(&mut self, offset: u32, rw: bool) -> Result<(u64, u64), MediaError> {
+        self.d.mmap(&mut self.t, offset, rw)
+    }
+    fn munmap(&mut self, addr: u64) -> Result<(), MediaError> {
+        self.d.munmap(&mut self.t, addr)
+    }
+    fn qbuf(&mut self, index: u32) -> Result<(), MediaError> {
+        self.d.qbuf(&mut self.t, index)
+    }
+    fn stream(&mut self, on: bool) -> Result<(), MediaError> {
+        self.d.stream(&mut self.t, on)
+    }
+    fn close(&mut self) -> Result<(), MediaError> {
+        self.d.close(&mut self.t)
+    }
+    fn next_event(&mut self) -> Result<Event, MediaError> {
+        self.d.next_event(&mut self.t, "a DQBUF event")
+    }
+    fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen {
+        let mut f = FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };
+        match self.t.model.read(0, addr, frame::FRAME_LEN as u64) {
+            Ok(Ok(bytes)) => f.mismatch = frame::first_mismatch(&bytes, b.sequence),
+            Ok(Err(a)) => f.unreadable = Some(format!("nothing readable mapped there ({a:?})")),
+            Err(e) => f.unreadable = Some(e.to_string()),
+        }
+        f
+    }
+}

@@ -1,0 +1,187 @@
+//! Media scenarios: QEMU's `vhost-user-test-device-pci` with two queues
+//! against the virtio-media backend under test (a process of its own), the
+//! guest agent as the device's driver; then the same session on the model
+//! frontend. Records what each side saw (`media::session`); the media judge
+//! and the verdict layer decide.
+
+use std::path::Path;
+use std::time::Instant;
+
+use shmem_media::driver::MediaError;
+use shmem_media::proto::{BufferInfo, Event};
+use shmem_media::wire;
+
+use super::boot::{ready_timeout, shutdown_check};
+use super::check::CheckResult;
+use super::error::{ErrorKind, Failure, RunOutcome};
+use super::guest::{Guest, GuestError, QemuGuest};
+use super::own_boot::OwnBootRun;
+use super::qemu::{Accel, BootConfig, BootFailure, Qemu};
+use super::scenario::MediaScenario;
+use super::suite::SuiteConfig;
+use crate::media::port::MediaPort;
+use crate::media::process::BackendProcess;
+use crate::media::session::{self, Settings};
+use crate::media::{BackendUnderTest, FrameSeen, Variant, judge};
+
+/// virtio-media's queues: commands and events.
+const MEDIA_QUEUES: u16 = 2;
+
+/// The driver's steps carried out by the guest agent (`media-*` commands).
+struct AgentPort<'a> {
+    guest: &'a mut QemuGuest,
+}
+
+impl AgentPort<'_> {
+    /// One agent command; the agent's driver errors read back as they were.
+    fn ask(&mut self, cmd: &str) -> Result<String, MediaError> {
+        self.guest.command(cmd).map_err(|e| match e {
+            GuestError::AgentRefused { text, .. } => wire::error_parse(&text),
+            GuestError::Timeout { .. } => MediaError::Timeout(format!("`{cmd}`: {e}")),
+            e if e.kind() == ErrorKind::Timeout => MediaError::Timeout(format!("`{cmd}`: {e}")),
+            e => MediaError::Malformed(format!("`{cmd}`: {e}")),
+        })
+    }
+
+    fn field(&mut self, cmd: &str, key: &str) -> Result<String, MediaError> {
+        let text = self.ask(cmd)?;
+        super::guest::agent::field(&text, key).map(str::to_string).ok_or_else(|| MediaError::Malformed(format!("`{cmd}` answered {text:?}, no {key}=")))
+    }
+}
+
+impl MediaPort for AgentPort<'_> {
+    fn open(&mut self) -> Result<u32, MediaError> {
+        let v = self.field("media-open", "session")?;
+        v.parse().map_err(|_| MediaError::Malformed(format!("OPEN: session {v:?}")))
+    }
+    fn setup_capture(&mut self, count: u32) -> Result<Vec<BufferInfo>, MediaError> {
+        let v = self.field(&format!("media-setup {count}"), "buffers")?;
+        v.split(',').filter(|b| !b.is_empty()).map(|b| wire::buffer_parse(b).ok_or_else(|| MediaError::Malformed(format!("QUERYBUF: {b:?}")))).collect()
+    }
+    fn mmap(&mut self, offset: u32, rw: bool) -> Result<(u64, u64), MediaError> {
+        let cmd = format!("media-mmap {offset:#x} {}", if rw { "rw" } else { "ro" });
+        let text = self.ask(&cmd)?;
+        let num = |k: &str| super::guest::agent::field(&text, k).and_then(super::guest::agent::hex);
+        num("addr").zip(num("len")).ok_or_else(|| MediaError::Malformed(format!("`{cmd}` answered {text:?}")))
+    }
+    fn munmap(&mut self, addr: u64) -> Result<(), MediaError> {
+        self.ask(&format!("media-munmap {addr:#x}")).map(|_| ())
+    }
+    fn qbuf(&mut self, index: u32) -> Result<(), MediaError> {
+        self.ask(&format!("media-qbuf {index}")).map(|_| ())
+    }
+    fn stream(&mut self, on: bool) -> Result<(), MediaError> {
+        self.ask(if on { "media-stream on" } else { "media-stream off" }).map(|_| ())
+    }
+    fn close(&mut self) -> Result<(), MediaError> {
+        self.ask("media-close").map(|_| ())
+    }
+    fn next_event(&mut self) -> Result<Event, MediaError> {
+        let v = self.field("media-event", "event")?;
+        wire::event_parse(&v).ok_or_else(|| MediaError::Malformed(format!("event {v:?}")))
+    }
+    fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen {
+        let mut f = FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };
+        match self.ask(&format!("media-frame {addr:#x} {}", b.sequence)).map(|t| super::guest::agent::field(&t, "mismatch").map(str::to_string)) {
+            Ok(Some(m)) if m == "none" => {}
+            Ok(Some(m)) => match m.split(':').map(str::parse).collect::<Result<Vec<usize>, _>>().as_deref() {
+                Ok([at, want, got]) => f.mismatch = Some((*at, *want as u8, *got as u8)),
+                _ => f.unreadable = Some(format!("unreadable mismatch {m:?}")),
+            },
+            Ok(None) => f.unreadable = Some("the agent's answer has no mismatch=".into()),
+            Err(e) => f.unreadable = Some(e.to_string()),
+        }
+        f
+    }
+}
+
+/// The session's settings from the scenario's `[media]` table.
+fn settings(m: &MediaScenario) -> Settings {
+    Settings { buffers: m.buffers, frames: m.frames, ..Settings::default() }
+}
+
+/// Both halves of a media scenario: QEMU with the agent as driver, then the model.
+pub fn media_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path) -> OwnBootRun {
+    let backend = match &cfg.media_backend {
+        Ok(b) => b,
+        Err(why) => return OwnBootRun::failed(ErrorKind::BadInput, format!("a media scenario needs the virtio-media backend under test, and there is none: {why}")),
+    };
+    let s = settings(m);
+    let before = super::leaks::Snapshot::take();
+    let start = Instant::now();
+    let (q, qemu_log, boot_secs) = qemu_half(cfg, backend, m, accel, dir, sockets, &s);
+    let q = q.map(|mut checks| {
+        checks.push(super::own_boot::no_leaks(&before, dir, sockets));
+        checks
+    });
+    let qemu_secs = start.elapsed().as_secs_f64();
+    let before = super::leaks::Snapshot::take();
+    let start = Instant::now();
+    let model_dir = dir.join("model");
+    let model = std::fs::create_dir_all(&model_dir).map_err(|e| Failure { kind: ErrorKind::Io, message: format!("create {}: {e}", model_dir.display()) }).map(|()| {
+        let mut checks = judge::judge(&session::run_media(&backend.command, Variant::Stream, &model_dir, &s));
+        checks.push(super::own_boot::no_leaks(&before, dir, sockets));
+        checks
+    });
+    OwnBootRun { qemu: q, qemu_secs, model, model_secs: start.elapsed().as_secs_f64(), qemu_log, boot_secs }
+}
+
+/// QEMU against a fresh backend process, the agent's capture session, QEMU's
+/// clean shutdown; the checks, QEMU's logs, and the boot time.
+fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path, s: &Settings) -> (RunOutcome, String, Option<f64>) {
+    let fail = |kind, message: String| (Err(Failure { kind, message }), String::new(), None);
+    let socks = match tempfile::Builder::new().prefix("media-").tempdir_in(sockets) {
+        Ok(d) => d,
+        Err(e) => return fail(ErrorKind::Io, format!("socket dir under {}: {e}", sockets.display())),
+    };
+    let socket = socks.path().join("backend.sock");
+    let mut proc = match BackendProcess::start(&backend.command, &socket, dir, s.start) {
+        Ok(p) => p,
+        Err(e) => return fail(ErrorKind::Dead, format!("starting the backend under test: {e}")),
+    };
+    let boot = BootConfig {
+        qemu: cfg.qemu.path.clone(),
+        kernel: cfg.kernel.clone(),
+        initramfs: cfg.initramfs.clone(),
+        accel,
+        vhost_socket: socket,
+        virtio_id: m.virtio_id,
+        num_vqs: MEDIA_QUEUES,
+        log_dir: dir.to_path_buf(),
+        agent_socket: socks.path().join("agent.sock"),
+        ready_timeout: ready_timeout(accel),
+        smp: 1,
+    };
+    let mut guest = match Qemu::boot(&boot) {
+        Ok(q) => QemuGuest::new(q),
+        Err(BootFailure::Died { exit, said }) => {
+            let death = super::guest::Death { exit, said };
+            return (Ok(vec![CheckResult::died("boot", &death)]), death.said, None);
+        }
+        Err(BootFailure::Other(e)) => return fail(e.kind(), format!("booting QEMU: {e}")),
+    };
+    let boot_secs = Some(guest.qemu.boot_time.as_secs_f64());
+    if !guest.ready().has_device() {
+        return (Err(Failure { kind: ErrorKind::Protocol, message: format!("the guest agent found no device: {}", guest.qemu.ready_line) }), guest.log_text(), boot_secs);
+    }
+    let mut checks = session_checks(&mut guest, &mut proc, s);
+    // What QEMU said is the reason a driver step failed (a refused SHMEM_MAP is only on its stderr).
+    let said = super::check::said_fact(&guest.qemu.stderr_tail());
+    for c in checks.iter_mut().filter(|c| c.check == "driver-steps" && !c.passed) {
+        *c = c.clone().with("said", said.as_str());
+    }
+    match guest.gone() {
+        Some(death) => checks.push(CheckResult::died("media session", &death)),
+        None => checks.push(shutdown_check(&mut guest)),
+    }
+    (Ok(checks), guest.log_text(), boot_secs)
+}
+
+/// `media-up` (queues, DRIVER_OK), then the capture session through the agent, judged.
+fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, s: &Settings) -> Vec<CheckResult> {
+    let mut port = AgentPort { guest };
+    let up = port.ask("media-up");
+    let mut rec = session::run_port(&mut port, up, proc, s);
+    rec.dead = proc.death().map(|d| format!("{d}; stderr: {}", proc.stderr_tail()));
+    judge::judge(&rec)
+}
