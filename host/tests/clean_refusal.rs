@@ -48,7 +48,7 @@ fn verdict(end: &str) -> Verdict {
         known_defects_source: String::new(),
         worker: None,
         work_dir: dir.path().to_path_buf(),
-        media_backend: Err("not a media scenario".into()),
+        media_backends: Vec::new(),
         backend_defects: Vec::new(),
     };
     let sockets = tempfile::tempdir().unwrap();

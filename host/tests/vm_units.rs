@@ -293,3 +293,22 @@ fn a_refusal_entry_matches_only_its_stated_reason() {
     assert!(matches!(judge(Ok(vec![refused("qemu: mmap: Permission denied")]), &[&d]).verdict, Verdict::KnownFailure(_)));
     assert!(matches!(judge(Ok(vec![refused("qemu: no free slot")]), &[&d]).verdict, Verdict::Fail(_)), "another reason is another bug");
 }
+
+#[test]
+fn a_media_table_is_refused_where_it_cannot_run_naming_the_line() {
+    let media = "[media]\nvirtio_id = 45\nbuffers = 4\nframes = 3\n";
+    let ok = format!("description = \"m\"\nown_boot = true\n{media}");
+    let scn = Scenario::parse(Path::new("m.toml"), &ok).unwrap();
+    assert_eq!(scn.media.map(|m| (m.virtio_id, m.buffers, m.frames)), Some((45, 4, 3)));
+    let step = "[[step]]\ndo = \"file\"\nname = \"f\"\nsize = \"4K\"\n";
+    for (text, want) in [
+        (format!("description = \"m\"\n{media}"), "m.toml:2:1: `[media]` needs `own_boot = true`"),
+        (format!("description = \"m\"\nown_boot = true\n{media}{step}"), "m.toml:3:1: `[media]` runs a session of its own"),
+        (format!("description = \"m\"\nown_boot = true\n{}", media.replace("frames = 3", "frames = 0")), "m.toml:3:1: `[media]` needs at least one buffer and one frame"),
+        ("description = \"m\"\n".to_string(), "m.toml:1:1: no `[[step]]`"),
+        (format!("description = \"m\"\nown_boot = true\n{media}build = \"patched\"\n"), "m.toml:"),
+    ] {
+        let err = Scenario::parse(Path::new("m.toml"), &text).unwrap_err().to_string();
+        assert!(err.starts_with(want), "{err}");
+    }
+}

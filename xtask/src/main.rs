@@ -16,7 +16,7 @@ use shmem_host::media::BackendUnderTest;
 use shmem_host::vm::qemu::{Accel, QemuInfo, probe};
 use shmem_host::vm::defects::load_known_defects;
 use shmem_host::vm::bounds;
-use shmem_host::vm::scenario::{Scenario, SuiteDevice, SuiteFile};
+use shmem_host::vm::scenario::{MediaBuild, Scenario, SuiteDevice, SuiteFile};
 use shmem_host::vm::{self, AccelChoice, SuiteConfig, report};
 use xshell::{Shell, cmd};
 
@@ -313,13 +313,10 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
         None => None,
     };
     let work_dir = root.join("target/vm-test");
-    let (media_backend, backend_defects) = media_for(o, &scenarios)?;
-    let known_defects_source = match &media_backend {
-        Ok(_) if known_defects_source != "none" => format!("{known_defects_source}, tests/backend-defects.toml"),
-        _ => known_defects_source,
-    };
+    let (media_backends, backend_defects) = media_for(o, &scenarios)?;
+    let known_defects_source = if media_backends.is_empty() || known_defects_source == "none" { known_defects_source } else { format!("{known_defects_source}, tests/backend-defects.toml") };
     let cfg = SuiteConfig {
-        worker: Some(worker_command(&qemu, &kernel, &initramfs, o.probe_scale, media_backend.as_ref().ok())?),
+        worker: Some(worker_command(&qemu, &kernel, &initramfs, o.probe_scale, &media_backends)?),
         qemu,
         qemu_note,
         kernel,
@@ -331,47 +328,65 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
         known_defects,
         known_defects_source,
         work_dir,
-        media_backend,
+        media_backends,
         backend_defects,
     };
     Ok((cfg, other))
 }
 
-/// The virtio-media backend for the media scenarios among `scenarios` (built
-/// once and cached, or `--media-backend`) and its known defects. A backend
-/// that cannot be had is not an error here: each media scenario then reports why.
-fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(Result<BackendUnderTest, String>, Vec<shmem_host::vm::defects::KnownDefect>), String> {
-    if scenarios.iter().all(|s| s.media.is_none()) {
-        return Ok((Err("no media scenario in this run".into()), Vec::new()));
+/// The builds of the virtio-media backend the media scenarios among
+/// `scenarios` run against (built once and cached; `--media-backend` for the
+/// published one) and their known defects. A build that cannot be had is not
+/// an error here: each media scenario of it then reports why.
+fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec<shmem_host::vm::defects::KnownDefect>), String> {
+    let mut builds: Vec<MediaBuild> = scenarios.iter().filter_map(|s| s.media.map(|m| m.build)).collect();
+    builds.sort_unstable();
+    builds.dedup();
+    if builds.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
     }
     let sh = Shell::new().map_err(|e| e.to_string())?;
-    let backend = media_under_test(&sh, o.media_backend.as_deref());
-    if let Err(e) = &backend {
-        eprintln!("vm-test: no virtio-media backend for the media scenarios: {e}");
-    }
+    let backends: MediaBackends = builds
+        .into_iter()
+        .map(|b| {
+            let got = media_under_test(&sh, o.media_backend.as_deref(), b);
+            if let Err(e) = &got {
+                eprintln!("vm-test: no {} virtio-media backend for the media scenarios: {e}", b.name());
+            }
+            (b, got)
+        })
+        .collect();
     let defects = if o.known_defects.as_deref() == Some("none") {
         Vec::new()
     } else {
         let path = root().join("tests/backend-defects.toml");
         shmem_host::vm::defects::load_defect_list(&path, &[shmem_host::media::MODEL_ACCEL, "tcg", "kvm"]).map_err(|e| e.to_string())?
     };
-    Ok((backend, defects))
+    Ok((backends, defects))
 }
 
-/// vhost-device-media with simple-capture: `binary`, or built once and cached.
-fn media_under_test(sh: &Shell, binary: Option<&Path>) -> Result<BackendUnderTest, String> {
-    let b = media::media_backend(sh, binary, &artefacts::cache_dir()?)?;
+/// The virtio-media backend builds of a run, each with why it is missing where it is.
+type MediaBackends = Vec<(MediaBuild, Result<BackendUnderTest, String>)>;
+
+/// vhost-device-media with simple-capture: `binary` (the published build),
+/// or built once and cached.
+fn media_under_test(sh: &Shell, binary: Option<&Path>, build: MediaBuild) -> Result<BackendUnderTest, String> {
+    let which = match build {
+        MediaBuild::Published => media::Build::Published,
+        MediaBuild::PageRounded => media::Build::PageRounded,
+    };
+    let b = media::media_backend(sh, binary, &artefacts::cache_dir()?, which)?;
     Ok(BackendUnderTest { command: format!("{} --socket-path {{socket}} --backend simple-capture", b.path.display()), version: b.version })
 }
 
 /// Own boots run in parallel, each in a worker process of this binary: its command.
-fn worker_command(q: &QemuInfo, kernel: &Path, initramfs: &Path, probe_scale: u32, media: Option<&BackendUnderTest>) -> Result<Vec<String>, String> {
+fn worker_command(q: &QemuInfo, kernel: &Path, initramfs: &Path, probe_scale: u32, media: &MediaBackends) -> Result<Vec<String>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating the xtask binary: {e}"))?;
     let mut w = vec![exe.display().to_string(), "own-boot-worker".into(), "--qemu".into(), q.path.display().to_string(), "--build".into(), q.build.clone()];
     w.extend(["--kernel".into(), kernel.display().to_string(), "--initramfs".into(), initramfs.display().to_string()]);
     w.extend(["--probe-scale".into(), probe_scale.to_string()]);
-    if let Some(m) = media {
-        w.extend(["--media-command".into(), m.command.clone(), "--media-version".into(), m.version.clone()]);
+    for (b, m) in media.iter().filter_map(|(b, m)| Some((b, m.as_ref().ok()?))) {
+        w.extend([format!("--media-command-{}", b.name()), m.command.clone(), format!("--media-version-{}", b.name()), m.version.clone()]);
     }
     Ok(w)
 }
@@ -382,7 +397,7 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let a = vm::run_suite(&cfg).map_err(|e| e.to_string())?;
     let Some(other) = other else { return Ok(Outcome { run: a, baseline: None }) };
     println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
-    let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale, cfg.media_backend.as_ref().ok())?);
+    let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale, &cfg.media_backends)?);
     let b = vm::run_suite(&SuiteConfig { worker, qemu: other, qemu_note: None, ..cfg }).map_err(|e| e.to_string())?;
     let c = vm::verdict::compare(&a, &b);
     Ok(Outcome { run: b, baseline: Some((a, c)) })
@@ -475,7 +490,7 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
         known_defects_source: String::new(),
         work_dir: logs.path().to_path_buf(),
         worker: None,
-        media_backend: Err("the fuzzer runs no media scenario".into()),
+        media_backends: Vec::new(),
         backend_defects: Vec::new(),
     };
     let before = shmem_host::vm::leaks::Snapshot::take();
@@ -543,12 +558,14 @@ fn own_boot_worker(args: &[String]) -> Result<bool, String> {
     let (qemu, build, kernel, initramfs) = (get("--qemu")?, get("--build")?, get("--kernel")?, get("--initramfs")?);
     let (scenario, accel, logs) = (PathBuf::from(get("--scenario")?), get("--accel")?, PathBuf::from(get("--logs")?));
     let probe_scale = parse_probe_scale(&get("--probe-scale")?)?;
-    let media_command = take_opt::<String>(&mut args, "--media-command")?;
-    let media_version = take_opt::<String>(&mut args, "--media-version")?;
-    let media_backend = match (media_command, media_version) {
-        (Some(command), Some(version)) => Ok(BackendUnderTest { command, version }),
-        _ => Err("the runner gave this worker no virtio-media backend".into()),
-    };
+    let mut media_backends = Vec::new();
+    for b in MediaBuild::ALL {
+        let command = take_opt::<String>(&mut args, &format!("--media-command-{}", b.name()))?;
+        let version = take_opt::<String>(&mut args, &format!("--media-version-{}", b.name()))?;
+        if let (Some(command), Some(version)) = (command, version) {
+            media_backends.push((b, Ok(BackendUnderTest { command, version })));
+        }
+    }
     let accel = match accel.as_str() {
         "kvm" => Accel::Kvm,
         "tcg" => Accel::Tcg,
@@ -572,7 +589,7 @@ fn own_boot_worker(args: &[String]) -> Result<bool, String> {
         known_defects_source: String::new(),
         work_dir: logs.clone(),
         worker: None,
-        media_backend,
+        media_backends,
         backend_defects: Vec::new(),
     };
     // Sockets under the system temp dir: a Unix socket path stays short.
@@ -614,7 +631,7 @@ fn backend_test(args: &[String]) -> Result<bool, String> {
             let version = media::version_line(&sh, c.split_whitespace().next().unwrap_or("")).unwrap_or_else(|| c.clone());
             BackendUnderTest { version, command: c }
         }
-        None => media_under_test(&sh, binary.as_deref())?,
+        None => media_under_test(&sh, binary.as_deref(), MediaBuild::Published)?,
     };
     let defects = match list.as_deref() {
         Some("none") => Vec::new(),

@@ -12,6 +12,8 @@ use crate::artefacts::{KERNEL_PACKAGE, KERNEL_TARBALL, apt_install, err};
 
 pub const MEDIA_CRATE: &str = "vhost-device-media";
 pub const MEDIA_VERSION: &str = "0.1.1";
+/// The virtio-media crate the pinned backend locks.
+const VIRTIO_MEDIA_VERSION: &str = "0.0.8";
 /// bindgen (through v4l2r) needs libclang; the V4L2 headers come from the
 /// kernel source the guest kernel is built from.
 const MEDIA_BUILD_DEPS: [&str; 2] = ["libclang1-14", KERNEL_PACKAGE];
@@ -25,22 +27,49 @@ pub struct MediaBackend {
     pub version: String,
 }
 
-/// `--media-backend PATH`, else the cached build of the pinned version, else
-/// builds it (about 2 minutes once).
-pub fn media_backend(sh: &Shell, explicit: Option<&Path>, cache: &Path) -> Result<MediaBackend, String> {
-    let path = match explicit {
+/// Which build of the backend: as published, or with its buffer memfds
+/// sized to whole pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    Published,
+    /// virtio-media 0.0.8's `MemFdBuffer::new` with `set_len` rounded up to
+    /// a page (one line, `PAGE_ROUNDING`): QEMU 11.1.3 maps whole pages and
+    /// refuses a file shorter than that, so this is the build whose frames
+    /// reach the guest. Built from the sources the published build fetched.
+    PageRounded,
+}
+
+/// The change `Build::PageRounded` makes to virtio-media's `src/memfd.rs`: (what is there, what replaces it).
+const PAGE_ROUNDING: (&str, &str) = ("file.set_len(size.into())", "file.set_len(u64::from(size).next_multiple_of(4096))");
+
+impl Build {
+    /// The cache entry's name; the version key's suffix.
+    fn suffix(self) -> &'static str {
+        match self {
+            Build::Published => "",
+            Build::PageRounded => "-page-rounded",
+        }
+    }
+}
+
+/// `--media-backend PATH` (the published build only), else the cached
+/// build, else builds it (a few minutes once).
+pub fn media_backend(sh: &Shell, explicit: Option<&Path>, cache: &Path, which: Build) -> Result<MediaBackend, String> {
+    let path = match explicit.filter(|_| which == Build::Published) {
         Some(p) if !p.is_file() => return Err(format!("--media-backend {}: no such file", p.display())),
         Some(p) => p.to_path_buf(),
         None => {
-            let bin = cache.join(format!("media-{MEDIA_VERSION}/bin/{MEDIA_CRATE}"));
+            let bin = cache.join(format!("media-{MEDIA_VERSION}{}/bin/{MEDIA_CRATE}", which.suffix()));
             if !bin.is_file() {
-                build(sh, cache, &bin)?;
+                build(sh, cache, &bin, which)?;
             }
             bin
         }
     };
     let version = version_line(sh, &path.display().to_string())
         .ok_or_else(|| format!("{} --version printed nothing: not a backend this appliance knows", path.display()))?;
+    // The known defects of the published build must not apply to the changed one.
+    let version = if which == Build::PageRounded { format!("{version} + page-rounded memfds") } else { version };
     Ok(MediaBackend { path, version })
 }
 
@@ -50,11 +79,29 @@ pub fn version_line(sh: &Shell, prog: &str) -> Option<String> {
     Some(said.lines().next()?.trim().to_string()).filter(|v| !v.is_empty())
 }
 
-fn build(sh: &Shell, cache: &Path, bin: &Path) -> Result<(), String> {
+fn build(sh: &Shell, cache: &Path, bin: &Path, which: Build) -> Result<(), String> {
     apt_install(sh, &MEDIA_BUILD_DEPS)?;
-    println!("xtask: building {MEDIA_CRATE} {MEDIA_VERSION} (the backend under test); this takes a few minutes once");
+    println!("xtask: building {MEDIA_CRATE} {MEDIA_VERSION}{} (the backend under test); this takes a few minutes once", which.suffix());
     let tmp = tempfile::Builder::new().prefix("media-build-").tempdir_in(cache).map_err(|e| e.to_string())?;
-    let headers = tmp.path().join("include");
+    let headers = v4l2_headers(sh, tmp.path())?;
+    let root = tmp.path().join("root");
+    let _h = sh.push_env("V4L2R_VIDEODEV2_H_PATH", headers.join("linux"));
+    let _c = sh.push_env("BINDGEN_EXTRA_CLANG_ARGS", format!("-I{}", headers.display()));
+    let _t = sh.push_env("CARGO_TARGET_DIR", tmp.path().join("target"));
+    match which {
+        Build::Published => cmd!(sh, "cargo install --quiet --locked {MEDIA_CRATE} --version {MEDIA_VERSION} --no-default-features --features simple-capture --root {root}")
+            .run()
+            .map_err(err("building vhost-device-media (cargo install)"))?,
+        Build::PageRounded => build_page_rounded(sh, cache, tmp.path(), &root)?,
+    }
+    let dest = bin.parent().and_then(Path::parent).ok_or("cache path has no parent")?;
+    // Renamed into place whole: a build cut short leaves no half entry in the cache.
+    fs::rename(&root, dest).map_err(|e| format!("moving the build into {}: {e}", dest.display()))
+}
+
+/// The V4L2 headers v4l2r binds, as userspace sees them, under `dir/include/linux/`; returns `dir/include`.
+fn v4l2_headers(sh: &Shell, dir: &Path) -> Result<PathBuf, String> {
+    let headers = dir.join("include");
     let linux = headers.join("linux");
     fs::create_dir_all(&linux).map_err(|e| e.to_string())?;
     let members: Vec<String> = V4L2_HEADERS.iter().map(|h| format!("linux-source-6.12/include/uapi/linux/{h}")).collect();
@@ -70,14 +117,38 @@ fn build(sh: &Shell, cache: &Path, bin: &Path) -> Result<(), String> {
             .collect();
         fs::write(&p, cleaned).map_err(|e| format!("write {}: {e}", p.display()))?;
     }
-    let root = tmp.path().join("root");
-    let _h = sh.push_env("V4L2R_VIDEODEV2_H_PATH", &linux);
-    let _c = sh.push_env("BINDGEN_EXTRA_CLANG_ARGS", format!("-I{}", headers.display()));
-    let _t = sh.push_env("CARGO_TARGET_DIR", tmp.path().join("target"));
-    cmd!(sh, "cargo install --quiet --locked {MEDIA_CRATE} --version {MEDIA_VERSION} --no-default-features --features simple-capture --root {root}")
-        .run()
-        .map_err(err("building vhost-device-media (cargo install)"))?;
-    let dest = bin.parent().and_then(Path::parent).ok_or("cache path has no parent")?;
-    // Renamed into place whole: a build cut short leaves no half entry in the cache.
-    fs::rename(&root, dest).map_err(|e| format!("moving the build into {}: {e}", dest.display()))
+    Ok(headers)
+}
+
+/// Where cargo unpacked a registry crate (`$CARGO_HOME/registry/src/*/NAME-VERSION`), if it did.
+fn registry_source(name: &str, version: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    fs::read_dir(home.join("registry/src")).ok()?.flatten().map(|d| d.path().join(format!("{name}-{version}"))).find(|p| p.is_dir())
+}
+
+/// Builds the published sources (copied into `tmp`) with virtio-media's
+/// memfds page-rounded, through `[patch.crates-io]`; installs into `root/bin`.
+fn build_page_rounded(sh: &Shell, cache: &Path, tmp: &Path, root: &Path) -> Result<(), String> {
+    // The published build fetches both crates' sources.
+    media_backend(sh, None, cache, Build::Published)?;
+    let missing = || format!("the sources of {MEDIA_CRATE} {MEDIA_VERSION} and virtio-media {VIRTIO_MEDIA_VERSION} are not in cargo's registry (fetched by the published build)");
+    let backend = registry_source(MEDIA_CRATE, MEDIA_VERSION).ok_or_else(missing)?;
+    let lib = registry_source("virtio-media", VIRTIO_MEDIA_VERSION).ok_or_else(missing)?;
+    let (src, patched) = (tmp.join("backend"), tmp.join("virtio-media"));
+    cmd!(sh, "cp -r {backend} {src}").run().map_err(err("copying the backend's sources"))?;
+    cmd!(sh, "cp -r {lib} {patched}").run().map_err(err("copying virtio-media's sources"))?;
+    let memfd = patched.join("src/memfd.rs");
+    let text = fs::read_to_string(&memfd).map_err(|e| format!("read {}: {e}", memfd.display()))?;
+    if text.matches(PAGE_ROUNDING.0).count() != 1 {
+        return Err(format!("{}: `{}` is not there exactly once; the page rounding does not apply to this version", memfd.display(), PAGE_ROUNDING.0));
+    }
+    fs::write(&memfd, text.replace(PAGE_ROUNDING.0, PAGE_ROUNDING.1)).map_err(|e| format!("write {}: {e}", memfd.display()))?;
+    fs::create_dir_all(src.join(".cargo")).map_err(|e| e.to_string())?;
+    let config = format!("[patch.crates-io]\nvirtio-media = {{ path = {:?} }}\n", patched.display().to_string());
+    fs::write(src.join(".cargo/config.toml"), config).map_err(|e| format!("write the patch config: {e}"))?;
+    let _d = sh.push_dir(&src);
+    cmd!(sh, "cargo build --quiet --release --offline --no-default-features --features simple-capture").run().map_err(err("building the page-rounded vhost-device-media"))?;
+    fs::create_dir_all(root.join("bin")).map_err(|e| e.to_string())?;
+    fs::copy(tmp.join("target/release").join(MEDIA_CRATE), root.join("bin").join(MEDIA_CRATE)).map_err(|e| format!("copying the page-rounded build: {e}"))?;
+    Ok(())
 }

@@ -230,7 +230,8 @@ pub(crate) fn timed_out(s: &super::Step) -> bool {
 /// message the backend left unanswered when the frontend was stuck on one.
 fn no_deadlock(rec: &SessionRecord) -> CheckResult {
     let Some(first) = rec.steps.iter().find(|s| timed_out(s)) else {
-        return CheckResult::new("no-deadlock", true, format!("every driver step was answered in time ({} SHMEM requests)", requests(rec))).with("n", requests(rec) as u64);
+        let seen = if rec.frontend_unseen { "the frontend's side is not in view".to_string() } else { format!("{} SHMEM requests", requests(rec)) };
+        return CheckResult::new("no-deadlock", true, format!("every driver step was answered in time ({seen})")).with("n", requests(rec) as u64);
     };
     let timeouts = rec.steps.iter().filter(|s| timed_out(s)).count();
     let (waiting, how_long) = match &rec.waiting_at_timeout {

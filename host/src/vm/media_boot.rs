@@ -102,7 +102,7 @@ fn settings(m: &MediaScenario) -> Settings {
 
 /// Both halves of a media scenario: QEMU with the agent as driver, then the model.
 pub fn media_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path) -> OwnBootRun {
-    let backend = match &cfg.media_backend {
+    let backend = match cfg.media_backend(m.build) {
         Ok(b) => b,
         Err(why) => return OwnBootRun::failed(ErrorKind::BadInput, format!("a media scenario needs the virtio-media backend under test, and there is none: {why}")),
     };

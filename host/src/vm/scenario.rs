@@ -340,6 +340,33 @@ pub struct MediaScenario {
     pub buffers: u32,
     /// Frames read through the shared-memory BAR.
     pub frames: usize,
+    /// Which build of the backend (default: as published).
+    #[serde(default)]
+    pub build: MediaBuild,
+}
+
+/// A build of the virtio-media backend under test.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaBuild {
+    /// As published.
+    #[default]
+    Published,
+    /// With its buffer memfds sized to whole pages (a one-line change to
+    /// virtio-media, made by xtask): the build QEMU 11.1.3 can map.
+    PageRounded,
+}
+
+impl MediaBuild {
+    pub const ALL: [MediaBuild; 2] = [MediaBuild::Published, MediaBuild::PageRounded];
+
+    /// As written in a scenario file and on a worker's command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            MediaBuild::Published => "published",
+            MediaBuild::PageRounded => "page-rounded",
+        }
+    }
 }
 
 /// How the backend serves the frontend while a map or unmap waits for its ack.

@@ -15,7 +15,7 @@ use super::error::{ErrorKind, Failure, RunError, RunOutcome};
 use super::guest::RegionWindow;
 use super::own_boot::{Pool, own_boot_report, own_boot_run};
 use super::qemu::{Accel, QemuInfo};
-use super::scenario::{BackendMode, Scenario, SuiteDevice};
+use super::scenario::{BackendMode, MediaBuild, Scenario, SuiteDevice};
 use super::steps::{Target, run_steps};
 use super::verdict::{Judged, Judgement, Listing, Verdict, judge_listed};
 use super::interrupted;
@@ -47,14 +47,24 @@ pub struct SuiteConfig {
     pub worker: Option<Vec<String>>,
     /// Parent of the run directory (kept there when the run fails).
     pub work_dir: PathBuf,
-    /// The virtio-media backend media scenarios run against, or why there is
-    /// none (each media scenario then reports it as an error).
-    pub media_backend: Result<crate::media::BackendUnderTest, String>,
+    /// The builds of the virtio-media backend media scenarios run against,
+    /// each with why there is none where there is none (each media scenario
+    /// of that build then reports it as an error).
+    pub media_backends: Vec<(MediaBuild, Result<crate::media::BackendUnderTest, String>)>,
     /// Its known defects, keyed on its version (`tests/backend-defects.toml`).
     pub backend_defects: Vec<KnownDefect>,
 }
 
 impl SuiteConfig {
+    /// The backend of a media scenario's build, or why there is none.
+    pub fn media_backend(&self, build: MediaBuild) -> Result<&crate::media::BackendUnderTest, String> {
+        match self.media_backends.iter().find(|(b, _)| *b == build) {
+            Some((_, Ok(b))) => Ok(b),
+            Some((_, Err(why))) => Err(why.clone()),
+            None => Err(format!("no {} build of the virtio-media backend was given to this run", build.name())),
+        }
+    }
+
     /// What a boot of scenario `scn` needs (its own device, or the suite's).
     pub fn boot_spec<'a>(&'a self, device: &'a (DeviceSpec, Vec<RegionWindow>), scn: Option<&Scenario>) -> BootSpec<'a> {
         BootSpec {
@@ -178,8 +188,8 @@ pub fn defects_for<'a>(cfg: &'a SuiteConfig, accel: Accel, scn: &Scenario) -> Li
 /// The backend's known-defect entries of a media scenario on frontend
 /// `accel` (an accelerator, or `model`); none for any other scenario.
 pub fn backend_defects_for<'a>(cfg: &'a SuiteConfig, accel: &str, scn: &Scenario) -> Listing<'a> {
-    match (&scn.media, &cfg.media_backend) {
-        (Some(_), Ok(b)) => Listing::of(&cfg.backend_defects, &b.version, accel, &scn.name),
+    match scn.media.map(|m| cfg.media_backend(m.build)) {
+        Some(Ok(b)) => Listing::of(&cfg.backend_defects, &b.version, accel, &scn.name),
         _ => Listing::default(),
     }
 }
