@@ -360,10 +360,14 @@ fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec<shm
         Vec::new()
     } else {
         let path = root().join("tests/backend-defects.toml");
-        shmem_host::vm::defects::load_defect_list(&path, &[shmem_host::media::MODEL_ACCEL, "tcg", "kvm"]).map_err(|e| e.to_string())?
+        shmem_host::vm::defects::load_defect_list(&path, &BACKEND_LIST_ACCELS).map_err(|e| e.to_string())?
     };
     Ok((backends, defects))
 }
+
+/// The frontends `tests/backend-defects.toml` names: the model (backend-test
+/// and the model half of media scenarios) and QEMU's accelerators (their QEMU half).
+const BACKEND_LIST_ACCELS: [&str; 3] = [shmem_host::media::MODEL_ACCEL, "tcg", "kvm"];
 
 /// The virtio-media backend builds of a run, each with why it is missing where it is.
 type MediaBackends = Vec<(MediaBuild, Result<BackendUnderTest, String>)>;
@@ -637,7 +641,7 @@ fn backend_test(args: &[String]) -> Result<bool, String> {
         Some("none") => Vec::new(),
         other => {
             let path = other.map_or_else(|| root().join("tests/backend-defects.toml"), PathBuf::from);
-            shmem_host::vm::defects::load_defect_list(&path, &[shmem_host::media::MODEL_ACCEL]).map_err(|e| e.to_string())?
+            shmem_host::vm::defects::load_defect_list(&path, &BACKEND_LIST_ACCELS).map_err(|e| e.to_string())?
         }
     };
     println!("backend-test: {} ({})", backend.version, backend.command);
