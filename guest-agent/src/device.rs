@@ -270,7 +270,7 @@ impl Device {
         Ok(start.elapsed().as_micros())
     }
 
-    pub(crate) fn window(&self, shmid: u64, off: u64, len: u64) -> Result<usize, String> {
+    fn window(&self, shmid: u64, off: u64, len: u64) -> Result<usize, String> {
         let cap = self.caps.iter().find(|c| u64::from(c.shmid) == shmid).ok_or_else(|| format!("no region shmid {shmid}"))?;
         match off.checked_add(len) {
             Some(end) if end <= cap.length => {}

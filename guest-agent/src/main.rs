@@ -106,7 +106,7 @@ fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhites
     let dev = dev.as_mut().ok_or("no test device was found at boot")?;
     if cmd.starts_with("media-") {
         let mut m = dev.media.take();
-        let r = media::execute(dev, &mut m, cmd, args).unwrap_or_else(|| Err(format!("unknown command {cmd:?}")));
+        let r = media::execute(dev, &mut m, cmd, args);
         dev.media = m;
         return r;
     }

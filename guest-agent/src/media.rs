@@ -14,6 +14,7 @@ use shmem_media::virtq::GuestMemory;
 use shmem_media::{frame, wire};
 
 use crate::device::{ACKNOWLEDGE, Bar, DRIVER, DRIVER_OK, Device, FEATURES_OK};
+use crate::num;
 
 // Common config, per queue (virtio 1.x, 4.1.4.3).
 const NUM_QUEUES: usize = 0x12;
@@ -36,7 +37,8 @@ const INTX_DISABLE: u16 = 1 << 10;
 const WAIT: Duration = Duration::from_secs(10);
 const PAGE: usize = 4096;
 
-/// Locked anonymous pages and their guest-physical addresses.
+/// Locked anonymous pages and their guest-physical addresses. Never
+/// unmapped: the device may hold their addresses until its next reset.
 struct Dma {
     ptr: *mut u8,
     gpas: Vec<u64>,
@@ -45,7 +47,7 @@ struct Dma {
 impl Dma {
     fn alloc(pages: usize) -> Result<Self, String> {
         let len = pages * PAGE;
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | libc::MAP_LOCKED;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
         // SAFETY: an anonymous private mapping of our own; checked below.
         let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
         if p == libc::MAP_FAILED {
@@ -193,54 +195,38 @@ fn enable_bus_master(dev: &Device) -> Result<(), String> {
     f.write_all_at(&v.to_le_bytes(), PCI_COMMAND).map_err(|e| format!("write the PCI command register: {e}"))
 }
 
-fn num(s: Option<&str>, what: &str) -> Result<u64, String> {
-    crate::num(s, what)
-}
-
-/// Runs a `media-*` command; `None` when `cmd` is not one.
-pub fn execute(dev: &mut Device, media: &mut Option<Media>, cmd: &str, args: &mut std::str::SplitWhitespace<'_>) -> Option<Result<String, String>> {
-    if cmd == "media-up" {
-        *media = None;
-        return Some(Media::up(dev).map(|m| {
-            *media = Some(m);
-            format!("queues=2 size={}", driver::QUEUE_SIZE)
-        }));
+/// Runs a `media-*` command.
+pub fn execute(dev: &mut Device, media: &mut Option<Media>, cmd: &str, args: &mut std::str::SplitWhitespace<'_>) -> Result<String, String> {
+    match cmd {
+        "media-up" => {
+            *media = None;
+            *media = Some(Media::up(dev)?);
+            return Ok(format!("queues=2 size={}", driver::QUEUE_SIZE));
+        }
+        "media-frame" => return read_frame(dev, args),
+        _ => {}
     }
-    if cmd == "media-frame" {
-        return Some(read_frame(dev, args));
-    }
-    let m = match media.as_mut() {
-        Some(m) => m,
-        None if cmd.starts_with("media-") => return Some(Err("media-up first".into())),
-        None => return None,
-    };
+    let m = media.as_mut().ok_or("media-up first")?;
     let mut t = transport(&m.dma, &m.notify, m.doorbells);
     let d = &mut m.driver;
     let r = match cmd {
         "media-open" => d.open(&mut t).map(|id| format!("session={id}")),
-        "media-setup" => match num(args.next(), "buffer count") {
-            Ok(n) => d.setup_capture(&mut t, n as u32, (frame::WIDTH, frame::HEIGHT, frame::FOURCC)).map(|b| format!("buffers={}", b.iter().map(wire::buffer_text).collect::<Vec<_>>().join(","))),
-            Err(e) => return Some(Err(e)),
-        },
-        "media-mmap" => match (num(args.next(), "offset"), args.next()) {
-            (Ok(off), Some(rw)) => d.mmap(&mut t, off as u32, rw == "rw").map(|(addr, len)| format!("addr={addr:#x} len={len:#x}")),
-            (Err(e), _) => return Some(Err(e)),
-            (_, None) => return Some(Err("missing ro|rw".into())),
-        },
-        "media-munmap" => match num(args.next(), "address") {
-            Ok(addr) => d.munmap(&mut t, addr).map(|()| "unmapped".into()),
-            Err(e) => return Some(Err(e)),
-        },
-        "media-qbuf" => match num(args.next(), "index") {
-            Ok(i) => d.qbuf(&mut t, i as u32).map(|()| "queued".into()),
-            Err(e) => return Some(Err(e)),
-        },
+        "media-setup" => {
+            let n = num(args.next(), "buffer count")? as u32;
+            d.setup_capture(&mut t, n, (frame::WIDTH, frame::HEIGHT, frame::FOURCC)).map(|b| format!("buffers={}", b.iter().map(wire::buffer_text).collect::<Vec<_>>().join(",")))
+        }
+        "media-mmap" => {
+            let (off, rw) = (num(args.next(), "offset")? as u32, args.next().ok_or("missing ro|rw")? == "rw");
+            d.mmap(&mut t, off, rw).map(|(addr, len)| format!("addr={addr:#x} len={len:#x}"))
+        }
+        "media-munmap" => d.munmap(&mut t, num(args.next(), "address")?).map(|()| "unmapped".into()),
+        "media-qbuf" => d.qbuf(&mut t, num(args.next(), "index")? as u32).map(|()| "queued".into()),
         "media-stream" => d.stream(&mut t, args.next() == Some("on")).map(|()| "done".into()),
         "media-close" => d.close(&mut t).map(|()| "closed".into()),
         "media-event" => d.next_event(&mut t, "a DQBUF event").map(|e| format!("event={}", wire::event_text(&e))),
-        _ => return None,
+        other => return Err(format!("unknown command {other:?}")),
     };
-    Some(r.map_err(|e: MediaError| wire::error_text(&e)))
+    r.map_err(|e: MediaError| wire::error_text(&e))
 }
 
 /// `media-frame ADDR SEQUENCE`: reads a frame through the shared-memory BAR
