@@ -36,8 +36,8 @@ impl BackendProcess {
         let mut p = BackendProcess { child, stderr, socket: socket.to_path_buf() };
         let deadline = Instant::now() + timeout;
         while !socket.exists() {
-            if let Some(dead) = p.death() {
-                return Err(format!("backend {prog:?} ended before listening: {dead}; stderr: {}", p.stderr_tail()));
+            if let Some(gone) = p.gone() {
+                return Err(format!("backend {prog:?} ended before listening: {gone}"));
             }
             if Instant::now() >= deadline {
                 return Err(format!("backend {prog:?} did not create {} within {timeout:?}", socket.display()));
@@ -48,12 +48,17 @@ impl BackendProcess {
     }
 
     /// How it ended, if it has.
-    pub fn death(&mut self) -> Option<String> {
+    fn death(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(format!("exited: {status}")),
             Ok(None) => None,
             Err(e) => Some(format!("cannot be waited for: {e}")),
         }
+    }
+
+    /// How it ended and the end of its stderr, if it has ended (what a report says of a dead backend).
+    pub fn gone(&mut self) -> Option<String> {
+        self.death().map(|d| format!("{d}; stderr: {}", self.stderr_tail()))
     }
 
     /// The end of its stderr (for reports).

@@ -64,7 +64,7 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
         }
         Err(e) => rec.connect_error = Some(e.to_string()),
     }
-    rec.dead = proc.death().map(|d| format!("{d}; stderr: {}", proc.stderr_tail()));
+    rec.dead = proc.gone();
     rec
 }
 

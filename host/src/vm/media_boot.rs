@@ -37,7 +37,6 @@ impl AgentPort<'_> {
     fn ask(&mut self, cmd: &str) -> Result<String, MediaError> {
         self.guest.command(cmd).map_err(|e| match e {
             GuestError::AgentRefused { text, .. } => wire::error_parse(&text),
-            GuestError::Timeout { .. } => MediaError::Timeout(format!("`{cmd}`: {e}")),
             e if e.kind() == ErrorKind::Timeout => MediaError::Timeout(format!("`{cmd}`: {e}")),
             e => MediaError::Malformed(format!("`{cmd}`: {e}")),
         })
@@ -182,6 +181,6 @@ fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, s: &Settings
     let mut port = AgentPort { guest };
     let up = port.ask("media-up");
     let mut rec = session::run_port(&mut port, up, proc, s);
-    rec.dead = proc.death().map(|d| format!("{d}; stderr: {}", proc.stderr_tail()));
+    rec.dead = proc.gone();
     judge::judge(&rec)
 }
