@@ -356,13 +356,20 @@ fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec<shm
             (b, got)
         })
         .collect();
-    let defects = if o.known_defects.as_deref() == Some("none") {
-        Vec::new()
-    } else {
-        let path = root().join("tests/backend-defects.toml");
-        shmem_host::vm::defects::load_defect_list(&path, &BACKEND_LIST_ACCELS).map_err(|e| e.to_string())?
-    };
+    // `--known-defects PATH` names QEMU's list; only `none` reaches the backend's.
+    let defects = backend_defects(o.known_defects.as_deref().filter(|k| *k == "none"))?;
     Ok((backends, defects))
+}
+
+/// The backend known-defects list: `none` (empty), a path, or by default `tests/backend-defects.toml`.
+fn backend_defects(list: Option<&str>) -> Result<Vec<shmem_host::vm::defects::KnownDefect>, String> {
+    match list {
+        Some("none") => Ok(Vec::new()),
+        other => {
+            let path = other.map_or_else(|| root().join("tests/backend-defects.toml"), PathBuf::from);
+            shmem_host::vm::defects::load_defect_list(&path, &BACKEND_LIST_ACCELS).map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// The frontends `tests/backend-defects.toml` names: the model (backend-test
@@ -375,11 +382,7 @@ type MediaBackends = Vec<(MediaBuild, Result<BackendUnderTest, String>)>;
 /// vhost-device-media with simple-capture: `binary` (the published build),
 /// or built once and cached.
 fn media_under_test(sh: &Shell, binary: Option<&Path>, build: MediaBuild) -> Result<BackendUnderTest, String> {
-    let which = match build {
-        MediaBuild::Published => media::Build::Published,
-        MediaBuild::PageRounded => media::Build::PageRounded,
-    };
-    let b = media::media_backend(sh, binary, &artefacts::cache_dir()?, which)?;
+    let b = media::media_backend(sh, binary, &artefacts::cache_dir()?, build)?;
     Ok(BackendUnderTest { command: format!("{} --socket-path {{socket}} --backend simple-capture", b.path.display()), version: b.version })
 }
 
@@ -637,13 +640,7 @@ fn backend_test(args: &[String]) -> Result<bool, String> {
         }
         None => media_under_test(&sh, binary.as_deref(), MediaBuild::Published)?,
     };
-    let defects = match list.as_deref() {
-        Some("none") => Vec::new(),
-        other => {
-            let path = other.map_or_else(|| root().join("tests/backend-defects.toml"), PathBuf::from);
-            shmem_host::vm::defects::load_defect_list(&path, &BACKEND_LIST_ACCELS).map_err(|e| e.to_string())?
-        }
-    };
+    let defects = backend_defects(list.as_deref())?;
     println!("backend-test: {} ({})", backend.version, backend.command);
     let dir = tempfile::Builder::new().prefix("backend-test-").tempdir().map_err(|e| e.to_string())?;
     let sessions = shmem_host::media::run_all(&backend, &defects, dir.path(), &Default::default());

@@ -1,12 +1,15 @@
 //! The third-party backend under test, vhost-device-media: built once at a
 //! pinned version (`cargo install --locked`) into the cache outside the clone,
-//! or taken from `--media-backend PATH`. Building only: running it and judging
+//! or taken from `--media-backend PATH`; and the page-rounded build of the
+//! same sources (`PAGE_ROUNDING`). Building only: running it and judging
 //! it is `shmem_host::media`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use xshell::{Shell, cmd};
+
+use shmem_host::vm::scenario::MediaBuild;
 
 use crate::artefacts::{KERNEL_PACKAGE, KERNEL_TARBALL, apt_install, err};
 
@@ -27,40 +30,32 @@ pub struct MediaBackend {
     pub version: String,
 }
 
-/// Which build of the backend: as published, or with its buffer memfds
-/// sized to whole pages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Build {
-    Published,
-    /// virtio-media 0.0.8's `MemFdBuffer::new` with `set_len` rounded up to
-    /// a page (one line, `PAGE_ROUNDING`): QEMU 11.1.3 maps whole pages and
-    /// refuses a file shorter than that, so this is the build whose frames
-    /// reach the guest. Built from the sources the published build fetched.
-    PageRounded,
-}
-
-/// The change `Build::PageRounded` makes to virtio-media's `src/memfd.rs`: (what is there, what replaces it).
+/// The change the page-rounded build makes to virtio-media's `src/memfd.rs`
+/// (what is there, what replaces it): QEMU 11.1.3 maps whole pages and
+/// refuses a file shorter than that.
 const PAGE_ROUNDING: (&str, &str) = ("file.set_len(size.into())", "file.set_len(u64::from(size).next_multiple_of(4096))");
 
-impl Build {
-    /// The cache entry's name; the version key's suffix.
-    fn suffix(self) -> &'static str {
-        match self {
-            Build::Published => "",
-            Build::PageRounded => "-page-rounded",
-        }
+/// The suffix of a build's cache entry (`media-0.1.1-page-rounded/`).
+fn suffix(which: MediaBuild) -> &'static str {
+    match which {
+        MediaBuild::Published => "",
+        MediaBuild::PageRounded => "-page-rounded",
     }
 }
 
 /// `--media-backend PATH` (the published build only), else the cached
 /// build, else builds it (a few minutes once).
-pub fn media_backend(sh: &Shell, explicit: Option<&Path>, cache: &Path, which: Build) -> Result<MediaBackend, String> {
-    let path = match explicit.filter(|_| which == Build::Published) {
+pub fn media_backend(sh: &Shell, explicit: Option<&Path>, cache: &Path, which: MediaBuild) -> Result<MediaBackend, String> {
+    let path = match explicit.filter(|_| which == MediaBuild::Published) {
         Some(p) if !p.is_file() => return Err(format!("--media-backend {}: no such file", p.display())),
         Some(p) => p.to_path_buf(),
         None => {
-            let bin = cache.join(format!("media-{MEDIA_VERSION}{}/bin/{MEDIA_CRATE}", which.suffix()));
+            let bin = cache.join(format!("media-{MEDIA_VERSION}{}/bin/{MEDIA_CRATE}", suffix(which)));
             if !bin.is_file() {
+                if which == MediaBuild::PageRounded {
+                    // The published build fetches the sources the page-rounded one is built from.
+                    media_backend(sh, None, cache, MediaBuild::Published)?;
+                }
                 build(sh, cache, &bin, which)?;
             }
             bin
@@ -69,7 +64,7 @@ pub fn media_backend(sh: &Shell, explicit: Option<&Path>, cache: &Path, which: B
     let version = version_line(sh, &path.display().to_string())
         .ok_or_else(|| format!("{} --version printed nothing: not a backend this appliance knows", path.display()))?;
     // The known defects of the published build must not apply to the changed one.
-    let version = if which == Build::PageRounded { format!("{version} + page-rounded memfds") } else { version };
+    let version = if which == MediaBuild::PageRounded { format!("{version} + page-rounded memfds") } else { version };
     Ok(MediaBackend { path, version })
 }
 
@@ -79,9 +74,9 @@ pub fn version_line(sh: &Shell, prog: &str) -> Option<String> {
     Some(said.lines().next()?.trim().to_string()).filter(|v| !v.is_empty())
 }
 
-fn build(sh: &Shell, cache: &Path, bin: &Path, which: Build) -> Result<(), String> {
+fn build(sh: &Shell, cache: &Path, bin: &Path, which: MediaBuild) -> Result<(), String> {
     apt_install(sh, &MEDIA_BUILD_DEPS)?;
-    println!("xtask: building {MEDIA_CRATE} {MEDIA_VERSION}{} (the backend under test); this takes a few minutes once", which.suffix());
+    println!("xtask: building {MEDIA_CRATE} {MEDIA_VERSION}{} (the backend under test); this takes a few minutes once", suffix(which));
     let tmp = tempfile::Builder::new().prefix("media-build-").tempdir_in(cache).map_err(|e| e.to_string())?;
     let headers = v4l2_headers(sh, tmp.path())?;
     let root = tmp.path().join("root");
@@ -89,10 +84,10 @@ fn build(sh: &Shell, cache: &Path, bin: &Path, which: Build) -> Result<(), Strin
     let _c = sh.push_env("BINDGEN_EXTRA_CLANG_ARGS", format!("-I{}", headers.display()));
     let _t = sh.push_env("CARGO_TARGET_DIR", tmp.path().join("target"));
     match which {
-        Build::Published => cmd!(sh, "cargo install --quiet --locked {MEDIA_CRATE} --version {MEDIA_VERSION} --no-default-features --features simple-capture --root {root}")
+        MediaBuild::Published => cmd!(sh, "cargo install --quiet --locked {MEDIA_CRATE} --version {MEDIA_VERSION} --no-default-features --features simple-capture --root {root}")
             .run()
             .map_err(err("building vhost-device-media (cargo install)"))?,
-        Build::PageRounded => build_page_rounded(sh, cache, tmp.path(), &root)?,
+        MediaBuild::PageRounded => build_page_rounded(sh, tmp.path(), &root)?,
     }
     let dest = bin.parent().and_then(Path::parent).ok_or("cache path has no parent")?;
     // Renamed into place whole: a build cut short leaves no half entry in the cache.
@@ -128,9 +123,7 @@ fn registry_source(name: &str, version: &str) -> Option<PathBuf> {
 
 /// Builds the published sources (copied into `tmp`) with virtio-media's
 /// memfds page-rounded, through `[patch.crates-io]`; installs into `root/bin`.
-fn build_page_rounded(sh: &Shell, cache: &Path, tmp: &Path, root: &Path) -> Result<(), String> {
-    // The published build fetches both crates' sources.
-    media_backend(sh, None, cache, Build::Published)?;
+fn build_page_rounded(sh: &Shell, tmp: &Path, root: &Path) -> Result<(), String> {
     let missing = || format!("the sources of {MEDIA_CRATE} {MEDIA_VERSION} and virtio-media {VIRTIO_MEDIA_VERSION} are not in cargo's registry (fetched by the published build)");
     let backend = registry_source(MEDIA_CRATE, MEDIA_VERSION).ok_or_else(missing)?;
     let lib = registry_source("virtio-media", VIRTIO_MEDIA_VERSION).ok_or_else(missing)?;
