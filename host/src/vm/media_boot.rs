@@ -15,7 +15,7 @@ use super::boot::{ready_timeout, shutdown_check};
 use super::check::CheckResult;
 use super::error::{ErrorKind, Failure, RunOutcome};
 use super::guest::{Guest, GuestError, QemuGuest};
-use super::own_boot::OwnBootRun;
+use super::own_boot::{OwnBootRun, leak_checked};
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu};
 use super::scenario::MediaScenario;
 use super::suite::SuiteConfig;
@@ -106,29 +106,22 @@ pub fn media_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, dir: &
         Err(why) => return OwnBootRun::failed(ErrorKind::BadInput, format!("a media scenario needs the virtio-media backend under test, and there is none: {why}")),
     };
     let s = settings(m);
-    let before = super::leaks::Snapshot::take();
     let start = Instant::now();
-    let (q, qemu_log, boot_secs) = qemu_half(cfg, backend, m, accel, dir, sockets, &s);
-    let q = q.map(|mut checks| {
-        checks.push(super::own_boot::no_leaks(&before, dir, sockets));
-        checks
-    });
+    let (qemu, (qemu_log, boot_secs)) = leak_checked(dir, sockets, || qemu_half(cfg, backend, m, accel, dir, sockets, &s));
     let qemu_secs = start.elapsed().as_secs_f64();
-    let before = super::leaks::Snapshot::take();
     let start = Instant::now();
     let model_dir = dir.join("model");
-    let model = std::fs::create_dir_all(&model_dir).map_err(|e| Failure { kind: ErrorKind::Io, message: format!("create {}: {e}", model_dir.display()) }).map(|()| {
-        let mut checks = judge::judge(&session::run_media(&backend.command, Variant::Stream, &model_dir, &s));
-        checks.push(super::own_boot::no_leaks(&before, dir, sockets));
-        checks
+    let (model, ()) = leak_checked(dir, sockets, || {
+        let made = std::fs::create_dir_all(&model_dir).map_err(|e| Failure { kind: ErrorKind::Io, message: format!("create {}: {e}", model_dir.display()) });
+        (made.map(|()| judge::judge(&session::run_media(&backend.command, Variant::Stream, &model_dir, &s))), ())
     });
-    OwnBootRun { qemu: q, qemu_secs, model, model_secs: start.elapsed().as_secs_f64(), qemu_log, boot_secs }
+    OwnBootRun { qemu, qemu_secs, model, model_secs: start.elapsed().as_secs_f64(), qemu_log, boot_secs }
 }
 
 /// QEMU against a fresh backend process, the agent's capture session, QEMU's
 /// clean shutdown; the checks, QEMU's logs, and the boot time.
-fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path, s: &Settings) -> (RunOutcome, String, Option<f64>) {
-    let fail = |kind, message: String| (Err(Failure { kind, message }), String::new(), None);
+fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path, s: &Settings) -> (RunOutcome, (String, Option<f64>)) {
+    let fail = |kind, message: String| (Err(Failure { kind, message }), (String::new(), None));
     let socks = match tempfile::Builder::new().prefix("media-").tempdir_in(sockets) {
         Ok(d) => d,
         Err(e) => return fail(ErrorKind::Io, format!("socket dir under {}: {e}", sockets.display())),
@@ -155,13 +148,13 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
         Ok(q) => QemuGuest::new(q),
         Err(BootFailure::Died { exit, said }) => {
             let death = super::guest::Death { exit, said };
-            return (Ok(vec![CheckResult::died("boot", &death)]), death.said, None);
+            return (Ok(vec![CheckResult::died("boot", &death)]), (death.said, None));
         }
         Err(BootFailure::Other(e)) => return fail(e.kind(), format!("booting QEMU: {e}")),
     };
     let boot_secs = Some(guest.qemu.boot_time.as_secs_f64());
     if !guest.ready().has_device() {
-        return (Err(Failure { kind: ErrorKind::Protocol, message: format!("the guest agent found no device: {}", guest.qemu.ready_line) }), guest.log_text(), boot_secs);
+        return (Err(Failure { kind: ErrorKind::Protocol, message: format!("the guest agent found no device: {}", guest.qemu.ready_line) }), (guest.log_text(), boot_secs));
     }
     let mut checks = session_checks(&mut guest, &mut proc, s);
     // What QEMU said is the reason a driver step failed (a refused SHMEM_MAP is only on its stderr).
@@ -173,7 +166,7 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
         Some(death) => checks.push(CheckResult::died("media session", &death)),
         None => checks.push(shutdown_check(&mut guest)),
     }
-    (Ok(checks), guest.log_text(), boot_secs)
+    (Ok(checks), (guest.log_text(), boot_secs))
 }
 
 /// `media-up` (queues, DRIVER_OK), then the capture session through the agent, judged.

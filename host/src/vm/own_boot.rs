@@ -51,9 +51,8 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
         return super::media_boot::media_boot_run(cfg, m, accel, &dir, sockets);
     }
     let start = Instant::now();
-    let before = leaks::Snapshot::take();
     let mut boot_secs = None;
-    let (mut q, qemu_log) = match boot(&cfg.boot_spec(&device, Some(scn)), accel, Dirs { logs: &dir, sockets }) {
+    let (qemu, (took, qemu_log)) = leak_checked(&dir, sockets, || match boot(&cfg.boot_spec(&device, Some(scn)), accel, Dirs { logs: &dir, sockets }) {
         Ok(mut qt) => {
             boot_secs = Some(qt.boot_time.as_secs_f64());
             let (res, took) = run_on(scn, &mut qt.target, false);
@@ -63,17 +62,24 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
                 finish(&mut qt.target, &mut all);
                 all
             });
-            ((res, took), qt.target.guest.log_text())
+            (res, (took, qt.target.guest.log_text()))
         }
-        Err(BootError::Died(death)) => ((Ok(vec![boot_death(scn, &death)]), start.elapsed()), death.said),
-        Err(e) => ((Err(Failure { kind: e.kind(), message: e.to_string() }), start.elapsed()), String::new()),
-    };
-    // Everything of that boot is torn down now: nothing of it may remain.
-    if let Ok(checks) = &mut q.0 {
-        checks.push(no_leaks(&before, &dir, sockets));
-    }
+        Err(BootError::Died(death)) => (Ok(vec![boot_death(scn, &death)]), (start.elapsed(), death.said)),
+        Err(e) => (Err(Failure { kind: e.kind(), message: e.to_string() }), (start.elapsed(), String::new())),
+    });
     let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { model_half(&device, scn, &dir, sockets) };
-    OwnBootRun { qemu: q.0, qemu_secs: q.1.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs }
+    OwnBootRun { qemu, qemu_secs: took.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs }
+}
+
+/// One half of an own boot (QEMU's or the model's), then its `no-leaks`
+/// check: once the half is torn down, nothing of it may remain.
+pub(super) fn leak_checked<T>(dir: &Path, sockets: &Path, half: impl FnOnce() -> (RunOutcome, T)) -> (RunOutcome, T) {
+    let before = leaks::Snapshot::take();
+    let (mut res, rest) = half();
+    if let Ok(checks) = &mut res {
+        checks.push(no_leaks(&before, dir, sockets));
+    }
+    (res, rest)
 }
 
 /// What a QEMU that ended while booting means: a clean refusal of the
@@ -92,7 +98,7 @@ fn boot_death(scn: &Scenario, death: &super::guest::Death) -> CheckResult {
 
 /// Check `no-leaks`: nothing of a torn-down boot remains in this process
 /// (children, fds) or under its directories (sockets, temp dirs).
-pub(super) fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> CheckResult {
+fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> CheckResult {
     let mut leaks = before.leaks_after(dir, Duration::from_secs(1));
     leaks.extend(before.leftovers_in(sockets));
     let evidence = if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
@@ -101,12 +107,7 @@ pub(super) fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> 
 
 /// The model half of an own boot, then its own `no-leaks` check.
 pub fn model_half(device: &(crate::spec::DeviceSpec, Vec<super::guest::RegionWindow>), scn: &Scenario, dir: &Path, sockets: &Path) -> super::suite::Run {
-    let before = leaks::Snapshot::take();
-    let (mut res, took) = run_model_boot(device, scn, sockets);
-    if let Ok(checks) = &mut res {
-        checks.push(no_leaks(&before, dir, sockets));
-    }
-    (res, took)
+    leak_checked(dir, sockets, || run_model_boot(device, scn, sockets))
 }
 
 /// Judges an own boot's run into its report row.
