@@ -57,14 +57,19 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
             let mut d = Session { model: Some(&model), rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
             d.capture(&model, variant);
             rec.memfds = d.memfds_before.map(|b| (b, proc.memfds()));
+            // Before the frontend hangs up: a backend may end when its frontend goes
+            // (vhost-device-media does, with status 1), and that is no fault.
+            rec.dead = proc.gone();
             // Shut down first: a thread stuck on the backend is freed, and what it served is complete.
             let _ = model.shut_down(s.answer);
             rec.live_at_end = model.mappings();
             rec.served = model.served_since(0);
         }
-        Err(e) => rec.connect_error = Some(e.to_string()),
+        Err(e) => {
+            rec.connect_error = Some(e.to_string());
+            rec.dead = proc.gone();
+        }
     }
-    rec.dead = proc.gone();
     rec
 }
 
