@@ -6,12 +6,14 @@
 //! - [`channel`] + [`manager`] + [`files`]: map/unmap requests, host files,
 //!   and the ledger of what each region should show.
 //! - [`model`]: the in-process reference frontend (QEMU's stand-in and oracle).
+//! - [`bounded`]: short commands (version probes) run with a time bound.
 //! - [`range`]: the one overlap rule for ranges in a region.
 //! - [`vm`]: the VM runner, the only part that starts QEMU and a guest: it
 //!   boots them, drives scenarios on QEMU and the model, and judges what it
 //!   recorded (see its module map). The parts above know nothing of it.
 
 pub mod backend;
+pub mod bounded;
 pub mod channel;
 pub mod files;
 pub mod manager;

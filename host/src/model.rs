@@ -78,6 +78,9 @@ pub struct Faults {
     pub refuse_map_number: Option<usize>,
     /// Hold every ack this long before sending it.
     pub ack_delay: Option<Duration>,
+    /// Refuse a zero-length map strictly inside a mapping as an overlap,
+    /// as QEMU 11.1.3 does (it checks overlap first and counts the empty range).
+    pub zero_length_as_overlap: bool,
 }
 
 /// How long the `reply_before_commit` fault leaves the guest view stale.
@@ -257,6 +260,11 @@ pub struct ModelFrontend {
     server: Option<JoinHandle<()>>,
 }
 
+/// How long the model waits for any answer of the backend on the main
+/// socket: longer than a driver's wait, so a hang is named by the step that
+/// met it first; a bound, so a stalled backend never hangs the runner.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn ctx(what: &str) -> impl FnOnce(vhost::Error) -> io::Error + '_ {
     move |e| io::Error::other(format!("model frontend: {what}: {e}"))
 }
@@ -271,8 +279,23 @@ impl ModelFrontend {
 
     /// As [`Self::connect`], and says in `offered` what the backend offered
     /// (features, protocol features) even when the handshake then fails.
+    /// Every answer the backend owes on the main socket comes within
+    /// [`REPLY_TIMEOUT`], or the request fails saying so.
     pub fn connect_seeing(socket: &Path, num_queues: u64, faults: Faults, offered: &mut Option<(u64, u64)>) -> io::Result<Self> {
+        let started = Instant::now();
+        Self::set_up(socket, num_queues, faults, offered).map_err(|e| {
+            if started.elapsed() >= REPLY_TIMEOUT {
+                io::Error::new(io::ErrorKind::TimedOut, format!("{e}: the backend did not answer within {REPLY_TIMEOUT:?}"))
+            } else {
+                e
+            }
+        })
+    }
+
+    fn set_up(socket: &Path, num_queues: u64, faults: Faults, offered: &mut Option<(u64, u64)>) -> io::Result<Self> {
         let stream = UnixStream::connect(socket).map_err(|e| io::Error::new(e.kind(), format!("model frontend: connect {}: {e}", socket.display())))?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
         // Kept to unblock the model at shut-down when a backend never answers (QEMU would wait forever).
         let fe_sock = stream.try_clone()?;
         let mut fe = Frontend::from_stream(stream, num_queues);
@@ -632,17 +655,32 @@ fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) ->
         Some(end) if end <= region.size => {}
         _ => return Err(reject(libc::EFAULT, "Bad offset/len for mmap")),
     }
-    if !st.faults.skip_overlap_check
-        && st.mappings.iter().any(|m| m.shmid == msg.shmid && crate::range::overlaps((m.shm_offset, m.len), (msg.shm_offset, msg.len)))
-    {
+    // The spec (vhost-user.rst, SHMEM_MAP): "the memory range in the request
+    // must correspond with a valid, free region of the VIRTIO Shared Memory
+    // Region". An empty range is no valid region, and it holds no byte that
+    // could overlap: its answer is its length, wherever it lies.
+    let inside = |m: &Mapping| m.shmid == msg.shmid && m.shm_offset < msg.shm_offset && msg.shm_offset < m.shm_offset.saturating_add(m.len);
+    if msg.len == 0 && st.faults.zero_length_as_overlap && st.mappings.iter().any(inside) {
         return Err(reject(libc::EFAULT, "mapping overlap"));
     }
     if msg.len == 0 {
         return Err(reject(libc::EINVAL, "size cannot be zero"));
     }
+    // Same sentence, "free": and "Mapping over an already existing map is not allowed".
+    if !st.faults.skip_overlap_check
+        && st.mappings.iter().any(|m| m.shmid == msg.shmid && crate::range::overlaps((m.shm_offset, m.len), (msg.shm_offset, msg.len)))
+    {
+        return Err(reject(libc::EFAULT, "mapping overlap"));
+    }
     if st.faults.refuse_map_number == Some(maps_in(&st.served) + 1) {
         return Err(reject(libc::ENOSPC, "refused on purpose (fault switch refuse_map_number)"));
     }
+    // The spec: "the front-end will mmap the given fd into the VIRTIO Shared
+    // Memory Region". mmap(2) takes a page-aligned file offset and address
+    // and maps whole pages, so an unaligned offset cannot be mapped as asked,
+    // and an unaligned length would show the guest bytes of the file past
+    // the requested range (or, past the file's end, fault). The spec says no
+    // more; this is the model's reading of it, and README says so.
     if !st.faults.accept_unaligned && ![msg.shm_offset, msg.fd_offset, msg.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE)) {
         return Err(reject(libc::EINVAL, "offsets and length must be page aligned"));
     }

@@ -71,6 +71,7 @@ fn each_fault_switch_is_found_and_its_scenario_fails_only_on_it() {
         ("skip_overlap_check", Faults { skip_overlap_check: true, ..Faults::default() }),
         ("keep_fd_after_unmap", Faults { keep_fd_after_unmap: true, ..Faults::default() }),
         ("crash_on_stopped_map", Faults { crash_on_stopped_map: true, ..Faults::default() }),
+        ("zero_length_as_overlap", Faults { zero_length_as_overlap: true, ..Faults::default() }),
     ];
     for (name, faults) in switches {
         let out = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use shmem_host::vm::bounds;
 use shmem_host::vm::defects::{KnownDefect, load_known_defects};
 use shmem_host::vm::probe::rate_upper_bound;
 use shmem_host::vm::scenario::{RESERVED_CHECKS, Scenario, Step};
-use shmem_host::vm::verdict::Applies;
+use shmem_host::vm::verdict::{Applies, Listing};
 use shmem_host::vm::{CheckResult, ErrorKind, Failure, Verdict, judge};
 
 #[test]
@@ -106,6 +106,7 @@ fn defect(check: &str, signature: &[(&str, &str)]) -> KnownDefect {
         scenario: "s".into(),
         check: check.into(),
         qemu: vec!["11.1.3 (Debian 1:11.1.3+ds-1)".into()],
+        frontend: Vec::new(),
         accel: vec!["tcg".into()],
         signature: signature.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         rate: None,
@@ -311,4 +312,59 @@ fn a_media_table_is_refused_where_it_cannot_run_naming_the_line() {
         let err = Scenario::parse(Path::new("m.toml"), &text).unwrap_err().to_string();
         assert!(err.starts_with(want), "{err}");
     }
+}
+
+#[test]
+fn backend_entries_apply_to_their_exact_version_and_qemu_row_entries_to_their_qemu() {
+    let mut model_row = defect("map-valid", &[("problem", "not page aligned")]);
+    model_row.qemu = vec!["vhost-device-media 0.1.1".into()];
+    model_row.accel = vec!["model".into()];
+    let mut qemu_row = defect("driver-steps", &[("errno", "22")]);
+    qemu_row.qemu = vec!["vhost-device-media 0.1.1".into()];
+    qemu_row.frontend = vec!["11.1.3 (Debian 1:11.1.3+ds-1)".into()];
+    let all = [model_row, qemu_row];
+    let applicable = |backend: &str, qemu: &str, accel: &str| Listing::of_backend(&all, backend, qemu, accel, "s").applicable.len();
+    assert_eq!(applicable("vhost-device-media 0.1.1", "", "model"), 1);
+    // Another version, or the same one with a change, is another backend.
+    assert_eq!(applicable("vhost-device-media 0.2.0", "", "model"), 0);
+    assert_eq!(applicable("vhost-device-media 0.1.1 + page-rounded memfds", "", "model"), 0);
+    assert_eq!(applicable("vhost-device-media 0.1.1", "11.1.3 (Debian 1:11.1.3+ds-1)", "tcg"), 1);
+    // QEMU's row carries over to another build of the same QEMU, not to another QEMU.
+    let carried = Listing::of_backend(&all, "vhost-device-media 0.1.1", "11.1.3 (Debian 1:11.1.3+ds-2)", "tcg", "s");
+    assert_eq!(carried.applicable[0].1.as_deref(), Some("11.1.3 (Debian 1:11.1.3+ds-1)"));
+    let other = Listing::of_backend(&all, "vhost-device-media 0.1.1", "11.2.0", "tcg", "s");
+    assert_eq!((other.applicable.len(), other.elsewhere.len()), (0, 2));
+    assert_eq!(applicable("vhost-device-media 0.2.0", "11.1.3 (Debian 1:11.1.3+ds-1)", "tcg"), 0);
+}
+
+#[test]
+fn the_backend_list_loads_and_a_qemu_row_entry_without_its_qemu_is_refused() {
+    let accels = ["model", "tcg", "kvm"];
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/backend-defects.toml");
+    let all = shmem_host::vm::defects::load_defect_list(&list, &accels).expect("the shipped list loads");
+    assert!(all.iter().filter(|d| d.accel.iter().any(|a| a != "model")).all(|d| !d.frontend.is_empty()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("list.toml");
+    let entry = "[[defect]]\nid = \"x\"\nscenario = \"media-stream\"\ncheck = \"frames\"\nbackend = [\"b 1\"]\naccel = [\"tcg\"]\nsignature = { frames = \"0\" }\nevidence = \"\"\n";
+    std::fs::write(&bad, entry).expect("write");
+    let e = shmem_host::vm::defects::load_defect_list(&bad, &accels).expect_err("no frontend named");
+    assert!(e.to_string().contains("`frontend`"), "{e}");
+}
+
+#[test]
+fn a_program_that_stalls_on_version_is_refused_within_the_probe_timeout() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prog = dir.path().join("stalls");
+    std::fs::write(&prog, "#!/bin/sh\nsleep 600\n").expect("write");
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let started = std::time::Instant::now();
+    let p = prog.clone();
+    let backend = std::thread::spawn(move || shmem_host::bounded::version_line(&p.display().to_string()));
+    let qemu = probe(&prog).expect_err("a QEMU that never answers is unusable");
+    let backend = backend.join().expect("no panic").expect_err("a backend that never answers has no version");
+    let bound = shmem_host::bounded::PROBE_TIMEOUT + std::time::Duration::from_secs(3);
+    assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
+    assert!(qemu.to_string().contains("gave no answer within"), "{qemu}");
+    assert!(backend.contains("did not end within"), "{backend}");
 }

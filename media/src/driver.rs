@@ -33,6 +33,9 @@ pub enum MediaError {
     Malformed(String),
     /// The queue had no room (a driver bug).
     Full(String),
+    /// `what` was not sent: the device still holds an earlier command that
+    /// timed out, whose answer would land where this one's must.
+    Stale(String),
 }
 
 impl std::fmt::Display for MediaError {
@@ -42,6 +45,7 @@ impl std::fmt::Display for MediaError {
             MediaError::Errno(w, e) => write!(f, "{w}: errno {e}"),
             MediaError::Malformed(w) => write!(f, "{w}: answer too short or unreadable"),
             MediaError::Full(w) => write!(f, "{w}: queue full"),
+            MediaError::Stale(w) => write!(f, "{w}: not sent, an earlier command is still unanswered"),
         }
     }
 }
@@ -54,6 +58,8 @@ pub struct Driver {
     events: Vec<u64>,
     /// Event buffer posted at each head.
     posted: std::collections::BTreeMap<u16, u64>,
+    /// The head and name of a command that timed out and is still the device's.
+    unanswered: Option<(u16, String)>,
     pub session: Option<u32>,
 }
 
@@ -68,6 +74,7 @@ impl Driver {
             response: pages[3],
             events: pages[4..DMA_PAGES].to_vec(),
             posted: std::collections::BTreeMap::new(),
+            unanswered: None,
             session: None,
         }
     }
@@ -81,6 +88,7 @@ impl Driver {
         self.cmdq.clear(t);
         self.evq.clear(t);
         self.posted.clear();
+        self.unanswered = None;
         for gpa in self.events.clone() {
             self.post(t, gpa);
         }
@@ -93,32 +101,61 @@ impl Driver {
     }
 
     /// Sends one command and returns the response bytes the device wrote.
+    /// Only the chain this command made counts as its answer: an earlier
+    /// command's late answer is dropped, and while that command is still
+    /// the device's, nothing is sent (its answer would land in the same page).
     pub fn command(&mut self, t: &mut impl Transport, cmd: &[u8], what: &str) -> Result<Vec<u8>, MediaError> {
+        self.drop_late_answer(t)?;
+        if let Some((_, pending)) = &self.unanswered {
+            return Err(MediaError::Stale(format!("{what} (after {pending})")));
+        }
         t.write(self.request, cmd);
         t.write(self.response, &[0xff; 8]);
         let chain = [Buf { gpa: self.request, len: cmd.len() as u32, writable: false }, Buf { gpa: self.response, len: PAGE, writable: true }];
-        self.cmdq.add(t, &chain).ok_or_else(|| MediaError::Full(what.into()))?;
+        let head = self.cmdq.add(t, &chain).ok_or_else(|| MediaError::Full(what.into()))?;
         t.notify(0);
         t.begin_wait();
         loop {
-            if let Some((_, len)) = self.cmdq.take_used(t) {
-                let mut resp = vec![0u8; (len as usize).min(PAGE as usize)];
+            if let Some((used, len)) = self.cmdq.take_used(t) {
+                if used != head {
+                    return Err(MediaError::Malformed(format!("{what}: the device returned chain {used}, not this command's {head}")));
+                }
+                if len > PAGE {
+                    return Err(MediaError::Malformed(format!("{what}: used length {len} is past the {PAGE}-byte response buffer")));
+                }
+                let mut resp = vec![0u8; len as usize];
                 t.read(self.response, &mut resp);
                 return Ok(resp);
             }
             if !t.idle() {
+                self.unanswered = Some((head, what.into()));
                 return Err(MediaError::Timeout(what.into()));
             }
         }
     }
 
-    /// A command whose response must say errno 0; returns the payload after the header.
+    /// Takes back the chain of a command that timed out, if the device has returned it since.
+    fn drop_late_answer(&mut self, t: &mut impl Transport) -> Result<(), MediaError> {
+        let Some((head, pending)) = self.unanswered.clone() else { return Ok(()) };
+        match self.cmdq.take_used(t) {
+            None => Ok(()),
+            Some((used, _)) if used == head => {
+                self.unanswered = None;
+                Ok(())
+            }
+            Some((used, _)) => Err(MediaError::Malformed(format!("the device returned chain {used} while {pending}'s chain {head} was outstanding"))),
+        }
+    }
+
+    /// A command whose response must say errno 0; returns the payload after
+    /// the 8-byte header (status, padding).
     fn checked(&mut self, t: &mut impl Transport, cmd: &[u8], what: &str) -> Result<Vec<u8>, MediaError> {
         let resp = self.command(t, cmd, what)?;
+        let short = || MediaError::Malformed(format!("{what}: {}-byte response, shorter than its 8-byte header", resp.len()));
         match proto::errno(&resp) {
-            None => Err(MediaError::Malformed(what.into())),
-            Some(0) => Ok(resp[8..].to_vec()),
-            Some(e) => Err(MediaError::Errno(what.into(), e)),
+            Some(0) => resp.get(8..).map(<[u8]>::to_vec).ok_or_else(short),
+            Some(e) if resp.len() >= 8 => Err(MediaError::Errno(what.into(), e)),
+            _ => Err(short()),
         }
     }
 
@@ -188,7 +225,11 @@ impl Driver {
         loop {
             if let Some((head, len)) = self.evq.take_used(t) {
                 let gpa = self.posted.remove(&head).ok_or_else(|| MediaError::Malformed(format!("{what}: used head {head} was never posted")))?;
-                let mut b = vec![0u8; (len as usize).min(PAGE as usize)];
+                if len > PAGE {
+                    self.post(t, gpa);
+                    return Err(MediaError::Malformed(format!("{what}: used length {len} is past the {PAGE}-byte event buffer")));
+                }
+                let mut b = vec![0u8; len as usize];
                 t.read(gpa, &mut b);
                 self.post(t, gpa);
                 t.notify(1);
@@ -197,6 +238,173 @@ impl Driver {
             if !t.idle() {
                 return Err(MediaError::Timeout(what.into()));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Given the head of a chain made available, writes its response bytes
+    /// and says which head to return with which used length (or none).
+    type Answer = dyn FnMut(u16, &mut Vec<u8>) -> Option<(u16, u32)>;
+
+    /// A device over plain memory that answers each command as `answer` says,
+    /// with the driver's pages at 0.
+    struct FakeDevice {
+        mem: Vec<u8>,
+        /// Per notify of queue 0: (head to return, used length, response bytes), or no answer.
+        answer: Box<Answer>,
+        used_idx: u16,
+        last_avail: u16,
+        polls: u32,
+    }
+
+    impl GuestMemory for FakeDevice {
+        fn read(&mut self, gpa: u64, buf: &mut [u8]) {
+            let at = gpa as usize;
+            buf.copy_from_slice(&self.mem[at..at + buf.len()]);
+        }
+        fn write(&mut self, gpa: u64, data: &[u8]) {
+            let at = gpa as usize;
+            self.mem[at..at + data.len()].copy_from_slice(data);
+        }
+    }
+
+    impl Transport for FakeDevice {
+        fn notify(&mut self, queue: u16) {
+            if queue != 0 {
+                return;
+            }
+            let q = SplitQueue::in_page(0, QUEUE_SIZE).addrs;
+            let mut idx = [0u8; 2];
+            self.read(q.avail + 2, &mut idx);
+            while self.last_avail != u16::from_le_bytes(idx) {
+                let mut h = [0u8; 2];
+                self.read(q.avail + 4 + 2 * u64::from(self.last_avail % QUEUE_SIZE), &mut h);
+                self.last_avail = self.last_avail.wrapping_add(1);
+                let mut resp = Vec::new();
+                if let Some((head, len)) = (self.answer)(u16::from_le_bytes(h), &mut resp) {
+                    self.give_back(head, len, &resp);
+                }
+            }
+        }
+        fn begin_wait(&mut self) {
+            self.polls = 0;
+        }
+        fn idle(&mut self) -> bool {
+            self.polls += 1;
+            self.polls < 3
+        }
+    }
+
+    impl FakeDevice {
+        /// Writes `resp` into the response page and returns chain `head` with used length `len`.
+        fn give_back(&mut self, head: u16, len: u32, resp: &[u8]) {
+            let q = SplitQueue::in_page(0, QUEUE_SIZE).addrs;
+            let n = resp.len().min(4096);
+            self.mem[3 * 4096..3 * 4096 + n].copy_from_slice(&resp[..n]);
+            let mut e = [0u8; 8];
+            e[..2].copy_from_slice(&head.to_le_bytes());
+            e[4..].copy_from_slice(&len.to_le_bytes());
+            self.write(q.used + 4 + 8 * u64::from(self.used_idx % QUEUE_SIZE), &e);
+            self.used_idx = self.used_idx.wrapping_add(1);
+            let i = self.used_idx.to_le_bytes();
+            self.write(q.used + 2, &i);
+        }
+    }
+
+    fn device(answer: impl FnMut(u16, &mut Vec<u8>) -> Option<(u16, u32)> + 'static) -> (Driver, FakeDevice) {
+        let pages: Vec<u64> = (0..DMA_PAGES as u64).map(|i| i * 4096).collect();
+        let mut t = FakeDevice { mem: vec![0; DMA_PAGES * 4096], answer: Box::new(answer), used_idx: 0, last_avail: 0, polls: 0 };
+        let mut d = Driver::new(&pages);
+        d.prepare(&mut t);
+        (d, t)
+    }
+
+    fn ok_open(resp: &mut Vec<u8>) {
+        resp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_response_shorter_than_its_header_is_malformed_not_a_panic() {
+        for len in 0..8u32 {
+            let (mut d, mut t) = device(move |head, resp| {
+                ok_open(resp);
+                Some((head, len))
+            });
+            assert!(matches!(d.open(&mut t), Err(MediaError::Malformed(m)) if m.contains("shorter than")), "used length {len}");
+        }
+        let (mut d, mut t) = device(|head, resp| {
+            ok_open(resp);
+            Some((head, 5000))
+        });
+        assert!(matches!(d.open(&mut t), Err(MediaError::Malformed(m)) if m.contains("past the")));
+    }
+
+    #[test]
+    fn a_late_answer_is_never_taken_for_the_next_command() {
+        // The first command goes unanswered; every later one is answered at once.
+        let mut n = 0;
+        let (mut d, mut t) = device(move |head, resp| {
+            n += 1;
+            ok_open(resp);
+            (n > 1).then_some((head, 12))
+        });
+        assert!(matches!(d.open(&mut t), Err(MediaError::Timeout(_))));
+        // The second OPEN is not sent while the first is outstanding.
+        assert!(matches!(d.open(&mut t), Err(MediaError::Stale(w)) if w.contains("after OPEN")));
+        // The first comes back late, saying session 9: dropped; the third is answered as itself.
+        t.give_back(0, 12, &[0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0]);
+        assert_eq!(d.open(&mut t), Ok(7));
+    }
+
+    #[test]
+    fn an_answer_on_another_chain_is_malformed() {
+        let (mut d, mut t) = device(|head, resp| {
+            ok_open(resp);
+            Some((head + 1, 12))
+        });
+        assert!(matches!(d.open(&mut t), Err(MediaError::Malformed(m)) if m.contains("not this command's")));
+    }
+
+    /// Random used heads, lengths and bytes: every driver call returns, none panics.
+    #[test]
+    fn random_answers_never_panic_the_driver() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let mut rnd = next();
+            let (mut d, mut t) = device(move |head, resp| {
+                let mut r = || {
+                    rnd ^= rnd << 13;
+                    rnd ^= rnd >> 7;
+                    rnd ^= rnd << 17;
+                    rnd
+                };
+                let n = (r() % 300) as usize;
+                resp.extend((0..n).map(|_| if r() % 3 == 0 { 0 } else { r() as u8 }));
+                match r() % 6 {
+                    0 => None,
+                    1 => Some(((r() % 20) as u16, (r() % 5000) as u32)),
+                    2 => Some((head, (r() % 12) as u32)),
+                    _ => Some((head, n as u32)),
+                }
+            });
+            let _ = d.open(&mut t);
+            let _ = d.setup_capture(&mut t, 4, (640, 480, *b"YU12"));
+            let _ = d.mmap(&mut t, 0, true);
+            let _ = d.munmap(&mut t, 0);
+            let _ = d.qbuf(&mut t, 0);
+            let _ = d.stream(&mut t, true);
+            let _ = d.next_event(&mut t, "event");
+            let _ = d.close(&mut t);
         }
     }
 }

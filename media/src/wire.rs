@@ -39,13 +39,14 @@ pub fn event_parse(s: &str) -> Option<Event> {
     })
 }
 
-/// `timeout WHAT`, `errno=N WHAT`, `malformed WHAT` or `full WHAT`.
+/// `timeout WHAT`, `errno=N WHAT`, `malformed WHAT`, `full WHAT` or `stale WHAT`.
 pub fn error_text(e: &MediaError) -> String {
     match e {
         MediaError::Timeout(w) => format!("timeout {w}"),
         MediaError::Errno(w, n) => format!("errno={n} {w}"),
         MediaError::Malformed(w) => format!("malformed {w}"),
         MediaError::Full(w) => format!("full {w}"),
+        MediaError::Stale(w) => format!("stale {w}"),
     }
 }
 
@@ -57,6 +58,7 @@ pub fn error_parse(s: &str) -> MediaError {
         "timeout" => MediaError::Timeout(what),
         "malformed" => MediaError::Malformed(what),
         "full" => MediaError::Full(what),
+        "stale" => MediaError::Stale(what),
         k => match k.strip_prefix("errno=").and_then(|n| n.parse().ok()) {
             Some(n) => MediaError::Errno(what, n),
             None => MediaError::Malformed(format!("unreadable driver error {s:?}")),
@@ -75,7 +77,7 @@ mod tests {
         for e in [Event::Dqbuf { session: 1, buffer: b }, Event::Error { session: 2, errno: -5 }, Event::Other { kind: 9, session: 4 }] {
             assert_eq!(event_parse(&event_text(&e)), Some(e));
         }
-        for e in [MediaError::Timeout("OPEN".into()), MediaError::Errno("MMAP offset 0x0".into(), 16), MediaError::Malformed("S_FMT".into()), MediaError::Full("QBUF 1".into())] {
+        for e in [MediaError::Timeout("OPEN".into()), MediaError::Errno("MMAP offset 0x0".into(), 16), MediaError::Malformed("S_FMT".into()), MediaError::Full("QBUF 1".into()), MediaError::Stale("QBUF 2 (after OPEN)".into())] {
             assert_eq!(error_parse(&error_text(&e)), e);
         }
         assert_eq!(buffer_parse("1:2:3"), None);

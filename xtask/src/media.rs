@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use xshell::{Shell, cmd};
 
+use shmem_host::bounded::version_line;
 use shmem_host::vm::scenario::MediaBuild;
 
 use crate::artefacts::{KERNEL_PACKAGE, KERNEL_TARBALL, apt_install, err};
@@ -61,17 +62,10 @@ pub fn media_backend(sh: &Shell, explicit: Option<&Path>, cache: &Path, which: M
             bin
         }
     };
-    let version = version_line(sh, &path.display().to_string())
-        .ok_or_else(|| format!("{} --version printed nothing: not a backend this appliance knows", path.display()))?;
+    let version = version_line(&path.display().to_string()).map_err(|e| format!("{e}: not a backend this appliance knows"))?;
     // The known defects of the published build must not apply to the changed one.
     let version = if which == MediaBuild::PageRounded { format!("{version} + page-rounded memfds") } else { version };
     Ok(MediaBackend { path, version })
-}
-
-/// The first line `prog --version` prints (the key of a backend's known defects), if any.
-pub fn version_line(sh: &Shell, prog: &str) -> Option<String> {
-    let said = cmd!(sh, "{prog} --version").quiet().ignore_stderr().read().ok()?;
-    Some(said.lines().next()?.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 fn build(sh: &Shell, cache: &Path, bin: &Path, which: MediaBuild) -> Result<(), String> {

@@ -147,7 +147,7 @@ pub fn run_all(backend: &BackendUnderTest, defects: &[crate::vm::defects::KnownD
 
 fn verdict(backend: &str, session: &str, rec: &SessionRecord, defects: &[crate::vm::defects::KnownDefect]) -> report::SessionVerdict {
     let checks = judge::judge(rec);
-    let listing = crate::vm::verdict::Listing::of(defects, backend, MODEL_ACCEL, session);
+    let listing = crate::vm::verdict::Listing::of_backend(defects, backend, "", MODEL_ACCEL, session);
     let judgement = crate::vm::verdict::judge_listed(Ok(checks.clone()), &listing);
     report::SessionVerdict { backend: backend.into(), session: session.into(), checks, judgement }
 }

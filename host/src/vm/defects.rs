@@ -22,8 +22,16 @@ pub struct KnownDefect {
     /// Exact builds, as `--version` prints them after "version ":
     /// "11.1.3 (Debian 1:11.1.3+ds-1)". No ranges: widen only after measuring.
     /// In the backend list (`backend = [...]`), the backend's `--version` line.
+    /// In the backend list an entry applies to the exact line only: another
+    /// version, or the same version built with a change, is another backend.
     #[serde(alias = "backend")]
     pub qemu: Vec<String>,
+    /// In the backend list, for an entry of QEMU's row (accel `tcg`/`kvm`):
+    /// the QEMU builds it was measured behind, carried over as QEMU entries
+    /// are (another build of the same upstream version). Empty for the
+    /// model's row and in the QEMU list.
+    #[serde(default)]
+    pub frontend: Vec<String>,
     /// Accelerators it was measured under: "tcg", "kvm".
     pub accel: Vec<String>,
     /// Facts the failed check must show, all of them (`said` by substring,
@@ -90,6 +98,17 @@ pub fn load_defect_list(path: &Path, accels: &[&str]) -> Result<Vec<KnownDefect>
         }
         if let Some(a) = d.accel.iter().find(|a| !accels.contains(&a.as_str())) {
             return Err(bad(format!("defect {:?}: accel {a:?} is not one of {}", d.id, accels.join(", "))));
+        }
+        let qemu_row = d.accel.iter().any(|a| a != crate::media::MODEL_ACCEL);
+        let backend_list = accels.contains(&crate::media::MODEL_ACCEL);
+        if backend_list && qemu_row == d.frontend.is_empty() {
+            return Err(bad(format!("defect {:?}: an entry of QEMU's row (accel tcg or kvm) names the QEMU builds it was measured behind in `frontend`, and only such an entry does; one accel list per row", d.id)));
+        }
+        if backend_list && qemu_row && d.accel.iter().any(|a| a == crate::media::MODEL_ACCEL) {
+            return Err(bad(format!("defect {:?}: the model's row and QEMU's are listed apart (accel \"model\" alone, or tcg/kvm with `frontend`)", d.id)));
+        }
+        if !backend_list && !d.frontend.is_empty() {
+            return Err(bad(format!("defect {:?}: `frontend` belongs in the backend list", d.id)));
         }
     }
     Ok(f.defect)

@@ -96,11 +96,12 @@ fn signal_name(sig: i32) -> &'static str {
 }
 
 fn run_probe(path: &Path, args: &[&str]) -> Result<String, QemuError> {
-    let out = Command::new(path)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| QemuError::Unusable(format!("{} cannot be run: {e}", path.display())))?;
+    let mut cmd = Command::new(path);
+    cmd.args(args);
+    let out = crate::bounded::output_within(cmd, crate::bounded::PROBE_TIMEOUT).map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut => QemuError::Unusable(format!("`{} {}` gave no answer within {:?}", path.display(), args.join(" "), crate::bounded::PROBE_TIMEOUT)),
+        _ => QemuError::Unusable(format!("{} cannot be run: {e}", path.display())),
+    })?;
     if !out.status.success() {
         return Err(QemuError::Unusable(format!("`{} {}` failed with {}: {}", path.display(), args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim())));
     }

@@ -189,7 +189,7 @@ pub fn defects_for<'a>(cfg: &'a SuiteConfig, accel: Accel, scn: &Scenario) -> Li
 /// `accel` (an accelerator, or `model`); none for any other scenario.
 pub fn backend_defects_for<'a>(cfg: &'a SuiteConfig, accel: &str, scn: &Scenario) -> Listing<'a> {
     match scn.media.map(|m| cfg.media_backend(m.build)) {
-        Some(Ok(b)) => Listing::of(&cfg.backend_defects, &b.version, accel, &scn.name),
+        Some(Ok(b)) => Listing::of_backend(&cfg.backend_defects, &b.version, &cfg.qemu.build, accel, &scn.name),
         _ => Listing::default(),
     }
 }

@@ -120,6 +120,22 @@ impl KnownDefect {
         }
     }
 
+    /// How this backend-list entry relates to `backend` (its exact
+    /// `--version` line: no carry-over) behind `frontend` (QEMU's build,
+    /// carried over as QEMU entries are; ignored on the model's row) under `accel`.
+    pub fn applies_to_backend(&self, backend: &str, frontend: &str, accel: &str) -> Applies {
+        if !self.accel.iter().any(|a| a == accel) || !self.qemu.iter().any(|b| b == backend) {
+            return Applies::Elsewhere;
+        }
+        if self.frontend.is_empty() || self.frontend.iter().any(|q| q == frontend) {
+            return Applies::Exact;
+        }
+        match self.frontend.iter().find(|q| upstream(q) == upstream(frontend)) {
+            Some(q) => Applies::Carried(q.clone()),
+            None => Applies::Elsewhere,
+        }
+    }
+
     /// Whether this entry is about this scenario and applies (exactly or
     /// carried over) to this build and accelerator.
     pub fn applies(&self, build: &str, accel: &str, scenario: &str) -> bool {
@@ -143,7 +159,9 @@ impl KnownDefect {
 
     /// What the entry is listed for, for people: "BUILD/ACCEL, ...".
     pub fn listed_for(&self) -> String {
-        self.qemu.iter().flat_map(|q| self.accel.iter().map(move |a| format!("{q}/{a}"))).collect::<Vec<_>>().join(", ")
+        let behind = if self.frontend.is_empty() { String::new() } else { format!(" behind {}", self.frontend.join(" or ")) };
+        let each = self.qemu.iter().flat_map(|q| self.accel.iter().map(move |a| format!("{q}/{a}")));
+        format!("{}{behind}", each.collect::<Vec<_>>().join(", "))
     }
 
     /// Whether a failed check's facts show this signature: every fact of
@@ -196,9 +214,19 @@ pub struct Listing<'a> {
 impl<'a> Listing<'a> {
     /// The entries of `scenario` sorted by how they relate to `build` and `accel`.
     pub fn of(all: &'a [KnownDefect], build: &str, accel: &str, scenario: &str) -> Self {
+        Self::sorted(all, scenario, |d| d.applies_to(build, accel))
+    }
+
+    /// The backend list's entries of `scenario` for `backend` behind
+    /// `frontend` (a QEMU build; `accel` "model" for the model's row).
+    pub fn of_backend(all: &'a [KnownDefect], backend: &str, frontend: &str, accel: &str, scenario: &str) -> Self {
+        Self::sorted(all, scenario, |d| d.applies_to_backend(backend, frontend, accel))
+    }
+
+    fn sorted(all: &'a [KnownDefect], scenario: &str, applies: impl Fn(&KnownDefect) -> Applies) -> Self {
         let mut l = Listing::default();
         for d in all.iter().filter(|d| d.scenario == scenario) {
-            match d.applies_to(build, accel) {
+            match applies(d) {
                 Applies::Exact => l.applicable.push((d, None)),
                 Applies::Carried(on) => l.applicable.push((d, Some(on))),
                 Applies::Elsewhere => l.elsewhere.push(d),

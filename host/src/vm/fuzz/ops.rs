@@ -172,7 +172,12 @@ pub(super) fn generate(rng: &mut Rng, v: &View<'_>) -> Op {
         26..=27 => map(rng, size.saturating_sub(PAGE), 2 * PAGE),
         28 => Op::Map { shmid: rng.pick(&[1, 7]), file, fd_offset: 0, shm_offset: 0, len: PAGE, rw: false, attach: AttachKind::File, flags: None },
         29 => Op::Map { shmid, file, fd_offset: 0, shm_offset: edge(rng, PAGE), len: PAGE, rw: false, attach: AttachKind::NoFd, flags: None },
-        30 => Op::Map { shmid, file, fd_offset: 0, shm_offset: edge(rng, PAGE), len: 0, rw: false, attach: AttachKind::File, flags: None },
+        30 => {
+            // Zero length, at an edge or strictly inside an existing mapping (no byte in common, still no valid range).
+            let inside = existing.as_ref().filter(|e| e.len > PAGE && rng.chance(50)).map(|e| (e.shmid, e.shm_offset + (1 + rng.below(e.len / PAGE - 1)) * PAGE));
+            let (shmid, shm_offset) = inside.unwrap_or_else(|| (shmid, edge(rng, PAGE)));
+            Op::Map { shmid, file, fd_offset: 0, shm_offset, len: 0, rw: false, attach: AttachKind::File, flags: None }
+        }
         31 => Op::Map { shmid, file, fd_offset: 0, shm_offset: edge(rng, PAGE) + 0x100, len: 0x100, rw: true, attach: AttachKind::File, flags: None },
         32 => Op::Map { shmid, file, fd_offset: 0, shm_offset: edge(rng, PAGE), len: PAGE, rw: true, attach: AttachKind::File, flags: Some(0x80 | MAP_RW) },
         33..=34 => Op::Map { shmid, file, fd_offset: 0, shm_offset: edge(rng, len), len, rw: rng.chance(50), attach: AttachKind::ReadOnlyFd, flags: None },
