@@ -5,6 +5,8 @@
 //!   recording what the frontend tells it.
 //! - [`channel`] + [`manager`] + [`files`]: map/unmap requests, host files,
 //!   and the ledger of what each region should show.
+//! - [`fake_media`]: a virtio-media backend wrong on purpose, one way at a
+//!   time: the subject of the tests that show each backend check failing.
 //! - [`model`]: the in-process reference frontend (QEMU's stand-in and oracle).
 //! - [`bounded`]: short commands (version probes) run with a time bound.
 //! - [`range`]: the one overlap rule for ranges in a region.
@@ -15,6 +17,7 @@
 pub mod backend;
 pub mod bounded;
 pub mod channel;
+pub mod fake_media;
 pub mod files;
 pub mod manager;
 pub mod media;

@@ -13,7 +13,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -260,10 +260,45 @@ pub struct ModelFrontend {
     server: Option<JoinHandle<()>>,
 }
 
-/// How long the model waits for any answer of the backend on the main
-/// socket: longer than a driver's wait, so a hang is named by the step that
-/// met it first; a bound, so a stalled backend never hangs the runner.
+/// How long the model waits for the backend's answers on the main socket
+/// while it sets the backend up, starts, or resets it: longer than a
+/// driver's wait, so a hang is named by the step that met it first; a
+/// bound, so a stalled backend never hangs the runner. (The memory tables
+/// after a map have their own bound: `shut_down` hangs up on a backend
+/// that never answers one.)
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Hangs up on the backend (shuts the main socket down, so a blocked read
+/// returns) when it is not disarmed within [`REPLY_TIMEOUT`]. The vhost
+/// crate retries a read that times out, so a socket timeout cannot do this.
+struct Watchdog {
+    disarm: mpsc::Sender<()>,
+    thread: thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn arm(sock: &UnixStream) -> io::Result<Self> {
+        let sock = sock.try_clone()?;
+        let (disarm, rx) = mpsc::channel();
+        let thread = thread::Builder::new().name("model-watchdog".into()).spawn(move || {
+            let fired = matches!(rx.recv_timeout(REPLY_TIMEOUT), Err(mpsc::RecvTimeoutError::Timeout));
+            if fired {
+                let _ = sock.shutdown(Shutdown::Both);
+            }
+            fired
+        })?;
+        Ok(Watchdog { disarm, thread })
+    }
+
+    /// Stops the watch; an error of kind `TimedOut` naming `what` if it had fired.
+    fn disarm(self, what: &str) -> io::Result<()> {
+        let _ = self.disarm.send(());
+        match self.thread.join() {
+            Ok(false) => Ok(()),
+            _ => Err(io::Error::new(io::ErrorKind::TimedOut, format!("model frontend: {what}: the backend did not answer within {REPLY_TIMEOUT:?}, so the model hung up"))),
+        }
+    }
+}
 
 fn ctx(what: &str) -> impl FnOnce(vhost::Error) -> io::Error + '_ {
     move |e| io::Error::other(format!("model frontend: {what}: {e}"))
@@ -282,50 +317,19 @@ impl ModelFrontend {
     /// Every answer the backend owes on the main socket comes within
     /// [`REPLY_TIMEOUT`], or the request fails saying so.
     pub fn connect_seeing(socket: &Path, num_queues: u64, faults: Faults, offered: &mut Option<(u64, u64)>) -> io::Result<Self> {
-        let started = Instant::now();
-        Self::set_up(socket, num_queues, faults, offered).map_err(|e| {
-            if started.elapsed() >= REPLY_TIMEOUT {
-                io::Error::new(io::ErrorKind::TimedOut, format!("{e}: the backend did not answer within {REPLY_TIMEOUT:?}"))
-            } else {
-                e
-            }
-        })
+        Self::set_up(socket, num_queues, faults, offered)
     }
 
     fn set_up(socket: &Path, num_queues: u64, faults: Faults, offered: &mut Option<(u64, u64)>) -> io::Result<Self> {
         let stream = UnixStream::connect(socket).map_err(|e| io::Error::new(e.kind(), format!("model frontend: connect {}: {e}", socket.display())))?;
-        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
-        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
+        let watchdog = Watchdog::arm(&stream)?;
         // Kept to unblock the model at shut-down when a backend never answers (QEMU would wait forever).
         let fe_sock = stream.try_clone()?;
         let mut fe = Frontend::from_stream(stream, num_queues);
-        let features = fe.get_features().map_err(ctx("GET_FEATURES"))?;
-        if features & offered_features() != offered_features() {
-            return Err(io::Error::other(format!(
-                "model frontend: backend offers features {features:#x}, VERSION_1 and PROTOCOL_FEATURES are needed"
-            )));
-        }
-        let wanted = VhostUserProtocolFeatures::SHMEM
-            | VhostUserProtocolFeatures::BACKEND_REQ
-            | VhostUserProtocolFeatures::BACKEND_SEND_FD
-            | VhostUserProtocolFeatures::REPLY_ACK;
-        let offered_protocol = fe.get_protocol_features().map_err(ctx("GET_PROTOCOL_FEATURES"))?;
-        *offered = Some((features, offered_protocol.bits()));
-        let offered = offered_protocol;
-        if !offered.contains(wanted) {
-            return Err(io::Error::other(format!(
-                "model frontend: backend offers protocol features {offered:?}, {wanted:?} are needed"
-            )));
-        }
-        fe.set_protocol_features(wanted).map_err(ctx("SET_PROTOCOL_FEATURES"))?;
-        // NEED_REPLY first, so SET_BACKEND_REQ_FD is acked and the backend's
-        // channel exists when this returns.
-        fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
-        let (ours, theirs) = UnixStream::pair()?;
-        fe.set_backend_request_fd(&theirs).map_err(ctx("SET_BACKEND_REQ_FD"))?;
-        drop(theirs);
-        fe.set_owner().map_err(ctx("SET_OWNER"))?;
-        let config: VhostUserShMemConfig = fe.get_shmem_config().map_err(ctx("GET_SHMEM_CONFIG"))?;
+        let shook = handshake(&mut fe, offered);
+        // A backend that stalled is named as such, not by the broken socket the watchdog left.
+        watchdog.disarm("the handshake")?;
+        let (ours, config) = shook?;
         let count = (config.nregions as usize).min(config.memory_sizes.len());
         let sizes = config.memory_sizes;
         let regions = sizes[..count]
@@ -364,6 +368,13 @@ impl ModelFrontend {
     /// What QEMU does when the guest sets DRIVER_OK: SET_FEATURES and the
     /// memory table (guest RAM only).
     pub fn start(&self) -> io::Result<()> {
+        let watchdog = Watchdog::arm(&self.fe_sock)?;
+        let r = self.start_unwatched();
+        watchdog.disarm("starting the device")?;
+        r
+    }
+
+    fn start_unwatched(&self) -> io::Result<()> {
         {
             let fe = self.inner.frontend.lock().unwrap_or_else(|p| p.into_inner());
             fe.set_features(offered_features()).map_err(ctx("SET_FEATURES"))?;
@@ -376,6 +387,13 @@ impl ModelFrontend {
     /// addresses (guest-physical in the model's guest RAM), kick and call
     /// eventfds, enable. `queues[i]` is queue i.
     pub fn start_queues(&self, queues: &[shmem_media::virtq::QueueAddrs], size: u16) -> io::Result<()> {
+        let watchdog = Watchdog::arm(&self.fe_sock)?;
+        let r = self.start_queues_unwatched(queues, size);
+        watchdog.disarm("starting the queues")?;
+        r
+    }
+
+    fn start_queues_unwatched(&self, queues: &[shmem_media::virtq::QueueAddrs], size: u16) -> io::Result<()> {
         use vhost::vhost_user::message::VhostUserVringAddrFlags;
         use vhost::VringConfigData;
         use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -503,10 +521,13 @@ impl ModelFrontend {
     /// goes stale).
     pub fn reset(&self) -> io::Result<()> {
         let started_queues = std::mem::take(&mut *self.queues.lock().unwrap_or_else(|p| p.into_inner())).len();
-        for i in 0..started_queues {
+        let watchdog = Watchdog::arm(&self.fe_sock)?;
+        let stopped = (0..started_queues).try_for_each(|i| {
             let fe = self.inner.frontend.lock().unwrap_or_else(|p| p.into_inner());
-            fe.get_vring_base(i).map_err(ctx("GET_VRING_BASE at reset"))?;
-        }
+            fe.get_vring_base(i).map(|_| ()).map_err(ctx("GET_VRING_BASE at reset"))
+        });
+        watchdog.disarm("GET_VRING_BASE at reset")?;
+        stopped?;
         let was_started = {
             let mut st = self.inner.state();
             let keep = st.faults.keep_fd_after_unmap;
@@ -876,6 +897,39 @@ fn apply(inner: &Inner, st: &mut State, change: Change) -> Result<(), String> {
 
 /// Sends the memory table QEMU would after a change: guest RAM plus every
 /// live mapping at its BAR address. Only while started, as in QEMU.
+/// What QEMU does at device realize, up to GET_SHMEM_CONFIG: the model's
+/// end of the backend channel, and the backend's regions.
+fn handshake(fe: &mut Frontend, offered: &mut Option<(u64, u64)>) -> io::Result<(UnixStream, VhostUserShMemConfig)> {
+        let features = fe.get_features().map_err(ctx("GET_FEATURES"))?;
+        if features & offered_features() != offered_features() {
+            return Err(io::Error::other(format!(
+                "model frontend: backend offers features {features:#x}, VERSION_1 and PROTOCOL_FEATURES are needed"
+            )));
+        }
+        let wanted = VhostUserProtocolFeatures::SHMEM
+            | VhostUserProtocolFeatures::BACKEND_REQ
+            | VhostUserProtocolFeatures::BACKEND_SEND_FD
+            | VhostUserProtocolFeatures::REPLY_ACK;
+        let offered_protocol = fe.get_protocol_features().map_err(ctx("GET_PROTOCOL_FEATURES"))?;
+        *offered = Some((features, offered_protocol.bits()));
+        let offered = offered_protocol;
+        if !offered.contains(wanted) {
+            return Err(io::Error::other(format!(
+                "model frontend: backend offers protocol features {offered:?}, {wanted:?} are needed"
+            )));
+        }
+        fe.set_protocol_features(wanted).map_err(ctx("SET_PROTOCOL_FEATURES"))?;
+        // NEED_REPLY first, so SET_BACKEND_REQ_FD is acked and the backend's
+        // channel exists when this returns.
+        fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        let (ours, theirs) = UnixStream::pair()?;
+        fe.set_backend_request_fd(&theirs).map_err(ctx("SET_BACKEND_REQ_FD"))?;
+        drop(theirs);
+        fe.set_owner().map_err(ctx("SET_OWNER"))?;
+        let config: VhostUserShMemConfig = fe.get_shmem_config().map_err(ctx("GET_SHMEM_CONFIG"))?;
+    Ok((ours, config))
+}
+
 fn send_mem_table(inner: &Inner) -> Result<(), String> {
     let st = inner.state();
     if !st.started {

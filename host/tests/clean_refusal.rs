@@ -60,7 +60,7 @@ fn verdict(end: &str) -> Verdict {
 
 #[test]
 fn a_clean_refusal_at_realize_passes_and_the_listed_abort_shows_as_gone() {
-    match verdict("echo 'qemu-system-x86_64: -device vhost-user-test-device-pci: regions add up to 0x140000 bytes, not a power of two' >&2; exit 1") {
+    match verdict("echo 'qemu-system-x86_64: -device vhost-user-test-device-pci,chardev=vu0,virtio-id=45: regions add up to 0x140000 bytes, not a power of two' >&2; exit 1") {
         Verdict::UnexpectedPass(drop) => assert!(drop.iter().any(|d| d.contains("`bar-not-power-of-two-aborts`")), "{drop:?}"),
         other => panic!("{other:?}"),
     }
@@ -71,6 +71,14 @@ fn an_abort_matches_the_listed_signature_and_a_silent_exit_fails() {
     let abort = "echo \"qemu-system-x86_64: hw/pci/pci.c:1515: pci_register_bar: Assertion \\`is_power_of_2(size)' failed.\" >&2; kill -ABRT $$";
     assert!(matches!(verdict(abort), Verdict::KnownFailure(_)), "{:?}", verdict(abort));
     match verdict("exit 1") {
+        Verdict::Fail(j) => assert_eq!(j[0].check.check, "frontend-survives", "{j:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_startup_failure_about_something_else_is_no_clean_refusal() {
+    match verdict("echo 'qemu-system-x86_64: -chardev socket,id=vu0: Failed to connect to socket: No such file or directory' >&2; exit 1") {
         Verdict::Fail(j) => assert_eq!(j[0].check.check, "frontend-survives", "{j:?}"),
         other => panic!("{other:?}"),
     }

@@ -187,6 +187,13 @@ fn a_frontend_that_shows_garbage_where_nothing_is_mapped_fails_expect_guest_not(
 }
 
 #[test]
+fn a_frontend_that_shows_garbage_after_an_unmap_fails_the_probe() {
+    let (spec, scn) = short_probe("reply-before-commit");
+    let f = failed_checks(verdict_on_model(&spec, &scn, Faults { unmapped_reads_garbage: true, ..Faults::default() }));
+    assert!(f.iter().any(|c| c == "rbc-rw/unmap=other bytes, where nothing is mapped"), "{f:?}");
+}
+
+#[test]
 fn the_single_threaded_probe_says_it_rings_after_the_memory_table() {
     let (spec, scn) = short_probe("reply-before-commit-single-threaded");
     let dir = tempfile::tempdir().unwrap();

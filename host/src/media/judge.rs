@@ -38,12 +38,16 @@ pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
             checks.push(all_unmapped(&replay.live, rec));
         }
     }
-    if let Some((before, after)) = rec.memfds.filter(|_| ended) {
-        let ok = after <= before;
-        checks.push(CheckResult::new("buffer-fds-released", ok, format!("the backend held {before} memfds before OPEN and {after} after CLOSE")).with("left", after.saturating_sub(before) as u64));
+    match rec.memfds.as_ref().filter(|_| ended) {
+        Some(Ok((before, after))) => {
+            let ok = after <= before;
+            checks.push(CheckResult::new("buffer-fds-released", ok, format!("the backend held {before} memfds before OPEN and {after} after CLOSE")).with("left", after.saturating_sub(*before) as u64));
+        }
+        Some(Err(why)) => checks.push(CheckResult::new("buffer-fds-released", false, format!("the backend's memfds could not be counted: {why}")).with("left", "unknown")),
+        None => {}
     }
     if rec.media {
-        if !hung {
+        if rec.captures && !hung {
             checks.push(frames(rec));
         }
         checks.extend(steps(rec, hung));
@@ -203,6 +207,15 @@ fn steps(rec: &SessionRecord, hung: bool) -> Vec<CheckResult> {
     }];
     out.push(no_deadlock(rec));
     let faulted: Vec<&super::Step> = rec.steps.iter().filter(|s| s.expect == Expect::Errno).collect();
+    if let (Some(k), true, false) = (rec.refused_map, faulted.is_empty(), hung) {
+        let maps = rec.served.iter().filter(|s| s.request == ShmemOp::Map.code()).count();
+        let evidence = if maps < k {
+            format!("the frontend was to refuse SHMEM_MAP #{k}, but the backend sent only {maps}: the refusal was never tested")
+        } else {
+            format!("the frontend refused SHMEM_MAP #{k}, but no MMAP the driver sent asked for it: the refusal reached no driver step, so nothing was tested")
+        };
+        out.push(CheckResult::new("error-reported", false, evidence).with("step", "none").with("outcome", "untested"));
+    }
     if !faulted.is_empty() && !hung {
         let wrong = faulted.iter().find(|s| !matches!(s.outcome, Err(MediaError::Errno(..))));
         out.push(match wrong {
@@ -271,7 +284,7 @@ mod tests {
     }
 
     fn frames_check(frames: Vec<FrameSeen>) -> CheckResult {
-        let rec = SessionRecord { media: true, offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], frames, ..SessionRecord::default() };
+        let rec = SessionRecord { media: true, captures: true, offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], frames, ..SessionRecord::default() };
         judge(&rec).into_iter().find(|c| c.check == "frames").expect("a frames check")
     }
 
@@ -282,5 +295,12 @@ mod tests {
         assert!(!wrong.passed && wrong.evidence.contains("byte 10 is 0x07"), "{wrong:?}");
         assert!(!frames_check(vec![frame(2, None), frame(2, None)]).passed);
         assert!(!frames_check(Vec::new()).passed);
+    }
+
+    #[test]
+    fn a_refusal_no_driver_step_met_fails_error_reported() {
+        let rec = SessionRecord { media: true, refused_map: Some(2), offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], ..SessionRecord::default() };
+        let c = judge(&rec).into_iter().find(|c| c.check == "error-reported").expect("an error-reported check");
+        assert!(!c.passed && c.evidence.contains("never tested"), "{c:?}");
     }
 }

@@ -101,17 +101,23 @@ pub struct SessionRecord {
     pub frames: Vec<FrameSeen>,
     /// The frontend's live mappings at the end, after CLOSE.
     pub live_at_end: Vec<MappingInfo>,
-    /// memfds the backend process held before OPEN and after CLOSE (an external process only).
-    pub memfds: Option<(usize, usize)>,
+    /// memfds the backend process held before OPEN and after CLOSE (an
+    /// external process only), or why they could not be counted.
+    pub memfds: Option<Result<(usize, usize), String>>,
     /// What the frontend was waiting for the backend to answer when the
     /// driver's first wait timed out (e.g. "SET_MEM_TABLE"), and for how long.
     pub waiting_at_timeout: Option<(String, std::time::Duration)>,
     /// Why the backend is not alive at the end, if it is not.
     pub dead: Option<String>,
+    /// The SHMEM_MAP the frontend refused on purpose (k-th, 1-based), if any:
+    /// a driver step must have met it, or the refusal tested nothing.
+    pub refused_map: Option<usize>,
     /// Whether the frontend closed the backend channel (nothing can be unmapped after).
     pub channel_closed: bool,
-    /// Whether the session was driven as a media device (frames expected).
+    /// Whether the session was driven as a media device.
     pub media: bool,
+    /// Whether it set out to capture (frames expected); the churn only maps.
+    pub captures: bool,
     /// The frontend's side was not in view (QEMU): what the backend asked
     /// of it (negotiation, regions, maps, unmaps) was not recorded and is not judged.
     pub frontend_unseen: bool,

@@ -68,13 +68,38 @@ impl BackendProcess {
         lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 
-    /// How many memfds it holds open.
-    pub fn memfds(&self) -> usize {
-        let dir = format!("/proc/{}/fd", self.child.id());
-        fs::read_dir(dir)
-            .map(|rd| rd.flatten().filter(|e| fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:"))).count())
-            .unwrap_or(0)
+    /// How many memfds it holds open, with every process it started (a
+    /// wrapper's child is the backend then). An error when its fds cannot
+    /// be read: it is gone, or not ours to look at; never a count of 0.
+    pub fn memfds(&self) -> Result<usize, String> {
+        let mut total = 0;
+        for pid in tree(self.child.id()) {
+            // A process that has ended holds no fd, and that says nothing of what it released.
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("process {pid}: {e}"))?;
+            if matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), Some('Z' | 'X') | None) {
+                return Err(format!("process {pid} has ended"));
+            }
+            let dir = format!("/proc/{pid}/fd");
+            let rd = fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?;
+            total += rd.flatten().filter(|e| fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:"))).count();
+        }
+        Ok(total)
     }
+}
+
+/// `pid` and its descendants (from `/proc/PID/task/TID/children`).
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while let Some(&p) = all.get(i) {
+        let tasks = fs::read_dir(format!("/proc/{p}/task")).map(|rd| rd.flatten().map(|t| t.path()).collect::<Vec<_>>()).unwrap_or_default();
+        for t in tasks {
+            let kids = fs::read_to_string(t.join("children")).unwrap_or_default();
+            all.extend(kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()).filter(|k| !all.contains(k)).collect::<Vec<_>>());
+        }
+        i += 1;
+    }
+    all
 }
 
 impl Drop for BackendProcess {

@@ -36,7 +36,8 @@ const MEDIA_QUEUES: u64 = 2;
 
 /// One session of the backend run by `command` (`{socket}` replaced), under `variant`.
 pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> SessionRecord {
-    let mut rec = SessionRecord { media: true, ..SessionRecord::default() };
+    let refused_map = if let Variant::RefuseMap(k) = variant { Some(k) } else { None };
+    let mut rec = SessionRecord { media: true, refused_map, ..SessionRecord::default() };
     let socket = dir.join("backend.sock");
     let mut proc = match BackendProcess::start(command, &socket, dir, s.start) {
         Ok(p) => p,
@@ -47,7 +48,7 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
     };
     let faults = Faults {
         accept_unaligned: true,
-        refuse_map_number: if let Variant::RefuseMap(k) = variant { Some(k) } else { None },
+        refuse_map_number: refused_map,
         ack_delay: if let Variant::AckDelay(ms) = variant { Some(Duration::from_millis(ms)) } else { None },
         ..Faults::default()
     };
@@ -56,7 +57,7 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
             rec.regions = region_sizes(&model);
             let mut d = Session { model: Some(&model), rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
             d.capture(&model, variant);
-            rec.memfds = d.memfds_before.map(|b| (b, proc.memfds()));
+            rec.memfds = d.memfds_before.take().map(|b| b.and_then(|b| proc.memfds().map(|a| (b, a))));
             // Before the frontend hangs up: a backend may end when its frontend goes
             // (vhost-device-media does, with status 1), and that is no fault.
             rec.dead = proc.gone();
@@ -91,8 +92,8 @@ pub fn run_port(port: &mut dyn MediaPort, up: Result<String, MediaError>, proc: 
     if d.step("DRIVER_OK and queues", Expect::Success, up, Clone::clone).is_some() {
         d.one_capture(port, Variant::Stream, false);
     }
-    let before = d.memfds_before;
-    rec.memfds = before.map(|b| (b, proc.memfds()));
+    let before = d.memfds_before.take();
+    rec.memfds = before.map(|b| b.and_then(|b| proc.memfds().map(|a| (b, a))));
     rec
 }
 
@@ -103,7 +104,7 @@ struct Session<'a> {
     s: Settings,
     proc: &'a BackendProcess,
     /// memfds the backend held just before the first OPEN (guest RAM's among them).
-    memfds_before: Option<usize>,
+    memfds_before: Option<Result<usize, String>>,
     /// Settle after each step (see [`Session::settle`]); off for the churn.
     settling: bool,
 }
@@ -164,6 +165,7 @@ impl Session<'_> {
     /// `stop_early`, returns after the first frame (true) for the caller's fault.
     fn one_capture(&mut self, d: &mut dyn MediaPort, variant: Variant, stop_early: bool) -> bool {
         self.memfds_before.get_or_insert_with(|| self.proc.memfds());
+        self.rec.captures = true;
         if self.step("OPEN", Expect::Success, d.open(), |id| format!("session {id}")).is_none() {
             return false;
         }
@@ -190,7 +192,8 @@ impl Session<'_> {
         } else if streaming {
             self.read_frames(d, &mapped, self.s.frames.saturating_sub(1));
         }
-        let unmap_expect = if stop_early { Expect::Errno } else { Expect::Success };
+        // Only a closed channel keeps a MUNMAP's SHMEM_UNMAP from the frontend.
+        let unmap_expect = if self.rec.channel_closed { Expect::Errno } else { Expect::Success };
         if streaming {
             self.step("STREAMOFF", Expect::Success, d.stream(false), |()| String::new());
         }
@@ -203,6 +206,7 @@ impl Session<'_> {
 
     /// OPEN, one buffer, then MMAP/MUNMAP of it `n` times without settling, CLOSE.
     fn churn(&mut self, d: &mut dyn MediaPort, n: usize) {
+        self.memfds_before.get_or_insert_with(|| self.proc.memfds());
         if self.step("OPEN", Expect::Success, d.open(), |id| format!("session {id}")).is_none() {
             return;
         }

@@ -82,14 +82,19 @@ pub(super) fn leak_checked<T>(dir: &Path, sockets: &Path, half: impl FnOnce() ->
     (res, rest)
 }
 
+/// What QEMU prefixes the error of a `-device` option it could not realize with.
+const DEVICE_REFUSAL: &str = "-device vhost-user-test-device-pci";
+
 /// What a QEMU that ended while booting means: a clean refusal of the
-/// device at realize (a non-zero status, no signal, a message) passes
-/// `boot-refused-cleanly` where the scenario allows one; anything else is a
-/// failed `frontend-survives` at step "boot".
+/// device at realize (a non-zero status, no signal, and QEMU's error about
+/// the test device's `-device` option) passes `boot-refused-cleanly` where
+/// the scenario allows one; anything else (a signal, a silent exit, a
+/// startup failure about something else) is a failed `frontend-survives`
+/// at step "boot".
 fn boot_death(scn: &Scenario, death: &super::guest::Death) -> CheckResult {
     let status = death.exit.strip_prefix("status ").and_then(|c| c.parse::<i32>().ok());
     let said = crate::vm::check::said_fact(&death.said);
-    if scn.boot_refusal_ok && status.is_some_and(|c| c != 0) && !said.is_empty() {
+    if scn.boot_refusal_ok && status.is_some_and(|c| c != 0) && death.said.contains(DEVICE_REFUSAL) {
         let evidence = format!("QEMU refused the device at realize and exited cleanly ({}); it said: {said}", death.exit);
         return CheckResult::new("boot-refused-cleanly", true, evidence).with("exit", &death.exit).with("said", said);
     }

@@ -21,16 +21,19 @@ pub fn after_map(first: Option<u64>, i: u32) -> &'static str {
     }
 }
 
-/// After an UNMAP ack: fresh is anything but the bytes of a mapping that
-/// should be gone (this iteration's file or write, or an earlier one's).
-/// Zeros is what QEMU shows there; the kind says so, the rule does not need it.
+/// After an UNMAP ack: fresh is what an empty range shows (zeros, which is
+/// what QEMU shows there; all ones, what a PCI read of nothing returns; or
+/// nothing readable, what the model shows). The bytes of a mapping that
+/// should be gone (this iteration's file or write, or an earlier one's) are
+/// stale, and so are any other bytes: nothing should be there to show them.
 pub fn after_unmap(first: Option<u64>, i: u32) -> &'static str {
     match first {
         Some(v) if iteration_of(v) == Some(u64::from(i)) => "the unmapped file's bytes",
         Some(v) if iteration_of(v).is_some_and(|j| j < u64::from(i)) => "an earlier mapping's bytes",
         Some(0) => "fresh: zeros",
+        Some(u64::MAX) => "fresh: all ones",
         None => "fresh: unreadable",
-        Some(_) => "fresh: other bytes, not a mapping's",
+        Some(_) => "other bytes, where nothing is mapped",
     }
 }
 
@@ -59,6 +62,7 @@ mod tests {
         assert_eq!(after_unmap(Some(TAG | 3), 7), "an earlier mapping's bytes");
         assert!(after_unmap(Some(0), 7).starts_with("fresh"));
         assert!(after_unmap(Some(u64::MAX), 7).starts_with("fresh"), "all-ones where nothing is mapped is not the file's bytes");
+        assert!(!after_unmap(Some(0xa5a5_a5a5_a5a5_a5a5), 7).starts_with("fresh"), "bytes of nobody's where nothing is mapped are no empty range");
         assert!(after_unmap(None, 7).starts_with("fresh"));
     }
 }
