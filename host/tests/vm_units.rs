@@ -107,6 +107,7 @@ fn defect(check: &str, signature: &[(&str, &str)]) -> KnownDefect {
         check: check.into(),
         qemu: vec!["11.1.3 (Debian 1:11.1.3+ds-1)".into()],
         frontend: Vec::new(),
+        unmeasured: Vec::new(),
         accel: vec!["tcg".into()],
         signature: signature.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         rate: None,
@@ -367,4 +368,13 @@ fn a_program_that_stalls_on_version_is_refused_within_the_probe_timeout() {
     assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
     assert!(qemu.to_string().contains("gave no answer within"), "{qemu}");
     assert!(backend.contains("did not end within"), "{backend}");
+}
+
+#[test]
+fn a_blessed_pair_whose_figures_were_copied_applies_as_measured_elsewhere() {
+    let mut d = defect("rbc/map", &[("stale_seen", "hole")]);
+    d.qemu.push("11.2.0".into());
+    d.unmeasured = vec!["11.2.0/tcg".into()];
+    assert_eq!(d.applies_to("11.2.0", "tcg"), Applies::Carried("11.1.3 (Debian 1:11.1.3+ds-1)/tcg".into()));
+    assert_eq!(d.applies_to("11.1.3 (Debian 1:11.1.3+ds-1)", "tcg"), Applies::Exact);
 }

@@ -48,35 +48,60 @@ fn blocks(lines: &[&str]) -> (Vec<Option<usize>>, Vec<Option<String>>) {
     (of_line, ids)
 }
 
-/// Adds `build` and `accel` to the entries `ids` of the list at `path`.
-/// Returns the changed lines as a diff (`path:line: -old` / `+new`).
+/// Adds `build` and `accel` to the entries `ids` of the list at `path`;
+/// to an entry with measured figures (`rate`, `highest`) also the pair to
+/// `unmeasured` (its figures were measured elsewhere). Returns the changed
+/// lines as a diff (`path:line: -old` / `+new`).
 pub fn bless(path: &Path, ids: &BTreeSet<String>, build: &str, accel: &str) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let lines: Vec<&str> = text.lines().collect();
     let (of_line, block_ids) = blocks(&lines);
+    let figured = measured_blocks(&lines, &of_line);
+    let pair = format!("{build}/{accel}");
     let mut out = Vec::new();
     let mut diff = Vec::new();
     let mut touched = BTreeSet::new();
     for (n, line) in lines.iter().enumerate() {
-        let id = of_line[n].and_then(|b| block_ids[b].as_ref()).filter(|id| ids.contains(*id));
-        let key = ["qemu", "accel"].into_iter().find(|k| line.trim_start().strip_prefix(k).is_some_and(|r| r.trim_start().starts_with('=')));
-        let new = match (id, key) {
+        let block = of_line[n];
+        let id = block.and_then(|b| block_ids[b].as_ref()).filter(|id| ids.contains(*id));
+        let key = ["qemu", "accel", "unmeasured"].into_iter().find(|k| line.trim_start().strip_prefix(k).is_some_and(|r| r.trim_start().starts_with('=')));
+        let mut new = vec![match (id, key) {
             (Some(id), Some(key)) => {
                 touched.insert((id.clone(), key));
-                with_added(line.trim(), key, if key == "qemu" { build } else { accel }).ok_or_else(|| format!("{}:{}: `{key}` of entry {id:?} is not an array of strings on one line: add {build:?} by hand", path.display(), n + 1))?
+                let add = match key {
+                    "qemu" => build,
+                    "accel" => accel,
+                    _ => &pair,
+                };
+                with_added(line.trim(), key, add).ok_or_else(|| format!("{}:{}: `{key}` of entry {id:?} is not an array of strings on one line: add {add:?} by hand", path.display(), n + 1))?
             }
             _ => line.to_string(),
-        };
-        if new != *line {
-            diff.push(format!("{}:{}:\n- {line}\n+ {new}", path.display(), n + 1));
+        }];
+        // An entry with figures and no `unmeasured` yet gets one after its `accel`.
+        if let (Some(id), Some("accel")) = (id, key)
+            && block.is_some_and(|b| figured.contains(&b))
+            && !lines.iter().zip(&of_line).any(|(l, b)| *b == block && l.trim_start().starts_with("unmeasured"))
+        {
+            new.push(format!("unmeasured = [{}]", serde_json::to_string(&pair).unwrap_or_default()));
+            touched.insert((id.clone(), "unmeasured"));
         }
-        out.push(new);
+        let joined = new.join("\n");
+        if joined != *line {
+            diff.push(format!("{}:{}:\n- {line}\n+ {}", path.display(), n + 1, new.join("\n+ ")));
+        }
+        out.push(joined);
     }
     if let Some(id) = ids.iter().find(|id| !touched.contains(&((*id).clone(), "qemu")) || !touched.contains(&((*id).clone(), "accel"))) {
         return Err(format!("{}: entry {id:?} has no one-line `qemu` and `accel` to add to", path.display()));
     }
     std::fs::write(path, out.join("\n") + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(diff)
+}
+
+/// The blocks that carry measured figures (`rate` or `highest`).
+fn measured_blocks(lines: &[&str], of_line: &[Option<usize>]) -> BTreeSet<usize> {
+    let figure = |l: &str| ["rate", "highest"].iter().any(|k| l.trim_start().strip_prefix(k).is_some_and(|r| r.trim_start().starts_with('=')));
+    lines.iter().zip(of_line).filter(|(l, _)| figure(l)).filter_map(|(_, b)| *b).collect()
 }
 
 #[cfg(test)]
@@ -95,5 +120,19 @@ mod tests {
         assert_eq!(after, text.replace("id = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]", "id = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\", \"11.2.0 (Debian 1:11.2.0+ds-1)\"]"));
         let diff = bless(&path, &BTreeSet::from(["a".to_string()]), "11.1.3 (Debian 1:11.1.3+ds-1)", "kvm").unwrap();
         assert!(diff.len() == 1 && diff[0].contains("+ accel = [\"tcg\", \"kvm\"]"), "{diff:?}");
+    }
+
+    #[test]
+    fn bless_marks_copied_figures_unmeasured() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kd.toml");
+        let text = "[[defect]]\nid = \"race\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\naccel = [\"tcg\"]\nrate = 0.01\n";
+        std::fs::write(&path, text).unwrap();
+        bless(&path, &BTreeSet::from(["race".to_string()]), "11.2.0", "tcg").unwrap();
+        bless(&path, &BTreeSet::from(["race".to_string()]), "11.1.3 (Debian 1:11.1.3+ds-1)", "kvm").unwrap();
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.contains("accel = [\"tcg\", \"kvm\"]\nunmeasured = [\"11.2.0/tcg\", \"11.1.3 (Debian 1:11.1.3+ds-1)/kvm\"]\nrate = 0.01"), "{after}");
+        let d: toml::Table = toml::from_str(&after).unwrap();
+        assert!(d.contains_key("defect"));
     }
 }

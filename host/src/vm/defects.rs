@@ -34,13 +34,21 @@ pub struct KnownDefect {
     pub frontend: Vec<String>,
     /// Accelerators it was measured under: "tcg", "kvm".
     pub accel: Vec<String>,
+    /// `"BUILD/ACCEL"` pairs `--bless` added to an entry with a `rate` or
+    /// `highest`: its signature was seen there, its figures were measured
+    /// elsewhere. There it applies as carried over ("measured on" the pair
+    /// it was measured on) until a run measures it and the pair is dropped.
+    #[serde(default)]
+    pub unmeasured: Vec<String>,
     /// Facts the failed check must show, all of them (`said` by substring,
     /// every other fact exactly).
     pub signature: BTreeMap<String, String>,
-    /// For an intermittent defect: the lowest rate it was measured at. A run
-    /// that does not see it is an unexpected pass only when the upper bound
-    /// of its rate (the check's `upper95` fact) is below half of this;
-    /// otherwise it is inconclusive and stays a known failure.
+    /// For an intermittent defect: a conservative bound of the rate it was
+    /// measured at (the lowest of every run; a run that saw none counts as
+    /// 0.69/n). A run that does not see it is an unexpected pass only when
+    /// a defect still there at a quarter of this rate would have shown with
+    /// probability above 99.9 % (`KnownDefect::inconclusive`); otherwise it
+    /// is inconclusive and stays a known failure.
     pub rate: Option<f64>,
     /// For a race (a doorbell probe's check): the stale kinds this entry
     /// covers. A stale kind outside them is another bug (the fact
@@ -95,6 +103,9 @@ pub fn load_defect_list(path: &Path, accels: &[&str]) -> Result<Vec<KnownDefect>
         }
         if d.rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
             return Err(bad(format!("defect {:?}: rate must be in (0, 1]", d.id)));
+        }
+        if let Some(u) = d.unmeasured.iter().find(|u| !d.qemu.iter().any(|q| d.accel.iter().any(|a| **u == format!("{q}/{a}")))) {
+            return Err(bad(format!("defect {:?}: unmeasured {u:?} is no BUILD/ACCEL pair the entry lists", d.id)));
         }
         if let Some(a) = d.accel.iter().find(|a| !accels.contains(&a.as_str())) {
             return Err(bad(format!("defect {:?}: accel {a:?} is not one of {}", d.id, accels.join(", "))));

@@ -111,6 +111,9 @@ impl KnownDefect {
         if !self.accel.iter().any(|a| a == accel) {
             return Applies::Elsewhere;
         }
+        if self.unmeasured.iter().any(|u| *u == format!("{build}/{accel}")) {
+            return Applies::Carried(self.measured_pairs().into_iter().next().unwrap_or_default());
+        }
         if self.qemu.iter().any(|q| q == build) {
             return Applies::Exact;
         }
@@ -155,6 +158,12 @@ impl KnownDefect {
         let (k, n) = (facts.get("stale")?.count()?, facts.get("n")?.count()?);
         let p = crate::vm::significance::fisher_second_higher(highest.stale, highest.of, k, n);
         (p < WORSE).then(|| format!("{k} of {n} is significantly more than the highest listed, {} of {} (p = {p:.5})", highest.stale, highest.of))
+    }
+
+    /// The `"BUILD/ACCEL"` pairs its figures were measured on (not `unmeasured`).
+    pub fn measured_pairs(&self) -> Vec<String> {
+        let pairs = self.qemu.iter().flat_map(|q| self.accel.iter().map(move |a| format!("{q}/{a}")));
+        pairs.filter(|p| !self.unmeasured.contains(p)).collect()
     }
 
     /// What the entry is listed for, for people: "BUILD/ACCEL, ...".
