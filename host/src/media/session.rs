@@ -57,7 +57,7 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
             rec.regions = region_sizes(&model);
             let mut d = Session { model: Some(&model), rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
             d.capture(&model, variant);
-            rec.memfds = d.memfds_before.take().map(|b| b.and_then(|b| proc.memfds().map(|a| (b, a))));
+            rec.memfds = d.memfds_around();
             // Before the frontend hangs up: a backend may end when its frontend goes
             // (vhost-device-media does, with status 1), and that is no fault.
             rec.dead = proc.gone();
@@ -92,8 +92,7 @@ pub fn run_port(port: &mut dyn MediaPort, up: Result<String, MediaError>, proc: 
     if d.step("DRIVER_OK and queues", Expect::Success, up, Clone::clone).is_some() {
         d.one_capture(port, Variant::Stream, false);
     }
-    let before = d.memfds_before.take();
-    rec.memfds = before.map(|b| b.and_then(|b| proc.memfds().map(|a| (b, a))));
+    rec.memfds = d.memfds_around();
     rec
 }
 
@@ -117,6 +116,11 @@ impl Session<'_> {
         if let Some(m) = self.model {
             let _ = m.sync(self.s.answer);
         }
+    }
+
+    /// The backend's memfds before the first OPEN and now (after CLOSE), if counted.
+    fn memfds_around(&mut self) -> Option<Result<(usize, usize), String>> {
+        self.memfds_before.take().map(|b| b.and_then(|b| self.proc.memfds().map(|a| (b, a))))
     }
 
     fn step<T>(&mut self, what: &str, expect: Expect, r: Result<T, MediaError>, detail: impl Fn(&T) -> String) -> Option<T> {
