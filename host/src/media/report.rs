@@ -16,7 +16,7 @@ pub struct SessionVerdict {
 pub fn print(sessions: &[SessionVerdict]) {
     for s in sessions {
         println!("{:<44} {:<16} {}", s.session, s.judgement.verdict.label(), s.backend);
-        for l in target_lines(&s.judgement.verdict, &s.judgement.inconclusive) {
+        for l in target_lines(&s.judgement.verdict, &s.judgement.inconclusive, &s.judgement.not_shown) {
             for (i, part) in l.lines().enumerate() {
                 println!("    {}{part}", if i == 0 { "" } else { "  " });
             }
@@ -34,7 +34,7 @@ pub fn json(sessions: &[SessionVerdict]) -> String {
                 "backend": s.backend,
                 "session": s.session,
                 "verdict": s.judgement.verdict.label(),
-                "lines": target_lines(&s.judgement.verdict, &s.judgement.inconclusive),
+                "lines": target_lines(&s.judgement.verdict, &s.judgement.inconclusive, &s.judgement.not_shown),
                 "checks": s.checks,
             })
         })
@@ -52,7 +52,7 @@ pub fn junit(sessions: &[SessionVerdict]) -> String {
     for s in sessions {
         let name = format!("{} ({})", s.session, s.backend);
         out.push_str(&format!("  <testcase classname=\"backend-test\" name=\"{}\">", xml(&name)));
-        let lines = target_lines(&s.judgement.verdict, &s.judgement.inconclusive).join("\n");
+        let lines = target_lines(&s.judgement.verdict, &s.judgement.inconclusive, &s.judgement.not_shown).join("\n");
         if !s.judgement.verdict.ok() {
             out.push_str(&format!("<failure message=\"{}\">{}</failure>", s.judgement.verdict.label(), xml(&lines)));
         } else if !lines.is_empty() {

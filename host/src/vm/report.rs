@@ -26,8 +26,8 @@ pub fn print_report(r: &SuiteReport) {
     println!("{:<28} {:<16} {:<12} {:>8} {:>8}", "scenario", "qemu", "model", "qemu-t", "model-t");
     for s in &r.scenarios {
         println!("{:<28} {:<16} {:<12} {:>7.2}s {:>7.2}s", s.name, s.qemu.label(), s.model.label(), s.qemu_time.as_secs_f64(), s.model_time.as_secs_f64());
-        for (target, v, inc) in [("qemu", &s.qemu, s.qemu_inconclusive.as_slice()), ("model", &s.model, &[])] {
-            for line in target_lines(v, inc) {
+        for (target, v, inc, gone) in [("qemu", &s.qemu, s.qemu_inconclusive.as_slice(), &s.not_shown[0]), ("model", &s.model, &[], &s.not_shown[1])] {
+            for line in target_lines(v, inc, gone) {
                 println!("    {target}: {}", line.replace('\n', "\n        "));
             }
         }
@@ -62,9 +62,11 @@ pub fn verdict_lines(v: &Verdict) -> Vec<String> {
     }
 }
 
-/// A verdict's lines, then the inconclusive entries (listed whatever the verdict).
-pub fn target_lines(v: &Verdict, inconclusive: &[Judged]) -> Vec<String> {
-    verdict_lines(v).into_iter().chain(inconclusive.iter().map(inconclusive_line)).collect()
+/// A verdict's lines, then the inconclusive entries and the listed entries
+/// that did not show behind a FAIL (listed whatever the verdict).
+pub fn target_lines(v: &Verdict, inconclusive: &[Judged], not_shown: &[String]) -> Vec<String> {
+    let gone = not_shown.iter().map(|g| format!("also: {g}"));
+    verdict_lines(v).into_iter().chain(inconclusive.iter().map(inconclusive_line)).chain(gone).collect()
 }
 
 /// A listed intermittent defect whose check passed in a run too short to tell a fix.
@@ -123,8 +125,9 @@ fn judged_json(j: &[Judged]) -> Value {
         .collect()
 }
 
-/// A verdict as JSON, with the inconclusive entries (always present, maybe empty).
-fn verdict_json(v: &Verdict, inconclusive: &[Judged]) -> Value {
+/// A verdict as JSON, with the inconclusive entries and the entries that
+/// did not show behind a FAIL (both always present, maybe empty).
+fn verdict_json(v: &Verdict, inconclusive: &[Judged], not_shown: &[String]) -> Value {
     let mut out = match v {
         Verdict::Error(e) | Verdict::Skipped(e) => json!({"verdict": v.label(), "why": e}),
         Verdict::UnexpectedPass(c) => json!({"verdict": v.label(), "drop": c}),
@@ -132,6 +135,7 @@ fn verdict_json(v: &Verdict, inconclusive: &[Judged]) -> Value {
         Verdict::Pass => json!({"verdict": v.label()}),
     };
     out["inconclusive"] = judged_json(inconclusive);
+    out["not_shown"] = json!(not_shown);
     out
 }
 
@@ -148,8 +152,8 @@ fn suite_json(r: &SuiteReport) -> Value {
             json!({
                 "name": s.name,
                 "description": s.description,
-                "qemu": verdict_json(&s.qemu, &s.qemu_inconclusive),
-                "model": verdict_json(&s.model, &[]),
+                "qemu": verdict_json(&s.qemu, &s.qemu_inconclusive, &s.not_shown[0]),
+                "model": verdict_json(&s.model, &[], &s.not_shown[1]),
                 "qemu_seconds": s.qemu_time.as_secs_f64(),
                 "model_seconds": s.model_time.as_secs_f64(),
                 "qemu_checks": checks_json(&s.qemu_checks),
@@ -205,7 +209,7 @@ pub fn junit_report(r: &SuiteReport) -> String {
     let mut cases = String::new();
     let mut failures = 0;
     for s in &r.scenarios {
-        for (target, v, checks, t, inc) in [("qemu", &s.qemu, &s.qemu_checks, s.qemu_time, s.qemu_inconclusive.as_slice()), ("model", &s.model, &s.model_checks, s.model_time, &[])] {
+        for (target, v, checks, t, inc, gone) in [("qemu", &s.qemu, &s.qemu_checks, s.qemu_time, s.qemu_inconclusive.as_slice(), &s.not_shown[0]), ("model", &s.model, &s.model_checks, s.model_time, &[], &s.not_shown[1])] {
             let detail: String = checks.iter().map(|c| format!("{} {}: {}\n", if c.passed { "PASS" } else { "FAIL" }, c.check, c.evidence)).collect();
             cases.push_str(&format!(
                 "  <testcase classname=\"vm-test.{target}\" name=\"{}\" time=\"{:.3}\">\n",
@@ -216,14 +220,14 @@ pub fn junit_report(r: &SuiteReport) -> String {
                 failures += 1;
                 let msg = match v {
                     Verdict::Error(e) => e.clone(),
-                    _ => format!("{}: {}", v.label(), target_lines(v, inc).join("; ")),
+                    _ => format!("{}: {}", v.label(), target_lines(v, inc, gone).join("; ")),
                 };
                 let log = if target == "qemu" { s.qemu_log.clone().unwrap_or_default() } else { String::new() };
                 cases.push_str(&format!("    <failure message=\"{}\">{}{}</failure>\n", xml(&msg), xml(&detail), xml(&log)));
             } else if let Verdict::Skipped(why) = v {
                 cases.push_str(&format!("    <skipped message=\"{}\"/>\n", xml(why)));
             } else if matches!(v, Verdict::KnownFailure(_)) {
-                let known = target_lines(v, inc).join("\n");
+                let known = target_lines(v, inc, gone).join("\n");
                 cases.push_str(&format!("    <system-out>KNOWN-FAIL (listed defects, matched by signature)\n{}\n{}</system-out>\n", xml(&known), xml(&detail)));
             }
             cases.push_str("  </testcase>\n");

@@ -107,6 +107,8 @@ pub struct ScenarioReport {
     pub qemu: Verdict,
     /// Listed intermittent defects of QEMU not seen in a run too short to tell a fix.
     pub qemu_inconclusive: Vec<Judged>,
+    /// Listed entries that did not show behind a FAIL, QEMU's and the model's.
+    pub not_shown: [Vec<String>; 2],
     pub model: Verdict,
     pub qemu_time: Duration,
     pub model_time: Duration,
@@ -199,10 +201,15 @@ pub fn backend_defects_for<'a>(cfg: &'a SuiteConfig, accel: &str, scn: &Scenario
 pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: (&Listing<'_>, &Listing<'_>), qlog: impl FnOnce() -> String) -> ScenarioReport {
     let qemu_checks = q.0.clone().unwrap_or_default();
     let model_checks = m.0.clone().unwrap_or_default();
-    let Judgement { verdict: qemu, inconclusive } = judge_listed(q.0, defects.0);
-    let model = if qemu_only { Verdict::Skipped("fault scenario: QEMU only".into()) } else { judge_listed(m.0, defects.1).verdict };
+    let Judgement { verdict: qemu, inconclusive, not_shown: qemu_gone } = judge_listed(q.0, defects.0);
+    let (model, model_gone) = if qemu_only {
+        (Verdict::Skipped("fault scenario: QEMU only".into()), Vec::new())
+    } else {
+        let j = judge_listed(m.0, defects.1);
+        (j.verdict, j.not_shown)
+    };
     let qemu_log = (!matches!(qemu, Verdict::Pass)).then(qlog);
-    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, qemu_inconclusive: inconclusive, model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log }
+    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, qemu_inconclusive: inconclusive, not_shown: [qemu_gone, model_gone], model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log }
 }
 
 /// The device a scenario runs with: its own (unvalidated) or the suite's.

@@ -74,11 +74,15 @@ impl Verdict {
 pub struct Judgement {
     pub verdict: Verdict,
     pub inconclusive: Vec<Judged>,
+    /// Listed entries that did not show although the verdict is a FAIL for
+    /// another reason (an UNEXPECTED-PASS says them itself): named whatever
+    /// else fails, so a fix is never hidden behind another failure.
+    pub not_shown: Vec<String>,
 }
 
 impl From<Verdict> for Judgement {
     fn from(verdict: Verdict) -> Self {
-        Judgement { verdict, inconclusive: Vec::new() }
+        Judgement { verdict, inconclusive: Vec::new(), not_shown: Vec::new() }
     }
 }
 
@@ -312,7 +316,9 @@ pub fn judge_listed(result: RunOutcome, listing: &Listing<'_>) -> Judgement {
             }
         }
     }
+    let mut not_shown = Vec::new();
     let verdict = if failed.iter().any(|j| j.defect.is_none()) {
+        not_shown = unexpected;
         Verdict::Fail(failed)
     } else if !unexpected.is_empty() {
         Verdict::UnexpectedPass(unexpected)
@@ -321,7 +327,7 @@ pub fn judge_listed(result: RunOutcome, listing: &Listing<'_>) -> Judgement {
     } else {
         Verdict::Pass
     };
-    Judgement { verdict, inconclusive }
+    Judgement { verdict, inconclusive, not_shown }
 }
 
 /// What changed from a baseline run (A) to another frontend's run (B).
@@ -478,6 +484,7 @@ mod tests {
             description: String::new(),
             qemu: Verdict::Pass,
             qemu_inconclusive: Vec::new(),
+            not_shown: [Vec::new(), Vec::new()],
             model: Verdict::Pass,
             qemu_time: Duration::ZERO,
             model_time: Duration::ZERO,
