@@ -389,3 +389,16 @@ fn a_listed_crash_that_stopped_showing_is_named_beside_another_failure() {
     assert!(matches!(j.verdict, Verdict::Fail(_)), "{:?}", j.verdict);
     assert!(j.not_shown.iter().any(|g| g.contains("`frontend-survives-defect`") && g.contains("did not show")), "{:?}", j.not_shown);
 }
+
+#[test]
+fn development_builds_and_release_candidates_are_parsed_and_named() {
+    use shmem_host::vm::qemu::development_kind;
+    use shmem_host::vm::scenario::parse_version;
+    assert_eq!(parse_version("11.2.0-rc1"), Some((11, 2, 0)));
+    assert_eq!(parse_version("11.1.50"), Some((11, 1, 50)));
+    assert_eq!(development_kind("11.1.50 (v11.1.0-611-g1a2b3c4d)").as_deref(), Some("a development build after 11.1.0 (v11.1.0-611-g1a2b3c4d)"));
+    assert_eq!(development_kind("11.2.0-rc1").as_deref(), Some("release candidate 1 of 11.2.0"));
+    assert_eq!(development_kind("11.1.91 (v11.2.0-rc1)").as_deref(), Some("a release candidate of 11.2.0 (v11.2.0-rc1)"));
+    assert_eq!(development_kind("11.1.3 (Debian 1:11.1.3+ds-1)"), None);
+    assert_eq!(development_kind("11.1.3"), None);
+}

@@ -202,12 +202,17 @@ pub fn build_initramfs(agent: &Path, work_dir: &Path) -> Result<PathBuf, String>
 /// `--qemu`, then `$QEMU`: used if they pass the probe, refused otherwise.
 /// Then `qemu-system-x86_64` on PATH, then the cached or a newly provisioned
 /// one (see [`provisioned_qemu`]). With a note when it is not the pinned build.
-pub fn find_qemu(sh: &Shell, explicit: Option<&Path>, cache: &Path, pin: &str) -> Result<(QemuInfo, Option<String>), String> {
+/// With `pinned_first` (a `--compare` baseline), a QEMU on PATH is passed
+/// over for the provisioned pinned build, whose defects are measured.
+pub fn find_qemu(sh: &Shell, explicit: Option<&Path>, cache: &Path, pin: &str, pinned_first: bool) -> Result<(QemuInfo, Option<String>), String> {
     if let Some(p) = explicit {
         return probe(p).map(|i| (i, None)).map_err(|e| format!("--qemu refused: {e}"));
     }
     if let Some(p) = std::env::var_os("QEMU").filter(|v| !v.is_empty()) {
         return probe(Path::new(&p)).map(|i| (i, None)).map_err(|e| format!("$QEMU refused: {e}"));
+    }
+    if pinned_first {
+        return provisioned_qemu(sh, cache, pin);
     }
     if let Ok(p) = cmd!(sh, "which qemu-system-x86_64").quiet().ignore_stderr().read() {
         match probe(Path::new(p.trim())) {

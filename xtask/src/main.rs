@@ -281,7 +281,7 @@ struct Artefacts {
 fn guest_artefacts(o: &Opts, root: &Path) -> Result<Artefacts, String> {
     let sh = Shell::new().map_err(|e| e.to_string())?;
     let cache = artefacts::cache_dir()?;
-    let (qemu, qemu_note) = artefacts::find_qemu(&sh, o.qemu.as_deref(), &cache, &artefacts::pinned_qemu(root)?)?;
+    let (qemu, qemu_note) = artefacts::find_qemu(&sh, o.qemu.as_deref(), &cache, &artefacts::pinned_qemu(root)?, o.compare.is_some())?;
     println!("vm-test: QEMU {} at {}{}", qemu.build, qemu.path.display(), qemu_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default());
     let agent = artefacts::build_agent(&sh, root)?;
     let kernel = match &o.kernel {
@@ -308,6 +308,8 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
     spec.validate().map_err(|e| format!("tests/suite.toml: {e}"))?;
     let (known_defects, known_defects_source) = known_defects(o)?;
     let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(o, &root)?;
+    // A's own note when it is a build no entry lists (B's is said in the comparison).
+    let qemu_note = [qemu_note, entries_note(&qemu, &known_defects, false).filter(|_| o.compare.is_none())].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"));
     let other = match &o.compare {
         Some(p) => Some(probe(p).map_err(|e| format!("--compare refused: {e}"))?),
         None => None,
@@ -405,17 +407,36 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let Some(other) = other else { return Ok(Outcome { run: a, baseline: None }) };
     println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
     let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale, &cfg.media_backends)?);
-    let b = vm::run_suite(&SuiteConfig { worker, qemu: other, qemu_note: None, ..cfg }).map_err(|e| e.to_string())?;
+    let qemu_note = entries_note(&other, &cfg.known_defects, true);
+    let b = vm::run_suite(&SuiteConfig { worker, qemu: other, qemu_note, ..cfg }).map_err(|e| e.to_string())?;
     let c = vm::verdict::compare(&a, &b);
     Ok(Outcome { run: b, baseline: Some((a, c)) })
+}
+
+/// What the report's first line says of a QEMU no known-defect entry
+/// applies to (a developer's own build, a release candidate, another
+/// upstream version): its listed defects show as FAILs, and how to judge it
+/// against the measured baseline instead. `None` when entries apply.
+fn entries_note(q: &QemuInfo, list: &[shmem_host::vm::defects::KnownDefect], compared: bool) -> Option<String> {
+    if list.is_empty() || vm::verdict::lists_build(list, &q.build) {
+        return None;
+    }
+    let kind = vm::qemu::development_kind(&q.build).map(|k| format!("{k}, ")).unwrap_or_default();
+    let what = format!("{kind}no known-defect entry of its own: every listed defect it shows is a FAIL here");
+    Some(if compared {
+        format!("{what}; --compare judges it against A instead")
+    } else {
+        format!("{what}; to judge it against the pinned build, whose defects are measured: cargo xtask vm-test --compare {}", q.path.display())
+    })
 }
 
 /// Boots alone after each bench run.
 const BOOTS_ALONE: usize = 3;
 
 /// `bench [--runs N] [vm-test options]`: the suite N times (default 3), each
-/// followed by boots alone, then every figure with its spread. A failed run
-/// ends the bench without figures.
+/// followed by boots alone, then every figure with its spread. What could
+/// not be measured (a failed run, a failed boot, bandwidth on a coarse
+/// clock) is said in the report; it fails only when nothing was measured.
 fn bench(args: &[String]) -> Result<bool, String> {
     let mut rest = args.to_vec();
     let runs: usize = take_opt(&mut rest, "--runs")?.unwrap_or(3);
@@ -426,23 +447,43 @@ fn bench(args: &[String]) -> Result<bool, String> {
         return Err("bench measures one QEMU; --compare is for vm-test".into());
     }
     let (cfg, _) = suite_config(&parse_opts(&rest)?)?;
-    let (mut reports, mut alone) = (Vec::new(), Vec::new());
+    let (mut reports, mut alone, mut not_measured) = (Vec::new(), Vec::new(), Vec::new());
     for k in 1..=runs {
         println!("bench: run {k} of {runs}");
-        let outcome = vm_test(&rest).map_err(|e| format!("bench: run {k} of {runs} could not run ({e}): no figures"))?;
-        if !outcome.ok() {
-            println!("bench: run {k} of {runs} failed: no figures");
-            return Ok(false);
-        }
+        let accel = match vm_test(&rest) {
+            Ok(outcome) if outcome.ok() => {
+                let accel = outcome.run.accel;
+                reports.push(outcome.run);
+                accel
+            }
+            Ok(outcome) => {
+                not_measured.push(format!("run {k}: the suite failed (its figures are left out)"));
+                outcome.run.accel
+            }
+            Err(e) => {
+                not_measured.push(format!("run {k}: could not run: {e}"));
+                continue;
+            }
+        };
         // Boot to agent ready and copy bandwidth with nothing else running
         // (in the suite, VMs share the cores).
         for b in 1..=BOOTS_ALONE {
-            alone.push(vm::boot_alone(&cfg, outcome.run.accel).map_err(|e| format!("bench: boot {b} alone after run {k} failed ({e}): no figures"))?);
+            match vm::boot_alone(&cfg, accel) {
+                Ok(a) => alone.push(a),
+                Err(e) => not_measured.push(format!("boot {b} alone after run {k}: {e}")),
+            }
         }
-        reports.push(outcome.run);
     }
-    println!("{}", report::bench_report(&reports, &alone));
-    Ok(true)
+    for n in &not_measured {
+        println!("bench: not measured: {n}");
+    }
+    match report::bench_report(&reports, &alone, &not_measured) {
+        Some(json) => {
+            println!("{json}");
+            Ok(true)
+        }
+        None => Err("bench: nothing could be measured".into()),
+    }
 }
 
 /// Takes `--key VALUE` out of `args`, parsed.
@@ -659,7 +700,7 @@ fn backend_test(args: &[String]) -> Result<bool, String> {
 fn moved_qemu(args: &[String]) -> Result<bool, String> {
     let o = parse_opts(args)?;
     let sh = Shell::new().map_err(|e| e.to_string())?;
-    let (qemu, _) = artefacts::find_qemu(&sh, o.qemu.as_deref(), &artefacts::cache_dir()?, &artefacts::pinned_qemu(&root())?)?;
+    let (qemu, _) = artefacts::find_qemu(&sh, o.qemu.as_deref(), &artefacts::cache_dir()?, &artefacts::pinned_qemu(&root())?, false)?;
     moved::run(&qemu, &root())
 }
 

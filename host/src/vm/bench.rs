@@ -33,19 +33,35 @@ pub enum BenchError {
 pub struct BootAlone {
     /// Boot to agent ready.
     pub boot_time: Duration,
-    /// Guest copy timings through a read-write mapping and in guest RAM.
-    pub bandwidth: CopyRounds,
+    /// Guest copy timings through a read-write mapping and in guest RAM,
+    /// or why they could not be measured (the boot's time still counts).
+    pub bandwidth: Result<CopyRounds, String>,
 }
 
+/// How many times a boot alone measures bandwidth (each attempt calibrates
+/// the guest's clock anew) before it says why it could not.
+const BANDWIDTH_ATTEMPTS: usize = 3;
+
 /// One boot with nothing else running, for the bench: boot to agent ready
-/// with the suite's device, copy bandwidth, then a clean shutdown (else an
-/// error).
+/// with the suite's device, copy bandwidth (tried again with a new clock
+/// calibration when the clock was too coarse), then a clean shutdown (else
+/// an error).
 pub fn boot_alone(cfg: &SuiteConfig, accel: Accel) -> Result<BootAlone, BenchError> {
     let logs = tempfile::Builder::new().prefix("boot-alone-").tempdir_in(&cfg.work_dir).map_err(|source| BenchError::Io { what: "log dir", source })?;
     let sockets = tempfile::Builder::new().prefix("shmem-boot-").tempdir().map_err(|source| BenchError::Io { what: "socket dir", source })?;
     let device = (cfg.spec.clone(), cfg.layout.clone());
     let mut qt = boot(&cfg.boot_spec(&device, None), accel, Dirs { logs: logs.path(), sockets: sockets.path() })?;
-    let bandwidth = measure_bandwidth(&mut qt.target)?;
+    let mut bandwidth = Err(String::new());
+    for attempt in 1..=BANDWIDTH_ATTEMPTS {
+        bandwidth = match measure_bandwidth(&mut qt.target) {
+            Ok(r) => Ok(r),
+            Err(BenchError::Unfit(why)) => Err(format!("{why} (attempt {attempt} of {BANDWIDTH_ATTEMPTS})")),
+            Err(e) => return Err(e),
+        };
+        if bandwidth.is_ok() {
+            break;
+        }
+    }
     let shutdown = shutdown_check(qt.target.guest.as_mut());
     if !shutdown.passed {
         return Err(BenchError::Shutdown(shutdown.evidence));

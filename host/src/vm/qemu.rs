@@ -71,6 +71,27 @@ pub struct QemuInfo {
     pub build: String,
 }
 
+/// What kind of build a QEMU build string names, when it is not a release:
+/// QEMU's own numbering puts development trees at x.y.50 (after x.y.0) and
+/// release candidates of x.(y+1).0 at x.y.90 and up; a checkout's build
+/// says which commit in parentheses (`v11.1.0-611-g1a2b3c4d`: 611 commits
+/// after v11.1.0). `None` for a release (`11.1.3`, `11.1.3 (Debian ...)`).
+pub fn development_kind(build: &str) -> Option<String> {
+    let (number, rest) = build.split_once(' ').unwrap_or((build, ""));
+    let tag = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).filter(|t| t.starts_with('v'));
+    let at = tag.map(|t| format!(" ({t})")).unwrap_or_default();
+    if let Some((_, rc)) = number.split_once("-rc") {
+        return Some(format!("release candidate {rc} of {}", number.split_once('-').map_or(number, |(n, _)| n)));
+    }
+    let (major, minor, micro) = super::scenario::parse_version(number)?;
+    match micro {
+        90.. => Some(format!("a release candidate of {major}.{}.0{at}", minor + 1)),
+        50..=89 => Some(format!("a development build after {major}.{minor}.0{at}")),
+        _ if tag.is_some_and(|t| t.contains("-g")) => Some(format!("a development build{at}")),
+        _ => None,
+    }
+}
+
 /// An exit status as the reports and known-defect signatures name it:
 /// "status 0", "signal 11 (SIGSEGV)".
 pub fn describe_status(s: ExitStatus) -> String {

@@ -298,25 +298,36 @@ fn latency(runs: &[SuiteReport], pick: impl Fn(&Measurements) -> (&[Duration], &
 /// round of the same boot). Boot to agent ready is measured alone
 /// (`boots_alone`) and, sharing the cores, inside the suite; copy bandwidth
 /// on the boots alone.
-pub fn bench_report(runs: &[SuiteReport], boots_alone: &[BootAlone]) -> String {
-    let Some(first) = runs.first() else { return String::new() };
-    let rounds: Vec<&CopyRounds> = boots_alone.iter().map(|b| &b.bandwidth).collect();
-    let bw = (!rounds.is_empty()).then(|| {
-        json!({
+///
+/// The bench's JSON: every figure that could be measured, and
+/// `not_measured`, what could not and why (a failed run, a boot alone that
+/// failed, bandwidth on a clock too coarse). `None` when nothing at all was measured.
+pub fn bench_report(runs: &[SuiteReport], boots_alone: &[BootAlone], not_measured: &[String]) -> Option<String> {
+    if runs.is_empty() && boots_alone.is_empty() {
+        return None;
+    }
+    let rounds: Vec<&CopyRounds> = boots_alone.iter().filter_map(|b| b.bandwidth.as_ref().ok()).collect();
+    let unfit: Vec<&String> = boots_alone.iter().filter_map(|b| b.bandwidth.as_ref().err()).collect();
+    let bw = if rounds.is_empty() {
+        unfit.first().map(|why| json!({ "not_measured": why }))
+    } else {
+        Some(json!({
             "clock": rounds.iter().map(|c| c.clock.to_string()).collect::<Vec<_>>(),
             "bytes_per_copy_run": rounds[0].bytes,
             "shortest_copy_ticks": rounds.iter().map(|c| c.shortest()).min(),
             "mapping_mib_s": spread(rounds.iter().flat_map(|c| c.shm_mib_s())),
             "guest_ram_mib_s": spread(rounds.iter().flat_map(|c| c.ram_mib_s())),
             "ratio_mapping_over_ram": spread(rounds.iter().flat_map(|c| c.ratios())),
-        })
-    });
+            "boots_not_measured": unfit,
+        }))
+    };
+    let first = runs.first();
     let doc = json!({
         "bench": "vm-suite",
         "runs": runs.len(),
-        "qemu": first.qemu.version_text,
-        "accel": first.accel.name(),
-        "scenarios": first.scenarios.len(),
+        "qemu": first.map(|r| r.qemu.version_text.clone()),
+        "accel": first.map(|r| r.accel.name()),
+        "scenarios": first.map(|r| r.scenarios.len()),
         "boot_to_agent_ready_s": spread(boots_alone.iter().map(|b| b.boot_time.as_secs_f64())),
         "boot_to_agent_ready_in_suite_s": spread(runs.iter().flat_map(|r| r.measurements.boot_times.iter().map(Duration::as_secs_f64))),
         "suite_s": spread(runs.iter().map(|r| r.suite_time.as_secs_f64())),
@@ -324,6 +335,24 @@ pub fn bench_report(runs: &[SuiteReport], boots_alone: &[BootAlone]) -> String {
         "unmap_ack": latency(runs, |m| (&m.qemu_unmap, &m.model_unmap)),
         "ack_to_mem_table": latency(runs, |m| (&m.qemu_table_lag, &m.model_table_lag)),
         "copy_bandwidth": bw,
+        "not_measured": not_measured,
     });
-    serde_json::to_string_pretty(&doc).unwrap_or_default()
+    Some(serde_json::to_string_pretty(&doc).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::BootAlone;
+
+    #[test]
+    fn a_bench_whose_clock_was_too_coarse_still_reports_its_boots() {
+        let coarse = || BootAlone { boot_time: Duration::from_millis(900), bandwidth: Err("the clock is known to ±1.502 %".into()) };
+        let json = bench_report(&[], &[coarse(), coarse()], &["run 1: the suite failed".into()]).expect("boot figures were measured");
+        let v: Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(v["boot_to_agent_ready_s"]["n"], 2, "{v}");
+        assert!(v["copy_bandwidth"]["not_measured"].as_str().is_some_and(|w| w.contains("1.502")), "{v}");
+        assert_eq!(v["not_measured"][0], "run 1: the suite failed");
+        assert!(bench_report(&[], &[], &[]).is_none(), "nothing measured, nothing reported");
+    }
 }

@@ -628,7 +628,10 @@ impl SuiteFile {
 
 /// "11.1.3" -> (11, 1, 3); missing parts are 0.
 pub fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
-    let mut it = v.trim().split('.').map(|p| p.parse::<u32>());
+    // A release candidate's tag ("11.2.0-rc1") ends after the last number.
+    let v = v.trim();
+    let numeric = v.split_once('-').map_or(v, |(n, _)| n);
+    let mut it = numeric.split('.').map(|p| p.parse::<u32>());
     let major = it.next()?.ok()?;
     let minor = it.next().unwrap_or(Ok(0)).ok()?;
     let micro = it.next().unwrap_or(Ok(0)).ok()?;

@@ -215,6 +215,12 @@ pub fn miss_probability(rate: f64, n: f64) -> f64 {
     (1.0 - rate.clamp(0.0, 1.0)).powf(n)
 }
 
+/// Whether any entry applies to `build` (exactly or carried over from
+/// another build of its upstream version), under some accelerator.
+pub fn lists_build(all: &[KnownDefect], build: &str) -> bool {
+    all.iter().any(|d| d.qemu.iter().any(|q| q == build || upstream(q) == upstream(build)))
+}
+
 /// The known-defect entries of one scenario, as they relate to a run.
 #[derive(Clone, Debug, Default)]
 pub struct Listing<'a> {
