@@ -104,11 +104,33 @@ pub struct BackendChannel {
     /// frontend passes for each message, held while a request waits for its
     /// ack, so no frontend message is served meanwhile.
     gate: Mutex<Option<Arc<Mutex<()>>>>,
+    /// Set to emulate another frontend at the socket: called for each
+    /// accepted request, it holds the ack until it returns (`false`: it
+    /// never came in time, as if the frontend never answered).
+    hold: Mutex<Option<ReplyHold>>,
+}
+
+/// What a held ack is about: when its request was sent, and the file it
+/// maps (`None` for an unmap).
+#[derive(Clone, Copy, Debug)]
+pub struct Held {
+    pub sent: Instant,
+    pub file: Option<crate::backend::FileId>,
+}
+
+/// See [`BackendChannel::set_reply_hold`].
+#[derive(Clone)]
+pub struct ReplyHold(pub Arc<dyn Fn(Held) -> bool + Send + Sync>);
+
+impl fmt::Debug for ReplyHold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReplyHold")
+    }
 }
 
 impl BackendChannel {
     pub fn new(sock: UnixStream) -> Self {
-        BackendChannel { sock: Mutex::new(Ok(sock)), timeout: ACK_TIMEOUT, gate: Mutex::new(None) }
+        BackendChannel { sock: Mutex::new(Ok(sock)), timeout: ACK_TIMEOUT, gate: Mutex::new(None), hold: Mutex::new(None) }
     }
 
     /// Makes the backend single-threaded (`Some(gate)`: the frontend is not
@@ -116,6 +138,13 @@ impl BackendChannel {
     /// SHMEM_MAP from the thread that serves the frontend) or not (`None`).
     pub fn set_serve_gate(&self, gate: Option<Arc<Mutex<()>>>) {
         *self.gate.lock().unwrap_or_else(|p| p.into_inner()) = gate;
+    }
+
+    /// Holds every accepted ack until `hold` returns, as a relay on the
+    /// socket would: the backend then sees the frontend answer later (see
+    /// `vm::boot::Emulation`). `None`: acks pass as they come.
+    pub fn set_reply_hold(&self, hold: Option<ReplyHold>) {
+        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = hold;
     }
 
     /// Closes our end, as a backend that dies would.
@@ -136,6 +165,11 @@ impl BackendChannel {
         let start = Instant::now();
         let res = wire::send(sock, op.code(), wire::VERSION_1 | wire::FLAG_NEED_REPLY, body, &fds)
             .and_then(|()| wire::recv_ack(sock, op.code(), self.timeout));
+        let hold = self.hold.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let res = match (res, hold) {
+            (Ok(0), Some(hold)) if !(hold.0)(Held { sent: start, file: fd.and_then(|f| crate::backend::FileId::of(&f).ok()) }) => Err(io::Error::new(io::ErrorKind::TimedOut, "no ack in time: the emulated frontend holds its reply until the memory table that commits the request has reached the backend, and none came")),
+            (res, _) => res,
+        };
         match res {
             Ok(ack) => Ok(Reply { ack, latency: start.elapsed(), at: Instant::now() }),
             Err(e) => {

@@ -202,3 +202,41 @@ fn the_single_threaded_probe_says_it_rings_after_the_memory_table() {
     let map = checks.iter().find(|c| c.check.ends_with("/map")).expect("map direction");
     assert!(map.passed && map.evidence.contains("memory table that commits it"), "{map:?}");
 }
+
+/// The probe's checks on a fresh model with `faults`, judged by the shipped
+/// race entries of `reply-before-commit` as if they applied.
+fn probe_against_listed_races(faults: Faults) -> (Verdict, Vec<shmem_host::vm::CheckResult>) {
+    let (spec, scn) = short_probe("reply-before-commit");
+    let dir = tempfile::tempdir().unwrap();
+    let mut target = model_target(&scenario_spec(&spec, &scn), faults, scn.init, dir.path()).unwrap();
+    let checks = run_on(&scn, &mut target, false).0.unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let all = shmem_host::vm::defects::load_known_defects(&root.join("tests/known-defects.toml")).unwrap();
+    let races: Vec<_> = all.iter().filter(|d| d.scenario == "reply-before-commit").collect();
+    assert!(races.len() >= 5, "the race entries: {races:?}");
+    (judge(Ok(checks.clone()), &races).verdict, checks)
+}
+
+#[test]
+fn a_frontend_that_commits_before_it_replies_shows_it_on_the_wire_and_the_listed_races_as_fixed() {
+    let (v, checks) = probe_against_listed_races(Faults { commit_before_reply: true, ..Faults::default() });
+    for c in checks.iter().filter(|c| ["rbc-rw/map", "rbc-rw/unmap", "rbc-ro/map", "rbc-ro/unmap"].contains(&c.check.as_str())) {
+        assert_eq!(c.facts.get("table_first").map(ToString::to_string), c.facts.get("acked").map(ToString::to_string), "{c:?}");
+    }
+    // 50 iterations are far too few for a rate to tell a fix; the order does.
+    match v {
+        Verdict::UnexpectedPass(drop) => assert!(drop.iter().filter(|d| d.contains("did not show")).count() >= 5, "{drop:?}"),
+        other => panic!("expected UNEXPECTED-PASS, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_frontend_that_replies_first_shows_no_stale_read_and_stays_inconclusive() {
+    // The correct model makes its view current before it replies, but sends the table after: no stale read,
+    // no order to tell a fix by (a table can beat the backend's reading of the ack now and then, never
+    // every time), so 50 iterations leave the listed races inconclusive.
+    let (v, checks) = probe_against_listed_races(Faults::default());
+    let count = |c: &shmem_host::vm::CheckResult, k: &str| c.facts.get(k).and_then(|f| f.to_string().parse::<u32>().ok()).unwrap_or(0);
+    assert!(checks.iter().filter(|c| c.check.ends_with("/map")).all(|c| count(c, "table_first") < count(c, "acked")), "{checks:?}");
+    assert!(matches!(v, Verdict::KnownFailure(_)), "{v:?}");
+}

@@ -309,7 +309,7 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
     let (known_defects, known_defects_source) = known_defects(o)?;
     let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(o, &root)?;
     // A's own note when it is a build no entry lists (B's is said in the comparison).
-    let qemu_note = [qemu_note, entries_note(&qemu, &known_defects, false).filter(|_| o.compare.is_none())].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"));
+    let qemu_note = join_notes([qemu_note, entries_note(&qemu, &known_defects, false).filter(|_| o.compare.is_none()), emulation_note(&qemu)?]);
     let other = match &o.compare {
         Some(p) => Some(probe(p).map_err(|e| format!("--compare refused: {e}"))?),
         None => None,
@@ -407,7 +407,7 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let Some(other) = other else { return Ok(Outcome { run: a, baseline: None }) };
     println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
     let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale, &cfg.media_backends)?);
-    let qemu_note = entries_note(&other, &cfg.known_defects, true);
+    let qemu_note = join_notes([entries_note(&other, &cfg.known_defects, true), emulation_note(&other)?]);
     let b = vm::run_suite(&SuiteConfig { worker, qemu: other, qemu_note, ..cfg }).map_err(|e| e.to_string())?;
     let c = vm::verdict::compare(&a, &b);
     Ok(Outcome { run: b, baseline: Some((a, c)) })
@@ -428,6 +428,18 @@ fn entries_note(q: &QemuInfo, list: &[shmem_host::vm::defects::KnownDefect], com
     } else {
         format!("{what}; to judge it against the pinned build, whose defects are measured: cargo xtask vm-test --compare {}", q.path.display())
     })
+}
+
+/// What the first line says when another frontend's behaviour is emulated
+/// at this QEMU's socket (`SHMEM_APPLIANCE_EMULATE`): its verdicts are of
+/// that behaviour, not of the QEMU alone.
+fn emulation_note(q: &QemuInfo) -> Result<Option<String>, String> {
+    let e = vm::boot::Emulation::for_qemu(&q.path)?;
+    Ok(e.map(|e| format!("EMULATED at its socket: {e:?} ({}); the verdicts are of that behaviour", vm::boot::EMULATE_VAR)))
+}
+
+fn join_notes(notes: impl IntoIterator<Item = Option<String>>) -> Option<String> {
+    notes.into_iter().flatten().reduce(|a, b| format!("{a}; {b}"))
 }
 
 /// Boots alone after each bench run.

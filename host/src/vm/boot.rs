@@ -5,6 +5,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::accel::AccelPlan;
@@ -13,6 +14,8 @@ use super::guest::{Death, Guest, GuestError, ModelGuest, QemuGuest, RegionWindow
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu, QemuError, QemuInfo};
 use super::steps::Target;
 use super::{ErrorKind, interrupted};
+use crate::backend::Recorder;
+use crate::channel::{Held, ReplyHold};
 use crate::manager::MappingManager;
 use crate::model::{Faults, ModelFrontend};
 use crate::server::BackendServer;
@@ -44,6 +47,8 @@ pub enum BootError {
     NoDevice(String),
     #[error("{accel} boot failed: {source}")]
     Accel { accel: &'static str, source: Box<BootError> },
+    #[error("{0}")]
+    Emulation(String),
 }
 
 impl BootError {
@@ -55,6 +60,7 @@ impl BootError {
             BootError::Init(g) => g.kind(),
             BootError::NoDevice(_) => ErrorKind::Protocol,
             BootError::Accel { source, .. } => source.kind(),
+            BootError::Emulation(_) => ErrorKind::BadInput,
         }
     }
 
@@ -152,8 +158,52 @@ pub fn boot(b: &BootSpec<'_>, accel: Accel, dirs: Dirs<'_>) -> Result<QemuTarget
     }
     let boot_checks = vec![layout_check(b.layout, &guest)];
     guest.reset(b.init).map_err(BootError::Init)?;
+    if Emulation::for_qemu(&b.qemu.path).map_err(BootError::Emulation)? == Some(Emulation::CommitBeforeReply) {
+        chan.set_reply_hold(Some(Emulation::commit_before_reply(server.recorder().clone())));
+    }
     let target = Target::new(MappingManager::new(b.spec.clone(), chan), Box::new(guest), server);
     Ok(QemuTarget { target, boot_time, boot_checks })
+}
+
+/// Another frontend's behaviour emulated at the backend end of QEMU's
+/// socket, to see how the verdicts react to a QEMU that behaves so
+/// (`SHMEM_APPLIANCE_EMULATE=NAME` for every QEMU, `NAME@PATH` for the
+/// QEMU at PATH only, say the B of a `--compare`; the report's first line
+/// says it is on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emulation {
+    /// `commit-before-reply`: each accepted SHMEM reply is held until the
+    /// memory table that commits the request has reached the backend (QEMU
+    /// sends it after replying, so the backend, and the guest it tells,
+    /// then see the request committed: a QEMU that commits first). A
+    /// backend that cannot take that table while it waits (single-threaded)
+    /// gets no ack in time, as it would from such a QEMU.
+    CommitBeforeReply,
+}
+
+/// The environment variable that turns an [`Emulation`] on.
+pub const EMULATE_VAR: &str = "SHMEM_APPLIANCE_EMULATE";
+
+impl Emulation {
+    /// The emulation `SHMEM_APPLIANCE_EMULATE` asks for the QEMU at `qemu`, if any.
+    pub fn for_qemu(qemu: &Path) -> Result<Option<Self>, String> {
+        let Some(v) = std::env::var(EMULATE_VAR).ok().filter(|v| !v.is_empty()) else { return Ok(None) };
+        let (name, only) = v.split_once('@').map_or((v.as_str(), None), |(n, p)| (n, Some(Path::new(p))));
+        let e = match name {
+            "commit-before-reply" => Emulation::CommitBeforeReply,
+            other => return Err(format!("{EMULATE_VAR}={other:?}: the only emulation is \"commit-before-reply\" (for one QEMU: commit-before-reply@PATH)")),
+        };
+        Ok(only.is_none_or(|p| p == qemu).then_some(e))
+    }
+
+    /// Holds each ack until a memory table sent after its request arrived
+    /// (for a map, one that holds the mapped file).
+    fn commit_before_reply(recorder: Arc<Recorder>) -> ReplyHold {
+        ReplyHold(Arc::new(move |h: Held| {
+            let commits = |m: &crate::backend::MemTable| m.at > h.sent && h.file.is_none_or(|f| m.regions.iter().any(|r| r.file == Some(f)));
+            recorder.wait_for(crate::channel::ACK_TIMEOUT, |r| r.mem_tables.iter().rev().any(commits))
+        }))
+    }
 }
 
 /// Boots as `plan` says: KVM first where planned, TCG after a failed KVM

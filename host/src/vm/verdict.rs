@@ -195,13 +195,27 @@ impl KnownDefect {
     /// it is inconclusive. So a false UNEXPECTED-PASS has probability at
     /// most 0.1 % per entry and run while the true rate is at least a
     /// quarter of the listed one.
+    /// A probe check whose every request had its memory table reach the
+    /// backend before the ack (`table_first` = `acked`) tells a fix at any
+    /// length: the window the race needs was never open.
     pub fn inconclusive(&self, passed: &Facts) -> bool {
+        if committed_first(passed) {
+            return false;
+        }
         let n = passed.get("n").and_then(Fact::count).map(|n| n as f64);
         match (self.rate, n) {
             (Some(rate), Some(n)) => miss_probability(rate / 4.0, n) > FALSE_PASS,
             _ => false,
         }
     }
+}
+
+/// Whether a probe check saw every acked request committed before its ack
+/// (the memory table carrying it reached the backend first): the order on
+/// the wire, deterministic where a rate is not.
+pub fn committed_first(facts: &Facts) -> bool {
+    let count = |k: &str| facts.get(k).and_then(Fact::count);
+    matches!((count("acked"), count("table_first")), (Some(a), Some(t)) if a > 0 && t == a)
 }
 
 /// The p-value below which a race's rate is worse than its highest listed.
@@ -366,6 +380,10 @@ fn counts(c: &CheckResult) -> Option<(u64, u64)> {
     Some((c.facts.get("stale")?.count()?, c.facts.get("n")?.count()?))
 }
 
+fn show_counts(c: &CheckResult) -> String {
+    counts(c).map(|(k, n)| format!("{k}/{n}")).unwrap_or_default()
+}
+
 /// A probe check on both sides: fixed or regressed only when significant
 /// at `level`.
 fn compare_counts(c: &mut Comparison, at: &str, (ka, na): (u64, u64), (kb, nb): (u64, u64)) {
@@ -394,6 +412,17 @@ fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Opt
         (Some(x), Some(y)) if !x.passed && !y.passed && x.check == FRONTEND_SURVIVES && crash_of(x) != crash_of(y) => {
             c.regressed += 1;
             format!("REGRESSED: {at}: the crash changed: A {{{}}} / B {{{}}}", facts_text(&x.facts), facts_text(&y.facts))
+        }
+        (Some(x), Some(y)) if counts(x).is_some() && committed_first(&x.facts) != committed_first(&y.facts) => {
+            // The order on the wire changed: deterministic, whatever the rates did.
+            let order = |f: &CheckResult| format!("{}/{}", f.facts.get("table_first").map(Fact::to_string).unwrap_or_default(), f.facts.get("acked").map(Fact::to_string).unwrap_or_default());
+            if committed_first(&y.facts) {
+                c.fixed += 1;
+                format!("fixed: {at}: B commits before it replies (memory table before the ack: A {}, B {}); stale A {}, B {}", order(x), order(y), show_counts(x), show_counts(y))
+            } else {
+                c.regressed += 1;
+                format!("REGRESSED: {at}: B replies before it commits (memory table before the ack: A {}, B {}); stale A {}, B {}", order(x), order(y), show_counts(x), show_counts(y))
+            }
         }
         (Some(x), Some(y)) if counts(x).is_some() && counts(y).is_some() => {
             return compare_counts(c, at, counts(x).unwrap_or_default(), counts(y).unwrap_or_default());
@@ -510,6 +539,21 @@ mod tests {
             measurements: Measurements::default(),
             kept_logs: None,
         }
+    }
+
+    #[test]
+    fn a_change_of_order_on_the_wire_is_called_whatever_the_counts() {
+        let probe = |stale: u64, first: u64| CheckResult::new("rbc/map", stale == 0, "").with("n", 500u64).with("stale", stale).with("acked", 500u64).with("table_first", first);
+        // Too few stale reads on A for a rate to tell a fix, yet the order flipped.
+        let a = suite_report("a", vec![probe(3, 2)]);
+        let b = suite_report("b", vec![probe(0, 500)]);
+        let c = compare(&a, &b);
+        assert_eq!((c.fixed, c.regressed), (1, 0), "{:?}", c.lines);
+        assert!(c.lines[0].starts_with("fixed: s/rbc/map: B commits before it replies"), "{:?}", c.lines);
+        let back = compare(&b, &a);
+        assert_eq!((back.fixed, back.regressed), (0, 1), "{:?}", back.lines);
+        // The same order on both sides: the counts decide, as before.
+        assert!(compare(&a, &a).lines.iter().all(|l| l.starts_with("no significant change")));
     }
 
     #[test]

@@ -46,6 +46,20 @@ struct Tallies {
     write: Tally,
     /// Requests sent (the doorbell's map included).
     sent: u64,
+    /// Per request kind (map, unmap): acked, and of those how many had
+    /// their memory table (with the file, or without it) reach the backend
+    /// before the ack: the order on the wire, which a rate cannot tell.
+    order: [(u32, u32); 2],
+}
+
+/// Whether the memory table that commits `op` of `file` reached the backend
+/// after the request was sent and before the backend had its ack (a table
+/// sent just after the ack can beat the backend's reading of it now and
+/// then: only every request of a run, ordered so, tells the order).
+fn table_first(t: &Target, op: ShmemOp, file: crate::backend::FileId, reply: &crate::channel::Reply) -> bool {
+    let sent = reply.at.checked_sub(reply.latency).unwrap_or(reply.at);
+    let holds = |m: &crate::backend::MemTable| m.regions.iter().any(|r| r.file == Some(file));
+    t.recorder.lock().mem_tables.iter().any(|m| m.at > sent && m.at <= reply.at && holds(m) == (op == ShmemOp::Map))
 }
 
 /// Why the loop ended before its last iteration (a finding, not an error).
@@ -73,7 +87,8 @@ fn no_ack_in_time(e: &ManagerError) -> bool {
 /// Sends one probe request. `Ok(Err(stop))` when it got no ack in time, or
 /// when a map after an acked unmap was refused; any other refusal or a dead
 /// channel is an error.
-fn request(t: &mut Target, tallies: &mut Tallies, i: u32, op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>) -> Result<Result<(), Stop>, StepError> {
+fn request(t: &mut Target, tallies: &mut Tallies, (i, file): (u32, &str), op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>) -> Result<Result<(), Stop>, StepError> {
+    let subject = t.mgr.file(file)?.id();
     let mark = t.guest.log_mark();
     tallies.sent += 1;
     let (request, direction) = if op == ShmemOp::Map { ("SHMEM_MAP", "map") } else { ("SHMEM_UNMAP", "unmap") };
@@ -83,6 +98,9 @@ fn request(t: &mut Target, tallies: &mut Tallies, i: u32, op: ShmemOp, msg: Shme
         Ok(o) if o.reply.ack != 0 && op == ShmemOp::Map && i > 0 => Ok(Err(Stop::Remap { i, ack: o.reply.ack, said: t.guest.log_since(mark) })),
         Ok(o) if o.reply.ack != 0 => Err(StepError::Refused(format!("iteration {i}: {op} refused (ack {})", o.reply.ack))),
         Ok(o) => {
+            let order = &mut tallies.order[usize::from(op == ShmemOp::Unmap)];
+            order.0 += 1;
+            order.1 += u32::from(table_first(t, op, subject, &o.reply));
             t.record_answer_and_settle(&o);
             Ok(Ok(()))
         }
@@ -155,7 +173,7 @@ fn ring_loop(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies) -> Result<O
 
 /// One iteration: map, ring, classify; unmap, ring, classify.
 fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, file: &str) -> Result<Option<Stop>, StepError> {
-    if let Err(stop) = request(t, tallies, i, ShmemOp::Map, page_msg(plan.target.0, plan.target.1, plan.rw), Attach::File(file))? {
+    if let Err(stop) = request(t, tallies, (i, file), ShmemOp::Map, page_msg(plan.target.0, plan.target.1, plan.rw), Attach::File(file))? {
         return Ok(Some(stop));
     }
     let marker = MARK | u64::from(i);
@@ -172,7 +190,7 @@ fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, fil
         let kind = classify::after_map(reads.values[0], i);
         tallies.map.add(i, kind, kind != "fresh", reads.micros[0]);
     }
-    if let Err(stop) = request(t, tallies, i, ShmemOp::Unmap, page_msg(plan.target.0, plan.target.1, false), Attach::None)? {
+    if let Err(stop) = request(t, tallies, (i, file), ShmemOp::Unmap, page_msg(plan.target.0, plan.target.1, false), Attach::None)? {
         return Ok(Some(stop));
     }
     let reads = match ring(t, i, "unmap", RingMode::Read)? {
@@ -223,12 +241,12 @@ fn record(plan: &Plan<'_>, tallies: &Tallies, stop: Option<&Stop>, (conditions, 
     // request has arrived (or a second has passed): that is what it measures.
     let after = if single { "ack and the memory table that commits it (single-threaded backend: it rings once that table arrived, or after 1 s)" } else { "ack" };
     let directions = [
-        (&tallies.map, "map", format!("the guest's first read right after a MAP {after}")),
-        (&tallies.unmap, "unmap", format!("the guest's first read right after an UNMAP {after}")),
-        (&tallies.write, "write", format!("a guest write right after a MAP {after}")),
+        (&tallies.map, "map", format!("the guest's first read right after a MAP {after}"), tallies.order[0]),
+        (&tallies.unmap, "unmap", format!("the guest's first read right after an UNMAP {after}"), tallies.order[1]),
+        (&tallies.write, "write", format!("a guest write right after a MAP {after}"), tallies.order[0]),
     ];
     // A direction that got no ring (a deadlock at once) records no check.
-    checks.extend(directions.into_iter().filter(|(tally, _, _)| tally.n > 0).map(|(tally, dir, what)| tally.check(format!("{}/{dir}", plan.check), &what, conditions)));
+    checks.extend(directions.into_iter().filter(|(tally, ..)| tally.n > 0).map(|(tally, dir, what, order)| tally.check(format!("{}/{dir}", plan.check), &what, conditions, order)));
     if tallies.unmap.n > 0 || matches!(stop, Some(Stop::Remap { .. })) {
         checks.push(unmap_effect_check(plan, tallies, stop));
     }

@@ -66,8 +66,10 @@ impl Tally {
         }
     }
 
-    /// The direction's check: passes when no ring was stale.
-    pub fn check(&self, name: String, what: &str, conditions: &str) -> CheckResult {
+    /// The direction's check: passes when no ring was stale. `order`: of the
+    /// requests of its kind acked, how many had their memory table reach
+    /// the backend first (facts `acked`, `table_first`).
+    pub fn check(&self, name: String, what: &str, conditions: &str, order: (u32, u32)) -> CheckResult {
         let rate = if self.n == 0 { 0.0 } else { f64::from(self.stale) / f64::from(self.n) };
         let bound = rate_upper_bound(self.stale, self.n);
         let seen: Vec<String> = self.seen.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -76,8 +78,16 @@ impl Tally {
         } else {
             format!("{} stale of {} ({:.3} %, < {:.3} % at 95 %); first at {}", self.stale, self.n, rate * 100.0, bound * 100.0, self.first_stale.as_deref().unwrap_or("?"))
         };
-        let evidence = format!("{what}: {verdict}; seen: {}; first-read latency, fresh: {}; stale: {}; {conditions}", seen.join(", "), histogram(&self.fresh_us), histogram(&self.stale_us));
+        let evidence = format!(
+            "{what}: {verdict}; seen: {}; first-read latency, fresh: {}; stale: {}; the memory table that commits the request had reached the backend when it had the ack for {} of {} requests; {conditions}",
+            seen.join(", "),
+            histogram(&self.fresh_us),
+            histogram(&self.stale_us),
+            order.1,
+            order.0
+        );
         let mut c = CheckResult::new(name, self.stale == 0 && self.n > 0, evidence).with("n", self.n).with("stale", self.stale).with("upper95", format!("{bound:.6}"));
+        c = c.with("acked", order.0).with("table_first", order.1);
         // Every stale kind seen, for race entries: a kind they do not list is another bug.
         let kinds: Vec<&str> = self.seen.keys().copied().filter(|k| !k.starts_with("fresh")).collect();
         c = c.with("stale_kinds", kinds.join(" | "));
