@@ -1,72 +1,138 @@
-//! Whether two counts differ by more than chance: Fisher's exact test on
-//! "k of n" against "k of n". Used by `--compare` on probe checks and by
-//! race entries' "worse than listed" rule. Arithmetic only.
+//! Whether two stale rates of the doorbell probe differ by more than the
+//! machine makes them differ: log-rate tests whose variance is measured, not
+//! assumed. Within a run, from the spread between its blocks (quasi-binomial
+//! dispersion, never below a coin's); between runs of the same QEMU, the
+//! spread measured by `bench --self-compare` ([`RUN_SPREAD`]). Used by
+//! `--compare` on probe checks and by race entries' "worse than listed"
+//! rule. Arithmetic only.
 
-/// `ln(i!)` for every i up to `n`.
-fn log_factorials(n: u64) -> Vec<f64> {
-    let mut out = Vec::with_capacity(n as usize + 1);
-    out.push(0.0);
-    let mut acc = 0.0;
-    for i in 1..=n {
-        acc += (i as f64).ln();
-        out.push(acc);
-    }
-    out
+/// One run's count of a probe direction: `stale` of `n`, and the same per
+/// block of consecutive iterations (`k/n` each).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counts {
+    pub stale: u64,
+    pub n: u64,
+    pub blocks: Vec<(u64, u64)>,
 }
 
-/// The probabilities of every table with the margins of `k1 of n1` against
-/// `k2 of n2`, indexed by its first cell; and the observed first cell.
-fn hypergeometric(k1: u64, n1: u64, k2: u64, n2: u64) -> (Vec<(u64, f64)>, u64) {
-    let (k1, k2) = (k1.min(n1), k2.min(n2));
-    let (n, k) = (n1 + n2, k1 + k2);
-    let lf = log_factorials(n);
-    let f = |x: u64| lf[x as usize];
-    let lo = k.saturating_sub(n2);
-    let hi = k.min(n1);
-    let p = |a: u64| (f(k) + f(n - k) + f(n1) + f(n2) - f(n) - f(a) - f(k - a) - f(n1 - a) - f(n2 - (k - a))).exp();
-    ((lo..=hi).map(|a| (a, p(a))).collect(), k1)
-}
-
-/// Two-sided p-value of Fisher's exact test: the probability, with equal
-/// rates, of a table at most as likely as the one observed.
-pub fn fisher_two_sided(k1: u64, n1: u64, k2: u64, n2: u64) -> f64 {
-    if n1 == 0 || n2 == 0 {
-        return 1.0;
-    }
-    let (tables, seen) = hypergeometric(k1, n1, k2, n2);
-    let p_seen = tables.iter().find(|(a, _)| *a == seen).map_or(0.0, |t| t.1);
-    tables.iter().filter(|(_, p)| *p <= p_seen * (1.0 + 1e-7)).map(|(_, p)| p).sum::<f64>().min(1.0)
-}
-
-/// One-sided p-value that the second rate is higher than the first
-/// (`k2 of n2` against `k1 of n1`).
-pub fn fisher_second_higher(k1: u64, n1: u64, k2: u64, n2: u64) -> f64 {
-    if n1 == 0 || n2 == 0 {
-        return 1.0;
-    }
-    let (tables, seen) = hypergeometric(k1, n1, k2, n2);
-    // A higher second rate is a lower first cell.
-    tables.iter().filter(|(a, _)| *a <= seen).map(|(_, p)| p).sum::<f64>().min(1.0)
-}
+/// Standard deviation of a probe rate's natural log between runs of the
+/// same QEMU on the same machine, idle or with a CPU hog on the other
+/// core: what load alone does (measured with `cargo xtask bench
+/// --self-compare`, see README "Noise"). A difference between two runs is
+/// judged against this and the runs' own dispersion together.
+pub const RUN_SPREAD: f64 = 0.9;
 
 /// The level below which a difference is called significant.
 pub const SIGNIFICANT: f64 = 0.01;
+
+/// Blocks as a fact: `"k/n k/n ..."`.
+pub fn blocks_text(blocks: &[(u64, u64)]) -> String {
+    blocks.iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(" ")
+}
+
+/// The blocks a fact wrote; `None` when any is unreadable.
+pub fn blocks_parse(s: &str) -> Option<Vec<(u64, u64)>> {
+    s.split_whitespace().map(|b| b.split_once('/').and_then(|(k, n)| Some((k.parse().ok()?, n.parse().ok()?)))).collect()
+}
+
+/// Pearson's dispersion of a run's blocks around its own rate (chi-square
+/// over its degrees of freedom), never below 1 (a coin's): how much more
+/// the blocks vary than independent iterations would.
+pub fn dispersion(c: &Counts) -> f64 {
+    let p = if c.n == 0 { 0.0 } else { c.stale as f64 / c.n as f64 };
+    let used: Vec<&(u64, u64)> = c.blocks.iter().filter(|(_, n)| *n > 0).collect();
+    if used.len() < 2 || p <= 0.0 || p >= 1.0 {
+        return 1.0;
+    }
+    let chi2: f64 = used.iter().map(|(k, n)| (*k as f64 - *n as f64 * p).powi(2) / (*n as f64 * p * (1.0 - p))).sum();
+    (chi2 / (used.len() - 1) as f64).max(1.0)
+}
+
+/// The log of a rate (a half stale added on each side, so zero counts have
+/// one) and the variance of that log within its run (binomial, times the
+/// run's dispersion).
+fn log_rate(c: &Counts) -> (f64, f64) {
+    let r = (c.stale as f64 + 0.5) / (c.n as f64 + 1.0);
+    (r.ln(), dispersion(c) * (1.0 - r) / ((c.n as f64 + 1.0) * r))
+}
+
+/// Two-sided p-value that `b`'s rate differs from `a`'s by more than their
+/// own dispersion and the spread between runs allow.
+pub fn differ(a: &Counts, b: &Counts) -> f64 {
+    let ((la, va), (lb, vb)) = (log_rate(a), log_rate(b));
+    let z = (lb - la) / (va + vb + 2.0 * RUN_SPREAD * RUN_SPREAD).sqrt();
+    erfc(z.abs() / std::f64::consts::SQRT_2)
+}
+
+/// One-sided p-value that a run's rate is above the highest listed one
+/// (`stale` of `of`, a run of its own): the two runs' dispersion, the
+/// run's measured from its blocks and taken for both. The spread between
+/// runs is not added: the highest listed is already the worst of many.
+pub fn above_highest(run: &Counts, (stale, of): (u64, u64)) -> f64 {
+    let highest = Counts { stale, n: of, blocks: Vec::new() };
+    let phi = dispersion(run);
+    let ((lr, vr), (lh, vh)) = (log_rate(run), log_rate(&highest));
+    let z = (lr - lh) / (vr + vh * phi).sqrt();
+    0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// The complementary error function (Numerical Recipes' `erfcc`,
+/// fractional error below 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68 + t * (0.374_091_96 + t * (0.096_784_18 + t * (-0.186_288_06 + t * (0.278_868_07 + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn counts(blocks: &[(u64, u64)]) -> Counts {
+        Counts { stale: blocks.iter().map(|b| b.0).sum(), n: blocks.iter().map(|b| b.1).sum(), blocks: blocks.to_vec() }
+    }
+
     #[test]
-    fn fishers_test_gives_the_textbook_values() {
-        // The tea-tasting style table [[1, 9], [11, 3]]: p = 0.002759.
-        assert!((fisher_two_sided(1, 10, 11, 14) - 0.002759).abs() < 1e-5, "{}", fisher_two_sided(1, 10, 11, 14));
-        // Equal counts say nothing.
-        assert!(fisher_two_sided(5, 1000, 5, 1000) > 0.99);
-        // 1 stale of 1000 against 0 of 1000 is no evidence of a fix.
-        assert!(fisher_two_sided(1, 1000, 0, 1000) > 0.5);
-        // 20 of 1000 against 0 of 1000 is.
-        assert!(fisher_two_sided(20, 1000, 0, 1000) < SIGNIFICANT);
-        assert!(fisher_second_higher(5, 1000, 30, 1000) < SIGNIFICANT);
-        assert!(fisher_second_higher(30, 1000, 5, 1000) > 0.99);
+    fn the_normal_tail_is_right() {
+        assert!((erfc(0.0) - 1.0).abs() < 1e-6);
+        assert!((0.5 * erfc(1.959_964 / std::f64::consts::SQRT_2) - 0.025).abs() < 1e-6);
+        assert!((0.5 * erfc(3.090_232 / std::f64::consts::SQRT_2) - 0.001).abs() < 1e-6);
+        assert!((erfc(-1.0) - 1.842_700_8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn blocks_that_vary_more_than_a_coin_raise_the_dispersion() {
+        let even = counts(&[(2, 100); 10]);
+        assert!((dispersion(&even) - 1.0).abs() < 1e-9, "a coin's at least");
+        let bursty = counts(&[(20, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100)]);
+        assert!(dispersion(&bursty) > 10.0, "{}", dispersion(&bursty));
+        assert_eq!(blocks_parse(&blocks_text(&bursty.blocks)), Some(bursty.blocks.clone()));
+        assert_eq!(blocks_parse("1/2 x"), None);
+    }
+
+    #[test]
+    fn load_sized_differences_are_no_change_and_an_order_of_magnitude_more_is() {
+        // 7 and 45 of 500: two idle runs of one QEMU (the spread the README measures).
+        let low = counts(&[(1, 50), (0, 50), (1, 50), (1, 50), (0, 50), (1, 50), (1, 50), (0, 50), (1, 50), (1, 50)]);
+        let high = counts(&[(5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50)]);
+        assert!(differ(&low, &high) > 0.01, "{}", differ(&low, &high));
+        // 19 against 55 of 2000: the hog's doing.
+        assert!(differ(&counts(&[(2, 200); 10]), &counts(&[(5, 200), (6, 200), (5, 200), (6, 200), (5, 200), (6, 200), (5, 200), (6, 200), (5, 200), (6, 200)])) > 0.01);
+        // 0.1 % against 60 %: a QEMU that changed (1 % against 60 % is only p = 0.002: load moves rates that much).
+        assert!(differ(&counts(&[(1, 1000)]), &counts(&[(600, 1000)])) < 1e-3);
+    }
+
+    #[test]
+    fn above_the_highest_needs_more_than_its_runs_own_noise() {
+        // 45 of 500 against a highest of 21 of 500: no longer called worse.
+        assert!(above_highest(&counts(&[(5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50)]), (21, 500)) > 0.001);
+        // Ten times the highest is worse.
+        assert!(above_highest(&counts(&[(21, 100); 10]), (21, 1000)) < 1e-6);
+        // Bursty blocks widen the run's own interval.
+        let bursty = counts(&[(40, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100)]);
+        assert!(above_highest(&bursty, (10, 1000)) > above_highest(&counts(&[(4, 100); 10]), (10, 1000)));
     }
 }

@@ -159,9 +159,9 @@ impl KnownDefect {
         if let Some(k) = kinds.iter().find(|k| !self.stale_kinds.iter().any(|l| l == *k)) {
             return Some(format!("stale kind {k:?} is not one the entry lists ({})", self.stale_kinds.join(", ")));
         }
-        let (k, n) = (facts.get("stale")?.count()?, facts.get("n")?.count()?);
-        let p = crate::vm::significance::fisher_second_higher(highest.stale, highest.of, k, n);
-        (p < WORSE).then(|| format!("{k} of {n} is significantly more than the highest listed, {} of {} (p = {p:.5})", highest.stale, highest.of))
+        let run = probe_counts(facts)?;
+        let p = crate::vm::significance::above_highest(&run, (highest.stale, highest.of));
+        (p < WORSE).then(|| format!("{} of {} is significantly more than the highest listed, {} of {} (p = {p:.5}, with the run's own dispersion between its blocks)", run.stale, run.n, highest.stale, highest.of))
     }
 
     /// The `"BUILD/ACCEL"` pairs its figures were measured on (not `unmeasured`).
@@ -216,6 +216,12 @@ impl KnownDefect {
 pub fn committed_first(facts: &Facts) -> bool {
     let count = |k: &str| facts.get(k).and_then(Fact::count);
     matches!((count("acked"), count("table_first")), (Some(a), Some(t)) if a > 0 && t == a)
+}
+
+/// A probe check's counts from its facts: `stale` of `n`, and its blocks.
+pub fn probe_counts(facts: &Facts) -> Option<crate::vm::significance::Counts> {
+    let blocks = facts.get("blocks").and_then(|b| crate::vm::significance::blocks_parse(&b.to_string())).unwrap_or_default();
+    Some(crate::vm::significance::Counts { stale: facts.get("stale")?.count()?, n: facts.get("n")?.count()?, blocks })
 }
 
 /// The p-value below which a race's rate is worse than its highest listed.
@@ -385,9 +391,11 @@ fn show_counts(c: &CheckResult) -> String {
 }
 
 /// A probe check on both sides: fixed or regressed only when significant
-/// at `level`.
-fn compare_counts(c: &mut Comparison, at: &str, (ka, na): (u64, u64), (kb, nb): (u64, u64)) {
-    let p = crate::vm::significance::fisher_two_sided(ka, na, kb, nb);
+/// at `level`, against the runs' own dispersion and the spread load makes
+/// between runs (`significance::differ`).
+fn compare_counts(c: &mut Comparison, at: &str, a: &crate::vm::significance::Counts, b: &crate::vm::significance::Counts) {
+    let p = crate::vm::significance::differ(a, b);
+    let (ka, na, kb, nb) = (a.stale, a.n, b.stale, b.n);
     let rates = format!("{ka}/{na} vs {kb}/{nb}, p = {p:.4}");
     if p >= c.level {
         c.lines.push(format!("no significant change: {at} ({rates})"));
@@ -424,8 +432,8 @@ fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Opt
                 format!("REGRESSED: {at}: B replies before it commits (memory table before the ack: A {}, B {}); stale A {}, B {}", order(x), order(y), show_counts(x), show_counts(y))
             }
         }
-        (Some(x), Some(y)) if counts(x).is_some() && counts(y).is_some() => {
-            return compare_counts(c, at, counts(x).unwrap_or_default(), counts(y).unwrap_or_default());
+        (Some(x), Some(y)) if let (Some(ka), Some(kb)) = (probe_counts(&x.facts), probe_counts(&y.facts)) => {
+            return compare_counts(c, at, &ka, &kb);
         }
         (Some(x), Some(y)) if !x.passed && y.passed => {
             c.fixed += 1;
@@ -592,9 +600,13 @@ mod tests {
         assert!(c.lines[0].starts_with("no significant change: s/rbc/map (1/1000 vs 0/1000"), "{:?}", c.lines);
         let c = compare(&one(vec![probe(12, 1000)], Verdict::Pass), &one(vec![probe(11, 1000)], Verdict::Pass));
         assert_eq!((c.fixed, c.regressed, c.changed), (0, 0, 0), "counts alone are no changed evidence: {:?}", c.lines);
+        // 20 against 0 of 1000 is what load alone does between two runs (a coin would call it).
         let c = compare(&one(vec![probe(20, 1000)], Verdict::Pass), &one(vec![probe(0, 1000)], Verdict::Pass));
+        assert_eq!((c.fixed, c.regressed), (0, 0), "{:?}", c.lines);
+        // Far beyond the spread between runs: a change.
+        let c = compare(&one(vec![probe(600, 1000)], Verdict::Pass), &one(vec![probe(0, 1000)], Verdict::Pass));
         assert_eq!((c.fixed, c.regressed), (1, 0), "{:?}", c.lines);
-        let c = compare(&one(vec![probe(0, 1000)], Verdict::Pass), &one(vec![probe(20, 1000)], Verdict::Pass));
+        let c = compare(&one(vec![probe(0, 1000)], Verdict::Pass), &one(vec![probe(600, 1000)], Verdict::Pass));
         assert_eq!((c.fixed, c.regressed), (0, 1), "{:?}", c.lines);
     }
 

@@ -20,6 +20,9 @@ use crate::channel::{ShmemMsg, ShmemOp};
 use crate::manager::{Attach, MAP_RW, ManagerError, Want};
 use classify::{MARK, TAG};
 
+/// Blocks of consecutive iterations each direction's count is kept in.
+const BLOCKS: u64 = 10;
+
 /// What a probe step asks for.
 struct Plan<'a> {
     check: &'a str,
@@ -177,6 +180,8 @@ fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, fil
         return Ok(Some(stop));
     }
     let marker = MARK | u64::from(i);
+    // Ten blocks of consecutive iterations: how much the rate moves within the run.
+    let at = (i, (u64::from(i) * BLOCKS / u64::from(plan.iterations.max(1))) as usize);
     let writing = plan.rw && plan.writes && i % 2 == 1;
     let reads = match ring(t, i, "map", if writing { RingMode::Write(marker) } else { RingMode::Read })? {
         Ok(r) => r,
@@ -185,10 +190,10 @@ fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, fil
     if writing {
         let landed = t.mgr.file(file)?.read(0, 8).map_err(StepError::host_file(file))? == marker.to_le_bytes();
         let kind = classify::after_write(reads.values[0], marker, landed);
-        tallies.write.add(i, kind, !kind.starts_with("fresh"), reads.micros[0]);
+        tallies.write.add(at, kind, !kind.starts_with("fresh"), reads.micros[0]);
     } else {
         let kind = classify::after_map(reads.values[0], i);
-        tallies.map.add(i, kind, kind != "fresh", reads.micros[0]);
+        tallies.map.add(at, kind, kind != "fresh", reads.micros[0]);
     }
     if let Err(stop) = request(t, tallies, (i, file), ShmemOp::Unmap, page_msg(plan.target.0, plan.target.1, false), Attach::None)? {
         return Ok(Some(stop));
@@ -198,7 +203,7 @@ fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, fil
         Err(stop) => return Ok(Some(stop)),
     };
     let kind = classify::after_unmap(reads.values[0], i);
-    tallies.unmap.add(i, kind, !kind.starts_with("fresh"), reads.micros[0]);
+    tallies.unmap.add(at, kind, !kind.starts_with("fresh"), reads.micros[0]);
     Ok(None)
 }
 

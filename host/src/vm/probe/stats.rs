@@ -45,6 +45,8 @@ fn histogram(us: &[f64]) -> String {
 pub struct Tally {
     pub n: u32,
     stale: u32,
+    /// Per block of consecutive iterations: (stale, rings).
+    blocks: Vec<(u64, u64)>,
     seen: BTreeMap<&'static str, u32>,
     first_stale: Option<String>,
     fresh_us: Vec<f64>,
@@ -52,9 +54,14 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// One ring at iteration `i`: what the first read showed, whether that
-    /// is stale, and how long the read took.
-    pub fn add(&mut self, i: u32, kind: &'static str, stale: bool, us: Option<f64>) {
+    /// One ring at iteration `i` (in block `block`): what the first read
+    /// showed, whether that is stale, and how long the read took.
+    pub fn add(&mut self, (i, block): (u32, usize), kind: &'static str, stale: bool, us: Option<f64>) {
+        if self.blocks.len() <= block {
+            self.blocks.resize(block + 1, (0, 0));
+        }
+        self.blocks[block].0 += u64::from(stale);
+        self.blocks[block].1 += 1;
         self.n += 1;
         *self.seen.entry(kind).or_insert(0) += 1;
         if stale {
@@ -87,7 +94,7 @@ impl Tally {
             order.0
         );
         let mut c = CheckResult::new(name, self.stale == 0 && self.n > 0, evidence).with("n", self.n).with("stale", self.stale).with("upper95", format!("{bound:.6}"));
-        c = c.with("acked", order.0).with("table_first", order.1);
+        c = c.with("acked", order.0).with("table_first", order.1).with("blocks", crate::vm::significance::blocks_text(&self.blocks));
         // Every stale kind seen, for race entries: a kind they do not list is another bug.
         let kinds: Vec<&str> = self.seen.keys().copied().filter(|k| !k.starts_with("fresh")).collect();
         c = c.with("stale_kinds", kinds.join(" | "));
