@@ -7,6 +7,7 @@ mod artefacts;
 mod bless;
 mod media;
 mod moved;
+mod self_compare;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,7 +43,10 @@ const USAGE: &str = "usage:
                                    then the appliance's own backend
   cargo xtask bench [--runs N] [OPTIONS]
                                    vm-test N times (default 3), then every figure's
-                                   min/median/max as JSON; no figures if a run fails
+                                   min/median/max as JSON, and what could not be measured
+  cargo xtask bench --self-compare N [OPTIONS]
+                                   --compare of the QEMU with itself N times idle, then N
+                                   times with a CPU hog from 12 s on: the false-alarm rate
 
 vm-test / bench options:
   --qemu PATH          QEMU to use (else $QEMU, else qemu-system-x86_64 on PATH, else provisioned)
@@ -451,6 +455,9 @@ const BOOTS_ALONE: usize = 3;
 /// clock) is said in the report; it fails only when nothing was measured.
 fn bench(args: &[String]) -> Result<bool, String> {
     let mut rest = args.to_vec();
+    if let Some(n) = take_opt::<usize>(&mut rest, "--self-compare")? {
+        return self_compare::run(n.max(1), &rest);
+    }
     let runs: usize = take_opt(&mut rest, "--runs")?.unwrap_or(3);
     if runs == 0 {
         return Err("--runs 0: a number of runs, at least 1".into());
