@@ -55,7 +55,10 @@ pub fn boot_alone(cfg: &SuiteConfig, accel: Accel) -> Result<BootAlone, BenchErr
     for attempt in 1..=BANDWIDTH_ATTEMPTS {
         bandwidth = match measure_bandwidth(&mut qt.target) {
             Ok(r) => Ok(r),
-            Err(BenchError::Unfit(why)) => Err(format!("{why} (attempt {attempt} of {BANDWIDTH_ATTEMPTS})")),
+            Err(BenchError::Unfit(why)) => {
+                qt.target.guest.forget_clock();
+                Err(format!("{why} (attempt {attempt} of {BANDWIDTH_ATTEMPTS})"))
+            }
             Err(e) => return Err(e),
         };
         if bandwidth.is_ok() {

@@ -23,7 +23,7 @@ impl fmt::Display for GuestClock {
 }
 
 /// How long the calibration compares the guest's clock with the host's.
-const CALIBRATION_WINDOW: Duration = Duration::from_millis(300);
+pub const CALIBRATION_WINDOW: Duration = Duration::from_millis(300);
 
 /// One reading of the guest's TSC, taken at the midpoint of the quickest of
 /// five round trips of `read_tsc`: (host instant, TSC, round trip).
@@ -40,11 +40,11 @@ fn reading(read_tsc: &mut dyn FnMut() -> Result<u64, GuestError>) -> Result<(Ins
     best.ok_or_else(|| GuestError::BadRequest("no tsc reading".into()))
 }
 
-/// Calibrates the guest's TSC against the host's clock: two readings a
-/// window apart.
-pub fn calibrate(read_tsc: &mut dyn FnMut() -> Result<u64, GuestError>) -> Result<GuestClock, GuestError> {
+/// Calibrates the guest's TSC against the host's clock: two readings
+/// `window` apart (the longer, the smaller the uncertainty the round trips leave).
+pub fn calibrate(read_tsc: &mut dyn FnMut() -> Result<u64, GuestError>, window: Duration) -> Result<GuestClock, GuestError> {
     let (t0, c0, rtt0) = reading(read_tsc)?;
-    std::thread::sleep(CALIBRATION_WINDOW);
+    std::thread::sleep(window);
     let (t1, c1, rtt1) = reading(read_tsc)?;
     let window = t1 - t0;
     let ticks = c1.checked_sub(c0).filter(|&t| t > 0).ok_or_else(|| GuestError::BadAnswer { what: "the guest TSC did not advance".into(), text: format!("{c0} then {c1}") })?;

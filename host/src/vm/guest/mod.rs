@@ -196,6 +196,9 @@ pub trait Guest {
     /// bytes from offset 0) and in guest RAM, `rounds` rounds of `iterations`
     /// copies of half of `len`, on the guest's calibrated fine clock.
     fn bandwidth(&mut self, shmid: u8, len: u64, iterations: u32, rounds: u32) -> Result<CopyRounds, GuestError>;
+    /// Drops the clock calibration the copy timings use, so the next
+    /// `bandwidth` calibrates anew (a guest without one has nothing to drop).
+    fn forget_clock(&mut self) {}
     /// Asks the frontend to quit (QEMU: the guest powers off) and says how
     /// it ended: `Ok(exit)` for a clean end (status 0, no signal), else how
     /// it ended instead. Nothing else may be asked after.

@@ -38,6 +38,8 @@ pub struct QemuGuest {
     seq: u64,
     /// The guest's TSC, once calibrated.
     clock: Option<GuestClock>,
+    /// How many calibrations were dropped (`forget_clock`): the next one takes a longer window.
+    recalibrations: u32,
     /// The doorbell probe under way.
     probe: Option<Probe>,
     /// The agent was told to stop answering (fault injection).
@@ -57,7 +59,7 @@ struct Probe {
 
 impl QemuGuest {
     pub fn new(qemu: Qemu) -> Self {
-        QemuGuest { qemu, seq: 0, clock: None, probe: None, hung: false }
+        QemuGuest { qemu, seq: 0, clock: None, recalibrations: 0, probe: None, hung: false }
     }
 
     /// What the agent's ready line says.
@@ -92,10 +94,15 @@ impl QemuGuest {
         if let Some(c) = &self.clock {
             return Ok(c.clone());
         }
-        let clock = clock::calibrate(&mut || {
-            let text = self.command("tsc")?;
-            agent::field(&text, "tsc").and_then(|v| v.parse().ok()).ok_or(GuestError::BadAnswer { what: "bad tsc reply".into(), text })
-        })?;
+        // Each calibration dropped doubles the next one's window (at most 8 times 300 ms).
+        let window = clock::CALIBRATION_WINDOW * (1 << self.recalibrations.min(3));
+        let clock = clock::calibrate(
+            &mut || {
+                let text = self.command("tsc")?;
+                agent::field(&text, "tsc").and_then(|v| v.parse().ok()).ok_or(GuestError::BadAnswer { what: "bad tsc reply".into(), text })
+            },
+            window,
+        )?;
         self.clock = Some(clock.clone());
         Ok(clock)
     }
@@ -219,6 +226,11 @@ impl Guest for QemuGuest {
             return Err(bad());
         }
         Ok(CopyRounds { clock, bytes, shm_ticks, ram_ticks })
+    }
+
+    fn forget_clock(&mut self) {
+        self.clock = None;
+        self.recalibrations += 1;
     }
 
     fn shutdown(&mut self) -> Result<String, Death> {
