@@ -151,7 +151,7 @@ impl KnownDefect {
 
     /// For a race entry: why what the check saw is worse than listed, if it
     /// is (a stale kind it does not cover, or a rate significantly above
-    /// the highest measured, one-sided Fisher at p < 0.001).
+    /// the highest measured: `significance::above_highest` at p < 0.001).
     pub fn worse_than_listed(&self, facts: &Facts) -> Option<String> {
         let highest = self.highest?;
         let kinds_text = facts.get("stale_kinds").map(Fact::to_string).unwrap_or_default();
@@ -492,8 +492,10 @@ fn compare_scenario(c: &mut Comparison, name: &str, sa: Option<&ScenarioReport>,
 }
 
 /// Compares the QEMU side of two runs check by check. Probe checks compare
-/// their counts by Fisher's exact test (fixed or REGRESSED only below
-/// p = 0.01 over the number of probe checks compared); a crash whose signal, step or words change is a regression;
+/// the order on the wire first (a flip is fixed or REGRESSED), then their
+/// rates against their measured spread (`significance::differ`; fixed or
+/// REGRESSED only below p = 0.01 over the number of probe checks compared);
+/// a crash whose signal, step or words change is a regression;
 /// a check A never reached (it died or erred first) that fails on B is
 /// unmasked, not regressed; listed inconclusive entries are named on both sides.
 pub fn compare(a: &SuiteReport, b: &SuiteReport) -> Comparison {
