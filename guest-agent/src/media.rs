@@ -224,6 +224,15 @@ pub fn execute(dev: &mut Device, media: &mut Option<Media>, cmd: &str, args: &mu
         "media-stream" => d.stream(&mut t, args.next() == Some("on")).map(|()| "done".into()),
         "media-close" => d.close(&mut t).map(|()| "closed".into()),
         "media-event" => d.next_event(&mut t, "a DQBUF event").map(|e| format!("event={}", wire::event_text(&e))),
+        "media-churn" => {
+            // The whole loop in the guest: each command goes out the moment the last is answered.
+            let (off, cycles, secs) = (num(args.next(), "offset")? as u32, num(args.next(), "cycles")? as usize, num(args.next(), "seconds")?);
+            let until = Instant::now() + Duration::from_secs(secs);
+            return Ok(match d.churn(&mut t, off, cycles, &mut || Instant::now() < until) {
+                Ok(done) => format!("done={done}"),
+                Err((done, e)) => format!("done={done} error={}", wire::error_text(&e)),
+            });
+        }
         other => return Err(format!("unknown command {other:?}")),
     };
     r.map_err(|e: MediaError| wire::error_text(&e))

@@ -38,6 +38,15 @@ pub enum MediaError {
     Stale(String),
 }
 
+impl MediaError {
+    /// The step the error is about ("MMAP offset 0x0", "OPEN", ...).
+    pub fn what(&self) -> &str {
+        match self {
+            MediaError::Timeout(w) | MediaError::Errno(w, _) | MediaError::Malformed(w) | MediaError::Full(w) | MediaError::Stale(w) => w,
+        }
+    }
+}
+
 impl std::fmt::Display for MediaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -200,6 +209,21 @@ impl Driver {
 
     pub fn munmap(&mut self, t: &mut impl Transport, addr: u64) -> Result<(), MediaError> {
         self.checked(t, &proto::munmap(addr), &format!("MUNMAP {addr:#x}")).map(|_| ())
+    }
+
+    /// MMAP then MUNMAP of the buffer at V4L2 offset `offset`, `cycles`
+    /// times, each command sent the moment the last is answered, while
+    /// `more()` allows (a time bound). The cycles done, or how many were
+    /// done when a command failed, and its error.
+    pub fn churn(&mut self, t: &mut impl Transport, offset: u32, cycles: usize, more: &mut dyn FnMut() -> bool) -> Result<usize, (usize, MediaError)> {
+        for done in 0..cycles {
+            if !more() {
+                return Ok(done);
+            }
+            let (addr, _) = self.mmap(t, offset, false).map_err(|e| (done, e))?;
+            self.munmap(t, addr).map_err(|e| (done, e))?;
+        }
+        Ok(cycles)
     }
 
     pub fn qbuf(&mut self, t: &mut impl Transport, index: u32) -> Result<(), MediaError> {

@@ -245,7 +245,9 @@ pub(crate) fn timed_out(s: &super::Step) -> bool {
 fn no_deadlock(rec: &SessionRecord) -> CheckResult {
     let Some(first) = rec.steps.iter().find(|s| timed_out(s)) else {
         let seen = if rec.frontend_unseen { "the frontend's side is not in view".to_string() } else { format!("{} SHMEM requests", requests(rec)) };
-        return CheckResult::new("no-deadlock", true, format!("every driver step was answered in time ({seen})")).with("n", requests(rec) as u64);
+        // A churn says how far it went and how fast.
+        let churned = rec.steps.iter().find(|s| s.what.contains("MMAP/MUNMAP cycles in")).map(|s| format!("; {}", s.what)).unwrap_or_default();
+        return CheckResult::new("no-deadlock", true, format!("every driver step was answered in time ({seen}){churned}")).with("n", requests(rec) as u64);
     };
     let timeouts = rec.steps.iter().filter(|s| timed_out(s)).count();
     let (waiting, how_long) = match &rec.waiting_at_timeout {

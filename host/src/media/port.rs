@@ -22,6 +22,10 @@ pub trait MediaPort {
     fn close(&mut self) -> Result<(), MediaError>;
     /// The next event of the event queue.
     fn next_event(&mut self) -> Result<Event, MediaError>;
+    /// MMAP/MUNMAP of the buffer at `offset`, `cycles` times, each sent the
+    /// moment the last is answered, for at most `time`: the cycles done, or
+    /// how many were done when a command failed, and its error.
+    fn churn(&mut self, offset: u32, cycles: usize, time: std::time::Duration) -> Result<usize, (usize, MediaError)>;
     /// The frame of buffer `b` as the driver's side sees it at shm offset `addr` of region 0.
     fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen;
 }
@@ -56,6 +60,10 @@ impl MediaPort for ModelPort<'_> {
     }
     fn next_event(&mut self) -> Result<Event, MediaError> {
         self.d.next_event(&mut self.t, "a DQBUF event")
+    }
+    fn churn(&mut self, offset: u32, cycles: usize, time: std::time::Duration) -> Result<usize, (usize, MediaError)> {
+        let until = std::time::Instant::now() + time;
+        self.d.churn(&mut self.t, offset, cycles, &mut || std::time::Instant::now() < until)
     }
     fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen {
         let mut f = FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };

@@ -79,6 +79,16 @@ impl MediaPort for AgentPort<'_> {
         let v = self.field("media-event", "event")?;
         wire::event_parse(&v).ok_or_else(|| MediaError::Malformed(format!("event {v:?}")))
     }
+    fn churn(&mut self, offset: u32, cycles: usize, time: std::time::Duration) -> Result<usize, (usize, MediaError)> {
+        // The loop runs in the guest (no serial round trip between commands); the answer comes at its end.
+        let cmd = format!("media-churn {offset:#x} {cycles} {}", time.as_secs());
+        let text = self.guest.command_within(&cmd, time + CHURN_SLACK).map_err(|e| (0, MediaError::Timeout(format!("`{cmd}`: {e}"))))?;
+        let done = super::guest::agent::field(&text, "done").and_then(|d| d.parse().ok()).ok_or_else(|| (0, MediaError::Malformed(format!("`{cmd}` answered {text:?}"))))?;
+        match text.split_once("error=") {
+            Some((_, e)) => Err((done, wire::error_parse(e.trim()))),
+            None => Ok(done),
+        }
+    }
     fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen {
         let mut f = FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };
         match self.ask(&format!("media-frame {addr:#x} {}", b.sequence)).map(|t| super::guest::agent::field(&t, "mismatch").map(str::to_string)) {
@@ -96,7 +106,18 @@ impl MediaPort for AgentPort<'_> {
 
 /// The session's settings from the scenario's `[media]` table.
 fn settings(m: &MediaScenario) -> Settings {
-    Settings { buffers: m.buffers, frames: m.frames, ..Settings::default() }
+    Settings { buffers: m.buffers, frames: m.frames, churn_time: CHURN_TIME, ..Settings::default() }
+}
+
+/// How long a churn behind QEMU may go on.
+const CHURN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+/// How much longer than its time bound the host waits for a churn's answer:
+/// a command the agent still waits for (10 s) and the serial port.
+const CHURN_SLACK: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The session a `[media]` table asks for: a capture, or a churn.
+fn variant(m: &MediaScenario) -> Variant {
+    m.churn.map_or(Variant::Stream, Variant::Churn)
 }
 
 /// Both halves of a media scenario: QEMU with the agent as driver, then the model.
@@ -113,7 +134,7 @@ pub fn media_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, dir: &
     let model_dir = dir.join("model");
     let (model, ()) = leak_checked(dir, sockets, || {
         let made = std::fs::create_dir_all(&model_dir).map_err(|e| Failure { kind: ErrorKind::Io, message: format!("create {}: {e}", model_dir.display()) });
-        (made.map(|()| judge::judge(&session::run_media(&backend.command, Variant::Stream, &model_dir, &s))), ())
+        (made.map(|()| judge::judge(&session::run_media(&backend.command, variant(m), &model_dir, &s))), ())
     });
     OwnBootRun { qemu, qemu_secs, model, model_secs: start.elapsed().as_secs_f64(), qemu_log, boot_secs }
 }
@@ -156,7 +177,7 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
     if !guest.ready().has_device() {
         return (Err(Failure { kind: ErrorKind::Protocol, message: format!("the guest agent found no device: {}", guest.qemu.ready_line) }), (guest.log_text(), boot_secs));
     }
-    let mut checks = session_checks(&mut guest, &mut proc, s);
+    let mut checks = session_checks(&mut guest, &mut proc, variant(m), s);
     // What QEMU said is the reason a driver step failed (a refused SHMEM_MAP is only on its stderr).
     let said = super::check::said_fact(&guest.qemu.stderr_tail());
     for c in checks.iter_mut().filter(|c| c.check == "driver-steps" && !c.passed) {
@@ -170,10 +191,10 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
 }
 
 /// `media-up` (queues, DRIVER_OK), then the capture session through the agent, judged.
-fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, s: &Settings) -> Vec<CheckResult> {
+fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, variant: Variant, s: &Settings) -> Vec<CheckResult> {
     let mut port = AgentPort { guest };
     let up = port.ask("media-up");
-    let mut rec = session::run_port(&mut port, up, proc, s);
+    let mut rec = session::run_port(&mut port, up, proc, variant, s);
     rec.dead = proc.gone();
     judge::judge(&rec)
 }

@@ -343,7 +343,15 @@ pub struct MediaScenario {
     /// Which build of the backend (default: as published).
     #[serde(default)]
     pub build: MediaBuild,
+    /// Instead of a capture: MMAP and MUNMAP of one buffer this many times,
+    /// each sent as soon as the last is answered (at most
+    /// [`MAX_CHURN`]; the session also stops at its time bound).
+    #[serde(default)]
+    pub churn: Option<usize>,
 }
+
+/// The most MMAP/MUNMAP cycles a media scenario's churn may ask for.
+pub const MAX_CHURN: usize = 100_000;
 
 /// A build of the virtio-media backend under test.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -543,6 +551,7 @@ fn check_media_keys(f: &ScenarioFile) -> Result<(), (&'static str, &'static str)
         Some(_) if !f.step.is_empty() => Err(("media", "`[media]` runs a session of its own: no `[[step]]` with it")),
         Some(_) if f.device.is_some() || f.qemu_only || f.boot_refusal_ok => Err(("media", "`[media]` takes no `device`, `qemu_only` or `boot_refusal_ok`")),
         Some(m) if m.buffers == 0 || m.frames == 0 => Err(("media", "`[media]` needs at least one buffer and one frame")),
+        Some(m) if m.churn.is_some_and(|n| n == 0 || n > MAX_CHURN) => Err(("media", "`churn` is a number of MMAP/MUNMAP cycles, 1 to 100000")),
         Some(_) => Ok(()),
     }
 }

@@ -72,7 +72,8 @@ impl QemuGuest {
         self.command_within(cmd, COMMAND_TIMEOUT)
     }
 
-    fn command_within(&mut self, cmd: &str, timeout: Duration) -> Result<String, GuestError> {
+    /// As [`Self::command`], waiting up to `timeout` for the answer.
+    pub fn command_within(&mut self, cmd: &str, timeout: Duration) -> Result<String, GuestError> {
         self.seq += 1;
         let id = self.seq.to_string();
         self.qemu.send_line(&format!("{id} {cmd}"))?;
