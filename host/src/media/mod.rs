@@ -131,7 +131,7 @@ pub struct BackendUnderTest {
 }
 
 /// The accelerator name the backend list uses: its sessions run on the model.
-pub const MODEL_ACCEL: &str = "model";
+pub use crate::vm::defects::MODEL_ACCEL;
 /// The appliance's own backend, as the backend list names it.
 pub const OWN_BACKEND: &str = "shmem-backend (own)";
 

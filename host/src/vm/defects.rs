@@ -76,6 +76,10 @@ struct DefectsFile {
     defect: Vec<KnownDefect>,
 }
 
+/// The accelerator name of the backend list's rows that run on the model
+/// frontend (backend-test's sessions, a media scenario's model half).
+pub const MODEL_ACCEL: &str = "model";
+
 /// Loads and checks the list: unique ids, at least one build, accelerator
 /// and fact per entry, rates in (0, 1], accelerators `tcg` or `kvm`.
 pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
@@ -110,12 +114,12 @@ pub fn load_defect_list(path: &Path, accels: &[&str]) -> Result<Vec<KnownDefect>
         if let Some(a) = d.accel.iter().find(|a| !accels.contains(&a.as_str())) {
             return Err(bad(format!("defect {:?}: accel {a:?} is not one of {}", d.id, accels.join(", "))));
         }
-        let qemu_row = d.accel.iter().any(|a| a != crate::media::MODEL_ACCEL);
-        let backend_list = accels.contains(&crate::media::MODEL_ACCEL);
+        let qemu_row = d.accel.iter().any(|a| a != MODEL_ACCEL);
+        let backend_list = accels.contains(&MODEL_ACCEL);
         if backend_list && qemu_row == d.frontend.is_empty() {
             return Err(bad(format!("defect {:?}: an entry of QEMU's row (accel tcg or kvm) names the QEMU builds it was measured behind in `frontend`, and only such an entry does; one accel list per row", d.id)));
         }
-        if backend_list && qemu_row && d.accel.iter().any(|a| a == crate::media::MODEL_ACCEL) {
+        if backend_list && qemu_row && d.accel.iter().any(|a| a == MODEL_ACCEL) {
             return Err(bad(format!("defect {:?}: the model's row and QEMU's are listed apart (accel \"model\" alone, or tcg/kvm with `frontend`)", d.id)));
         }
         if !backend_list && !d.frontend.is_empty() {
