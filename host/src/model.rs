@@ -314,13 +314,8 @@ impl ModelFrontend {
 
     /// As [`Self::connect`], and says in `offered` what the backend offered
     /// (features, protocol features) even when the handshake then fails.
-    /// Every answer the backend owes on the main socket comes within
-    /// [`REPLY_TIMEOUT`], or the request fails saying so.
+    /// The handshake's answers come within [`REPLY_TIMEOUT`], or it fails saying so.
     pub fn connect_seeing(socket: &Path, num_queues: u64, faults: Faults, offered: &mut Option<(u64, u64)>) -> io::Result<Self> {
-        Self::set_up(socket, num_queues, faults, offered)
-    }
-
-    fn set_up(socket: &Path, num_queues: u64, faults: Faults, offered: &mut Option<(u64, u64)>) -> io::Result<Self> {
         let stream = UnixStream::connect(socket).map_err(|e| io::Error::new(e.kind(), format!("model frontend: connect {}: {e}", socket.display())))?;
         let watchdog = Watchdog::arm(&stream)?;
         // Kept to unblock the model at shut-down when a backend never answers (QEMU would wait forever).
@@ -368,9 +363,15 @@ impl ModelFrontend {
     /// What QEMU does when the guest sets DRIVER_OK: SET_FEATURES and the
     /// memory table (guest RAM only).
     pub fn start(&self) -> io::Result<()> {
+        self.watched("starting the device", || self.start_unwatched())
+    }
+
+    /// `f`, the backend hung up on when it leaves an answer owed for
+    /// [`REPLY_TIMEOUT`] (then the error says so, whatever `f` returned).
+    fn watched<T>(&self, what: &str, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
         let watchdog = Watchdog::arm(&self.fe_sock)?;
-        let r = self.start_unwatched();
-        watchdog.disarm("starting the device")?;
+        let r = f();
+        watchdog.disarm(what)?;
         r
     }
 
@@ -387,10 +388,7 @@ impl ModelFrontend {
     /// addresses (guest-physical in the model's guest RAM), kick and call
     /// eventfds, enable. `queues[i]` is queue i.
     pub fn start_queues(&self, queues: &[shmem_media::virtq::QueueAddrs], size: u16) -> io::Result<()> {
-        let watchdog = Watchdog::arm(&self.fe_sock)?;
-        let r = self.start_queues_unwatched(queues, size);
-        watchdog.disarm("starting the queues")?;
-        r
+        self.watched("starting the queues", || self.start_queues_unwatched(queues, size))
     }
 
     fn start_queues_unwatched(&self, queues: &[shmem_media::virtq::QueueAddrs], size: u16) -> io::Result<()> {
@@ -521,13 +519,12 @@ impl ModelFrontend {
     /// goes stale).
     pub fn reset(&self) -> io::Result<()> {
         let started_queues = std::mem::take(&mut *self.queues.lock().unwrap_or_else(|p| p.into_inner())).len();
-        let watchdog = Watchdog::arm(&self.fe_sock)?;
-        let stopped = (0..started_queues).try_for_each(|i| {
-            let fe = self.inner.frontend.lock().unwrap_or_else(|p| p.into_inner());
-            fe.get_vring_base(i).map(|_| ()).map_err(ctx("GET_VRING_BASE at reset"))
-        });
-        watchdog.disarm("GET_VRING_BASE at reset")?;
-        stopped?;
+        self.watched("GET_VRING_BASE at reset", || {
+            (0..started_queues).try_for_each(|i| {
+                let fe = self.inner.frontend.lock().unwrap_or_else(|p| p.into_inner());
+                fe.get_vring_base(i).map(|_| ()).map_err(ctx("GET_VRING_BASE at reset"))
+            })
+        })?;
         let was_started = {
             let mut st = self.inner.state();
             let keep = st.faults.keep_fd_after_unmap;

@@ -62,7 +62,18 @@ struct Tallies {
 fn table_first(t: &Target, op: ShmemOp, file: crate::backend::FileId, reply: &crate::channel::Reply) -> bool {
     let sent = reply.at.checked_sub(reply.latency).unwrap_or(reply.at);
     let holds = |m: &crate::backend::MemTable| m.regions.iter().any(|r| r.file == Some(file));
-    t.recorder.lock().mem_tables.iter().any(|m| m.at > sent && m.at <= reply.at && holds(m) == (op == ShmemOp::Map))
+    // The newest first, back to the request's sending: a long probe has thousands of tables.
+    t.recorder.lock().mem_tables.iter().rev().take_while(|m| m.at > sent).any(|m| m.at <= reply.at && holds(m) == (op == ShmemOp::Map))
+}
+
+/// Records the order on the wire of an acked request, once the guest has
+/// been rung (never between the ack and the ring: that is the race's window).
+fn record_order(t: &Target, tallies: &mut Tallies, op: ShmemOp, file: &str, reply: &crate::channel::Reply) -> Result<(), StepError> {
+    let first = table_first(t, op, t.mgr.file(file)?.id(), reply);
+    let order = &mut tallies.order[usize::from(op == ShmemOp::Unmap)];
+    order.0 += 1;
+    order.1 += u32::from(first);
+    Ok(())
 }
 
 /// Why the loop ended before its last iteration (a finding, not an error).
@@ -89,9 +100,8 @@ fn no_ack_in_time(e: &ManagerError) -> bool {
 
 /// Sends one probe request. `Ok(Err(stop))` when it got no ack in time, or
 /// when a map after an acked unmap was refused; any other refusal or a dead
-/// channel is an error.
-fn request(t: &mut Target, tallies: &mut Tallies, (i, file): (u32, &str), op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>) -> Result<Result<(), Stop>, StepError> {
-    let subject = t.mgr.file(file)?.id();
+/// channel is an error. The ack's reply, for its order on the wire.
+fn request(t: &mut Target, tallies: &mut Tallies, i: u32, op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>) -> Result<Result<crate::channel::Reply, Stop>, StepError> {
     let mark = t.guest.log_mark();
     tallies.sent += 1;
     let (request, direction) = if op == ShmemOp::Map { ("SHMEM_MAP", "map") } else { ("SHMEM_UNMAP", "unmap") };
@@ -101,11 +111,8 @@ fn request(t: &mut Target, tallies: &mut Tallies, (i, file): (u32, &str), op: Sh
         Ok(o) if o.reply.ack != 0 && op == ShmemOp::Map && i > 0 => Ok(Err(Stop::Remap { i, ack: o.reply.ack, said: t.guest.log_since(mark) })),
         Ok(o) if o.reply.ack != 0 => Err(StepError::Refused(format!("iteration {i}: {op} refused (ack {})", o.reply.ack))),
         Ok(o) => {
-            let order = &mut tallies.order[usize::from(op == ShmemOp::Unmap)];
-            order.0 += 1;
-            order.1 += u32::from(table_first(t, op, subject, &o.reply));
             t.record_answer_and_settle(&o);
-            Ok(Ok(()))
+            Ok(Ok(o.reply))
         }
     }
 }
@@ -176,9 +183,10 @@ fn ring_loop(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies) -> Result<O
 
 /// One iteration: map, ring, classify; unmap, ring, classify.
 fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, file: &str) -> Result<Option<Stop>, StepError> {
-    if let Err(stop) = request(t, tallies, (i, file), ShmemOp::Map, page_msg(plan.target.0, plan.target.1, plan.rw), Attach::File(file))? {
-        return Ok(Some(stop));
-    }
+    let mapped = match request(t, tallies, i, ShmemOp::Map, page_msg(plan.target.0, plan.target.1, plan.rw), Attach::File(file))? {
+        Ok(reply) => reply,
+        Err(stop) => return Ok(Some(stop)),
+    };
     let marker = MARK | u64::from(i);
     // Ten blocks of consecutive iterations: how much the rate moves within the run.
     let at = (i, (u64::from(i) * BLOCKS / u64::from(plan.iterations.max(1))) as usize);
@@ -187,6 +195,7 @@ fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, fil
         Ok(r) => r,
         Err(stop) => return Ok(Some(stop)),
     };
+    record_order(t, tallies, ShmemOp::Map, file, &mapped)?;
     if writing {
         let landed = t.mgr.file(file)?.read(0, 8).map_err(StepError::host_file(file))? == marker.to_le_bytes();
         let kind = classify::after_write(reads.values[0], marker, landed);
@@ -195,13 +204,15 @@ fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, fil
         let kind = classify::after_map(reads.values[0], i);
         tallies.map.add(at, kind, kind != "fresh", reads.micros[0]);
     }
-    if let Err(stop) = request(t, tallies, (i, file), ShmemOp::Unmap, page_msg(plan.target.0, plan.target.1, false), Attach::None)? {
-        return Ok(Some(stop));
-    }
+    let unmapped = match request(t, tallies, i, ShmemOp::Unmap, page_msg(plan.target.0, plan.target.1, false), Attach::None)? {
+        Ok(reply) => reply,
+        Err(stop) => return Ok(Some(stop)),
+    };
     let reads = match ring(t, i, "unmap", RingMode::Read)? {
         Ok(r) => r,
         Err(stop) => return Ok(Some(stop)),
     };
+    record_order(t, tallies, ShmemOp::Unmap, file, &unmapped)?;
     let kind = classify::after_unmap(reads.values[0], i);
     tallies.unmap.add(at, kind, !kind.starts_with("fresh"), reads.micros[0]);
     Ok(None)
