@@ -64,7 +64,7 @@ pub fn bless(path: &Path, ids: &BTreeSet<String>, build: &str, accel: &str) -> R
     for (n, line) in lines.iter().enumerate() {
         let block = of_line[n];
         let id = block.and_then(|b| block_ids[b].as_ref()).filter(|id| ids.contains(*id));
-        let key = ["qemu", "accel", "unmeasured"].into_iter().find(|k| line.trim_start().strip_prefix(k).is_some_and(|r| r.trim_start().starts_with('=')));
+        let key = ["qemu", "accel", "unmeasured"].into_iter().find(|k| sets(line, k));
         let mut new = vec![match (id, key) {
             (Some(id), Some(key)) => {
                 touched.insert((id.clone(), key));
@@ -80,7 +80,7 @@ pub fn bless(path: &Path, ids: &BTreeSet<String>, build: &str, accel: &str) -> R
         // An entry with figures and no `unmeasured` yet gets one after its `accel`.
         if let (Some(id), Some("accel")) = (id, key)
             && block.is_some_and(|b| figured.contains(&b))
-            && !lines.iter().zip(&of_line).any(|(l, b)| *b == block && l.trim_start().starts_with("unmeasured"))
+            && !lines.iter().zip(&of_line).any(|(l, b)| *b == block && sets(l, "unmeasured"))
         {
             new.push(format!("unmeasured = [{}]", serde_json::to_string(&pair).unwrap_or_default()));
             touched.insert((id.clone(), "unmeasured"));
@@ -98,10 +98,14 @@ pub fn bless(path: &Path, ids: &BTreeSet<String>, build: &str, accel: &str) -> R
     Ok(diff)
 }
 
+/// Whether `line` sets `key` (`key = ...`).
+fn sets(line: &str, key: &str) -> bool {
+    line.trim_start().strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('='))
+}
+
 /// The blocks that carry measured figures (`rate` or `highest`).
 fn measured_blocks(lines: &[&str], of_line: &[Option<usize>]) -> BTreeSet<usize> {
-    let figure = |l: &str| ["rate", "highest"].iter().any(|k| l.trim_start().strip_prefix(k).is_some_and(|r| r.trim_start().starts_with('=')));
-    lines.iter().zip(of_line).filter(|(l, _)| figure(l)).filter_map(|(_, b)| *b).collect()
+    lines.iter().zip(of_line).filter(|(l, _)| sets(l, "rate") || sets(l, "highest")).filter_map(|(_, b)| *b).collect()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use shmem_host::vm::significance::log_rate;
 use shmem_host::vm::verdict::{Comparison, probe_counts};
 use shmem_host::vm::{ScenarioReport, SuiteReport};
 
@@ -65,8 +66,7 @@ impl Tally {
         for ca in &sa.qemu_checks {
             let (Some(x), Some(y)) = (probe_counts(&ca.facts), sb.qemu_checks.iter().find(|c| c.check == ca.check).and_then(|c| probe_counts(&c.facts))) else { continue };
             let at = format!("{}/{}", sa.name, ca.check);
-            let lr = |k: u64, n: u64| ((k as f64 + 0.5) / (n as f64 + 1.0)).ln();
-            self.log_ratios.entry(at.clone()).or_default().push(lr(y.stale, y.n) - lr(x.stale, x.n));
+            self.log_ratios.entry(at.clone()).or_default().push(log_rate(&y).0 - log_rate(&x).0);
             println!("bench:   {at}: A {}/{}, B {}/{}", x.stale, x.n, y.stale, y.n);
             for run in [&x, &y] {
                 let h = self.highest.entry(at.clone()).or_insert((0, run.n));

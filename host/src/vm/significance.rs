@@ -51,7 +51,7 @@ pub fn dispersion(c: &Counts) -> f64 {
 /// The log of a rate (a half stale added on each side, so zero counts have
 /// one) and the variance of that log within its run (binomial, times the
 /// run's dispersion).
-fn log_rate(c: &Counts) -> (f64, f64) {
+pub fn log_rate(c: &Counts) -> (f64, f64) {
     let r = (c.stale as f64 + 0.5) / (c.n as f64 + 1.0);
     (r.ln(), dispersion(c) * (1.0 - r) / ((c.n as f64 + 1.0) * r))
 }

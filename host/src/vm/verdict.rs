@@ -164,17 +164,20 @@ impl KnownDefect {
         (p < WORSE).then(|| format!("{} of {} is significantly more than the highest listed, {} of {} (p = {p:.5}, with the run's own dispersion between its blocks)", run.stale, run.n, highest.stale, highest.of))
     }
 
+    /// Every `"BUILD/ACCEL"` pair the entry lists.
+    fn pairs(&self) -> impl Iterator<Item = String> + '_ {
+        self.qemu.iter().flat_map(|q| self.accel.iter().map(move |a| format!("{q}/{a}")))
+    }
+
     /// The `"BUILD/ACCEL"` pairs its figures were measured on (not `unmeasured`).
     pub fn measured_pairs(&self) -> Vec<String> {
-        let pairs = self.qemu.iter().flat_map(|q| self.accel.iter().map(move |a| format!("{q}/{a}")));
-        pairs.filter(|p| !self.unmeasured.contains(p)).collect()
+        self.pairs().filter(|p| !self.unmeasured.contains(p)).collect()
     }
 
     /// What the entry is listed for, for people: "BUILD/ACCEL, ...".
     pub fn listed_for(&self) -> String {
         let behind = if self.frontend.is_empty() { String::new() } else { format!(" behind {}", self.frontend.join(" or ")) };
-        let each = self.qemu.iter().flat_map(|q| self.accel.iter().map(move |a| format!("{q}/{a}")));
-        format!("{}{behind}", each.collect::<Vec<_>>().join(", "))
+        format!("{}{behind}", self.pairs().collect::<Vec<_>>().join(", "))
     }
 
     /// Whether a failed check's facts show this signature: every fact of
@@ -381,13 +384,8 @@ fn union<'a>(a: impl Iterator<Item = &'a str>, b: impl Iterator<Item = &'a str>)
     names
 }
 
-/// `k of n` of a probe check (facts `stale`, `n`).
-fn counts(c: &CheckResult) -> Option<(u64, u64)> {
-    Some((c.facts.get("stale")?.count()?, c.facts.get("n")?.count()?))
-}
-
 fn show_counts(c: &CheckResult) -> String {
-    counts(c).map(|(k, n)| format!("{k}/{n}")).unwrap_or_default()
+    probe_counts(&c.facts).map(|k| format!("{}/{}", k.stale, k.n)).unwrap_or_default()
 }
 
 /// A probe check on both sides: fixed or regressed only when significant
@@ -421,7 +419,7 @@ fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Opt
             c.regressed += 1;
             format!("REGRESSED: {at}: the crash changed: A {{{}}} / B {{{}}}", facts_text(&x.facts), facts_text(&y.facts))
         }
-        (Some(x), Some(y)) if counts(x).is_some() && committed_first(&x.facts) != committed_first(&y.facts) => {
+        (Some(x), Some(y)) if probe_counts(&x.facts).is_some() && committed_first(&x.facts) != committed_first(&y.facts) => {
             // The order on the wire changed: deterministic, whatever the rates did.
             let order = |f: &CheckResult| format!("{}/{}", f.facts.get("table_first").map(Fact::to_string).unwrap_or_default(), f.facts.get("acked").map(Fact::to_string).unwrap_or_default());
             if committed_first(&y.facts) {
@@ -499,7 +497,7 @@ fn compare_scenario(c: &mut Comparison, name: &str, sa: Option<&ScenarioReport>,
 /// a check A never reached (it died or erred first) that fails on B is
 /// unmasked, not regressed; listed inconclusive entries are named on both sides.
 pub fn compare(a: &SuiteReport, b: &SuiteReport) -> Comparison {
-    let probes_of = |r: &SuiteReport| -> Vec<String> { r.scenarios.iter().flat_map(|s| s.qemu_checks.iter().filter(|x| counts(x).is_some()).map(move |x| format!("{}/{}", s.name, x.check))).collect() };
+    let probes_of = |r: &SuiteReport| -> Vec<String> { r.scenarios.iter().flat_map(|s| s.qemu_checks.iter().filter(|x| probe_counts(&x.facts).is_some()).map(move |x| format!("{}/{}", s.name, x.check))).collect() };
     let in_b = probes_of(b);
     let m = probes_of(a).iter().filter(|p| in_b.contains(p)).count().max(1);
     let mut c = Comparison { level: crate::vm::significance::SIGNIFICANT / m as f64, ..Comparison::default() };
