@@ -129,7 +129,7 @@ pub struct Device {
     caps: Vec<ShmCap>,
     bar_phys: u64,
     /// The virtio-media driver, once `media-up` set it up.
-    pub(crate) media: Option<crate::media::Media>,
+    pub(crate) media: Option<crate::media_driver::Media>,
 }
 
 fn read_hex(path: &Path) -> Result<u64, String> {

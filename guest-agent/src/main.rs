@@ -7,7 +7,7 @@
 //! `ID ok ...\n` or `ID err MESSAGE\n`. At start it prints `ready ...`.
 
 mod device;
-mod media;
+mod media_driver;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -106,7 +106,7 @@ fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhites
     let dev = dev.as_mut().ok_or("no test device was found at boot")?;
     if cmd.starts_with("media-") {
         let mut m = dev.media.take();
-        let r = media::execute(dev, &mut m, cmd, args);
+        let r = media_driver::execute(dev, &mut m, cmd, args);
         dev.media = m;
         return r;
     }

@@ -20,7 +20,7 @@ pub mod channel;
 pub mod fake_media;
 pub mod files;
 pub mod manager;
-pub mod media;
+pub mod conformance;
 pub mod memprobe;
 pub mod model;
 pub mod range;

@@ -387,11 +387,11 @@ impl ModelFrontend {
     /// Starts virtqueues as QEMU does after the memory table: size, base 0,
     /// addresses (guest-physical in the model's guest RAM), kick and call
     /// eventfds, enable. `queues[i]` is queue i.
-    pub fn start_queues(&self, queues: &[shmem_media::virtq::QueueAddrs], size: u16) -> io::Result<()> {
+    pub fn start_queues(&self, queues: &[shmem_virtio_media::virtq::QueueAddrs], size: u16) -> io::Result<()> {
         self.watched("starting the queues", || self.start_queues_unwatched(queues, size))
     }
 
-    fn start_queues_unwatched(&self, queues: &[shmem_media::virtq::QueueAddrs], size: u16) -> io::Result<()> {
+    fn start_queues_unwatched(&self, queues: &[shmem_virtio_media::virtq::QueueAddrs], size: u16) -> io::Result<()> {
         use vhost::vhost_user::message::VhostUserVringAddrFlags;
         use vhost::VringConfigData;
         use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};

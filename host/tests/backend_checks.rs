@@ -4,10 +4,10 @@
 //! (`fake-media-backend`, a process, driven as backend-test drives any
 //! backend). The correct ones pass every check.
 
-use shmem_host::media::Variant;
-use shmem_host::media::judge::judge;
-use shmem_host::media::own::{OwnFault, run_own};
-use shmem_host::media::session::{Settings, run_media};
+use shmem_host::conformance::Variant;
+use shmem_host::conformance::judge::judge;
+use shmem_host::conformance::own::{OwnFault, run_own};
+use shmem_host::conformance::session::{Settings, run_media};
 use shmem_host::vm::check::CheckResult;
 
 fn checks(fault: OwnFault) -> Vec<CheckResult> {

@@ -5,7 +5,7 @@
 
 mod artefacts;
 mod bless;
-mod media;
+mod vhost_device_media;
 mod moved;
 mod self_compare;
 
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use std::process::ExitCode;
 
-use shmem_host::media::BackendUnderTest;
+use shmem_host::conformance::BackendUnderTest;
 use shmem_host::vm::qemu::{Accel, QemuInfo, probe};
 use shmem_host::vm::defects::load_known_defects;
 use shmem_host::vm::bounds;
@@ -380,7 +380,7 @@ fn backend_defects(list: Option<&str>) -> Result<Vec<shmem_host::vm::defects::Kn
 
 /// The frontends `tests/backend-defects.toml` names: the model (backend-test
 /// and the model half of media scenarios) and QEMU's accelerators (their QEMU half).
-const BACKEND_LIST_ACCELS: [&str; 3] = [shmem_host::media::MODEL_ACCEL, "tcg", "kvm"];
+const BACKEND_LIST_ACCELS: [&str; 3] = [shmem_host::conformance::MODEL_ACCEL, "tcg", "kvm"];
 
 /// The virtio-media backend builds of a run, each with why it is missing where it is.
 type MediaBackends = Vec<(MediaBuild, Result<BackendUnderTest, String>)>;
@@ -388,7 +388,7 @@ type MediaBackends = Vec<(MediaBuild, Result<BackendUnderTest, String>)>;
 /// vhost-device-media with simple-capture: `binary` (the published build),
 /// or built once and cached.
 fn media_under_test(sh: &Shell, binary: Option<&Path>, build: MediaBuild) -> Result<BackendUnderTest, String> {
-    let b = media::media_backend(sh, binary, &artefacts::cache_dir()?, build)?;
+    let b = vhost_device_media::media_backend(sh, binary, &artefacts::cache_dir()?, build)?;
     Ok(BackendUnderTest { command: format!("{} --socket-path {{socket}} --backend simple-capture", b.path.display()), version: b.version })
 }
 
@@ -706,11 +706,11 @@ fn backend_test(args: &[String]) -> Result<bool, String> {
     let defects = backend_defects(list.as_deref())?;
     println!("backend-test: {} ({})", backend.version, backend.command);
     let dir = tempfile::Builder::new().prefix("backend-test-").tempdir().map_err(|e| e.to_string())?;
-    let sessions = shmem_host::media::run_all(&backend, &defects, dir.path(), &Default::default());
-    shmem_host::media::report::print(&sessions);
+    let sessions = shmem_host::conformance::run_all(&backend, &defects, dir.path(), &Default::default());
+    shmem_host::conformance::report::print(&sessions);
     let write = |p: &Option<PathBuf>, text: String| p.as_ref().map_or(Ok(()), |p| std::fs::write(p, text).map_err(|e| format!("write {}: {e}", p.display())));
-    write(&json, shmem_host::media::report::json(&sessions))?;
-    write(&junit, shmem_host::media::report::junit(&sessions))?;
+    write(&json, shmem_host::conformance::report::json(&sessions))?;
+    write(&junit, shmem_host::conformance::report::junit(&sessions))?;
     Ok(sessions.iter().all(|s| s.judgement.verdict.ok()))
 }
 

@@ -6,8 +6,8 @@
 
 use std::os::unix::fs::FileExt;
 
-use shmem_media::frame;
-use shmem_media::proto::{self, u32_at, u64_at};
+use shmem_virtio_media::frame;
+use shmem_virtio_media::proto::{self, u32_at, u64_at};
 
 use crate::files::HostFile;
 use crate::spec::PAGE_SIZE;

@@ -21,7 +21,7 @@ pub mod error;
 pub mod fuzz;
 pub mod guest;
 pub mod leaks;
-pub mod media_boot;
+pub mod conformance_boot;
 pub mod own_boot;
 pub mod probe;
 pub mod qemu;

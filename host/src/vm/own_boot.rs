@@ -48,7 +48,7 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
         return OwnBootRun::failed(ErrorKind::Io, format!("create {}: {e}", dir.display()));
     }
     if let Some(m) = &scn.media {
-        return super::media_boot::media_boot_run(cfg, m, accel, &dir, sockets);
+        return super::conformance_boot::conformance_boot_run(cfg, m, accel, &dir, sockets);
     }
     let start = Instant::now();
     let mut boot_secs = None;
@@ -119,7 +119,7 @@ pub fn model_half(device: &(crate::spec::DeviceSpec, Vec<super::guest::RegionWin
 pub(super) fn own_boot_report(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run: OwnBootRun, boot_times: &mut Vec<Duration>) -> ScenarioReport {
     boot_times.extend(run.boot_secs.map(Duration::from_secs_f64));
     let defects = defects_for(cfg, accel, scn);
-    let model_defects = backend_defects_for(cfg, crate::media::MODEL_ACCEL, scn);
+    let model_defects = backend_defects_for(cfg, crate::conformance::MODEL_ACCEL, scn);
     let (q, m) = ((run.qemu, Duration::from_secs_f64(run.qemu_secs)), (run.model, Duration::from_secs_f64(run.model_secs)));
     let log = run.qemu_log;
     report((&scn.name, &scn.description), scn.qemu_only, q, m, (&defects, &model_defects), || log)

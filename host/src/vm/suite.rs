@@ -50,14 +50,14 @@ pub struct SuiteConfig {
     /// The builds of the virtio-media backend media scenarios run against,
     /// each with why there is none where there is none (each media scenario
     /// of that build then reports it as an error).
-    pub media_backends: Vec<(MediaBuild, Result<crate::media::BackendUnderTest, String>)>,
+    pub media_backends: Vec<(MediaBuild, Result<crate::conformance::BackendUnderTest, String>)>,
     /// Its known defects, keyed on its version (`tests/backend-defects.toml`).
     pub backend_defects: Vec<KnownDefect>,
 }
 
 impl SuiteConfig {
     /// The backend of a media scenario's build, or why there is none.
-    pub fn media_backend(&self, build: MediaBuild) -> Result<&crate::media::BackendUnderTest, String> {
+    pub fn media_backend(&self, build: MediaBuild) -> Result<&crate::conformance::BackendUnderTest, String> {
         match self.media_backends.iter().find(|(b, _)| *b == build) {
             Some((_, Ok(b))) => Ok(b),
             Some((_, Err(why))) => Err(why.clone()),

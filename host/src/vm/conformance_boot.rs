@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use shmem_media::driver::MediaError;
-use shmem_media::proto::{BufferInfo, Event};
-use shmem_media::wire;
+use shmem_virtio_media::driver::MediaError;
+use shmem_virtio_media::proto::{BufferInfo, Event};
+use shmem_virtio_media::wire;
 
 use super::boot::{ready_timeout, shutdown_check};
 use super::check::CheckResult;
@@ -19,10 +19,10 @@ use super::own_boot::{OwnBootRun, leak_checked};
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu};
 use super::scenario::MediaScenario;
 use super::suite::SuiteConfig;
-use crate::media::port::MediaPort;
-use crate::media::process::BackendProcess;
-use crate::media::session::{self, Settings};
-use crate::media::{BackendUnderTest, FrameSeen, Variant, judge};
+use crate::conformance::port::MediaPort;
+use crate::conformance::process::BackendProcess;
+use crate::conformance::session::{self, Settings};
+use crate::conformance::{BackendUnderTest, FrameSeen, Variant, judge};
 
 /// virtio-media's queues: commands and events.
 const MEDIA_QUEUES: u16 = 2;
@@ -121,7 +121,7 @@ fn variant(m: &MediaScenario) -> Variant {
 }
 
 /// Both halves of a media scenario: QEMU with the agent as driver, then the model.
-pub fn media_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path) -> OwnBootRun {
+pub fn conformance_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path) -> OwnBootRun {
     let backend = match cfg.media_backend(m.build) {
         Ok(b) => b,
         Err(why) => return OwnBootRun::failed(ErrorKind::BadInput, format!("a media scenario needs the virtio-media backend under test, and there is none: {why}")),

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use shmem_media::driver::{self, Driver, MediaError};
-use shmem_media::proto::{BufferInfo, Event};
+use shmem_virtio_media::driver::{self, Driver, MediaError};
+use shmem_virtio_media::proto::{BufferInfo, Event};
 
 use super::port::{MediaPort, ModelPort};
 use super::process::BackendProcess;

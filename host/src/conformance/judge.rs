@@ -2,7 +2,7 @@
 //! session recorded what the backend asked and what the driver saw; this
 //! replays the requests against the advertised regions and decides.
 
-use shmem_media::driver::MediaError;
+use shmem_virtio_media::driver::MediaError;
 
 use super::{Expect, SessionRecord};
 use crate::channel::{ShmemMsg, ShmemOp};
@@ -279,7 +279,7 @@ fn outcome_kind(o: &Result<String, MediaError>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::FrameSeen;
+    use crate::conformance::FrameSeen;
 
     fn frame(sequence: u32, mismatch: Option<(usize, u8, u8)>) -> FrameSeen {
         FrameSeen { index: sequence % 4, sequence, shm_offset: 0, mismatch, unreadable: None }

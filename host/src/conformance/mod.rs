@@ -14,7 +14,7 @@ pub mod session;
 pub mod transport;
 
 use crate::model::{MappingInfo, Served};
-use shmem_media::driver::MediaError;
+use shmem_virtio_media::driver::MediaError;
 
 /// What the frontend does to the backend during a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

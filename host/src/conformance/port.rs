@@ -1,10 +1,10 @@
 //! A session's driver steps, whoever carries them: the model's own driver
 //! over the model's guest RAM (`ModelPort`), or the guest agent driving the
-//! device inside a QEMU guest (`vm::media_boot`'s port). Carries; records nothing.
+//! device inside a QEMU guest (`vm::conformance_boot`'s port). Carries; records nothing.
 
-use shmem_media::driver::{Driver, MediaError};
-use shmem_media::frame;
-use shmem_media::proto::{BufferInfo, Event};
+use shmem_virtio_media::driver::{Driver, MediaError};
+use shmem_virtio_media::frame;
+use shmem_virtio_media::proto::{BufferInfo, Event};
 
 use super::FrameSeen;
 use super::transport::ModelTransport;

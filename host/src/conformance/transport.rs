@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use shmem_media::driver::Transport;
-use shmem_media::virtq::GuestMemory;
+use shmem_virtio_media::driver::Transport;
+use shmem_virtio_media::virtq::GuestMemory;
 
 use crate::model::ModelFrontend;
 
@@ -24,7 +24,7 @@ impl<'a> ModelTransport<'a> {
 
     /// The driver's pages, contiguous here.
     pub fn pages() -> Vec<u64> {
-        (0..shmem_media::driver::DMA_PAGES as u64).map(|i| DMA_BASE + i * 4096).collect()
+        (0..shmem_virtio_media::driver::DMA_PAGES as u64).map(|i| DMA_BASE + i * 4096).collect()
     }
 }
 

@@ -2,16 +2,16 @@
 //! virtqueues in locked pages whose guest-physical addresses come from
 //! `/proc/self/pagemap`, set up through the common config, doorbells through
 //! the notify capability, the used rings polled. The protocol itself is
-//! `shmem_media::driver`'s; this file only carries it. It reports what the
-//! device answered (`shmem_media::wire`) and never judges it.
+//! `shmem_virtio_media::driver`'s; this file only carries it. It reports what the
+//! device answered (`shmem_virtio_media::wire`) and never judges it.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use shmem_media::driver::{self, Driver, MediaError, Transport};
-use shmem_media::virtq::GuestMemory;
-use shmem_media::{frame, wire};
+use shmem_virtio_media::driver::{self, Driver, MediaError, Transport};
+use shmem_virtio_media::virtq::GuestMemory;
+use shmem_virtio_media::{frame, wire};
 
 use crate::device::{ACKNOWLEDGE, Bar, DRIVER, DRIVER_OK, Device, FEATURES_OK};
 use crate::num;
