@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vhost::vhost_user::message::{BackendReq, VhostUserMMap};
+use vhost::vhost_user::message::VhostUserMMap;
 use vm_memory::ByteValued;
 
 use crate::wire;
@@ -18,43 +18,16 @@ use crate::wire;
 /// Default time a frontend gets to answer one request.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Which backend request to send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShmemOp {
-    Map,
-    Unmap,
+pub use shmem_proto::{ShmemMsg, ShmemOp};
+
+/// A SHMEM payload's bytes on the wire, in the `vhost` crate's layout.
+pub trait MmapBytes: Sized {
+    fn to_bytes(self) -> Vec<u8>;
+    fn from_bytes(body: &[u8]) -> Option<Self>;
 }
 
-impl ShmemOp {
-    pub fn code(self) -> u32 {
-        match self {
-            ShmemOp::Map => BackendReq::SHMEM_MAP as u32,
-            ShmemOp::Unmap => BackendReq::SHMEM_UNMAP as u32,
-        }
-    }
-}
-
-impl fmt::Display for ShmemOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ShmemOp::Map => "SHMEM_MAP",
-            ShmemOp::Unmap => "SHMEM_UNMAP",
-        })
-    }
-}
-
-/// The 40-byte SHMEM_MAP/UNMAP payload, by field.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ShmemMsg {
-    pub shmid: u8,
-    pub fd_offset: u64,
-    pub shm_offset: u64,
-    pub len: u64,
-    pub flags: u64,
-}
-
-impl ShmemMsg {
-    pub fn to_bytes(self) -> Vec<u8> {
+impl MmapBytes for ShmemMsg {
+    fn to_bytes(self) -> Vec<u8> {
         let m = VhostUserMMap {
             shmid: self.shmid,
             padding: [0; 7],
@@ -66,21 +39,9 @@ impl ShmemMsg {
         m.as_slice().to_vec()
     }
 
-    pub fn from_bytes(body: &[u8]) -> Option<Self> {
+    fn from_bytes(body: &[u8]) -> Option<Self> {
         let m = VhostUserMMap::from_slice(body)?;
         Some(ShmemMsg { shmid: m.shmid, fd_offset: m.fd_offset, shm_offset: m.shm_offset, len: m.len, flags: m.flags })
-    }
-}
-
-/// `shmid 0 shm_offset 0x10000 len 0x8000 fd_offset 0x0 flags 0x1 (rw)`.
-impl fmt::Display for ShmemMsg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mode = match self.flags {
-            0 => "ro".to_string(),
-            1 => "rw".to_string(),
-            other => format!("unknown bits {:#x}", other & !1),
-        };
-        write!(f, "shmid {} shm_offset {:#x} len {:#x} fd_offset {:#x} flags {:#x} ({mode})", self.shmid, self.shm_offset, self.len, self.fd_offset, self.flags)
     }
 }
 
@@ -178,5 +139,20 @@ impl BackendChannel {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vhost::vhost_user::message::BackendReq;
+
+    use super::*;
+
+    #[test]
+    fn the_request_codes_are_the_vhost_crates() {
+        assert_eq!(ShmemOp::Map.code(), BackendReq::SHMEM_MAP as u32);
+        assert_eq!(ShmemOp::Unmap.code(), BackendReq::SHMEM_UNMAP as u32);
+        let m = ShmemMsg { shmid: 1, fd_offset: 0x1000, shm_offset: 0x2000, len: 0x3000, flags: 1 };
+        assert_eq!(ShmemMsg::from_bytes(&m.to_bytes()), Some(m));
     }
 }

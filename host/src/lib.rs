@@ -9,7 +9,6 @@
 //!   time: the subject of the tests that show each backend check failing.
 //! - [`model`]: the in-process reference frontend (QEMU's stand-in and oracle).
 //! - [`bounded`]: short commands (version probes) run with a time bound.
-//! - [`range`]: the one overlap rule for ranges in a region.
 //! - [`vm`]: the VM runner, the only part that starts QEMU and a guest: it
 //!   boots them, drives scenarios on QEMU and the model, and judges what it
 //!   recorded (see its module map). The parts above know nothing of it.
@@ -23,7 +22,6 @@ pub mod manager;
 pub mod conformance;
 pub mod memprobe;
 pub mod model;
-pub mod range;
 pub mod server;
 pub mod spec;
 pub mod wire;

@@ -10,12 +10,12 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use crate::channel::{BackendChannel, Reply, ShmemMsg, ShmemOp};
+use shmem_proto::MAP_RW;
+
+use crate::channel::{BackendChannel, MmapBytes, Reply, ShmemMsg, ShmemOp};
 use crate::files::HostFile;
 use crate::spec::DeviceSpec;
 
-/// Flag bit 0 of SHMEM_MAP: map read-write (0 = read-only).
-pub const MAP_RW: u64 = 1;
 
 /// One mapping the frontend accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct LedgerEntry {
 impl LedgerEntry {
     /// Whether this mapping overlaps `len` bytes at `offset` of region `shmid`.
     pub fn overlaps(&self, shmid: u8, offset: u64, len: u64) -> bool {
-        self.shmid == shmid && crate::range::overlaps((self.shm_offset, self.len), (offset, len))
+        self.shmid == shmid && shmem_proto::overlaps((self.shm_offset, self.len), (offset, len))
     }
 }
 

@@ -22,10 +22,10 @@ use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
 
 use crate::backend::{FileId, offered_features};
-use crate::channel::{ShmemMsg, ShmemOp};
-use crate::manager::MAP_RW;
+use crate::channel::{MmapBytes, ShmemMsg, ShmemOp};
+use shmem_proto::MAP_RW;
 use crate::memprobe::{self, Access};
-use crate::spec::PAGE_SIZE;
+use shmem_proto::PAGE_SIZE;
 use crate::wire;
 
 /// Guest-physical address the model pretends the shared-memory BAR sits at
@@ -686,7 +686,7 @@ fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) ->
     }
     // Same sentence, "free": and "Mapping over an already existing map is not allowed".
     if !st.faults.skip_overlap_check
-        && st.mappings.iter().any(|m| m.shmid == msg.shmid && crate::range::overlaps((m.shm_offset, m.len), (msg.shm_offset, msg.len)))
+        && st.mappings.iter().any(|m| m.shmid == msg.shmid && shmem_proto::overlaps((m.shm_offset, m.len), (msg.shm_offset, msg.len)))
     {
         return Err(reject(libc::EFAULT, "mapping overlap"));
     }

@@ -3,8 +3,7 @@
 
 use std::fmt;
 
-/// The page size every region size must be a multiple of.
-pub const PAGE_SIZE: u64 = 4096;
+use shmem_proto::PAGE_SIZE;
 
 /// Highest number of shared-memory regions the protocol can describe
 /// (`VhostUserShMemConfig::memory_sizes` has 256 entries; shmid is a u8).

@@ -5,10 +5,10 @@
 //! backend). The correct ones pass every check.
 
 use shmem_host::conformance::Variant;
-use shmem_host::conformance::judge::judge;
+use shmem_judge::backend::judge;
 use shmem_host::conformance::own::{OwnFault, run_own};
 use shmem_host::conformance::session::{Settings, run_media};
-use shmem_host::vm::check::CheckResult;
+use shmem_judge::check::CheckResult;
 
 fn checks(fault: OwnFault) -> Vec<CheckResult> {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -9,11 +9,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use shmem_host::vm::defects::load_known_defects;
+use shmem_host::vm::lists::load_known_defects;
 use shmem_host::vm::own_boot::own_boot_run;
 use shmem_host::vm::qemu::{Accel, probe};
 use shmem_host::vm::scenario::{Scenario, SuiteFile};
-use shmem_host::vm::verdict::{Listing, Verdict, judge_listed};
+use shmem_judge::listing::Listing;
+use shmem_judge::verdict::{Verdict, judge_listed};
 use shmem_host::vm::{AccelChoice, SuiteConfig};
 
 const BUILD: &str = "11.1.3 (Debian 1:11.1.3+ds-1)";

@@ -9,9 +9,11 @@ use std::time::Duration;
 use shmem_host::model::Faults;
 use shmem_host::spec::DeviceSpec;
 use shmem_host::vm::fuzz::{FuzzConfig, FuzzReport, Targets, fuzz};
-use shmem_host::vm::defects::{KnownDefect, load_known_defects};
+use shmem_host::vm::lists::load_known_defects;
+use shmem_judge::defects::KnownDefect;
 use shmem_host::vm::scenario::{Scenario, SuiteFile};
-use shmem_host::vm::{Verdict, judge, model_target, run_on, scenario_spec};
+use shmem_host::vm::{model_target, run_on, scenario_spec};
+use shmem_judge::verdict::{Verdict, judge};
 
 const MAX_OPS: u64 = 4000;
 

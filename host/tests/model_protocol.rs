@@ -6,9 +6,10 @@ mod common;
 
 use common::*;
 use shmem_host::backend::{Direction, offered_protocol_features};
-use shmem_host::channel::{ShmemMsg, ShmemOp};
+use shmem_host::channel::{MmapBytes, ShmemMsg, ShmemOp};
 use shmem_host::files::pattern_byte;
-use shmem_host::manager::{Attach, Expect, MAP_RW, Want};
+use shmem_proto::MAP_RW;
+use shmem_host::manager::{Attach, Expect, Want};
 use shmem_host::memprobe::Access;
 use shmem_host::model::{Faults, MODEL_BAR_BASE};
 

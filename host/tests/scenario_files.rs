@@ -9,7 +9,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use shmem_host::model::Faults;
 use shmem_host::vm::scenario::{Scenario, SuiteFile};
-use shmem_host::vm::{Verdict, bounds, judge, model_target, run_on, scenario_spec};
+use shmem_host::vm::{bounds, model_target, run_on, scenario_spec};
+use shmem_judge::verdict::{Verdict, judge};
 
 fn root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

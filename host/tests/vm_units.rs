@@ -6,11 +6,14 @@ use std::path::Path;
 
 use shmem_host::vm::qemu::probe;
 use shmem_host::vm::bounds;
-use shmem_host::vm::defects::{KnownDefect, load_known_defects};
+use shmem_host::vm::lists::load_known_defects;
+use shmem_judge::defects::KnownDefect;
 use shmem_host::vm::probe::rate_upper_bound;
 use shmem_host::vm::scenario::{RESERVED_CHECKS, Scenario, Step};
-use shmem_host::vm::verdict::{Applies, Listing};
-use shmem_host::vm::{CheckResult, ErrorKind, Failure, Verdict, judge};
+use shmem_judge::listing::{Applies, Listing};
+use shmem_judge::check::CheckResult;
+use shmem_judge::outcome::{ErrorKind, Failure};
+use shmem_judge::verdict::{Verdict, judge};
 
 #[test]
 fn an_unknown_key_is_refused_with_file_line_and_column() {
@@ -275,7 +278,7 @@ fn a_race_matches_only_its_stale_kinds_and_rates_up_to_its_highest() {
     let mut d = defect("rbc/map", &[]);
     d.rate = Some(0.004);
     d.stale_kinds = vec!["hole".into()];
-    d.highest = Some(shmem_host::vm::defects::Highest { stale: 20, of: 1000 });
+    d.highest = Some(shmem_judge::defects::Highest { stale: 20, of: 1000 });
     let seen = |kinds: &str, k: u32, n: u32| check("rbc/map", false).with("stale_kinds", kinds).with("stale", k).with("n", n);
     assert!(matches!(judge(Ok(vec![seen("hole", 15, 1000)]), &[&d]).verdict, Verdict::KnownFailure(_)));
     // Another stale kind is another bug.
@@ -344,13 +347,13 @@ fn backend_entries_apply_to_their_exact_version_and_qemu_row_entries_to_their_qe
 fn the_backend_list_loads_and_a_qemu_row_entry_without_its_qemu_is_refused() {
     let accels = ["model", "tcg", "kvm"];
     let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/backend-defects.toml");
-    let all = shmem_host::vm::defects::load_defect_list(&list, &accels).expect("the shipped list loads");
+    let all = shmem_host::vm::lists::load_defect_list(&list, &accels).expect("the shipped list loads");
     assert!(all.iter().filter(|d| d.accel.iter().any(|a| a != "model")).all(|d| !d.frontend.is_empty()));
     let dir = tempfile::tempdir().expect("temp dir");
     let bad = dir.path().join("list.toml");
     let entry = "[[defect]]\nid = \"x\"\nscenario = \"media-stream\"\ncheck = \"frames\"\nbackend = [\"b 1\"]\naccel = [\"tcg\"]\nsignature = { frames = \"0\" }\nevidence = \"\"\n";
     std::fs::write(&bad, entry).expect("write");
-    let e = shmem_host::vm::defects::load_defect_list(&bad, &accels).expect_err("no frontend named");
+    let e = shmem_host::vm::lists::load_defect_list(&bad, &accels).expect_err("no frontend named");
     assert!(e.to_string().contains("`frontend`"), "{e}");
 }
 

@@ -7,7 +7,8 @@ use std::path::Path;
 use shmem_host::model::Faults;
 use shmem_host::spec::DeviceSpec;
 use shmem_host::vm::scenario::{Scenario, SuiteFile};
-use shmem_host::vm::{Verdict, judge, model_target, run_on, scenario_spec};
+use shmem_host::vm::{model_target, run_on, scenario_spec};
+use shmem_judge::verdict::{Verdict, judge};
 
 fn suite() -> (DeviceSpec, Vec<Scenario>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -205,13 +206,13 @@ fn the_single_threaded_probe_says_it_rings_after_the_memory_table() {
 
 /// The probe's checks on a fresh model with `faults`, judged by the shipped
 /// race entries of `reply-before-commit` as if they applied.
-fn probe_against_listed_races(faults: Faults) -> (Verdict, Vec<shmem_host::vm::CheckResult>) {
+fn probe_against_listed_races(faults: Faults) -> (Verdict, Vec<shmem_judge::check::CheckResult>) {
     let (spec, scn) = short_probe("reply-before-commit");
     let dir = tempfile::tempdir().unwrap();
     let mut target = model_target(&scenario_spec(&spec, &scn), faults, scn.init, dir.path()).unwrap();
     let checks = run_on(&scn, &mut target, false).0.unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let all = shmem_host::vm::defects::load_known_defects(&root.join("tests/known-defects.toml")).unwrap();
+    let all = shmem_host::vm::lists::load_known_defects(&root.join("tests/known-defects.toml")).unwrap();
     let races: Vec<_> = all.iter().filter(|d| d.scenario == "reply-before-commit").collect();
     assert!(races.len() >= 5, "the race entries: {races:?}");
     (judge(Ok(checks.clone()), &races).verdict, checks)
@@ -236,7 +237,7 @@ fn a_frontend_that_replies_first_shows_no_stale_read_and_stays_inconclusive() {
     // no order to tell a fix by (a table can beat the backend's reading of the ack now and then, never
     // every time), so 50 iterations leave the listed races inconclusive.
     let (v, checks) = probe_against_listed_races(Faults::default());
-    let count = |c: &shmem_host::vm::CheckResult, k: &str| c.facts.get(k).and_then(|f| f.to_string().parse::<u32>().ok()).unwrap_or(0);
+    let count = |c: &shmem_judge::check::CheckResult, k: &str| c.facts.get(k).and_then(|f| f.to_string().parse::<u32>().ok()).unwrap_or(0);
     assert!(checks.iter().filter(|c| c.check.ends_with("/map")).all(|c| count(c, "table_first") < count(c, "acked")), "{checks:?}");
     assert!(matches!(v, Verdict::KnownFailure(_)), "{v:?}");
 }

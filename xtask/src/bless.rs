@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use shmem_host::vm::{SuiteReport, Verdict};
+use shmem_host::vm::SuiteReport;
+use shmem_judge::verdict::Verdict;
 
 /// The ids of the entries listed elsewhere whose signatures this run showed.
 pub fn matched_elsewhere(r: &SuiteReport) -> BTreeSet<String> {

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use shmem_host::conformance::BackendUnderTest;
 use shmem_host::vm::qemu::{Accel, QemuInfo, probe};
-use shmem_host::vm::defects::load_known_defects;
+use shmem_host::vm::lists::load_known_defects;
 use shmem_host::vm::bounds;
 use shmem_host::vm::scenario::{MediaBuild, Scenario, SuiteDevice, SuiteFile};
 use shmem_host::vm::{self, AccelChoice, SuiteConfig, report};
@@ -174,7 +174,7 @@ fn load_scenarios(root: &Path, o: &Opts, suite: &SuiteDevice) -> Result<Vec<Scen
 
 /// Scales a loaded scenario's probes and bounds its values against the
 /// device it runs with (its own, or the suite's).
-fn prepare_scenario(s: &mut Scenario, probe_scale: u32, suite: &SuiteDevice) -> Result<(), shmem_host::vm::scenario::LoadError> {
+fn prepare_scenario(s: &mut Scenario, probe_scale: u32, suite: &SuiteDevice) -> Result<(), shmem_judge::parse::LoadError> {
     bounds::scale_probes(s, probe_scale)?;
     let regions = s.device.as_ref().unwrap_or(suite).spec().regions;
     bounds::check(s, &regions)
@@ -184,7 +184,7 @@ fn prepare_scenario(s: &mut Scenario, probe_scale: u32, suite: &SuiteDevice) -> 
 /// baseline (A) too and what changed from it to `run` (B).
 struct Outcome {
     run: vm::SuiteReport,
-    baseline: Option<(vm::SuiteReport, vm::verdict::Comparison)>,
+    baseline: Option<(vm::SuiteReport, shmem_judge::compare::Comparison)>,
 }
 
 impl Outcome {
@@ -263,7 +263,7 @@ fn known_defects_path(o: &Opts) -> PathBuf {
 
 /// The known defects to judge by, and where they came from ("none" with
 /// `--known-defects none`).
-fn known_defects(o: &Opts) -> Result<(Vec<shmem_host::vm::defects::KnownDefect>, String), String> {
+fn known_defects(o: &Opts) -> Result<(Vec<shmem_judge::defects::KnownDefect>, String), String> {
     if o.known_defects.as_deref() == Some("none") {
         return Ok((Vec::new(), "none".into()));
     }
@@ -344,7 +344,7 @@ fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
 /// `scenarios` run against (built once and cached; `--media-backend` for the
 /// published one) and their known defects. A build that cannot be had is not
 /// an error here: each media scenario of it then reports why.
-fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec<shmem_host::vm::defects::KnownDefect>), String> {
+fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec<shmem_judge::defects::KnownDefect>), String> {
     let mut builds: Vec<MediaBuild> = scenarios.iter().filter_map(|s| s.media.map(|m| m.build)).collect();
     builds.sort_unstable();
     builds.dedup();
@@ -368,19 +368,19 @@ fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec<shm
 }
 
 /// The backend known-defects list: `none` (empty), a path, or by default `tests/backend-defects.toml`.
-fn backend_defects(list: Option<&str>) -> Result<Vec<shmem_host::vm::defects::KnownDefect>, String> {
+fn backend_defects(list: Option<&str>) -> Result<Vec<shmem_judge::defects::KnownDefect>, String> {
     match list {
         Some("none") => Ok(Vec::new()),
         other => {
             let path = other.map_or_else(|| root().join("tests/backend-defects.toml"), PathBuf::from);
-            shmem_host::vm::defects::load_defect_list(&path, &BACKEND_LIST_ACCELS).map_err(|e| e.to_string())
+            shmem_host::vm::lists::load_defect_list(&path, &BACKEND_LIST_ACCELS).map_err(|e| e.to_string())
         }
     }
 }
 
 /// The frontends `tests/backend-defects.toml` names: the model (backend-test
 /// and the model half of media scenarios) and QEMU's accelerators (their QEMU half).
-const BACKEND_LIST_ACCELS: [&str; 3] = [shmem_host::conformance::MODEL_ACCEL, "tcg", "kvm"];
+const BACKEND_LIST_ACCELS: [&str; 3] = [shmem_judge::defects::MODEL_ACCEL, "tcg", "kvm"];
 
 /// The virtio-media backend builds of a run, each with why it is missing where it is.
 type MediaBackends = Vec<(MediaBuild, Result<BackendUnderTest, String>)>;
@@ -413,7 +413,7 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale, &cfg.media_backends)?);
     let qemu_note = join_notes([entries_note(&other, &cfg.known_defects, true), emulation_note(&other)?]);
     let b = vm::run_suite(&SuiteConfig { worker, qemu: other, qemu_note, ..cfg }).map_err(|e| e.to_string())?;
-    let c = vm::verdict::compare(&a, &b);
+    let c = shmem_judge::compare::compare(&a.scenarios, &b.scenarios);
     Ok(Outcome { run: b, baseline: Some((a, c)) })
 }
 
@@ -421,8 +421,8 @@ fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
 /// applies to (a developer's own build, a release candidate, another
 /// upstream version): its listed defects show as FAILs, and how to judge it
 /// against the measured baseline instead. `None` when entries apply.
-fn entries_note(q: &QemuInfo, list: &[shmem_host::vm::defects::KnownDefect], compared: bool) -> Option<String> {
-    if list.is_empty() || vm::verdict::lists_build(list, &q.build) {
+fn entries_note(q: &QemuInfo, list: &[shmem_judge::defects::KnownDefect], compared: bool) -> Option<String> {
+    if list.is_empty() || shmem_judge::listing::lists_build(list, &q.build) {
         return None;
     }
     let kind = vm::qemu::development_kind(&q.build).map(|k| format!("{k}, ")).unwrap_or_default();

@@ -49,13 +49,13 @@ fn matched_elsewhere(report: &serde_json::Value) -> BTreeSet<String> {
 
 /// Every build a known-defects file lists of upstream version `upstream`.
 fn listed_builds(path: &Path, upstream: &str) -> Result<BTreeSet<String>, String> {
-    let all = shmem_host::vm::defects::load_known_defects(path).map_err(|e| e.to_string())?;
+    let all = shmem_host::vm::lists::load_known_defects(path).map_err(|e| e.to_string())?;
     Ok(all.into_iter().flat_map(|d| d.qemu).filter(|b| b.split_whitespace().next() == Some(upstream)).collect())
 }
 
 /// The entries of a known-defects file that list `build`.
 fn listing(path: &Path, build: &str) -> Result<BTreeSet<String>, String> {
-    let all = shmem_host::vm::defects::load_known_defects(path).map_err(|e| e.to_string())?;
+    let all = shmem_host::vm::lists::load_known_defects(path).map_err(|e| e.to_string())?;
     Ok(all.into_iter().filter(|d| d.qemu.iter().any(|q| q == build)).map(|d| d.id).collect())
 }
 

@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use shmem_host::vm::significance::log_rate;
-use shmem_host::vm::verdict::{Comparison, probe_counts};
-use shmem_host::vm::{ScenarioReport, SuiteReport};
+use shmem_judge::significance::log_rate;
+use shmem_judge::compare::Comparison;
+use shmem_judge::listing::probe_counts;
+use shmem_host::vm::SuiteReport;
+use shmem_judge::scenario::ScenarioReport;
 
 /// When the hog starts, counted from the start of the comparison.
 const HOG_AFTER: Duration = Duration::from_secs(12);

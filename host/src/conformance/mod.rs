@@ -2,10 +2,9 @@
 //! sends SHMEM_MAP (vhost-device-media as its virtio-media driver, or the
 //! appliance's own backend through a scripted session), records what the
 //! backend asked and what the driver saw (`session`), and a layer with no I/O
-//! judges it (`judge`). Fault variants make the frontend refuse, delay, reset
+//! judges it (`shmem_judge::backend`). Fault variants make the frontend refuse, delay, reset
 //! and hang up. It must not judge while recording, nor record while judging.
 
-pub mod judge;
 pub mod own;
 pub mod port;
 pub mod process;
@@ -13,8 +12,13 @@ pub mod report;
 pub mod session;
 pub mod transport;
 
-use crate::model::{MappingInfo, Served};
-use shmem_virtio_media::driver::MediaError;
+use shmem_judge::backend::record::{Served, SessionRecord};
+use shmem_judge::defects::{KnownDefect, MODEL_ACCEL};
+use shmem_judge::listing::Listing;
+use shmem_judge::verdict::judge_listed;
+
+use crate::model::ModelFrontend;
+
 
 /// What the frontend does to the backend during a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,74 +57,14 @@ impl Variant {
     }
 }
 
-/// What the driver expects of one step, decided by the variant before the step runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expect {
-    Success,
-    /// The frontend refused or could not carry the step's SHMEM_MAP: the
-    /// driver must get an errno, in time.
-    Errno,
-}
-
-/// One driver step: what it was, what was expected, what came back.
-#[derive(Clone, Debug)]
-pub struct Step {
-    pub what: String,
-    pub expect: Expect,
-    pub outcome: Result<String, MediaError>,
-}
-
-/// A frame read through the frontend's view of a mapping.
-#[derive(Clone, Debug)]
-pub struct FrameSeen {
-    pub index: u32,
-    pub sequence: u32,
-    pub shm_offset: u64,
-    /// First byte off the pattern: (offset, expected, found); or why it could not be read.
-    pub mismatch: Option<(usize, u8, u8)>,
-    pub unreadable: Option<String>,
-}
-
-/// Everything one session recorded, for the judge.
-#[derive(Clone, Debug, Default)]
-pub struct SessionRecord {
-    /// (features, protocol features) the backend offered, raw.
-    pub offered: Option<(u64, u64)>,
-    /// Why the frontend could not connect, if it could not.
-    pub connect_error: Option<String>,
-    /// Region sizes from GET_SHMEM_CONFIG, by shmid.
-    pub regions: Vec<u64>,
-    /// Every backend request the frontend served, in order.
-    pub served: Vec<Served>,
-    /// Index into `served` at which each device reset happened.
-    pub resets: Vec<usize>,
-    /// Whether the driver asked for writable mappings.
-    pub asked_rw: bool,
-    /// Driver steps, in order (empty for a backend without a driver).
-    pub steps: Vec<Step>,
-    pub frames: Vec<FrameSeen>,
-    /// The frontend's live mappings at the end, after CLOSE.
-    pub live_at_end: Vec<MappingInfo>,
-    /// memfds the backend process held before OPEN and after CLOSE (an
-    /// external process only), or why they could not be counted.
-    pub memfds: Option<Result<(usize, usize), String>>,
-    /// What the frontend was waiting for the backend to answer when the
-    /// driver's first wait timed out (e.g. "SET_MEM_TABLE"), and for how long.
-    pub waiting_at_timeout: Option<(String, std::time::Duration)>,
-    /// Why the backend is not alive at the end, if it is not.
-    pub dead: Option<String>,
-    /// The SHMEM_MAP the frontend refused on purpose (k-th, 1-based), if any:
-    /// a driver step must have met it, or the refusal tested nothing.
-    pub refused_map: Option<usize>,
-    /// Whether the frontend closed the backend channel (nothing can be unmapped after).
-    pub channel_closed: bool,
-    /// Whether the session was driven as a media device.
-    pub media: bool,
-    /// Whether it set out to capture (frames expected); the churn only maps.
-    pub captures: bool,
-    /// The frontend's side was not in view (QEMU): what the backend asked
-    /// of it (negotiation, regions, maps, unmaps) was not recorded and is not judged.
-    pub frontend_unseen: bool,
+/// What the model frontend served and still holds, into the session's record.
+pub fn record_frontend(model: &ModelFrontend, rec: &mut SessionRecord) {
+    rec.live_at_end = model.mappings().len();
+    rec.served = model
+        .served_since(0)
+        .into_iter()
+        .map(|s| Served { request: s.request, msg: s.msg, with_fd: s.with_fd, fd_size: s.fd_size, fd_rw: s.fd_rw, accepted: s.result.is_ok() })
+        .collect();
 }
 
 /// A backend under test: how to start it, and the version its known defects are keyed on.
@@ -130,13 +74,11 @@ pub struct BackendUnderTest {
     pub version: String,
 }
 
-/// The accelerator name the backend list uses: its sessions run on the model.
-pub use crate::vm::defects::MODEL_ACCEL;
 /// The appliance's own backend, as the backend list names it.
 pub const OWN_BACKEND: &str = "shmem-backend (own)";
 
 /// Every variant against `backend`, then the own backend's session; each judged against `defects`.
-pub fn run_all(backend: &BackendUnderTest, defects: &[crate::vm::defects::KnownDefect], dir: &std::path::Path, s: &session::Settings) -> Vec<report::SessionVerdict> {
+pub fn run_all(backend: &BackendUnderTest, defects: &[KnownDefect], dir: &std::path::Path, s: &session::Settings) -> Vec<report::SessionVerdict> {
     let mut out = Vec::new();
     for v in Variant::ALL {
         let sub = dir.join(v.name());
@@ -151,9 +93,9 @@ pub fn run_all(backend: &BackendUnderTest, defects: &[crate::vm::defects::KnownD
     out
 }
 
-fn verdict(backend: &str, session: &str, rec: &SessionRecord, defects: &[crate::vm::defects::KnownDefect]) -> report::SessionVerdict {
-    let checks = judge::judge(rec);
-    let listing = crate::vm::verdict::Listing::of_backend(defects, backend, "", MODEL_ACCEL, session);
-    let judgement = crate::vm::verdict::judge_listed(Ok(checks.clone()), &listing);
+fn verdict(backend: &str, session: &str, rec: &SessionRecord, defects: &[KnownDefect]) -> report::SessionVerdict {
+    let checks = shmem_judge::backend::judge(rec);
+    let listing = Listing::of_backend(defects, backend, "", MODEL_ACCEL, session);
+    let judgement = judge_listed(Ok(checks.clone()), &listing);
     report::SessionVerdict { backend: backend.into(), session: session.into(), checks, judgement }
 }

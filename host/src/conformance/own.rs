@@ -7,10 +7,10 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::SessionRecord;
+use shmem_judge::backend::record::SessionRecord;
 use super::session::{Settings, region_sizes};
 use crate::backend::BackendFaults;
-use crate::channel::{ShmemMsg, ShmemOp};
+use crate::channel::{MmapBytes, ShmemMsg, ShmemOp};
 use crate::files::HostFile;
 use crate::model::{Faults, ModelFrontend};
 use crate::server::BackendServer;
@@ -54,8 +54,7 @@ pub fn run_own(fault: OwnFault, dir: &Path, s: &Settings) -> SessionRecord {
                 rec.dead = Some(e);
             }
             let _ = model.sync(s.answer);
-            rec.live_at_end = model.mappings();
-            rec.served = model.served_since(0);
+            super::record_frontend(&model, &mut rec);
             let _ = model.shut_down(s.answer);
         }
         Err(e) => rec.connect_error = Some(e.to_string()),

@@ -6,7 +6,7 @@ use shmem_virtio_media::driver::{Driver, MediaError};
 use shmem_virtio_media::frame;
 use shmem_virtio_media::proto::{BufferInfo, Event};
 
-use super::FrameSeen;
+use shmem_judge::backend::record::FrameSeen;
 use super::transport::ModelTransport;
 
 /// The virtio-media driver's steps a session takes, and a look at a frame through its mapping.

@@ -1,9 +1,9 @@
 //! The backend test's report: one line per session and verdict, the failed
 //! checks under it; `--json` and `--junit`. Formats; decides nothing.
 
-use crate::vm::check::CheckResult;
-use crate::vm::report::target_lines;
-use crate::vm::verdict::Judgement;
+use shmem_judge::check::CheckResult;
+use shmem_judge::words::target_lines;
+use shmem_judge::verdict::Judgement;
 
 /// One judged session.
 pub struct SessionVerdict {

@@ -11,7 +11,9 @@ use shmem_virtio_media::proto::{BufferInfo, Event};
 use super::port::{MediaPort, ModelPort};
 use super::process::BackendProcess;
 use super::transport::ModelTransport;
-use super::{Expect, SessionRecord, Step, Variant};
+use shmem_judge::backend::record::{Expect, SessionRecord, Step};
+
+use super::Variant;
 use crate::model::{Faults, ModelFrontend};
 
 /// How long things may take, and how much to capture.
@@ -65,8 +67,7 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
             rec.dead = proc.gone();
             // Shut down first: a thread stuck on the backend is freed, and what it served is complete.
             let _ = model.shut_down(s.answer);
-            rec.live_at_end = model.mappings();
-            rec.served = model.served_since(0);
+            super::record_frontend(&model, &mut rec);
         }
         Err(e) => {
             rec.connect_error = Some(e.to_string());

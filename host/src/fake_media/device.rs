@@ -10,7 +10,7 @@ use shmem_virtio_media::frame;
 use shmem_virtio_media::proto::{self, u32_at, u64_at};
 
 use crate::files::HostFile;
-use crate::spec::PAGE_SIZE;
+use shmem_proto::PAGE_SIZE;
 
 /// One way the fake backend is wrong on purpose (`None`: a correct backend).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

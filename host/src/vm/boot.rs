@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::accel::AccelPlan;
-use super::check::{CheckResult, FRONTEND_SURVIVES, said_fact};
+use shmem_judge::check::{CheckResult, FRONTEND_SURVIVES, said_fact};
 use super::guest::{Death, Guest, GuestError, ModelGuest, QemuGuest, RegionWindow};
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu, QemuError, QemuInfo};
 use super::steps::Target;
-use super::{ErrorKind, interrupted};
+use super::interrupted;
+use shmem_judge::outcome::ErrorKind;
 use crate::backend::Recorder;
 use crate::channel::{Held, ReplyHold};
 use crate::manager::MappingManager;

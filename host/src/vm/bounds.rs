@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use super::scenario::{LoadError, Scenario, Step};
+use super::scenario::{Scenario, Step};
+use shmem_judge::parse::LoadError;
 
 /// Largest host file a scenario may create (memfds are sparse).
 pub const FILE_CAP: u64 = 4 << 30;

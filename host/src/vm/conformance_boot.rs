@@ -1,7 +1,7 @@
 //! Media scenarios: QEMU's `vhost-user-test-device-pci` with two queues
 //! against the virtio-media backend under test (a process of its own), the
 //! guest agent as the device's driver; then the same session on the model
-//! frontend. Records what each side saw (`media::session`); the media judge
+//! frontend. Records what each side saw (`conformance::session`); the backend judge
 //! and the verdict layer decide.
 
 use std::path::Path;
@@ -12,8 +12,8 @@ use shmem_virtio_media::proto::{BufferInfo, Event};
 use shmem_virtio_media::wire;
 
 use super::boot::{ready_timeout, shutdown_check};
-use super::check::CheckResult;
-use super::error::{ErrorKind, Failure, RunOutcome};
+use shmem_judge::check::CheckResult;
+use shmem_judge::outcome::{ErrorKind, Failure, RunOutcome};
 use super::guest::{Guest, GuestError, QemuGuest};
 use super::own_boot::{OwnBootRun, leak_checked};
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu};
@@ -22,7 +22,9 @@ use super::suite::SuiteConfig;
 use crate::conformance::port::MediaPort;
 use crate::conformance::process::BackendProcess;
 use crate::conformance::session::{self, Settings};
-use crate::conformance::{BackendUnderTest, FrameSeen, Variant, judge};
+use shmem_judge::backend::record::FrameSeen;
+
+use crate::conformance::{BackendUnderTest, Variant};
 
 /// virtio-media's queues: commands and events.
 const MEDIA_QUEUES: u16 = 2;
@@ -134,7 +136,7 @@ pub fn conformance_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, 
     let model_dir = dir.join("model");
     let (model, ()) = leak_checked(dir, sockets, || {
         let made = std::fs::create_dir_all(&model_dir).map_err(|e| Failure { kind: ErrorKind::Io, message: format!("create {}: {e}", model_dir.display()) });
-        (made.map(|()| judge::judge(&session::run_media(&backend.command, variant(m), &model_dir, &s))), ())
+        (made.map(|()| shmem_judge::backend::judge(&session::run_media(&backend.command, variant(m), &model_dir, &s))), ())
     });
     OwnBootRun { qemu, qemu_secs, model, model_secs: start.elapsed().as_secs_f64(), qemu_log, boot_secs }
 }
@@ -169,7 +171,7 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
         Ok(q) => QemuGuest::new(q),
         Err(BootFailure::Died { exit, said }) => {
             let death = super::guest::Death { exit, said };
-            return (Ok(vec![CheckResult::died("boot", &death)]), (death.said, None));
+            return (Ok(vec![death.check("boot")]), (death.said, None));
         }
         Err(BootFailure::Other(e)) => return fail(e.kind(), format!("booting QEMU: {e}")),
     };
@@ -179,12 +181,12 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
     }
     let mut checks = session_checks(&mut guest, &mut proc, variant(m), s);
     // What QEMU said is the reason a driver step failed (a refused SHMEM_MAP is only on its stderr).
-    let said = super::check::said_fact(&guest.qemu.stderr_tail());
+    let said = shmem_judge::check::said_fact(&guest.qemu.stderr_tail());
     for c in checks.iter_mut().filter(|c| c.check == "driver-steps" && !c.passed) {
         *c = c.clone().with("said", said.as_str());
     }
     match guest.gone() {
-        Some(death) => checks.push(CheckResult::died("media session", &death)),
+        Some(death) => checks.push(death.check("media session")),
         None => checks.push(shutdown_check(&mut guest)),
     }
     (Ok(checks), (guest.log_text(), boot_secs))
@@ -196,5 +198,5 @@ fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, variant: Var
     let up = port.ask("media-up");
     let mut rec = session::run_port(&mut port, up, proc, variant, s);
     rec.dead = proc.gone();
-    judge::judge(&rec)
+    shmem_judge::backend::judge(&rec)
 }

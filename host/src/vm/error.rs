@@ -1,33 +1,12 @@
-//! The kinds of failure the runner's callers decide by, and the error of
-//! running one scenario on one target. Each layer has its own error enum
-//! (`QemuError`, `GuestError`, `StepError`, `RunError`); each says its kind.
+//! The error of running one scenario on one target. Each layer has its own
+//! error enum (`QemuError`, `GuestError`, `StepError`, `RunError`); each
+//! says its kind (`shmem_judge::outcome::ErrorKind`), and a `RunError`
+//! reaches the judge as a `Failure`.
 
-use serde::{Deserialize, Serialize};
+use shmem_judge::outcome::{ErrorKind, Failure};
 
 use super::guest::GuestError;
 use super::steps::StepError;
-
-/// What kind of failure an error is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorKind {
-    /// Waited in vain.
-    Timeout,
-    /// The frontend (QEMU or the model) is gone.
-    Dead,
-    /// Asked, and refused (the agent said `err`, a request was nacked where it must not be).
-    Refused,
-    /// A scenario, option or request that cannot be carried out as written.
-    BadInput,
-    /// An answer that does not follow the protocol.
-    Protocol,
-    /// The host's own I/O.
-    Io,
-    /// Ctrl-C.
-    Interrupted,
-    /// The appliance itself failed (a panic, a worker that did not report).
-    Appliance,
-}
 
 /// Why a scenario could not be run to its end on one target.
 #[derive(Debug, thiserror::Error)]
@@ -61,25 +40,8 @@ impl RunError {
     }
 }
 
-/// A [`RunError`] as it crosses a process boundary (own-boot workers) and
-/// reaches the verdict: its kind and its words.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
 impl From<RunError> for Failure {
     fn from(e: RunError) -> Self {
         Failure { kind: e.kind(), message: e.to_string() }
     }
 }
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// What running a scenario on one target gave: its checks, or why it could not finish.
-pub type RunOutcome = Result<Vec<super::check::CheckResult>, Failure>;

@@ -15,8 +15,7 @@ pub mod accel;
 pub mod bench;
 pub mod boot;
 pub mod bounds;
-pub mod check;
-pub mod defects;
+pub mod lists;
 pub mod error;
 pub mod fuzz;
 pub mod guest;
@@ -27,21 +26,17 @@ pub mod probe;
 pub mod qemu;
 pub mod report;
 pub mod scenario;
-pub mod significance;
 pub mod steps;
 pub mod suite;
-pub mod verdict;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use accel::AccelChoice;
 pub use bench::{BootAlone, boot_alone};
 pub use boot::{BootError, model_target};
-pub use check::CheckResult;
-pub use error::{ErrorKind, Failure, RunError, RunOutcome};
+pub use error::RunError;
 pub use own_boot::OwnBootRun;
-pub use suite::{Measurements, SHARED_BOOT, ScenarioReport, SuiteConfig, SuiteError, SuiteReport, run_on, run_suite, scenario_spec};
-pub use verdict::{Judged, Judgement, Verdict, judge};
+pub use suite::{Measurements, SHARED_BOOT, SuiteConfig, SuiteError, SuiteReport, run_on, run_suite, scenario_spec};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::boot::{BootError, Dirs, boot, finish};
-use super::check::CheckResult;
-use super::error::{ErrorKind, Failure, RunOutcome};
+use shmem_judge::check::CheckResult;
+use shmem_judge::outcome::{ErrorKind, Failure, RunOutcome};
 use super::qemu::{self, Accel};
 use super::scenario::{self, Scenario};
-use super::suite::{ScenarioReport, SuiteConfig, backend_defects_for, defects_for, report, run_model_boot, run_on};
+use super::suite::{SuiteConfig, backend_defects_for, defects_for, run_model_boot, run_on};
+use shmem_judge::scenario::{Run, ScenarioReport, report};
 use super::{interrupted, leaks};
 
 /// What one own boot produced, before judging: passed between a worker
@@ -93,12 +94,12 @@ const DEVICE_REFUSAL: &str = "-device vhost-user-test-device-pci";
 /// at step "boot".
 fn boot_death(scn: &Scenario, death: &super::guest::Death) -> CheckResult {
     let status = death.exit.strip_prefix("status ").and_then(|c| c.parse::<i32>().ok());
-    let said = crate::vm::check::said_fact(&death.said);
+    let said = shmem_judge::check::said_fact(&death.said);
     if scn.boot_refusal_ok && status.is_some_and(|c| c != 0) && death.said.contains(DEVICE_REFUSAL) {
         let evidence = format!("QEMU refused the device at realize and exited cleanly ({}); it said: {said}", death.exit);
         return CheckResult::new("boot-refused-cleanly", true, evidence).with("exit", &death.exit).with("said", said);
     }
-    CheckResult::died("boot", death)
+    death.check("boot")
 }
 
 /// Check `no-leaks`: nothing of a torn-down boot remains in this process
@@ -111,7 +112,7 @@ fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> CheckResult
 }
 
 /// The model half of an own boot, then its own `no-leaks` check.
-pub fn model_half(device: &(crate::spec::DeviceSpec, Vec<super::guest::RegionWindow>), scn: &Scenario, dir: &Path, sockets: &Path) -> super::suite::Run {
+pub fn model_half(device: &(crate::spec::DeviceSpec, Vec<super::guest::RegionWindow>), scn: &Scenario, dir: &Path, sockets: &Path) -> Run {
     leak_checked(dir, sockets, || run_model_boot(device, scn, sockets))
 }
 
@@ -119,7 +120,7 @@ pub fn model_half(device: &(crate::spec::DeviceSpec, Vec<super::guest::RegionWin
 pub(super) fn own_boot_report(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run: OwnBootRun, boot_times: &mut Vec<Duration>) -> ScenarioReport {
     boot_times.extend(run.boot_secs.map(Duration::from_secs_f64));
     let defects = defects_for(cfg, accel, scn);
-    let model_defects = backend_defects_for(cfg, crate::conformance::MODEL_ACCEL, scn);
+    let model_defects = backend_defects_for(cfg, shmem_judge::defects::MODEL_ACCEL, scn);
     let (q, m) = ((run.qemu, Duration::from_secs_f64(run.qemu_secs)), (run.model, Duration::from_secs_f64(run.model_secs)));
     let log = run.qemu_log;
     report((&scn.name, &scn.description), scn.qemu_only, q, m, (&defects, &model_defects), || log)

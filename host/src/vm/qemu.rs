@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ErrorKind, interrupted};
+use super::interrupted;
+use shmem_judge::outcome::ErrorKind;
 
 /// Oldest QEMU with vhost-user shared memory.
 pub const MIN_VERSION: (u32, u32, u32) = (11, 1, 0);

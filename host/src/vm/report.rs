@@ -1,16 +1,19 @@
 //! Reports of a suite run: the human table, `--json`, `--junit`, `--compare`
 //! and the benchmark summary. Formatting only: verdicts and comparisons are
-//! made in `verdict`. Strings are the edge here.
+//! made by the judge (`shmem_judge`). Strings are the edge here.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::bench::BootAlone;
-use super::check::{CheckResult, facts_text};
+use shmem_judge::check::CheckResult;
 use super::guest::CopyRounds;
-use super::suite::{Measurements, ScenarioReport, SuiteReport};
-use super::verdict::{Comparison, Judged, Verdict};
+use super::suite::{Measurements, SuiteReport};
+use shmem_judge::compare::Comparison;
+use shmem_judge::scenario::ScenarioReport;
+use shmem_judge::verdict::{Judged, Verdict};
+use shmem_judge::words::target_lines;
 
 /// The human report: one line per scenario, what failed, a summary line.
 pub fn print_report(r: &SuiteReport) {
@@ -50,46 +53,6 @@ pub fn print_report(r: &SuiteReport) {
     }
     println!("{known} known failures (listed defects of this QEMU build, matched by signature)");
     println!("vm-test: {} passed, {fail} failed, {skipped} skipped", pass + known);
-}
-
-/// What a verdict says beyond its label, one line per failed check or entry.
-pub fn verdict_lines(v: &Verdict) -> Vec<String> {
-    match v {
-        Verdict::Fail(j) | Verdict::KnownFailure(j) => j.iter().map(judged_line).collect(),
-        Verdict::UnexpectedPass(msgs) => msgs.clone(),
-        Verdict::Error(e) => vec![format!("error: {e}")],
-        Verdict::Pass | Verdict::Skipped(_) => Vec::new(),
-    }
-}
-
-/// A verdict's lines, then the inconclusive entries and the listed entries
-/// that did not show behind a FAIL (listed whatever the verdict).
-pub fn target_lines(v: &Verdict, inconclusive: &[Judged], not_shown: &[String]) -> Vec<String> {
-    let gone = not_shown.iter().map(|g| format!("also: {g}"));
-    verdict_lines(v).into_iter().chain(inconclusive.iter().map(inconclusive_line)).chain(gone).collect()
-}
-
-/// A listed intermittent defect whose check passed in a run too short to tell a fix.
-fn inconclusive_line(j: &Judged) -> String {
-    format!("{} inconclusive: {} [known defect `{}` stays listed]", j.check.check, j.check.evidence, j.defect.as_deref().unwrap_or("?"))
-}
-
-fn judged_line(j: &Judged) -> String {
-    let mut line = format!("{} failed: {}", j.check.check, j.check.evidence);
-    match (&j.defect, &j.measured_on) {
-        (Some(id), Some(on)) => line.push_str(&format!(" [known defect `{id}`, measured on {on}]")),
-        (Some(id), None) => line.push_str(&format!(" [known defect `{id}`]")),
-        _ => {}
-    }
-    match (&j.listed, &j.worse) {
-        (Some((id, _)), Some(worse)) => line.push_str(&format!("\nlisted as known defect `{id}`, but worse than listed: {worse}")),
-        (Some((id, sig)), None) => line.push_str(&format!("\nlisted as known defect `{id}` with signature {{{sig}}}, but seen {{{}}}: it fails differently", facts_text(&j.check.facts))),
-        _ => {}
-    }
-    if let Some((id, listed_for)) = &j.listed_elsewhere {
-        line.push_str(&format!("\nmatches `{id}`, listed for {listed_for}: if this build has the same defect, `--bless` adds it to the entry"));
-    }
-    line
 }
 
 /// Checks whose outcome differs between QEMU and the model.

@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 
 use super::accel::{AccelChoice, AccelPlan};
 use super::boot::{BootError, BootSpec, Dirs, QemuTarget, boot_with_fallback, layout_check, model_target, shutdown_check};
-use super::check::CheckResult;
-use super::defects::KnownDefect;
-use super::error::{ErrorKind, Failure, RunError, RunOutcome};
+use shmem_judge::defects::KnownDefect;
+use super::error::RunError;
+use shmem_judge::outcome::{ErrorKind, Failure};
 use super::guest::RegionWindow;
 use super::own_boot::{Pool, own_boot_report, own_boot_run};
 use super::qemu::{Accel, QemuInfo};
 use super::scenario::{BackendMode, MediaBuild, Scenario, SuiteDevice};
 use super::steps::{Target, run_steps};
-use super::verdict::{Judged, Judgement, Listing, Verdict, judge_listed};
+use shmem_judge::scenario::{Run, ScenarioReport, report};
+use shmem_judge::listing::Listing;
 use super::interrupted;
 use crate::model::Faults;
 use crate::server::BackendServer;
@@ -100,24 +101,6 @@ pub enum SuiteError {
     LogsKept { source: Box<SuiteError>, kept: PathBuf },
 }
 
-/// One scenario on both targets.
-pub struct ScenarioReport {
-    pub name: String,
-    pub description: String,
-    pub qemu: Verdict,
-    /// Listed intermittent defects of QEMU not seen in a run too short to tell a fix.
-    pub qemu_inconclusive: Vec<Judged>,
-    /// Listed entries that did not show behind a FAIL, QEMU's and the model's.
-    pub not_shown: [Vec<String>; 2],
-    pub model: Verdict,
-    pub qemu_time: Duration,
-    pub model_time: Duration,
-    pub qemu_checks: Vec<CheckResult>,
-    pub model_checks: Vec<CheckResult>,
-    /// QEMU's stderr and console tails when the QEMU verdict is not PASS.
-    pub qemu_log: Option<String>,
-}
-
 /// Raw measurements for the benchmark report.
 #[derive(Default)]
 pub struct Measurements {
@@ -155,9 +138,6 @@ impl SuiteReport {
 /// The report row of the shared boot's own checks (layout at boot, clean shutdown).
 pub const SHARED_BOOT: &str = "shared-boot";
 
-/// One scenario's run on one target, and how long it took.
-pub type Run = (RunOutcome, Duration);
-
 /// Runs one scenario on a target (after a device reset when `prepare`);
 /// returns its checks or why it could not finish, and how long it took. A
 /// panic of the runner itself (whatever a frontend answered) is an error,
@@ -194,22 +174,6 @@ pub fn backend_defects_for<'a>(cfg: &'a SuiteConfig, accel: &str, scn: &Scenario
         Some(Ok(b)) => Listing::of_backend(&cfg.backend_defects, &b.version, &cfg.qemu.build, accel, &scn.name),
         _ => Listing::default(),
     }
-}
-
-/// A scenario's report row: both runs judged (the model by `model_defects`:
-/// a backend's, for a media scenario; none else).
-pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: (&Listing<'_>, &Listing<'_>), qlog: impl FnOnce() -> String) -> ScenarioReport {
-    let qemu_checks = q.0.clone().unwrap_or_default();
-    let model_checks = m.0.clone().unwrap_or_default();
-    let Judgement { verdict: qemu, inconclusive, not_shown: qemu_gone } = judge_listed(q.0, defects.0);
-    let (model, model_gone) = if qemu_only {
-        (Verdict::Skipped("fault scenario: QEMU only".into()), Vec::new())
-    } else {
-        let j = judge_listed(m.0, defects.1);
-        (j.verdict, j.not_shown)
-    };
-    let qemu_log = (!matches!(qemu, Verdict::Pass)).then(qlog);
-    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, qemu_inconclusive: inconclusive, not_shown: [qemu_gone, model_gone], model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log }
 }
 
 /// The device a scenario runs with: its own (unvalidated) or the suite's.

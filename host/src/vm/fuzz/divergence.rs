@@ -4,9 +4,9 @@
 //! fuzzer keeps from the model's state to give those facts.
 
 use super::ops::{FILES, Op};
-use crate::vm::check::{CheckResult, FRONTEND_SURVIVES, Fact, Facts};
-use crate::vm::defects::KnownDefect;
-use crate::vm::verdict::FALSE_PASS;
+use shmem_judge::check::{CheckResult, FRONTEND_SURVIVES, Fact, Facts};
+use shmem_judge::defects::KnownDefect;
+use shmem_judge::listing::FALSE_PASS;
 
 /// A failed check, classified: its kind (`map/ack`, `guest-read`, ...) and
 /// facts, the oracle's words added.

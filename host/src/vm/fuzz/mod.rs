@@ -22,7 +22,7 @@ pub use ops::{AttachKind, Op, Rng};
 pub use oracle::Targets;
 
 use super::boot::BootError;
-use super::defects::KnownDefect;
+use shmem_judge::defects::KnownDefect;
 use super::error::RunError;
 use super::guest::GuestError;
 use super::steps::{StepError, Target};

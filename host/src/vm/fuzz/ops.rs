@@ -2,7 +2,8 @@
 //! (weighted towards edges, overlaps and resets), what a change is looked
 //! at with afterwards, and how both frontends are put back in step. No I/O.
 
-use crate::manager::{LedgerEntry, MAP_RW};
+use shmem_proto::MAP_RW;
+use crate::manager::{LedgerEntry};
 
 /// The files every fuzz run maps: name and size.
 pub(super) const FILES: [(&str, u64); 3] = [("f0", 0x10000), ("f1", 0x10000), ("f2", 0x4000)];

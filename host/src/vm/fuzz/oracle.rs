@@ -9,9 +9,10 @@ use super::ops::{AttachKind, FILES, Op};
 use super::FuzzError;
 use crate::channel::{ShmemMsg, ShmemOp};
 use crate::files::fnv1a64;
-use crate::manager::{Attach, MAP_RW, Want};
+use shmem_proto::MAP_RW;
+use crate::manager::{Attach, Want};
 use crate::vm::boot::BootError;
-use crate::vm::check::CheckResult;
+use shmem_judge::check::CheckResult;
 use crate::vm::scenario::{BackendMode, Scenario, Size, Step, step_labels};
 use crate::vm::steps::{StepError, Target, run_steps, table_holds};
 

@@ -11,7 +11,7 @@ use super::oracle::{create_files, expect, first_seed, fresh};
 use super::ops::{FILES, Op};
 use super::{Context, Divergence, FuzzConfig, FuzzError, Found, Targets, play};
 use crate::files::fnv1a64;
-use crate::vm::check::facts_text;
+use shmem_judge::check::facts_text;
 use crate::vm::scenario::{Scenario, Size, Step};
 
 /// Whether `ops`, replayed on fresh targets, shows the divergence `key`.

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use super::qemu::QemuError;
 use super::scenario::Fault;
-use super::ErrorKind;
+use shmem_judge::check::{CheckResult, FRONTEND_SURVIVES, said_fact};
+use shmem_judge::outcome::ErrorKind;
 use crate::backend::FileId;
 use crate::files::{HostMapping, fnv1a64};
 
@@ -127,6 +128,13 @@ impl Observed {
 pub struct Death {
     pub exit: String,
     pub said: String,
+}
+
+impl Death {
+    /// `frontend-survives`, failed: how the frontend died and at which step.
+    pub fn check(&self, step: &str) -> CheckResult {
+        CheckResult::new(FRONTEND_SURVIVES, false, format!("died at step {step:?}: {self}")).with("exit", &self.exit).with("step", step).with("said", said_fact(&self.said))
+    }
 }
 
 impl fmt::Display for Death {

@@ -12,12 +12,13 @@ use std::time::Instant;
 
 pub use stats::{Tally, rate_upper_bound};
 
-use super::check::{CheckResult, said_fact};
+use shmem_judge::check::{CheckResult, said_fact};
 use super::guest::{GuestError, RingMode};
 use super::scenario::Step;
 use super::steps::{StepError, Target};
 use crate::channel::{ShmemMsg, ShmemOp};
-use crate::manager::{Attach, MAP_RW, ManagerError, Want};
+use shmem_proto::MAP_RW;
+use crate::manager::{Attach, ManagerError, Want};
 use classify::{MARK, TAG};
 
 /// Blocks of consecutive iterations each direction's count is kept in.

@@ -8,9 +8,9 @@ use super::{MEM_TABLE_TIMEOUT, RELEASE_TIMEOUT, StepError, Target, table_holds};
 use crate::backend::MemTable;
 use crate::files::{fnv1a64, pattern_byte};
 use crate::manager::Expect;
-use crate::vm::ErrorKind;
+use shmem_judge::outcome::ErrorKind;
 use crate::vm::bounds::{FILE_LOOK_CAP, GUEST_LOOK_CAP};
-use crate::vm::check::CheckResult;
+use shmem_judge::check::CheckResult;
 use crate::vm::guest::{COMMAND_TIMEOUT, Observed};
 use crate::vm::qemu::DEATH_GRACE;
 

@@ -13,8 +13,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::check::{CheckResult, FRONTEND_SURVIVES};
-use super::error::{ErrorKind, RunError};
+use shmem_judge::check::{CheckResult, FRONTEND_SURVIVES};
+use super::error::RunError;
+use shmem_judge::outcome::ErrorKind;
 use super::guest::{Guest, GuestError};
 use super::qemu::DEATH_GRACE;
 use super::scenario::{Scenario, Step};
@@ -161,7 +162,7 @@ pub fn run_steps(scn: &Scenario, t: &mut Target) -> Result<Vec<CheckResult>, Run
     for (n, (step, label)) in scn.steps.iter().zip(&scn.labels).enumerate() {
         let res = run_step(scn, label, step, t, &mut checks);
         if let Some(death) = t.death_within(if res.is_err() { DEATH_GRACE } else { Duration::ZERO }) {
-            checks.push(CheckResult::died(label, &death));
+            checks.push(death.check(label));
             return Ok(checks);
         }
         res.map_err(|source| RunError::Step { n: n + 1, label: label.clone(), kind: step.kind(), source })?;

@@ -7,8 +7,9 @@ use std::time::Instant;
 use super::{MEM_TABLE_TIMEOUT, StepError, Target, table_holds};
 use crate::backend::MemTable;
 use crate::channel::{ShmemMsg, ShmemOp};
-use crate::manager::{Attach, MAP_RW, Outcome, Want};
-use crate::vm::check::{CheckResult, said_fact};
+use shmem_proto::MAP_RW;
+use crate::manager::{Attach, Outcome, Want};
+use shmem_judge::check::{CheckResult, said_fact};
 use crate::vm::scenario::Step;
 
 /// The checks of one answered request: its ack, and what the frontend said.

@@ -1,15 +1,15 @@
-//! What a backend session's record means, check by check. No I/O: the
-//! session recorded what the backend asked and what the driver saw; this
-//! replays the requests against the advertised regions and decides.
+//! What a backend session's record means, check by check: the session
+//! recorded what the backend asked and what the driver saw (`record`); this
+//! replays the requests against the advertised regions and decides. The
+//! same checks whoever recorded the session.
 
+pub mod record;
+
+use shmem_proto::{MAP_RW, PAGE_SIZE, ShmemMsg, ShmemOp};
 use shmem_virtio_media::driver::MediaError;
 
-use super::{Expect, SessionRecord};
-use crate::channel::{ShmemMsg, ShmemOp};
-use crate::manager::MAP_RW;
-use crate::model::Served;
-use crate::spec::PAGE_SIZE;
-use crate::vm::check::CheckResult;
+use crate::check::{CheckResult, said_fact};
+use record::{Expect, Served, SessionRecord, Step};
 
 /// SHMEM in the vhost-user spec and QEMU 11.1; bit 21 is GPA_ADDRESSES.
 pub const SHMEM_BIT: u32 = 22;
@@ -22,7 +22,7 @@ pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
         checks.push(negotiation(rec));
     }
     if let Some(e) = &rec.connect_error {
-        checks.push(CheckResult::new("connect", false, format!("the frontend could not set the backend up: {e}")).with("said", crate::vm::check::said_fact(e)));
+        checks.push(CheckResult::new("connect", false, format!("the frontend could not set the backend up: {e}")).with("said", said_fact(e)));
         return checks;
     }
     // After a hang the session never reached its end: what it left is the hang's doing, not judged.
@@ -107,14 +107,14 @@ impl Replay {
                 if let Some(p) = map_problem(&m, s, &rec.regions, &r.live, rec.asked_rw) {
                     r.map_problems.push((format!("SHMEM_MAP {m}"), p));
                 }
-                if s.result.is_ok() {
+                if s.accepted {
                     r.live.push(m);
                 }
             } else if s.request == ShmemOp::Unmap.code() {
                 r.unmaps += 1;
                 match r.live.iter().position(|l| (l.shmid, l.shm_offset, l.len) == (m.shmid, m.shm_offset, m.len)) {
                     Some(at) => drop(r.live.remove(at)),
-                    None if r.live.iter().any(|l| l.shmid == m.shmid && crate::range::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))) => {
+                    None if r.live.iter().any(|l| l.shmid == m.shmid && shmem_proto::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))) => {
                         r.unmap_problems.push((format!("SHMEM_UNMAP {m}"), "covers part of a live mapping, not exactly one"));
                     }
                     None => r.unmap_problems.push((format!("SHMEM_UNMAP {m}"), "is not a live mapping (never mapped, unmapped already, or dropped by a reset)")),
@@ -139,7 +139,7 @@ fn map_problem(m: &ShmemMsg, s: &Served, regions: &[u64], live: &[ShmemMsg], ask
         (m.len == 0, "zero length"),
         (![m.shm_offset, m.fd_offset, m.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE)), "not page aligned"),
         (m.flags & !MAP_RW != 0, "unknown flags"),
-        (live.iter().any(|l| l.shmid == m.shmid && crate::range::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))), "overlaps a live mapping"),
+        (live.iter().any(|l| l.shmid == m.shmid && shmem_proto::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))), "overlaps a live mapping"),
         (s.fd_size.is_some_and(|z| m.fd_offset.checked_add(m.len).is_none_or(|end| end > z)), "past the end of its fd"),
         (rw && s.fd_rw == Some(false), "read-write map of a read-only fd"),
     ];
@@ -163,7 +163,7 @@ fn problems_check(name: &str, what: &str, total: usize, problems: &[(String, &'s
 
 fn all_unmapped(live: &[ShmemMsg], rec: &SessionRecord) -> CheckResult {
     let left: Vec<String> = live.iter().map(ToString::to_string).collect();
-    let frontend = rec.live_at_end.len();
+    let frontend = rec.live_at_end;
     let ok = left.is_empty() && frontend == 0;
     let what = if ok { "nothing the backend mapped is left mapped at the end".to_string() } else { format!("left mapped at the end: {} (the frontend holds {frontend})", left.join("; ")) };
     CheckResult::new("all-unmapped", ok, what).with("left", left.len().max(frontend) as u64)
@@ -189,7 +189,7 @@ fn frames(rec: &SessionRecord) -> CheckResult {
 /// `driver-steps` (every step expected to succeed did) and, where the
 /// variant injected a fault, `error-reported` (the driver got an errno, in time).
 fn steps(rec: &SessionRecord, hung: bool) -> Vec<CheckResult> {
-    let text = |s: &super::Step| match &s.outcome {
+    let text = |s: &Step| match &s.outcome {
         Ok(d) => format!("{}: ok {d}", s.what),
         Err(e) => format!("{}: {e}", s.what),
     };
@@ -206,7 +206,7 @@ fn steps(rec: &SessionRecord, hung: bool) -> Vec<CheckResult> {
         }
     }];
     out.push(no_deadlock(rec));
-    let faulted: Vec<&super::Step> = rec.steps.iter().filter(|s| s.expect == Expect::Errno).collect();
+    let faulted: Vec<&Step> = rec.steps.iter().filter(|s| s.expect == Expect::Errno).collect();
     if let (Some(k), true, false) = (rec.refused_map, faulted.is_empty(), hung) {
         let maps = rec.served.iter().filter(|s| s.request == ShmemOp::Map.code()).count();
         let evidence = if maps < k {
@@ -236,7 +236,7 @@ fn served_text(s: &Served) -> String {
     s.msg.map_or(name.clone(), |m| format!("{name} {m}"))
 }
 
-pub(crate) fn timed_out(s: &super::Step) -> bool {
+pub(crate) fn timed_out(s: &Step) -> bool {
     matches!(s.outcome, Err(MediaError::Timeout(_)))
 }
 
@@ -279,7 +279,7 @@ fn outcome_kind(o: &Result<String, MediaError>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::FrameSeen;
+    use record::FrameSeen;
 
     fn frame(sequence: u32, mismatch: Option<(usize, u8, u8)>) -> FrameSeen {
         FrameSeen { index: sequence % 4, sequence, shm_offset: 0, mismatch, unreadable: None }

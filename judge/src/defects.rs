@@ -1,13 +1,14 @@
-//! The known-defects list (`tests/known-defects.toml`): its schema and
-//! loading, with errors that name the file. What an entry means for a
-//! verdict (matching, the intermittent rule) is the verdict layer's.
+//! The known-defect lists (`tests/known-defects.toml`, `tests/backend-defects.toml`):
+//! their schema and the rules every entry keeps, checked when a list's text
+//! is parsed, with errors that name the file. What an entry means for a
+//! verdict (matching, the intermittent rule) is `listing`'s.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
-use super::scenario::{LoadError, parse_toml, read_text};
+use crate::parse::{LoadError, parse_toml};
 
 /// One known frontend defect: what a check's failure looks like on the
 /// QEMU builds and accelerators it was measured on. A failure matches only
@@ -80,16 +81,15 @@ struct DefectsFile {
 /// frontend (backend-test's sessions, a media scenario's model half).
 pub const MODEL_ACCEL: &str = "model";
 
-/// Loads and checks the list: unique ids, at least one build, accelerator
-/// and fact per entry, rates in (0, 1], accelerators `tcg` or `kvm`.
-pub fn load_known_defects(path: &Path) -> Result<Vec<KnownDefect>, LoadError> {
-    load_defect_list(path, &["tcg", "kvm"])
-}
+/// The accelerators QEMU's list names.
+pub const QEMU_ACCELS: [&str; 2] = ["tcg", "kvm"];
 
-/// Loads a list whose entries name one of `accels` ("model" for the
-/// backend list: its sessions run on the model frontend).
-pub fn load_defect_list(path: &Path, accels: &[&str]) -> Result<Vec<KnownDefect>, LoadError> {
-    let f: DefectsFile = parse_toml(path, &read_text(path)?)?;
+/// Parses and checks the list `text` of file `path`, whose entries name one
+/// of `accels` ([`QEMU_ACCELS`]; with [`MODEL_ACCEL`] for the backend list:
+/// its sessions run on the model frontend): unique ids, at least one build,
+/// accelerator and fact per entry, rates in (0, 1].
+pub fn parse_list(path: &Path, text: &str, accels: &[&str]) -> Result<Vec<KnownDefect>, LoadError> {
+    let f: DefectsFile = parse_toml(path, text)?;
     let bad = |message: String| LoadError::in_file(path, message);
     let mut ids = std::collections::BTreeSet::new();
     for d in &f.defect {

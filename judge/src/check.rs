@@ -1,11 +1,9 @@
 //! What a check records: pass or fail, evidence for people, and the facts a
 //! known-defect signature is matched against. Recording only; the verdict
-//! layer (`verdict`) decides what a failed check means.
+//! (`verdict`) decides what a failed check means.
 
 use std::collections::BTreeMap;
 use std::fmt;
-
-use super::guest::Death;
 
 /// One fact of a check: a word (an exit, what was seen, what was said) or
 /// a count. It serialises as its text, so reports and known-defect
@@ -147,11 +145,6 @@ impl CheckResult {
     pub fn with(mut self, key: &str, value: impl Into<Fact>) -> Self {
         self.facts.insert(key.to_string(), value.into());
         self
-    }
-
-    /// `frontend-survives`, failed: how the frontend died and at which step.
-    pub fn died(step: &str, death: &Death) -> Self {
-        CheckResult::new(FRONTEND_SURVIVES, false, format!("died at step {step:?}: {death}")).with("exit", &death.exit).with("step", step).with("said", said_fact(&death.said))
     }
 }
 
