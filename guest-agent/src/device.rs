@@ -128,8 +128,6 @@ pub struct Device {
     shm_bar_index: u8,
     caps: Vec<ShmCap>,
     bar_phys: u64,
-    /// The virtio-media driver, once `media-up` set it up.
-    pub(crate) media: Option<crate::media_driver::Media>,
 }
 
 fn read_hex(path: &Path) -> Result<u64, String> {
@@ -198,7 +196,6 @@ impl Device {
             shm_bar_index,
             caps,
             bar_phys,
-            media: None,
         })
     }
 

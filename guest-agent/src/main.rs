@@ -16,6 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use device::Device;
+use media_driver::Media;
 use shmem_pattern::{Fnv1a64, pattern_byte};
 
 /// The agent reboots (QEMU then exits, `-no-reboot`) when the host has been
@@ -85,7 +86,7 @@ pub(crate) fn num(s: Option<&str>, what: &str) -> Result<u64, String> {
 }
 
 /// Runs one command line; `Ok(text)` for `ok text`.
-fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhitespace<'_>) -> Result<String, String> {
+fn execute(dev: &mut Option<Device>, media: &mut Option<Media>, cmd: &str, args: &mut std::str::SplitWhitespace<'_>) -> Result<String, String> {
     if cmd == "ping" {
         return Ok("pong".into());
     }
@@ -105,10 +106,7 @@ fn execute(dev: &mut Option<Device>, cmd: &str, args: &mut std::str::SplitWhites
     }
     let dev = dev.as_mut().ok_or("no test device was found at boot")?;
     if cmd.starts_with("media-") {
-        let mut m = dev.media.take();
-        let r = media_driver::execute(dev, &mut m, cmd, args);
-        dev.media = m;
-        return r;
+        return media_driver::execute(dev, media, cmd, args);
     }
     match cmd {
         "info" => Ok(dev.info()),
@@ -199,6 +197,8 @@ fn main() {
     };
     eprintln!("guest-agent: ready, {found}");
     let _ = writeln!(out, "ready {found}");
+    // The virtio-media driver, once `media-up` set it up.
+    let mut media: Option<Media> = None;
     let mut reader = BufReader::new(serial);
     let mut line = Vec::new();
     let mut last = Instant::now();
@@ -222,7 +222,7 @@ fn main() {
         line.clear();
         let mut words = text.split_whitespace();
         let (Some(id), Some(cmd)) = (words.next(), words.next()) else { continue };
-        let reply = match execute(&mut dev, cmd, &mut words) {
+        let reply = match execute(&mut dev, &mut media, cmd, &mut words) {
             Ok(text) => format!("{id} ok {text}"),
             Err(e) => format!("{id} err {}", e.replace('\n', " ")),
         };
@@ -241,7 +241,7 @@ mod tests {
     fn run(line: &str) -> Result<String, String> {
         let mut words = line.split_whitespace();
         let cmd = words.next().unwrap_or_default();
-        execute(&mut None, cmd, &mut words)
+        execute(&mut None, &mut None, cmd, &mut words)
     }
 
     #[test]

@@ -8,7 +8,7 @@ use shmem_host::vm::qemu::probe;
 use shmem_host::vm::bounds;
 use shmem_host::vm::lists::load_known_defects;
 use shmem_judge::defects::KnownDefect;
-use shmem_host::vm::probe::rate_upper_bound;
+use shmem_host::vm::steps::probe::rate_upper_bound;
 use shmem_host::vm::scenario::{RESERVED_CHECKS, Scenario, Step};
 use shmem_judge::listing::{Applies, Listing};
 use shmem_judge::check::CheckResult;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::boot::{BootError, Dirs, boot, shutdown_check};
 use super::guest::{CopyRounds, GuestError};
 use super::qemu::Accel;
-use super::steps::Target;
-use super::suite::SuiteConfig;
+use super::steps::target::Target;
+use super::config::SuiteConfig;
 use crate::manager::ManagerError;
 
 /// Why a boot alone gave no figures.

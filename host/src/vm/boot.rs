@@ -12,7 +12,7 @@ use super::accel::AccelPlan;
 use shmem_judge::check::{CheckResult, FRONTEND_SURVIVES, said_fact};
 use super::guest::{Death, Guest, GuestError, ModelGuest, QemuGuest, RegionWindow};
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu, QemuError, QemuInfo};
-use super::steps::Target;
+use super::steps::target::Target;
 use super::interrupted;
 use shmem_judge::outcome::ErrorKind;
 use crate::backend::Recorder;

@@ -6,7 +6,7 @@
 use shmem_judge::outcome::{ErrorKind, Failure};
 
 use super::guest::GuestError;
-use super::steps::StepError;
+use super::steps::target::StepError;
 
 /// Why a scenario could not be run to its end on one target.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ pub mod accel;
 pub mod bench;
 pub mod boot;
 pub mod bounds;
+pub mod config;
 pub mod lists;
 pub mod error;
 pub mod fuzz;
@@ -22,9 +23,10 @@ pub mod guest;
 pub mod leaks;
 pub mod conformance_boot;
 pub mod own_boot;
-pub mod probe;
+pub mod own_run;
 pub mod qemu;
 pub mod report;
+pub mod run;
 pub mod scenario;
 pub mod steps;
 pub mod suite;
@@ -35,8 +37,10 @@ pub use accel::AccelChoice;
 pub use bench::{BootAlone, boot_alone};
 pub use boot::{BootError, model_target};
 pub use error::RunError;
-pub use own_boot::OwnBootRun;
-pub use suite::{Measurements, SHARED_BOOT, SuiteConfig, SuiteError, SuiteReport, run_on, run_suite, scenario_spec};
+pub use config::{SuiteConfig, scenario_spec};
+pub use own_run::OwnBootRun;
+pub use run::run_on;
+pub use suite::{Measurements, SHARED_BOOT, SuiteError, SuiteReport, run_suite};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -56,7 +60,7 @@ pub fn interrupted() -> bool {
 
 /// A QEMU booted with the suite's device, initialised, as a target (the
 /// fuzzer's subject); logs under `logs`, sockets under `sockets`.
-pub fn qemu_target(cfg: &SuiteConfig, accel: qemu::Accel, logs: &std::path::Path, sockets: &std::path::Path) -> Result<steps::Target, BootError> {
+pub fn qemu_target(cfg: &SuiteConfig, accel: qemu::Accel, logs: &std::path::Path, sockets: &std::path::Path) -> Result<steps::target::Target, BootError> {
     let device = (cfg.spec.clone(), cfg.layout.clone());
     boot::boot(&cfg.boot_spec(&device, None), accel, boot::Dirs { logs, sockets }).map(|qt| qt.target)
 }

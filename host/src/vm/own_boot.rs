@@ -10,33 +10,14 @@ use std::time::{Duration, Instant};
 
 use super::boot::{BootError, Dirs, boot, finish};
 use shmem_judge::check::CheckResult;
-use shmem_judge::outcome::{ErrorKind, Failure, RunOutcome};
+use shmem_judge::outcome::{ErrorKind, Failure};
 use super::qemu::{self, Accel};
 use super::scenario::{self, Scenario};
-use super::suite::{SuiteConfig, backend_defects_for, defects_for, run_model_boot, run_on};
+use super::config::{SuiteConfig, backend_defects_for, defects_for};
+use super::own_run::{OwnBootRun, leak_checked};
+use super::run::{run_model_boot, run_on};
 use shmem_judge::scenario::{Run, ScenarioReport, report};
-use super::{interrupted, leaks};
-
-/// What one own boot produced, before judging: passed between a worker
-/// process and the runner as JSON.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct OwnBootRun {
-    pub qemu: RunOutcome,
-    pub qemu_secs: f64,
-    pub model: RunOutcome,
-    pub model_secs: f64,
-    pub qemu_log: String,
-    /// Boot to agent ready, when the guest got there.
-    pub boot_secs: Option<f64>,
-}
-
-impl OwnBootRun {
-    /// A run that could not happen, on both targets.
-    pub fn failed(kind: ErrorKind, why: String) -> Self {
-        let f = Failure { kind, message: why };
-        OwnBootRun { qemu: Err(f.clone()), qemu_secs: 0.0, model: Err(f), model_secs: 0.0, qemu_log: String::new(), boot_secs: None }
-    }
-}
+use super::interrupted;
 
 /// A scenario with a QEMU and a model of its own (probes that may kill
 /// QEMU), then the self-check that nothing of that boot remains. The leak
@@ -72,17 +53,6 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
     OwnBootRun { qemu, qemu_secs: took.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs }
 }
 
-/// One half of an own boot (QEMU's or the model's), then its `no-leaks`
-/// check: once the half is torn down, nothing of it may remain.
-pub(super) fn leak_checked<T>(dir: &Path, sockets: &Path, half: impl FnOnce() -> (RunOutcome, T)) -> (RunOutcome, T) {
-    let before = leaks::Snapshot::take();
-    let (mut res, rest) = half();
-    if let Ok(checks) = &mut res {
-        checks.push(no_leaks(&before, dir, sockets));
-    }
-    (res, rest)
-}
-
 /// What QEMU prefixes the error of a `-device` option it could not realize with.
 const DEVICE_REFUSAL: &str = "-device vhost-user-test-device-pci";
 
@@ -100,15 +70,6 @@ fn boot_death(scn: &Scenario, death: &super::guest::Death) -> CheckResult {
         return CheckResult::new("boot-refused-cleanly", true, evidence).with("exit", &death.exit).with("said", said);
     }
     death.check("boot")
-}
-
-/// Check `no-leaks`: nothing of a torn-down boot remains in this process
-/// (children, fds) or under its directories (sockets, temp dirs).
-fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> CheckResult {
-    let mut leaks = before.leaks_after(dir, Duration::from_secs(1));
-    leaks.extend(before.leftovers_in(sockets));
-    let evidence = if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
-    CheckResult::new("no-leaks", leaks.is_empty(), evidence).with("leaks", leaks.len())
 }
 
 /// The model half of an own boot, then its own `no-leaks` check.

@@ -3,88 +3,24 @@
 //! checks recorded on both targets and handed to the verdict layer. The
 //! runner decides nothing itself.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::accel::{AccelChoice, AccelPlan};
-use super::boot::{BootError, BootSpec, Dirs, QemuTarget, boot_with_fallback, layout_check, model_target, shutdown_check};
-use shmem_judge::defects::KnownDefect;
-use super::error::RunError;
 use shmem_judge::outcome::{ErrorKind, Failure};
-use super::guest::RegionWindow;
+use shmem_judge::listing::Listing;
+use shmem_judge::scenario::{ScenarioReport, report};
+
+use super::accel::AccelPlan;
+use super::boot::{BootError, Dirs, QemuTarget, boot_with_fallback, layout_check, model_target, shutdown_check};
+use super::config::{SuiteConfig, defects_for};
+use super::interrupted;
 use super::own_boot::{Pool, own_boot_report, own_boot_run};
 use super::qemu::{Accel, QemuInfo};
-use super::scenario::{BackendMode, MediaBuild, Scenario, SuiteDevice};
-use super::steps::{Target, run_steps};
-use shmem_judge::scenario::{Run, ScenarioReport, report};
-use shmem_judge::listing::Listing;
-use super::interrupted;
+use super::run::run_on;
+use super::scenario::Scenario;
+use super::steps::target::Target;
 use crate::model::Faults;
-use crate::server::BackendServer;
-use crate::spec::DeviceSpec;
-
-/// Everything xtask hands the runner.
-pub struct SuiteConfig {
-    pub qemu: QemuInfo,
-    /// What the report's first line says of how this QEMU was chosen (a
-    /// provisioned build other than the pinned one, say).
-    pub qemu_note: Option<String>,
-    pub kernel: PathBuf,
-    pub initramfs: PathBuf,
-    pub accel: AccelChoice,
-    pub spec: DeviceSpec,
-    /// Where the guest must find the suite device's regions (`tests/suite.toml`'s `layout`).
-    pub layout: Vec<RegionWindow>,
-    pub scenarios: Vec<Scenario>,
-    /// The known defects to judge by (empty with `--known-defects none`).
-    pub known_defects: Vec<KnownDefect>,
-    /// Where they came from, for the report ("none" for none).
-    pub known_defects_source: String,
-    /// A command that runs one own boot in a process of its own (completed
-    /// with `--scenario PATH --accel NAME --logs DIR`; prints an
-    /// [`super::OwnBootRun`] as JSON): own boots then run in parallel, each
-    /// with its own leak self-check. `None`: one after another in this process.
-    pub worker: Option<Vec<String>>,
-    /// Parent of the run directory (kept there when the run fails).
-    pub work_dir: PathBuf,
-    /// The builds of the virtio-media backend media scenarios run against,
-    /// each with why there is none where there is none (each media scenario
-    /// of that build then reports it as an error).
-    pub media_backends: Vec<(MediaBuild, Result<crate::conformance::BackendUnderTest, String>)>,
-    /// Its known defects, keyed on its version (`tests/backend-defects.toml`).
-    pub backend_defects: Vec<KnownDefect>,
-}
-
-impl SuiteConfig {
-    /// The backend of a media scenario's build, or why there is none.
-    pub fn media_backend(&self, build: MediaBuild) -> Result<&crate::conformance::BackendUnderTest, String> {
-        match self.media_backends.iter().find(|(b, _)| *b == build) {
-            Some((_, Ok(b))) => Ok(b),
-            Some((_, Err(why))) => Err(why.clone()),
-            None => Err(format!("no {} build of the virtio-media backend was given to this run", build.name())),
-        }
-    }
-
-    /// What a boot of scenario `scn` needs (its own device, or the suite's).
-    pub fn boot_spec<'a>(&'a self, device: &'a (DeviceSpec, Vec<RegionWindow>), scn: Option<&Scenario>) -> BootSpec<'a> {
-        BootSpec {
-            qemu: &self.qemu,
-            kernel: &self.kernel,
-            initramfs: &self.initramfs,
-            spec: &device.0,
-            layout: &device.1,
-            init: scn.is_none_or(|s| s.init),
-            smp: scn.map_or(1, |s| s.smp),
-        }
-    }
-
-    /// The device a scenario runs with (its own, unvalidated, or the
-    /// suite's) and where the guest must find its regions.
-    pub fn device_of(&self, scn: &Scenario) -> (DeviceSpec, Vec<RegionWindow>) {
-        (scenario_spec(&self.spec, scn), scn.device.as_ref().map_or_else(|| self.layout.clone(), SuiteDevice::layout))
-    }
-}
 
 /// Why a suite could not be run (its scenarios' failures are verdicts, not this).
 #[derive(Debug, thiserror::Error)]
@@ -137,68 +73,6 @@ impl SuiteReport {
 
 /// The report row of the shared boot's own checks (layout at boot, clean shutdown).
 pub const SHARED_BOOT: &str = "shared-boot";
-
-/// Runs one scenario on a target (after a device reset when `prepare`);
-/// returns its checks or why it could not finish, and how long it took. A
-/// panic of the runner itself (whatever a frontend answered) is an error,
-/// never a crash; the single-threaded gate is lifted on every path.
-pub fn run_on(scn: &Scenario, t: &mut Target, prepare: bool) -> Run {
-    let start = Instant::now();
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        if prepare {
-            t.guest.reset(scn.init).map_err(RunError::Prepare)?;
-        }
-        t.mgr.forget_all();
-        let gate = t.server.as_ref().filter(|_| scn.backend == BackendMode::SingleThreaded).map(BackendServer::serve_gate);
-        t.single_threaded = gate.is_some();
-        t.mgr.channel().set_serve_gate(gate);
-        run_steps(scn, t)
-    }));
-    t.mgr.channel().set_serve_gate(None);
-    t.single_threaded = false;
-    let res = res.unwrap_or_else(|p| Err(RunError::Panicked(crate::panic_text(p.as_ref()))));
-    (res.map_err(Failure::from), start.elapsed())
-}
-
-/// The known-defect entries of a scenario, as they relate to this build and
-/// accelerator; for a media scenario, the backend's entries too.
-pub fn defects_for<'a>(cfg: &'a SuiteConfig, accel: Accel, scn: &Scenario) -> Listing<'a> {
-    let qemu = Listing::of(&cfg.known_defects, &cfg.qemu.build, accel.name(), &scn.name);
-    qemu.and(backend_defects_for(cfg, accel.name(), scn))
-}
-
-/// The backend's known-defect entries of a media scenario on frontend
-/// `accel` (an accelerator, or `model`); none for any other scenario.
-pub fn backend_defects_for<'a>(cfg: &'a SuiteConfig, accel: &str, scn: &Scenario) -> Listing<'a> {
-    match scn.media.map(|m| cfg.media_backend(m.build)) {
-        Some(Ok(b)) => Listing::of_backend(&cfg.backend_defects, &b.version, &cfg.qemu.build, accel, &scn.name),
-        _ => Listing::default(),
-    }
-}
-
-/// The device a scenario runs with: its own (unvalidated) or the suite's.
-pub fn scenario_spec(suite: &DeviceSpec, scn: &Scenario) -> DeviceSpec {
-    scn.device.as_ref().map_or_else(|| suite.clone(), |d| d.spec())
-}
-
-/// The model as a target for a scenario's own boot: its layout check, the
-/// scenario, its clean shutdown.
-pub fn run_model_boot(device: &(DeviceSpec, Vec<RegionWindow>), scn: &Scenario, sockets: &Path) -> Run {
-    let start = Instant::now();
-    let mut t = match model_target(&device.0, Faults::default(), scn.init, sockets) {
-        Ok(t) => t,
-        Err(e) => return (Err(Failure { kind: e.kind(), message: e.to_string() }), start.elapsed()),
-    };
-    let layout = layout_check(&device.1, t.guest.as_ref());
-    let (res, _) = run_on(scn, &mut t, false);
-    let res = res.map(|checks| {
-        let mut all = vec![layout];
-        all.extend(checks);
-        super::boot::finish(&mut t, &mut all);
-        all
-    });
-    (res, start.elapsed())
-}
 
 /// Boots once for the shared scenarios (own-boot ones get their own QEMU),
 /// runs each on QEMU and on the model, reports. The run directory is kept

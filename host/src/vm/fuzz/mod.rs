@@ -25,7 +25,7 @@ use super::boot::BootError;
 use shmem_judge::defects::KnownDefect;
 use super::error::RunError;
 use super::guest::GuestError;
-use super::steps::{StepError, Target};
+use super::steps::target::{StepError, Target};
 use crate::manager::ManagerError;
 use divergence::{Context, context_facts, divergences, exercises, exercises_needed, known_id};
 use ops::{FILES, View, concerned_files, file_index, generate, resync, touched};

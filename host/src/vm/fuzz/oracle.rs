@@ -14,7 +14,8 @@ use crate::manager::{Attach, Want};
 use crate::vm::boot::BootError;
 use shmem_judge::check::CheckResult;
 use crate::vm::scenario::{BackendMode, Scenario, Size, Step, step_labels};
-use crate::vm::steps::{StepError, Target, run_steps, table_holds};
+use crate::vm::steps::run_steps;
+use crate::vm::steps::target::{StepError, Target, table_holds};
 
 /// The part of a frontend's stated reason both QEMU and the model say.
 fn reason_keyword(said: &str) -> Option<&'static str> {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{MEM_TABLE_TIMEOUT, RELEASE_TIMEOUT, StepError, Target, table_holds};
+use super::target::{MEM_TABLE_TIMEOUT, RELEASE_TIMEOUT, StepError, Target, table_holds};
 use crate::backend::MemTable;
 use crate::files::{fnv1a64, pattern_byte};
 use crate::manager::Expect;

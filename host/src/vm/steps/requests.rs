@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{MEM_TABLE_TIMEOUT, StepError, Target, table_holds};
+use super::target::{MEM_TABLE_TIMEOUT, StepError, Target, table_holds};
 use crate::backend::MemTable;
 use crate::channel::{ShmemMsg, ShmemOp};
 use shmem_proto::MAP_RW;

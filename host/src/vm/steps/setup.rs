@@ -1,7 +1,7 @@
 //! Steps that set the stage and check nothing: host files and their fills,
 //! device resets, guest and host writes, and fault injection.
 
-use super::{StepError, Target};
+use super::target::{StepError, Target};
 use crate::vm::scenario::Fault;
 
 /// `file`: a zero-filled memfd of `size` bytes.

@@ -13,9 +13,9 @@ use std::time::Instant;
 pub use stats::{Tally, rate_upper_bound};
 
 use shmem_judge::check::{CheckResult, said_fact};
-use super::guest::{GuestError, RingMode};
-use super::scenario::Step;
-use super::steps::{StepError, Target};
+use crate::vm::guest::{GuestError, RingMode};
+use crate::vm::scenario::Step;
+use super::target::{StepError, Target};
 use crate::channel::{ShmemMsg, ShmemOp};
 use shmem_proto::MAP_RW;
 use crate::manager::{Attach, ManagerError, Want};
@@ -119,7 +119,7 @@ fn request(t: &mut Target, tallies: &mut Tallies, i: u32, op: ShmemOp, msg: Shme
 }
 
 /// A ring the guest did not answer in time is a stall; other errors stay errors.
-fn ring(t: &mut Target, i: u32, direction: &'static str, mode: RingMode) -> Result<Result<super::guest::ProbeReads, Stop>, StepError> {
+fn ring(t: &mut Target, i: u32, direction: &'static str, mode: RingMode) -> Result<Result<crate::vm::guest::ProbeReads, Stop>, StepError> {
     match t.guest.probe_ring(mode) {
         Ok(r) => Ok(Ok(r)),
         Err(e @ GuestError::Timeout { .. }) => Ok(Err(Stop::Stall { i, request: "ring", direction, why: format!("{e} (after the {} ack)", direction.to_uppercase()) })),
@@ -175,7 +175,7 @@ fn ring_loop(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies) -> Result<O
         if let Some(stop) = res? {
             return Ok(Some(stop));
         }
-        if super::interrupted() {
+        if crate::vm::interrupted() {
             return Err(StepError::Interrupted);
         }
     }

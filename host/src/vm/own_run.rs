@@ -1,0 +1,53 @@
+//! What one boot of its own produced, before judging (`OwnBootRun`: both
+//! halves' outcomes, QEMU's log, the boot time), and the `no-leaks`
+//! self-check around each half. Shared by own boots of the own backend and
+//! of a backend under test.
+
+use std::path::Path;
+use std::time::Duration;
+
+use shmem_judge::check::CheckResult;
+use shmem_judge::outcome::{ErrorKind, Failure, RunOutcome};
+
+use super::leaks;
+
+/// What one own boot produced, before judging: passed between a worker
+/// process and the runner as JSON.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct OwnBootRun {
+    pub qemu: RunOutcome,
+    pub qemu_secs: f64,
+    pub model: RunOutcome,
+    pub model_secs: f64,
+    pub qemu_log: String,
+    /// Boot to agent ready, when the guest got there.
+    pub boot_secs: Option<f64>,
+}
+
+impl OwnBootRun {
+    /// A run that could not happen, on both targets.
+    pub fn failed(kind: ErrorKind, why: String) -> Self {
+        let f = Failure { kind, message: why };
+        OwnBootRun { qemu: Err(f.clone()), qemu_secs: 0.0, model: Err(f), model_secs: 0.0, qemu_log: String::new(), boot_secs: None }
+    }
+}
+
+/// One half of an own boot (QEMU's or the model's), then its `no-leaks`
+/// check: once the half is torn down, nothing of it may remain.
+pub fn leak_checked<T>(dir: &Path, sockets: &Path, half: impl FnOnce() -> (RunOutcome, T)) -> (RunOutcome, T) {
+    let before = leaks::Snapshot::take();
+    let (mut res, rest) = half();
+    if let Ok(checks) = &mut res {
+        checks.push(no_leaks(&before, dir, sockets));
+    }
+    (res, rest)
+}
+
+/// Check `no-leaks`: nothing of a torn-down boot remains in this process
+/// (children, fds) or under its directories (sockets, temp dirs).
+fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> CheckResult {
+    let mut leaks = before.leaks_after(dir, Duration::from_secs(1));
+    leaks.extend(before.leftovers_in(sockets));
+    let evidence = if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
+    CheckResult::new("no-leaks", leaks.is_empty(), evidence).with("leaks", leaks.len())
+}
