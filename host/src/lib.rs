@@ -9,17 +9,23 @@
 //!   time: the subject of the tests that show each backend check failing.
 //! - [`model`]: the in-process reference frontend (QEMU's stand-in and oracle).
 //! - [`bounded`]: short commands (version probes) run with a time bound.
+//! - [`conformance`]: the backend-conformance runner (`backend-test`): a
+//!   backend under test as a process, sessions through a virtio-media
+//!   driver, recorded for the judge.
 //! - [`vm`]: the VM runner, the only part that starts QEMU and a guest: it
-//!   boots them, drives scenarios on QEMU and the model, and judges what it
-//!   recorded (see its module map). The parts above know nothing of it.
+//!   boots them, drives scenarios on QEMU and the model, and records what
+//!   it saw (see its module map). The parts above know nothing of it.
+//!
+//! Nothing here judges: the judge is its own crate (`shmem-judge`), below
+//! every runner; the runners hand it their records.
 
 pub mod backend;
 pub mod bounded;
 pub mod channel;
+pub mod conformance;
 pub mod fake_media;
 pub mod files;
 pub mod manager;
-pub mod conformance;
 pub mod memprobe;
 pub mod model;
 pub mod server;

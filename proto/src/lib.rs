@@ -64,6 +64,20 @@ impl fmt::Display for ShmemMsg {
     }
 }
 
+/// One request a backend sent on its channel, as a frontend received it:
+/// the request code, the SHMEM payload if the body was one, and the fd it
+/// carried (its size, and whether it was opened read-write). What a frontend
+/// then did with it is its recorder's to add.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendRequest {
+    pub request: u32,
+    /// The SHMEM payload, if the body was one.
+    pub msg: Option<ShmemMsg>,
+    pub with_fd: bool,
+    pub fd_size: Option<u64>,
+    pub fd_rw: Option<bool>,
+}
+
 /// Whether `(offset, len)` ranges `a` and `b` overlap: they share a byte,
 /// that is both are non-empty and each starts before the other ends (ends
 /// saturate at 2^64). An empty range holds no byte and overlaps nothing

@@ -10,6 +10,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use shmem_host::vm::qemu::QemuInfo;
+use xshell::Shell;
+
+use crate::opts::parse_opts;
+use crate::shell::root;
+use crate::{qemu, shell};
 
 /// A wrapper script that says it is `build` and runs `real` otherwise.
 fn wrapper(dir: &Path, name: &str, build: &str, real: &Path) -> Result<std::path::PathBuf, String> {
@@ -91,4 +96,13 @@ pub fn run(real: &QemuInfo, root: &Path) -> Result<bool, String> {
     let (passed, _) = vm_test(&args, &dir.path().join("again.json"))?;
     say("the next run passes", passed);
     Ok(ok)
+}
+
+/// `moved-qemu [--qemu PATH]`: verdicts that follow a QEMU that changed,
+/// against wrappers of the QEMU in use (see this module).
+pub fn command(args: &[String]) -> Result<bool, String> {
+    let o = parse_opts(args)?;
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let (qemu, _) = qemu::find_qemu(&sh, o.qemu.as_deref(), &shell::cache_dir()?, &qemu::pinned_qemu(&root())?, false)?;
+    run(&qemu, &root())
 }

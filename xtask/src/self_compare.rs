@@ -99,11 +99,11 @@ impl Tally {
 
 /// N comparisons of the QEMU of `rest` with itself, idle then with the hog.
 pub fn run(n: usize, rest: &[String]) -> Result<bool, String> {
-    let mut o = super::parse_opts(rest)?;
+    let mut o = crate::opts::parse_opts(rest)?;
     if o.compare.is_some() || o.bless {
         return Err("bench --self-compare compares one QEMU with itself: no --compare or --bless".into());
     }
-    let (cfg, _) = super::suite_config(&o)?;
+    let (cfg, _) = crate::suite_setup::suite_config(&o)?;
     o.qemu = Some(cfg.qemu.path.clone());
     o.compare = Some(cfg.qemu.path.clone());
     let mut out = serde_json::Map::new();
@@ -115,7 +115,7 @@ pub fn run(n: usize, rest: &[String]) -> Result<bool, String> {
                 std::thread::sleep(HOG_AFTER);
                 Hog::start()
             }));
-            let res = super::prepare_and_run(&o);
+            let res = crate::vm_test::prepare_and_run(&o);
             let hog = hog_thread.map(|h| h.join());
             drop(hog);
             let outcome = res?;

@@ -12,7 +12,9 @@ use xshell::{Shell, cmd};
 use shmem_host::bounded::version_line;
 use shmem_host::vm::scenario::MediaBuild;
 
-use crate::artefacts::{KERNEL_PACKAGE, KERNEL_TARBALL, apt_install, err};
+use crate::apt::apt_install;
+use crate::kernel::{KERNEL_PACKAGE, KERNEL_TARBALL};
+use crate::shell::err;
 
 pub const MEDIA_CRATE: &str = "vhost-device-media";
 pub const MEDIA_VERSION: &str = "0.1.1";

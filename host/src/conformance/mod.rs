@@ -63,7 +63,7 @@ pub fn record_frontend(model: &ModelFrontend, rec: &mut SessionRecord) {
     rec.served = model
         .served_since(0)
         .into_iter()
-        .map(|s| Served { request: s.request, msg: s.msg, with_fd: s.with_fd, fd_size: s.fd_size, fd_rw: s.fd_rw, accepted: s.result.is_ok() })
+        .map(|s| Served { sent: s.sent, accepted: s.result.is_ok() })
         .collect();
 }
 

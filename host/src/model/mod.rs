@@ -25,7 +25,7 @@ use vhost::VhostBackend;
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 
 use crate::backend::{FileId, offered_features};
-use crate::channel::ShmemMsg;
+use shmem_proto::BackendRequest;
 use crate::memprobe::{self, Access};
 
 pub use faults::{COMMIT_DELAY, Faults, Rejection};
@@ -43,15 +43,10 @@ const GUEST_RAM: u64 = 2 << 20;
 /// CONFIGURE_MEM_SLOTS.
 const MAX_TABLE_REGIONS: usize = 8;
 
-/// One request the model served.
+/// One request the model served: what the backend sent, and what the model did.
 #[derive(Clone, Debug)]
 pub struct Served {
-    pub request: u32,
-    pub msg: Option<ShmemMsg>,
-    pub with_fd: bool,
-    /// Size of the fd sent, and whether it was opened read-write.
-    pub fd_size: Option<u64>,
-    pub fd_rw: Option<bool>,
+    pub sent: BackendRequest,
     pub ack: Option<u64>,
     pub result: Result<(), Rejection>,
     /// Set when applying an accepted request failed after its ack.

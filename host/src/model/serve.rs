@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Instant;
 
-use shmem_proto::{MAP_RW, PAGE_SIZE};
+use shmem_proto::{BackendRequest, MAP_RW, PAGE_SIZE};
 use vhost::VhostBackend;
 use vhost::VhostUserMemoryRegionInfo;
 
@@ -147,11 +147,7 @@ pub(super) fn serve(inner: &Inner, sock: &UnixStream) {
         let ack = req.needs_reply().then(|| u64::from(decided.is_err()));
         let index = st.served.len();
         st.served.push(Served {
-            request: req.request,
-            msg,
-            with_fd,
-            fd_size,
-            fd_rw,
+            sent: BackendRequest { request: req.request, msg, with_fd, fd_size, fd_rw },
             ack,
             result: decided.as_ref().map(|_| ()).map_err(|r| *r),
             apply_error: None,
@@ -226,7 +222,7 @@ fn decide(inner: &Inner, st: &State, request: u32, msg: Option<ShmemMsg>, fd: Op
 
 /// How many of `served` are SHMEM_MAP requests (what `refuse_map_number` counts).
 pub(super) fn maps_in(served: &[Served]) -> usize {
-    served.iter().filter(|s| s.request == ShmemOp::Map.code()).count()
+    served.iter().filter(|s| s.sent.request == ShmemOp::Map.code()).count()
 }
 
 /// Whether the `stop_acking_after` fault has made the model silent.

@@ -1,8 +1,9 @@
 //! Media scenarios: QEMU's `vhost-user-test-device-pci` with two queues
 //! against the virtio-media backend under test (a process of its own), the
 //! guest agent as the device's driver; then the same session on the model
-//! frontend. Records what each side saw (`conformance::session`); the backend judge
-//! and the verdict layer decide.
+//! frontend. Records what each side saw (`conformance::session`); the judge
+//! decides (`shmem_judge::backend` for the session's checks,
+//! `shmem_judge::verdict` against the lists). Must not judge.
 
 use std::path::Path;
 use std::time::Instant;

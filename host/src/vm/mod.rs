@@ -1,27 +1,29 @@
 //! The VM runner: boots QEMU with the test device against our backend, runs
 //! every scenario on it and on the reference model, records what it saw,
-//! and has the verdict layer judge it. xtask only builds artefacts and calls
-//! [`run_suite`]. Where each job lives:
+//! and hands it to the judge (`shmem_judge`, no I/O). xtask only builds
+//! artefacts and calls [`run_suite`]. Where each job lives:
 //!
-//! - [`suite`]: running a suite (shared boot, own boots, rows); [`own_boot`]: own boots in workers.
+//! - [`suite`]: running a suite (shared boot, own boots, rows); [`config`]: what a suite runs with;
+//!   [`run`]: one scenario on one target; [`own_boot`] + [`own_run`]: own boots in workers.
 //! - [`boot`]: booting QEMU or the model as a target, and the boot checks; [`accel`]: KVM or TCG.
-//! - [`steps`]: one function per step kind; [`probe`]: the doorbell probe; [`check`]: what a check records.
+//! - [`steps`]: the step target and one function per step kind, the doorbell probe among them.
 //! - [`guest`]: the guest trait, the QEMU guest (agent protocol, clock, pinning) and the model guest; [`qemu`]: the QEMU process.
-//! - [`verdict`]: judging checks against known defects, comparing runs (no I/O); [`defects`]: the list's schema.
-//! - [`scenario`]: scenario and suite files; [`report`]: human, JSON and JUnit output; [`bench`]: boot-alone measurements.
-//! - [`fuzz`]: the differential fuzzer; [`leaks`]: the runner's self-check; [`error`]: error kinds.
+//! - [`conformance_boot`]: a backend under test behind QEMU, driven by the guest agent.
+//! - [`scenario`]: scenario and suite files; [`bounds`]: their values bounded; [`lists`]: reading the known-defect lists.
+//! - [`report`]: human, JSON and JUnit output; [`bench`]: boot-alone measurements.
+//! - [`fuzz`]: the differential fuzzer; [`leaks`]: the runner's self-check; [`error`]: a scenario's run error.
 
 pub mod accel;
 pub mod bench;
 pub mod boot;
 pub mod bounds;
 pub mod config;
-pub mod lists;
+pub mod conformance_boot;
 pub mod error;
 pub mod fuzz;
 pub mod guest;
 pub mod leaks;
-pub mod conformance_boot;
+pub mod lists;
 pub mod own_boot;
 pub mod own_run;
 pub mod qemu;

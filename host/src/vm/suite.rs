@@ -1,6 +1,6 @@
 //! Running a suite: one shared QEMU boot and one model for the shared
 //! scenarios, own boots (in worker processes) for the rest; each scenario's
-//! checks recorded on both targets and handed to the verdict layer. The
+//! checks recorded on both targets and handed to the judge (`shmem_judge`). The
 //! runner decides nothing itself.
 
 use std::path::PathBuf;

@@ -98,11 +98,11 @@ impl Replay {
             if rec.resets.contains(&i) {
                 r.live.clear();
             }
-            let Some(m) = s.msg else {
+            let Some(m) = s.sent.msg else {
                 r.map_problems.push((format!("request {i} ({})", served_text(s)), "payload is not a 40-byte SHMEM message"));
                 continue;
             };
-            if s.request == ShmemOp::Map.code() {
+            if s.sent.request == ShmemOp::Map.code() {
                 r.maps += 1;
                 if let Some(p) = map_problem(&m, s, &rec.regions, &r.live, rec.asked_rw) {
                     r.map_problems.push((format!("SHMEM_MAP {m}"), p));
@@ -110,7 +110,7 @@ impl Replay {
                 if s.accepted {
                     r.live.push(m);
                 }
-            } else if s.request == ShmemOp::Unmap.code() {
+            } else if s.sent.request == ShmemOp::Unmap.code() {
                 r.unmaps += 1;
                 match r.live.iter().position(|l| (l.shmid, l.shm_offset, l.len) == (m.shmid, m.shm_offset, m.len)) {
                     Some(at) => drop(r.live.remove(at)),
@@ -133,15 +133,15 @@ fn map_problem(m: &ShmemMsg, s: &Served, regions: &[u64], live: &[ShmemMsg], ask
     let size = regions.get(usize::from(m.shmid)).copied().filter(|&z| z > 0);
     let rw = m.flags & MAP_RW != 0;
     let checks: [(bool, &'static str); 9] = [
-        (!s.with_fd, "no fd"),
+        (!s.sent.with_fd, "no fd"),
         (size.is_none(), "shmid not advertised"),
         (m.shm_offset.checked_add(m.len).is_none_or(|end| end > size.unwrap_or(0)), "outside the region"),
         (m.len == 0, "zero length"),
         (![m.shm_offset, m.fd_offset, m.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE)), "not page aligned"),
         (m.flags & !MAP_RW != 0, "unknown flags"),
         (live.iter().any(|l| l.shmid == m.shmid && shmem_proto::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))), "overlaps a live mapping"),
-        (s.fd_size.is_some_and(|z| m.fd_offset.checked_add(m.len).is_none_or(|end| end > z)), "past the end of its fd"),
-        (rw && s.fd_rw == Some(false), "read-write map of a read-only fd"),
+        (s.sent.fd_size.is_some_and(|z| m.fd_offset.checked_add(m.len).is_none_or(|end| end > z)), "past the end of its fd"),
+        (rw && s.sent.fd_rw == Some(false), "read-write map of a read-only fd"),
     ];
     checks.iter().find(|(bad, _)| *bad).map(|(_, p)| *p).or_else(|| (rw != asked_rw).then_some(if rw { "writable where the driver asked read-only" } else { "read-only where the driver asked writable" }))
 }
@@ -208,7 +208,7 @@ fn steps(rec: &SessionRecord, hung: bool) -> Vec<CheckResult> {
     out.push(no_deadlock(rec));
     let faulted: Vec<&Step> = rec.steps.iter().filter(|s| s.expect == Expect::Errno).collect();
     if let (Some(k), true, false) = (rec.refused_map, faulted.is_empty(), hung) {
-        let maps = rec.served.iter().filter(|s| s.request == ShmemOp::Map.code()).count();
+        let maps = rec.served.iter().filter(|s| s.sent.request == ShmemOp::Map.code()).count();
         let evidence = if maps < k {
             format!("the frontend was to refuse SHMEM_MAP #{k}, but the backend sent only {maps}: the refusal was never tested")
         } else {
@@ -228,12 +228,12 @@ fn steps(rec: &SessionRecord, hung: bool) -> Vec<CheckResult> {
 
 /// SHMEM requests the frontend answered: each one a chance for the hang.
 fn requests(rec: &SessionRecord) -> usize {
-    rec.served.iter().filter(|s| s.request == ShmemOp::Map.code() || s.request == ShmemOp::Unmap.code()).count()
+    rec.served.iter().filter(|s| s.sent.request == ShmemOp::Map.code() || s.sent.request == ShmemOp::Unmap.code()).count()
 }
 
 fn served_text(s: &Served) -> String {
-    let name = if s.request == ShmemOp::Map.code() { "SHMEM_MAP".to_string() } else if s.request == ShmemOp::Unmap.code() { "SHMEM_UNMAP".to_string() } else { format!("backend request {}", s.request) };
-    s.msg.map_or(name.clone(), |m| format!("{name} {m}"))
+    let name = if s.sent.request == ShmemOp::Map.code() { "SHMEM_MAP".to_string() } else if s.sent.request == ShmemOp::Unmap.code() { "SHMEM_UNMAP".to_string() } else { format!("backend request {}", s.sent.request) };
+    s.sent.msg.map_or(name.clone(), |m| format!("{name} {m}"))
 }
 
 pub(crate) fn timed_out(s: &Step) -> bool {

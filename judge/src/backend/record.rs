@@ -3,19 +3,13 @@
 //! steps and frames, what was left at the end. Data only; the recorders are
 //! the conformance runner's (the model frontend's session, or QEMU's).
 
-use shmem_proto::ShmemMsg;
+use shmem_proto::BackendRequest;
 use shmem_virtio_media::driver::MediaError;
 
 /// One backend request as the frontend served it.
 #[derive(Clone, Debug, Default)]
 pub struct Served {
-    pub request: u32,
-    /// The SHMEM payload, if the body was one.
-    pub msg: Option<ShmemMsg>,
-    pub with_fd: bool,
-    /// Size of the fd sent, and whether it was opened read-write.
-    pub fd_size: Option<u64>,
-    pub fd_rw: Option<bool>,
+    pub sent: BackendRequest,
     /// Whether the frontend accepted it (acked 0 and applied it).
     pub accepted: bool,
 }

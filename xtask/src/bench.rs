@@ -1,0 +1,67 @@
+//! `cargo xtask bench`: vm-test N times with boots alone after each, then
+//! every figure's spread (or `--self-compare`). Measures; never asserts a speed.
+
+use shmem_host::vm::{self, report};
+
+use crate::opts::{parse_opts, take_opt};
+use crate::suite_setup::suite_config;
+use crate::{self_compare, vm_test};
+
+/// Boots alone after each bench run.
+const BOOTS_ALONE: usize = 3;
+
+/// `bench [--runs N] [vm-test options]`: the suite N times (default 3), each
+/// followed by boots alone, then every figure with its spread. What could
+/// not be measured (a failed run, a failed boot, bandwidth on a coarse
+/// clock) is said in the report; it fails only when nothing was measured.
+pub fn bench(args: &[String]) -> Result<bool, String> {
+    let mut rest = args.to_vec();
+    if let Some(n) = take_opt::<usize>(&mut rest, "--self-compare")? {
+        return self_compare::run(n.max(1), &rest);
+    }
+    let runs: usize = take_opt(&mut rest, "--runs")?.unwrap_or(3);
+    if runs == 0 {
+        return Err("--runs 0: a number of runs, at least 1".into());
+    }
+    if rest.iter().any(|a| a == "--compare") {
+        return Err("bench measures one QEMU; --compare is for vm-test".into());
+    }
+    let (cfg, _) = suite_config(&parse_opts(&rest)?)?;
+    let (mut reports, mut alone, mut not_measured) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 1..=runs {
+        println!("bench: run {k} of {runs}");
+        let accel = match vm_test::vm_test(&rest) {
+            Ok(outcome) if outcome.ok() => {
+                let accel = outcome.run.accel;
+                reports.push(outcome.run);
+                accel
+            }
+            Ok(outcome) => {
+                not_measured.push(format!("run {k}: the suite failed (its figures are left out)"));
+                outcome.run.accel
+            }
+            Err(e) => {
+                not_measured.push(format!("run {k}: could not run: {e}"));
+                continue;
+            }
+        };
+        // Boot to agent ready and copy bandwidth with nothing else running
+        // (in the suite, VMs share the cores).
+        for b in 1..=BOOTS_ALONE {
+            match vm::boot_alone(&cfg, accel) {
+                Ok(a) => alone.push(a),
+                Err(e) => not_measured.push(format!("boot {b} alone after run {k}: {e}")),
+            }
+        }
+    }
+    for n in &not_measured {
+        println!("bench: not measured: {n}");
+    }
+    match report::bench_report(&reports, &alone, &not_measured) {
+        Some(json) => {
+            println!("{json}");
+            Ok(true)
+        }
+        None => Err("bench: nothing could be measured".into()),
+    }
+}

@@ -1,0 +1,99 @@
+//! `cargo xtask vm-test`: the suite (or, with `--compare`, a baseline and the
+//! QEMU under test) run through the host runner, the reports printed and
+//! written whatever happened, and `--bless` applied. Verdicts are the judge's.
+
+use shmem_host::vm::lists::load_known_defects;
+use shmem_host::vm::{self, SuiteConfig, report};
+
+use crate::bless;
+use crate::opts::{Opts, parse_opts};
+use crate::suite_setup::{emulation_note, entries_note, join_notes, known_defects_path, suite_config, worker_command};
+
+/// What a vm-test invocation ran: one suite, or with `--compare` the
+/// baseline (A) too and what changed from it to `run` (B).
+pub struct Outcome {
+    pub run: vm::SuiteReport,
+    pub baseline: Option<(vm::SuiteReport, shmem_judge::compare::Comparison)>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        match &self.baseline {
+            None => self.run.ok(),
+            // Comparing a patch against a baseline fails on regressions only.
+            Some((_, c)) => c.regressed == 0,
+        }
+    }
+}
+
+pub fn vm_test(args: &[String]) -> Result<Outcome, String> {
+    let o = parse_opts(args)?;
+    if o.bless && (o.compare.is_some() || o.known_defects.as_deref() == Some("none")) {
+        return Err("--bless edits the known-defects list after one run: not with --compare or --known-defects none".into());
+    }
+    // Whatever happens, the reports are written: a panic is a failed run too.
+    let result = std::panic::catch_unwind(|| prepare_and_run(&o)).unwrap_or_else(|p| {
+        let what = shmem_host::panic_text(p.as_ref());
+        Err(format!("the appliance panicked (a bug, please report it): {what}"))
+    });
+    let (json, junit) = match &result {
+        Ok(Outcome { run: r, baseline: None }) => {
+            report::print_report(r);
+            (report::json_report(r), report::junit_report(r))
+        }
+        Ok(Outcome { run: b, baseline: Some((a, c)) }) => {
+            println!("== A (baseline)");
+            report::print_report(a);
+            println!("== B");
+            report::print_report(b);
+            report::print_comparison(a, b, c);
+            (report::json_compare(a, b, c), report::junit_report(b))
+        }
+        // A run that could not even start still leaves a failing report.
+        Err(e) => (report::json_error(e), report::junit_error(e)),
+    };
+    for (path, text) in [(&o.json, json), (&o.junit, junit)] {
+        if let Some(p) = path {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            }
+            std::fs::write(p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
+            println!("vm-test: wrote {}", p.display());
+        }
+    }
+    if let (true, Ok(out)) = (o.bless, &result) {
+        apply_bless(&o, &out.run)?;
+    }
+    result
+}
+
+/// `--bless`: the entries listed elsewhere that this run's failures matched
+/// get this build and accelerator; the change is printed.
+fn apply_bless(o: &Opts, run: &vm::SuiteReport) -> Result<(), String> {
+    let path = known_defects_path(o);
+    let ids = bless::matched_elsewhere(run);
+    if ids.is_empty() {
+        println!("vm-test: --bless: no failure matched an entry listed for another build or accelerator; {} unchanged", path.display());
+        return Ok(());
+    }
+    let diff = bless::bless(&path, &ids, &run.qemu.build, run.accel.name())?;
+    load_known_defects(&path).map_err(|e| format!("--bless left {} unreadable: {e}", path.display()))?;
+    println!("vm-test: --bless added {} / {} to {} entries ({}):", run.qemu.build, run.accel.name(), ids.len(), ids.iter().cloned().collect::<Vec<_>>().join(", "));
+    for d in diff {
+        println!("{d}");
+    }
+    Ok(())
+}
+
+pub fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
+    let (cfg, other) = suite_config(o)?;
+    vm::install_interrupt_handler();
+    let a = vm::run_suite(&cfg).map_err(|e| e.to_string())?;
+    let Some(other) = other else { return Ok(Outcome { run: a, baseline: None }) };
+    println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
+    let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale, &cfg.media_backends)?);
+    let qemu_note = join_notes([entries_note(&other, &cfg.known_defects, true), emulation_note(&other)?]);
+    let b = vm::run_suite(&SuiteConfig { worker, qemu: other, qemu_note, ..cfg }).map_err(|e| e.to_string())?;
+    let c = shmem_judge::compare::compare(&a.scenarios, &b.scenarios);
+    Ok(Outcome { run: b, baseline: Some((a, c)) })
+}
