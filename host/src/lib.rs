@@ -8,6 +8,7 @@
 //! - [`fake_media`]: a virtio-media backend wrong on purpose, one way at a
 //!   time: the subject of the tests that show each backend check failing.
 //! - [`model`]: the in-process reference frontend (QEMU's stand-in and oracle).
+//! - [`relay`]: a recording relay between a frontend and a backend, both channels.
 //! - [`bounded`]: short commands (version probes) run with a time bound.
 //! - [`conformance`]: the backend-conformance runner (`backend-test`): a
 //!   backend under test as a process, sessions through a virtio-media
@@ -28,6 +29,7 @@ pub mod files;
 pub mod manager;
 pub mod memprobe;
 pub mod model;
+pub mod relay;
 pub mod server;
 pub mod spec;
 pub mod wire;

@@ -4,6 +4,7 @@
 //! same checks whoever recorded the session.
 
 pub mod record;
+pub mod wire;
 
 use shmem_proto::{MAP_RW, PAGE_SIZE, ShmemMsg, ShmemOp};
 use shmem_virtio_media::driver::MediaError;

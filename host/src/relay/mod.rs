@@ -1,0 +1,187 @@
+//! A recording relay on a vhost-user connection: the frontend (QEMU)
+//! connects to the relay's socket, the relay to the backend's; it passes
+//! every message on unchanged, fds included, and takes over
+//! SET_BACKEND_REQ_FD so the backend's request channel runs through it too.
+//! Each message is recorded (channel, sender, request, flags, size, fds, the
+//! decoded payload, a CLOCK_MONOTONIC time) for the judge
+//! (`shmem_judge::backend::wire`). It must not judge, and it changes nothing
+//! it relays.
+
+mod decode;
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use shmem_judge::backend::wire::{Channel, Sender, WireMsg};
+
+use crate::wire::{self, Message};
+
+/// SET_BACKEND_REQ_FD: the frontend hands the backend its request channel.
+const SET_BACKEND_REQ_FD: u32 = 21;
+
+#[derive(Default)]
+struct Shared {
+    record: Mutex<Vec<WireMsg>>,
+    /// Clones of every live socket, so `finish` can unblock every thread.
+    sockets: Mutex<Vec<UnixStream>>,
+    threads: Mutex<Vec<JoinHandle<Result<(), String>>>>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn keep(&self, s: &UnixStream) -> io::Result<()> {
+        let dup = s.try_clone()?;
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner()).push(dup);
+        Ok(())
+    }
+
+    /// Records `msg`; the time is taken under the record's lock, so the
+    /// record is in the order the relay read the messages.
+    fn note(&self, msg: &Message, channel: Channel, sender: Sender) {
+        let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        record.push(decode::record(msg, channel, sender, monotonic_ns()));
+    }
+
+    fn spawn(self: &Arc<Self>, name: &str, f: impl FnOnce(&Shared) -> Result<(), String> + Send + 'static) -> io::Result<()> {
+        let sh = self.clone();
+        let t = thread::Builder::new().name(name.into()).spawn(move || f(&sh))?;
+        self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+        Ok(())
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A running relay for one frontend connection.
+pub struct Relay {
+    socket: PathBuf,
+    shared: Arc<Shared>,
+}
+
+impl Relay {
+    /// Listens at `socket` (in a directory the caller keeps private) and, once
+    /// a frontend connects, connects it to the backend listening at `backend`.
+    pub fn start(socket: &Path, backend: &Path) -> io::Result<Self> {
+        let listener = UnixListener::bind(socket).map_err(|e| io::Error::new(e.kind(), format!("relay: bind {}: {e}", socket.display())))?;
+        let shared = Arc::new(Shared::default());
+        let backend = backend.to_path_buf();
+        let sh = shared.clone();
+        shared.spawn("relay-accept", move |_| accept(&listener, &backend, &sh))?;
+        Ok(Relay { socket: socket.to_path_buf(), shared })
+    }
+
+    /// Where the frontend connects.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Everything recorded so far, in the order the relay read it.
+    pub fn record(&self) -> Vec<WireMsg> {
+        self.shared.record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Hangs up on both sides, joins every thread (each within `timeout`),
+    /// removes the socket; the record, and the first error a thread met.
+    pub fn finish(self, timeout: Duration) -> (Vec<WireMsg>, Result<(), String>) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for s in self.shared.sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        // Wakes an accept still waiting for a frontend.
+        let _ = UnixStream::connect(&self.socket);
+        let deadline = Instant::now() + timeout;
+        let mut result = Ok(());
+        while let Some(t) = self.shared.threads.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            while !t.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(2));
+            }
+            let ended = if t.is_finished() { t.join().unwrap_or_else(|_| Err("a relay thread panicked".into())) } else { Err(format!("a relay thread did not end within {timeout:?}")) };
+            if result.is_ok() {
+                result = ended;
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        (self.record(), result)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for s in self.shared.sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let _ = UnixStream::connect(&self.socket);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Accepts one frontend, connects to the backend, starts the main channel's two pumps.
+fn accept(listener: &UnixListener, backend: &Path, shared: &Arc<Shared>) -> Result<(), String> {
+    let (frontend, _) = listener.accept().map_err(|e| format!("relay: accept: {e}"))?;
+    if shared.stop.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let to_backend = UnixStream::connect(backend).map_err(|e| format!("relay: connect to the backend at {}: {e}", backend.display()))?;
+    start_pumps(shared, frontend, to_backend, Channel::Main).map_err(|e| format!("relay: {e}"))
+}
+
+/// Both directions of one channel, the frontend's end and the backend's.
+fn start_pumps(shared: &Arc<Shared>, frontend: UnixStream, backend: UnixStream, channel: Channel) -> io::Result<()> {
+    shared.keep(&frontend)?;
+    shared.keep(&backend)?;
+    let (f2, b2) = (frontend.try_clone()?, backend.try_clone()?);
+    let sh = shared.clone();
+    shared.spawn(&format!("relay-{channel:?}-from-frontend"), move |_| pump(&frontend, &backend, channel, Sender::Frontend, &sh))?;
+    let sh = shared.clone();
+    shared.spawn(&format!("relay-{channel:?}-from-backend"), move |_| pump(&b2, &f2, channel, Sender::Backend, &sh))
+}
+
+/// Relays messages `from` → `to`, recording each, until either side ends;
+/// then shuts both down so the other direction ends too.
+fn pump(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sender, shared: &Arc<Shared>) -> Result<(), String> {
+    let res = pump_loop(from, to, channel, sender, shared);
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+    if shared.stop.load(Ordering::SeqCst) { Ok(()) } else { res }
+}
+
+fn pump_loop(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sender, shared: &Arc<Shared>) -> Result<(), String> {
+    loop {
+        let msg = match wire::recv(from) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("relay ({channel:?}, from the {sender:?}): {e}")),
+        };
+        shared.note(&msg, channel, sender);
+        let takes_channel = channel == Channel::Main && sender == Sender::Frontend && !msg.is_reply() && msg.request == SET_BACKEND_REQ_FD && !msg.fds.is_empty();
+        let request = msg.request;
+        let sent = if takes_channel { take_backend_channel(msg, to, shared) } else { wire::forward(to, &msg) };
+        sent.map_err(|e| format!("relay ({channel:?}, from the {sender:?}): forwarding request {request}: {e}"))?;
+    }
+}
+
+/// SET_BACKEND_REQ_FD: keeps the frontend's end of the backend channel,
+/// hands the backend one end of a new pair instead, and relays between them.
+fn take_backend_channel(mut msg: Message, to: &UnixStream, shared: &Arc<Shared>) -> io::Result<()> {
+    let frontend_end = UnixStream::from(msg.fds.remove(0));
+    let (ours, theirs) = UnixStream::pair()?;
+    let fds: Vec<OwnedFd> = std::iter::once(OwnedFd::from(theirs)).chain(msg.fds.drain(..)).collect();
+    let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    wire::send(to, msg.request, msg.flags, &msg.body, &raw)?;
+    drop(fds);
+    start_pumps(shared, frontend_end, ours, Channel::Backend)
+}

@@ -1,0 +1,331 @@
+//! What a recording relay saw on one vhost-user connection (both channels,
+//! both directions), as data, and what the judge reads from it: the
+//! session's record on the frontend's side (what the backend offered and
+//! advertised, every SHMEM request and the frontend's answer), and the wire
+//! order (from each accepted request's reply to the memory-table message
+//! that carries its change). No I/O: the relay (`host/src/relay/`) records.
+
+use serde::Serialize;
+use shmem_proto::{BackendRequest, ShmemMsg, ShmemOp};
+
+use super::record::{Served, SessionRecord};
+use crate::check::CheckResult;
+
+/// Which socket a message went over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Channel {
+    /// The vhost-user socket: the frontend's requests, the backend's replies.
+    Main,
+    /// The backend's request channel (SET_BACKEND_REQ_FD): the backend's requests, the frontend's replies.
+    Backend,
+}
+
+/// Who sent a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sender {
+    Frontend,
+    Backend,
+}
+
+/// One region of a memory-table message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TableRegion {
+    pub guest_phys_addr: u64,
+    pub memory_size: u64,
+    pub userspace_addr: u64,
+    pub mmap_offset: u64,
+}
+
+/// A message's payload, decoded where the appliance knows its layout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Payload {
+    /// Not decoded (the size and fd count are still recorded).
+    Raw,
+    /// A u64 body: features, protocol features, a REPLY_ACK.
+    U64 { value: u64 },
+    /// SHMEM_MAP / SHMEM_UNMAP, with what the relay saw of the fd it carried.
+    Shmem {
+        shmid: u8,
+        shm_offset: u64,
+        len: u64,
+        fd_offset: u64,
+        flags: u64,
+        fd_size: Option<u64>,
+        fd_rw: Option<bool>,
+        /// The fd's file identity (st_dev, st_ino), to find it in the frontend's fds later.
+        file: Option<(u64, u64)>,
+    },
+    /// GET_SHMEM_CONFIG's reply: region sizes by shmid.
+    ShmemConfig { sizes: Vec<u64> },
+    /// SET_MEM_TABLE: the whole table.
+    MemTable { regions: Vec<TableRegion> },
+    /// ADD_MEM_REG: one region added.
+    AddRegion { region: TableRegion },
+    /// REM_MEM_REG: one region removed.
+    RemRegion { region: TableRegion },
+}
+
+/// One message as the relay passed it on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WireMsg {
+    /// CLOCK_MONOTONIC, in nanoseconds, when the relay had read it whole:
+    /// the relay's own scheduling is in it (tenths of a millisecond on a
+    /// loaded machine), so the order of two messages sent that close together
+    /// on different channels is not told by it.
+    pub at_ns: u64,
+    pub channel: Channel,
+    pub sender: Sender,
+    pub request: u32,
+    /// The request's name as the vhost crate spells it.
+    pub name: String,
+    pub flags: u32,
+    pub size: u32,
+    pub nfds: u32,
+    pub payload: Payload,
+}
+
+/// Header flag of a reply.
+const FLAG_REPLY: u32 = 0x4;
+/// Header flag of a request that wants a REPLY_ACK.
+const FLAG_NEED_REPLY: u32 = 0x8;
+/// Main-channel request codes the record is read by.
+const GET_FEATURES: u32 = 1;
+const GET_PROTOCOL_FEATURES: u32 = 15;
+const GET_SHMEM_CONFIG: u32 = 44;
+/// The memory-table messages: SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG.
+const SET_MEM_TABLE: u32 = 5;
+const ADD_MEM_REG: u32 = 37;
+const REM_MEM_REG: u32 = 38;
+
+impl WireMsg {
+    fn is_reply(&self) -> bool {
+        self.flags & FLAG_REPLY != 0
+    }
+
+    fn value(&self) -> Option<u64> {
+        match self.payload {
+            Payload::U64 { value } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The SHMEM request this message is, if it is one the backend sent.
+    fn shmem_request(&self) -> Option<BackendRequest> {
+        if self.channel != Channel::Backend || self.sender != Sender::Backend || self.is_reply() {
+            return None;
+        }
+        let msg = match self.payload {
+            Payload::Shmem { shmid, shm_offset, len, fd_offset, flags, .. } => Some(ShmemMsg { shmid, shm_offset, len, fd_offset, flags }),
+            _ => None,
+        };
+        let (fd_size, fd_rw) = match self.payload {
+            Payload::Shmem { fd_size, fd_rw, .. } => (fd_size, fd_rw),
+            _ => (None, None),
+        };
+        Some(BackendRequest { request: self.request, msg, with_fd: self.nfds > 0, fd_size, fd_rw })
+    }
+
+    fn is_table(&self) -> bool {
+        self.channel == Channel::Main && self.sender == Sender::Frontend && !self.is_reply() && matches!(self.request, SET_MEM_TABLE | ADD_MEM_REG | REM_MEM_REG)
+    }
+}
+
+/// The frontend's side of a session, read from the wire into `rec`: what the
+/// backend offered (the replies to GET_FEATURES and GET_PROTOCOL_FEATURES),
+/// its regions (GET_SHMEM_CONFIG's reply) and every request on the backend
+/// channel with whether the frontend accepted it (acked 0; a request that
+/// asked no reply is taken as accepted: its answer is not on the wire).
+pub fn read_session(msgs: &[WireMsg], rec: &mut SessionRecord) {
+    let reply = |code: u32| msgs.iter().find(|m| m.channel == Channel::Main && m.sender == Sender::Backend && m.is_reply() && m.request == code);
+    let features = reply(GET_FEATURES).and_then(WireMsg::value);
+    let protocol = reply(GET_PROTOCOL_FEATURES).and_then(WireMsg::value);
+    rec.offered = features.zip(protocol);
+    if let Some(Payload::ShmemConfig { sizes }) = reply(GET_SHMEM_CONFIG).map(|m| &m.payload) {
+        rec.regions.clone_from(sizes);
+    }
+    rec.served = requests(msgs).into_iter().map(|(i, sent)| Served { sent, accepted: answer(msgs, i).is_none_or(|a| a == 0) }).collect();
+    rec.frontend_unseen = false;
+}
+
+/// Every request the backend sent on its channel, with its index in `msgs`.
+fn requests(msgs: &[WireMsg]) -> Vec<(usize, BackendRequest)> {
+    msgs.iter().enumerate().filter_map(|(i, m)| Some((i, m.shmem_request()?))).collect()
+}
+
+/// The frontend's ack of the request at `msgs[i]`, when it asked for one and
+/// it came: the first reply with its code after it on the backend channel.
+fn answer(msgs: &[WireMsg], i: usize) -> Option<u64> {
+    let req = &msgs[i];
+    if req.flags & FLAG_NEED_REPLY == 0 {
+        return None;
+    }
+    reply_to(msgs, i).and_then(|r| msgs[r].value())
+}
+
+fn reply_to(msgs: &[WireMsg], i: usize) -> Option<usize> {
+    let code = msgs[i].request;
+    (i + 1..msgs.len()).find(|&j| {
+        let m = &msgs[j];
+        m.channel == Channel::Backend && m.sender == Sender::Frontend && m.is_reply() && m.request == code
+    })
+}
+
+/// The files (st_dev, st_ino) of the mappings the backend's accepted
+/// requests leave live at the end: what the frontend should no longer hold.
+pub fn files_mapped(msgs: &[WireMsg]) -> Vec<(u64, u64)> {
+    let mut files = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        if let (Some(req), Payload::Shmem { file: Some(f), .. }) = (m.shmem_request(), &m.payload) {
+            let acked = answer(msgs, i).is_none_or(|a| a == 0);
+            if req.request == ShmemOp::Map.code() && acked && !files.contains(f) {
+                files.push(*f);
+            }
+        }
+    }
+    files
+}
+
+/// How long after the reply to an accepted SHMEM request the memory table
+/// that carries its change reached the backend, in microseconds (negative:
+/// before the reply); `None`: no such table came.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lag {
+    pub request: u32,
+    /// Index of the request in the record.
+    pub at: usize,
+    pub micros: Option<f64>,
+}
+
+/// Regions of `table` of the mapping's size and file offset: how a table
+/// shows a mapping (the frontend's addresses are its own).
+fn matching(regions: &[TableRegion], len: u64, fd_offset: u64) -> usize {
+    regions.iter().filter(|r| r.memory_size == len && r.mmap_offset == fd_offset).count()
+}
+
+/// How many regions of the mapping's shape the table holds after each
+/// memory-table message, from the message's index on.
+fn table_counts(msgs: &[WireMsg], len: u64, fd_offset: u64) -> Vec<(usize, usize)> {
+    let mut count = 0usize;
+    let mut out = Vec::new();
+    for (i, m) in msgs.iter().enumerate().filter(|(_, m)| m.is_table()) {
+        count = match &m.payload {
+            Payload::MemTable { regions } => matching(regions, len, fd_offset),
+            Payload::AddRegion { region } => count + matching(std::slice::from_ref(region), len, fd_offset),
+            Payload::RemRegion { region } => count.saturating_sub(matching(std::slice::from_ref(region), len, fd_offset)),
+            _ => count,
+        };
+        out.push((i, count));
+    }
+    out
+}
+
+/// Each accepted SHMEM_MAP's (and SHMEM_UNMAP's) lag: the first table
+/// message after the request with one region of its shape more (fewer),
+/// timed against the frontend's reply. Only read-write maps are looked
+/// for: a read-only fd cannot be in a memory table (backends map its
+/// regions read-write).
+pub fn lags(msgs: &[WireMsg]) -> Vec<Lag> {
+    let mut out = Vec::new();
+    for (i, req) in requests(msgs) {
+        let Some(m) = req.msg.filter(|_| answer(msgs, i).is_none_or(|a| a == 0)) else { continue };
+        let map = req.request == ShmemOp::Map.code();
+        if !map && req.request != ShmemOp::Unmap.code() || map && req.fd_rw == Some(false) {
+            continue;
+        }
+        let counts = table_counts(msgs, m.len, m.fd_offset);
+        let before = counts.iter().rev().find(|(j, _)| *j < i).map_or(0, |c| c.1);
+        let changed = counts.iter().find(|(j, c)| *j > i && if map { *c > before } else { *c < before });
+        let replied = reply_to(msgs, i).map_or(msgs[i].at_ns, |r| msgs[r].at_ns);
+        let micros = changed.map(|(j, _)| (msgs[*j].at_ns as f64 - replied as f64) / 1000.0);
+        out.push(Lag { request: req.request, at: i, micros });
+    }
+    out
+}
+
+/// The check that every accepted mapping (and unmapping) reaches the
+/// backend's memory table, with the lag's spread as facts: how many, the
+/// least, median and most microseconds from reply to table, how many tables
+/// the relay read before the reply (`preceded`) and how many never came
+/// (`none`). It fails on `none` only: the lags are facts, read with the
+/// relay's scheduling in them (see [`WireMsg::at_ns`]), for `--compare`.
+pub fn reaches_table_check(lags: &[Lag]) -> CheckResult {
+    let mut times: Vec<f64> = lags.iter().filter_map(|l| l.micros).collect();
+    times.sort_by(f64::total_cmp);
+    let none = lags.len() - times.len();
+    let preceded = times.iter().filter(|t| **t < 0.0).count();
+    let at = |q: f64| times.get(((times.len().saturating_sub(1)) as f64 * q).round() as usize).copied();
+    let us = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.0}"));
+    let (min, median, max) = (us(at(0.0)), us(at(0.5)), us(at(1.0)));
+    let evidence = if lags.is_empty() {
+        "no accepted read-write SHMEM request to look for in a memory table".to_string()
+    } else if none == 0 {
+        format!("all {} accepted requests reached the backend's memory table, {min} / {median} / {max} us after the reply (min / median / max), {preceded} before it", lags.len())
+    } else {
+        let first = lags.iter().find(|l| l.micros.is_none()).map_or(0, |l| l.at);
+        format!("{none} of {} accepted requests never reached the backend's memory table (first: message {first} of the record)", lags.len())
+    };
+    CheckResult::new("reaches-memory-table", none == 0, evidence)
+        .with("n", lags.len() as u64)
+        .with("none", none as u64)
+        .with("preceded", preceded as u64)
+        .with("lag_min_us", min.as_str())
+        .with("lag_median_us", median.as_str())
+        .with("lag_max_us", max.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(at_ns: u64, channel: Channel, sender: Sender, request: u32, flags: u32, payload: Payload) -> WireMsg {
+        WireMsg { at_ns, channel, sender, request, name: String::new(), flags, size: 0, nfds: 0, payload }
+    }
+
+    fn map(at_ns: u64) -> WireMsg {
+        let shmem = Payload::Shmem { shmid: 0, shm_offset: 0, len: 0x1000, fd_offset: 0, flags: 1, fd_size: Some(0x1000), fd_rw: Some(true), file: Some((1, 2)) };
+        WireMsg { nfds: 1, ..msg(at_ns, Channel::Backend, Sender::Backend, 9, 0x9, shmem) }
+    }
+
+    fn ack(at_ns: u64, value: u64) -> WireMsg {
+        msg(at_ns, Channel::Backend, Sender::Frontend, 9, 0x5, Payload::U64 { value })
+    }
+
+    fn table(at_ns: u64, sizes: &[u64]) -> WireMsg {
+        let regions = sizes.iter().map(|&s| TableRegion { guest_phys_addr: 0, memory_size: s, userspace_addr: 0, mmap_offset: 0 }).collect();
+        msg(at_ns, Channel::Main, Sender::Frontend, 5, 0x1, Payload::MemTable { regions })
+    }
+
+    #[test]
+    fn a_table_after_the_reply_is_a_positive_lag_and_none_fails() {
+        let record = [table(0, &[0x20_0000]), map(1_000), ack(2_000, 0), table(52_000, &[0x20_0000, 0x1000])];
+        let l = lags(&record);
+        assert_eq!(l, vec![Lag { request: 9, at: 1, micros: Some(50.0) }]);
+        assert!(reaches_table_check(&l).passed);
+        let missing = lags(&record[..3]);
+        let c = reaches_table_check(&missing);
+        assert!(!c.passed && c.evidence.contains("never reached"), "{c:?}");
+    }
+
+    #[test]
+    fn a_table_before_the_reply_counts_as_preceded_and_a_refused_map_is_not_looked_for() {
+        let record = [map(500), table(1_000, &[0x1000]), ack(2_000, 0)];
+        let c = reaches_table_check(&lags(&record));
+        assert!(c.passed && c.facts["preceded"] == "1" && c.facts["lag_min_us"] == "-1", "{c:?}");
+        assert!(lags(&[map(1_000), ack(2_000, 1)]).is_empty());
+    }
+
+    #[test]
+    fn the_session_is_read_from_the_wire() {
+        let offered = |code, v| msg(0, Channel::Main, Sender::Backend, code, 0x5, Payload::U64 { value: v });
+        let config = msg(0, Channel::Main, Sender::Backend, GET_SHMEM_CONFIG, 0x5, Payload::ShmemConfig { sizes: vec![0x80_0000] });
+        let record = [offered(GET_FEATURES, 3), offered(GET_PROTOCOL_FEATURES, 7), config, map(1), ack(2, 1), map(3), ack(4, 0)];
+        let mut rec = SessionRecord { frontend_unseen: true, ..SessionRecord::default() };
+        read_session(&record, &mut rec);
+        assert_eq!((rec.offered, rec.regions.clone(), rec.frontend_unseen), (Some((3, 7)), vec![0x80_0000], false));
+        assert_eq!(rec.served.iter().map(|s| s.accepted).collect::<Vec<_>>(), [false, true]);
+        assert_eq!(files_mapped(&record), vec![(1, 2)]);
+    }
+}
