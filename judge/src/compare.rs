@@ -180,6 +180,7 @@ mod tests {
             qemu_checks: checks,
             model_checks: Vec::new(),
             qemu_log: None,
+            qemu_wire: None,
         }]
     }
 

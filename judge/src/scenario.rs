@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::backend::wire::WireRecord;
 use crate::check::CheckResult;
 use crate::listing::Listing;
 use crate::outcome::RunOutcome;
@@ -24,6 +25,8 @@ pub struct ScenarioReport {
     pub model_checks: Vec<CheckResult>,
     /// QEMU's stderr and console tails when the QEMU verdict is not PASS.
     pub qemu_log: Option<String>,
+    /// What the recording relay saw between QEMU and the backend, where one ran.
+    pub qemu_wire: Option<WireRecord>,
 }
 
 /// One scenario's run on one target, and how long it took.
@@ -42,5 +45,5 @@ pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: (&Lis
         (j.verdict, j.not_shown)
     };
     let qemu_log = (!matches!(qemu, Verdict::Pass)).then(qlog);
-    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, qemu_inconclusive: inconclusive, not_shown: [qemu_gone, model_gone], model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log }
+    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, qemu_inconclusive: inconclusive, not_shown: [qemu_gone, model_gone], model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log, qemu_wire: None }
 }

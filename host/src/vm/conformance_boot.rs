@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use shmem_virtio_media::driver::MediaError;
 use shmem_virtio_media::proto::{BufferInfo, Event};
-use shmem_virtio_media::wire;
+use shmem_virtio_media::wire as agent_wire;
 
 use super::boot::{ready_timeout, shutdown_check};
 use shmem_judge::check::CheckResult;
@@ -24,6 +24,9 @@ use crate::conformance::port::MediaPort;
 use crate::conformance::process::BackendProcess;
 use crate::conformance::session::{self, Settings};
 use shmem_judge::backend::record::FrameSeen;
+use shmem_judge::backend::wire::{self, WireRecord};
+use crate::backend::FileId;
+use crate::relay::Relay;
 
 use crate::conformance::{BackendUnderTest, Variant};
 
@@ -39,7 +42,7 @@ impl AgentPort<'_> {
     /// One agent command; the agent's driver errors read back as they were.
     fn ask(&mut self, cmd: &str) -> Result<String, MediaError> {
         self.guest.command(cmd).map_err(|e| match e {
-            GuestError::AgentRefused { text, .. } => wire::error_parse(&text),
+            GuestError::AgentRefused { text, .. } => agent_wire::error_parse(&text),
             e if e.kind() == ErrorKind::Timeout => MediaError::Timeout(format!("`{cmd}`: {e}")),
             e => MediaError::Malformed(format!("`{cmd}`: {e}")),
         })
@@ -58,7 +61,7 @@ impl MediaPort for AgentPort<'_> {
     }
     fn setup_capture(&mut self, count: u32) -> Result<Vec<BufferInfo>, MediaError> {
         let v = self.field(&format!("media-setup {count}"), "buffers")?;
-        v.split(',').filter(|b| !b.is_empty()).map(|b| wire::buffer_parse(b).ok_or_else(|| MediaError::Malformed(format!("QUERYBUF: {b:?}")))).collect()
+        v.split(',').filter(|b| !b.is_empty()).map(|b| agent_wire::buffer_parse(b).ok_or_else(|| MediaError::Malformed(format!("QUERYBUF: {b:?}")))).collect()
     }
     fn mmap(&mut self, offset: u32, rw: bool) -> Result<(u64, u64), MediaError> {
         let cmd = format!("media-mmap {offset:#x} {}", if rw { "rw" } else { "ro" });
@@ -80,7 +83,7 @@ impl MediaPort for AgentPort<'_> {
     }
     fn next_event(&mut self) -> Result<Event, MediaError> {
         let v = self.field("media-event", "event")?;
-        wire::event_parse(&v).ok_or_else(|| MediaError::Malformed(format!("event {v:?}")))
+        agent_wire::event_parse(&v).ok_or_else(|| MediaError::Malformed(format!("event {v:?}")))
     }
     fn churn(&mut self, offset: u32, cycles: usize, time: std::time::Duration) -> Result<usize, (usize, MediaError)> {
         // The loop runs in the guest (no serial round trip between commands); the answer comes at its end.
@@ -88,7 +91,7 @@ impl MediaPort for AgentPort<'_> {
         let text = self.guest.command_within(&cmd, time + CHURN_SLACK).map_err(|e| (0, MediaError::Timeout(format!("`{cmd}`: {e}"))))?;
         let done = super::guest::agent::field(&text, "done").and_then(|d| d.parse().ok()).ok_or_else(|| (0, MediaError::Malformed(format!("`{cmd}` answered {text:?}"))))?;
         match text.split_once("error=") {
-            Some((_, e)) => Err((done, wire::error_parse(e.trim()))),
+            Some((_, e)) => Err((done, agent_wire::error_parse(e.trim()))),
             None => Ok(done),
         }
     }
@@ -131,7 +134,7 @@ pub fn conformance_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, 
     };
     let s = settings(m);
     let start = Instant::now();
-    let (qemu, (qemu_log, boot_secs)) = leak_checked(dir, sockets, || qemu_half(cfg, backend, m, accel, dir, sockets, &s));
+    let (qemu, (qemu_log, boot_secs, qemu_wire)) = leak_checked(dir, sockets, || qemu_half(cfg, backend, m, accel, dir, sockets, &s));
     let qemu_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let model_dir = dir.join("model");
@@ -139,13 +142,22 @@ pub fn conformance_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, 
         let made = std::fs::create_dir_all(&model_dir).map_err(|e| Failure { kind: ErrorKind::Io, message: format!("create {}: {e}", model_dir.display()) });
         (made.map(|()| shmem_judge::backend::judge(&session::run_media(&backend.command, variant(m), &model_dir, &s))), ())
     });
-    OwnBootRun { qemu, qemu_secs, model, model_secs: start.elapsed().as_secs_f64(), qemu_log, boot_secs }
+    OwnBootRun { qemu, qemu_secs, model, model_secs: start.elapsed().as_secs_f64(), qemu_log, boot_secs, qemu_wire }
 }
 
-/// QEMU against a fresh backend process, the agent's capture session, QEMU's
-/// clean shutdown; the checks, QEMU's logs, and the boot time.
-fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path, s: &Settings) -> (RunOutcome, (String, Option<f64>)) {
-    let fail = |kind, message: String| (Err(Failure { kind, message }), (String::new(), None));
+/// What QEMU's half leaves beside its outcome: QEMU's logs (the relay's
+/// tail after them), the boot time, and the relay's record.
+type QemuSide = (String, Option<f64>, Option<WireRecord>);
+
+/// How long the relay's threads may take to end once QEMU is gone.
+const RELAY_END: std::time::Duration = std::time::Duration::from_secs(5);
+/// How many of the relay's last messages a failing scenario's log shows.
+const RELAY_TAIL: usize = 16;
+
+/// QEMU against a fresh backend process through the recording relay, the
+/// agent's session, QEMU's clean shutdown; the checks, and what QEMU's side left.
+fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path, s: &Settings) -> (RunOutcome, QemuSide) {
+    let fail = |kind, message: String| (Err(Failure { kind, message }), (String::new(), None, None));
     let socks = match tempfile::Builder::new().prefix("media-").tempdir_in(sockets) {
         Ok(d) => d,
         Err(e) => return fail(ErrorKind::Io, format!("socket dir under {}: {e}", sockets.display())),
@@ -155,12 +167,16 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
         Ok(p) => p,
         Err(e) => return fail(ErrorKind::Dead, format!("starting the backend under test: {e}")),
     };
+    let relay = match Relay::start(&socks.path().join("relay.sock"), &socket) {
+        Ok(r) => r,
+        Err(e) => return fail(ErrorKind::Io, format!("starting the recording relay: {e}")),
+    };
     let boot = BootConfig {
         qemu: cfg.qemu.path.clone(),
         kernel: cfg.kernel.clone(),
         initramfs: cfg.initramfs.clone(),
         accel,
-        vhost_socket: socket,
+        vhost_socket: relay.socket_path().to_path_buf(),
         virtio_id: m.virtio_id,
         num_vqs: MEDIA_QUEUES,
         log_dir: dir.to_path_buf(),
@@ -168,19 +184,32 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
         ready_timeout: ready_timeout(accel),
         smp: 1,
     };
-    let mut guest = match Qemu::boot(&boot) {
+    let (outcome, mut log, boot_secs) = boot_and_session(&boot, &mut proc, &relay, variant(m), s);
+    let (msgs, relayed) = relay.finish(RELAY_END);
+    let wire = WireRecord::of(&msgs);
+    log.push_str(&format!("\n-- the relay's last {RELAY_TAIL} messages of {} --\n{}", msgs.len(), wire.tail(RELAY_TAIL)));
+    if let Err(e) = relayed {
+        log.push_str(&format!("\n-- the relay: {e}"));
+    }
+    (outcome, (log, boot_secs, Some(wire)))
+}
+
+/// QEMU booted against `boot`, the agent's session, QEMU's clean shutdown:
+/// the checks, QEMU's logs, and the boot time.
+fn boot_and_session(boot: &BootConfig, proc: &mut BackendProcess, relay: &Relay, variant: Variant, s: &Settings) -> (RunOutcome, String, Option<f64>) {
+    let mut guest = match Qemu::boot(boot) {
         Ok(q) => QemuGuest::new(q),
         Err(BootFailure::Died { exit, said }) => {
             let death = super::guest::Death { exit, said };
-            return (Ok(vec![death.check("boot")]), (death.said, None));
+            return (Ok(vec![death.check("boot")]), death.said, None);
         }
-        Err(BootFailure::Other(e)) => return fail(e.kind(), format!("booting QEMU: {e}")),
+        Err(BootFailure::Other(e)) => return (Err(Failure { kind: e.kind(), message: format!("booting QEMU: {e}") }), String::new(), None),
     };
     let boot_secs = Some(guest.qemu.boot_time.as_secs_f64());
     if !guest.ready().has_device() {
-        return (Err(Failure { kind: ErrorKind::Protocol, message: format!("the guest agent found no device: {}", guest.qemu.ready_line) }), (guest.log_text(), boot_secs));
+        return (Err(Failure { kind: ErrorKind::Protocol, message: format!("the guest agent found no device: {}", guest.qemu.ready_line) }), guest.log_text(), boot_secs);
     }
-    let mut checks = session_checks(&mut guest, &mut proc, variant(m), s);
+    let mut checks = session_checks(&mut guest, proc, relay, variant, s);
     // What QEMU said is the reason a driver step failed (a refused SHMEM_MAP is only on its stderr).
     let said = shmem_judge::check::said_fact(&guest.qemu.stderr_tail());
     for c in checks.iter_mut().filter(|c| c.check == "driver-steps" && !c.passed) {
@@ -190,14 +219,22 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
         Some(death) => checks.push(death.check("media session")),
         None => checks.push(shutdown_check(&mut guest)),
     }
-    (Ok(checks), (guest.log_text(), boot_secs))
+    (Ok(checks), guest.log_text(), boot_secs)
 }
 
-/// `media-up` (queues, DRIVER_OK), then the capture session through the agent, judged.
-fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, variant: Variant, s: &Settings) -> Vec<CheckResult> {
+/// `media-up` (queues, DRIVER_OK), then the session through the agent; the
+/// frontend's side of it read from the relay's record (what the backend
+/// offered and asked, what QEMU answered, which of the mapped files QEMU
+/// still holds), judged as the model's session is, and the wire order.
+fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, relay: &Relay, variant: Variant, s: &Settings) -> Vec<CheckResult> {
     let mut port = AgentPort { guest };
     let up = port.ask("media-up");
     let mut rec = session::run_port(&mut port, up, proc, variant, s);
     rec.dead = proc.gone();
-    shmem_judge::backend::judge(&rec)
+    let msgs = relay.record();
+    wire::read_session(&msgs, &mut rec);
+    rec.live_at_end = wire::files_mapped(&msgs).into_iter().filter(|&(dev, ino)| guest.holds(FileId { dev, ino }).is_ok_and(|h| !h.is_empty())).count();
+    let mut checks = shmem_judge::backend::judge(&rec);
+    checks.push(wire::reaches_table_check(&wire::lags(&msgs)));
+    checks
 }

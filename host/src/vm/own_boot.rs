@@ -50,7 +50,7 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
         Err(e) => (Err(Failure { kind: e.kind(), message: e.to_string() }), (start.elapsed(), String::new())),
     });
     let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { model_half(&device, scn, &dir, sockets) };
-    OwnBootRun { qemu, qemu_secs: took.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs }
+    OwnBootRun { qemu, qemu_secs: took.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs, qemu_wire: None }
 }
 
 /// What QEMU prefixes the error of a `-device` option it could not realize with.
@@ -84,7 +84,8 @@ pub(super) fn own_boot_report(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, r
     let model_defects = backend_defects_for(cfg, shmem_judge::defects::MODEL_ACCEL, scn);
     let (q, m) = ((run.qemu, Duration::from_secs_f64(run.qemu_secs)), (run.model, Duration::from_secs_f64(run.model_secs)));
     let log = run.qemu_log;
-    report((&scn.name, &scn.description), scn.qemu_only, q, m, (&defects, &model_defects), || log)
+    let row = report((&scn.name, &scn.description), scn.qemu_only, q, m, (&defects, &model_defects), || log);
+    ScenarioReport { qemu_wire: run.qemu_wire, ..row }
 }
 
 /// How long one own-boot worker process may take before it is killed.

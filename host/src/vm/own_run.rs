@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use shmem_judge::backend::wire::WireRecord;
 use shmem_judge::check::CheckResult;
 use shmem_judge::outcome::{ErrorKind, Failure, RunOutcome};
 
@@ -22,13 +23,16 @@ pub struct OwnBootRun {
     pub qemu_log: String,
     /// Boot to agent ready, when the guest got there.
     pub boot_secs: Option<f64>,
+    /// What the recording relay saw between QEMU and the backend, where one ran.
+    #[serde(default)]
+    pub qemu_wire: Option<WireRecord>,
 }
 
 impl OwnBootRun {
     /// A run that could not happen, on both targets.
     pub fn failed(kind: ErrorKind, why: String) -> Self {
         let f = Failure { kind, message: why };
-        OwnBootRun { qemu: Err(f.clone()), qemu_secs: 0.0, model: Err(f), model_secs: 0.0, qemu_log: String::new(), boot_secs: None }
+        OwnBootRun { qemu: Err(f.clone()), qemu_secs: 0.0, model: Err(f), model_secs: 0.0, qemu_log: String::new(), boot_secs: None, qemu_wire: None }
     }
 }
 

@@ -123,6 +123,7 @@ fn suite_json(r: &SuiteReport) -> Value {
                 "model_checks": checks_json(&s.model_checks),
                 "differences": differences(s),
                 "qemu_log": s.qemu_log,
+                "qemu_wire": s.qemu_wire,
             })
         })
         .collect();

@@ -5,14 +5,14 @@
 //! order (from each accepted request's reply to the memory-table message
 //! that carries its change). No I/O: the relay (`host/src/relay/`) records.
 
-use serde::Serialize;
-use shmem_proto::{BackendRequest, ShmemMsg, ShmemOp};
+use serde::{Deserialize, Serialize};
+use shmem_proto::{BackendRequest, PAGE_SIZE, ShmemMsg, ShmemOp};
 
 use super::record::{Served, SessionRecord};
 use crate::check::CheckResult;
 
 /// Which socket a message went over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Channel {
     /// The vhost-user socket: the frontend's requests, the backend's replies.
@@ -22,7 +22,7 @@ pub enum Channel {
 }
 
 /// Who sent a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sender {
     Frontend,
@@ -30,7 +30,7 @@ pub enum Sender {
 }
 
 /// One region of a memory-table message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableRegion {
     pub guest_phys_addr: u64,
     pub memory_size: u64,
@@ -39,7 +39,7 @@ pub struct TableRegion {
 }
 
 /// A message's payload, decoded where the appliance knows its layout.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Payload {
     /// Not decoded (the size and fd count are still recorded).
@@ -69,7 +69,7 @@ pub enum Payload {
 }
 
 /// One message as the relay passed it on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireMsg {
     /// CLOCK_MONOTONIC, in nanoseconds, when the relay had read it whole:
     /// the relay's own scheduling is in it (tenths of a millisecond on a
@@ -85,6 +85,47 @@ pub struct WireMsg {
     pub size: u32,
     pub nfds: u32,
     pub payload: Payload,
+}
+
+/// What a report carries of a relay's record: the messages (the first and
+/// the last [`WireRecord::KEPT`] of a long one, and how many were left out
+/// between) and every accepted SHMEM request's lag, all of them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WireRecord {
+    pub messages: Vec<WireMsg>,
+    /// Messages left out between the first and the last `KEPT`.
+    pub left_out: usize,
+    pub lags: Vec<Lag>,
+}
+
+impl WireRecord {
+    /// How many messages are kept at each end of a long record.
+    pub const KEPT: usize = 2000;
+
+    /// The report's part of a whole record.
+    pub fn of(msgs: &[WireMsg]) -> Self {
+        let lags = lags(msgs);
+        if msgs.len() <= 2 * Self::KEPT {
+            return WireRecord { messages: msgs.to_vec(), left_out: 0, lags };
+        }
+        let mut messages = msgs[..Self::KEPT].to_vec();
+        messages.extend_from_slice(&msgs[msgs.len() - Self::KEPT..]);
+        WireRecord { messages, left_out: msgs.len() - 2 * Self::KEPT, lags }
+    }
+
+    /// The last `n` messages in words, one a line, for a failing scenario's log.
+    pub fn tail(&self, n: usize) -> String {
+        let from = self.messages.len().saturating_sub(n);
+        let t0 = self.messages.first().map_or(0, |m| m.at_ns);
+        self.messages[from..]
+            .iter()
+            .map(|m| {
+                let kind = if m.flags & FLAG_REPLY != 0 { "reply" } else { "request" };
+                format!("{:>12.3} ms  {:?} channel, {:?} {kind} {} ({} bytes, {} fds) {:?}", (m.at_ns - t0) as f64 / 1e6, m.channel, m.sender, m.name, m.size, m.nfds, m.payload)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 /// Header flag of a reply.
@@ -191,7 +232,7 @@ pub fn files_mapped(msgs: &[WireMsg]) -> Vec<(u64, u64)> {
 /// How long after the reply to an accepted SHMEM request the memory table
 /// that carries its change reached the backend, in microseconds (negative:
 /// before the reply); `None`: no such table came.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Lag {
     pub request: u32,
     /// Index of the request in the record.
@@ -199,10 +240,12 @@ pub struct Lag {
     pub micros: Option<f64>,
 }
 
-/// Regions of `table` of the mapping's size and file offset: how a table
-/// shows a mapping (the frontend's addresses are its own).
+/// Regions of `table` of the mapping's size (or that size rounded up to
+/// whole pages, as a frontend maps it) and file offset: how a table shows a
+/// mapping (the frontend's addresses are its own).
 fn matching(regions: &[TableRegion], len: u64, fd_offset: u64) -> usize {
-    regions.iter().filter(|r| r.memory_size == len && r.mmap_offset == fd_offset).count()
+    let sizes = [len, len.next_multiple_of(PAGE_SIZE)];
+    regions.iter().filter(|r| sizes.contains(&r.memory_size) && r.mmap_offset == fd_offset).count()
 }
 
 /// How many regions of the mapping's shape the table holds after each
