@@ -12,7 +12,7 @@ use std::time::Duration;
 use shmem_host::backend::Direction;
 use shmem_host::manager::MappingManager;
 use shmem_host::model::{Faults, ModelFrontend};
-use shmem_host::relay::Relay;
+use shmem_host::relay::{Relay, RelayFaults};
 use shmem_host::server::BackendServer;
 use shmem_host::spec::DeviceSpec;
 use shmem_judge::backend::record::SessionRecord;
@@ -38,10 +38,14 @@ struct Relayed {
 }
 
 fn relayed(regions: Vec<u64>) -> Relayed {
+    relayed_faulty(regions, RelayFaults::default())
+}
+
+fn relayed_faulty(regions: Vec<u64>, faults: RelayFaults) -> Relayed {
     let spec = DeviceSpec::new(45, 1, regions).expect("valid spec");
     let server = BackendServer::start(spec.clone()).expect("backend starts");
     let dir = tempfile::tempdir().expect("temp dir");
-    let relay = Relay::start(&dir.path().join("relay.sock"), server.socket_path()).expect("relay listens");
+    let relay = Relay::start_faulty(&dir.path().join("relay.sock"), server.socket_path(), faults).expect("relay listens");
     let model = ModelFrontend::connect(relay.socket_path(), 1, Faults::default()).expect("model connects through the relay");
     model.start().expect("model starts the device");
     let chan = server.channel(T).expect("the backend channel, through the relay");
@@ -120,4 +124,23 @@ fn a_relay_nobody_connects_to_ends_on_finish() {
     let relay = Relay::start(&dir.path().join("r.sock"), &dir.path().join("nobody.sock")).unwrap();
     let (record, ended) = relay.finish(END);
     assert!(record.is_empty() && ended.is_ok(), "{ended:?}");
+}
+
+#[test]
+fn the_relay_refuses_the_kth_map_itself_and_holds_acks_when_told() {
+    let _one = alone();
+    let delay = Duration::from_millis(150);
+    let mut r = relayed_faulty(vec![0x10000], RelayFaults { refuse_map_number: Some(2), ack_delay: Some(delay) });
+    r.mgr.create_file("f", 0x4000).unwrap();
+    let first = r.mgr.map(0, "f", 0, 0, 0x1000, true).unwrap();
+    assert_eq!(first.reply.ack, 0);
+    assert!(first.reply.latency >= delay, "the frontend's ack was held: {:?}", first.reply.latency);
+    assert_eq!(r.mgr.map(0, "f", 0, 0x2000, 0x1000, true).unwrap().reply.ack, 1, "the 2nd map is refused by the relay");
+    r.model.sync(T).unwrap();
+    assert_eq!((r.model.maps_served(), r.relay.maps_seen()), (1, 2), "the frontend never saw the refused map");
+    let record = r.relay.record();
+    assert!(record.iter().any(|m| m.sender == Sender::Relay && m.payload == Payload::U64 { value: 1 }), "the relay's own ack is recorded as its own");
+    let mut rec = SessionRecord::default();
+    wire::read_session(&record, &mut rec);
+    assert_eq!(rec.served.iter().map(|s| s.accepted).collect::<Vec<_>>(), [true, false]);
 }

@@ -312,6 +312,8 @@ fn a_media_table_is_refused_where_it_cannot_run_naming_the_line() {
         (format!("description = \"m\"\nown_boot = true\n{}", media.replace("frames = 3", "frames = 0")), "m.toml:3:1: `[media]` needs at least one buffer and one frame"),
         (format!("description = \"m\"\nown_boot = true\n{media}churn = 0\n"), "m.toml:3:1: `churn` is a number of MMAP/MUNMAP cycles, 1 to 100000"),
         (format!("description = \"m\"\nown_boot = true\n{media}churn = 100001\n"), "m.toml:3:1: `churn`"),
+        (format!("description = \"m\"\nown_boot = true\n{media}refuse_map = 2\nchurn = 5\n"), "m.toml:3:1: `churn`, `refuse_map` and `ack_delay_ms` are sessions of their own"),
+        (format!("description = \"m\"\nown_boot = true\n{media}ack_delay_ms = 0\n"), "m.toml:3:1: `ack_delay_ms` is 1 to 2000"),
         ("description = \"m\"\n".to_string(), "m.toml:1:1: no `[[step]]`"),
         (format!("description = \"m\"\nown_boot = true\n{media}build = \"patched\"\n"), "m.toml:"),
     ] {

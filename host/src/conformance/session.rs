@@ -59,7 +59,7 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
     match ModelFrontend::connect_seeing(&socket, MEDIA_QUEUES, faults, &mut rec.offered) {
         Ok(mut model) => {
             rec.regions = region_sizes(&model);
-            let mut d = Session { model: Some(&model), rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
+            let mut d = Session { model: Some(&model), maps_seen: None, rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
             d.capture(&model, variant);
             rec.memfds = d.memfds_around();
             // Before the frontend hangs up: a backend may end when its frontend goes
@@ -89,9 +89,12 @@ pub fn region_sizes(model: &ModelFrontend) -> Vec<u64> {
 /// the record says so, and the judge leaves out what only the frontend sees.
 /// `up` is how bringing the device up (queues, DRIVER_OK) went; nothing
 /// else runs when it failed.
-pub fn run_port(port: &mut dyn MediaPort, up: Result<String, MediaError>, proc: &BackendProcess, variant: Variant, s: &Settings) -> SessionRecord {
-    let mut rec = SessionRecord { media: true, frontend_unseen: true, ..SessionRecord::default() };
-    let mut d = Session { model: None, rec: &mut rec, s: *s, proc, memfds_before: None, settling: false };
+/// `maps_seen` says how many SHMEM_MAP the backend has sent so far (the
+/// relay's count), for a variant that refuses the k-th.
+pub fn run_port(port: &mut dyn MediaPort, up: Result<String, MediaError>, proc: &BackendProcess, variant: Variant, s: &Settings, maps_seen: &dyn Fn() -> usize) -> SessionRecord {
+    let refused_map = if let Variant::RefuseMap(k) = variant { Some(k) } else { None };
+    let mut rec = SessionRecord { media: true, frontend_unseen: true, refused_map, ..SessionRecord::default() };
+    let mut d = Session { model: None, maps_seen: Some(maps_seen), rec: &mut rec, s: *s, proc, memfds_before: None, settling: false };
     if d.step("DRIVER_OK and queues", Expect::Success, up, Clone::clone).is_some() {
         match variant {
             Variant::Churn(n) => d.churn(port, n),
@@ -107,6 +110,8 @@ pub fn run_port(port: &mut dyn MediaPort, up: Result<String, MediaError>, proc: 
 struct Session<'a> {
     /// The model frontend, when the session runs on it (it settles, and says what it waits for).
     model: Option<&'a ModelFrontend>,
+    /// How many SHMEM_MAP the backend has sent, when no model counts them.
+    maps_seen: Option<&'a dyn Fn() -> usize>,
     rec: &'a mut SessionRecord,
     s: Settings,
     proc: &'a BackendProcess,
@@ -243,7 +248,8 @@ impl Session<'_> {
     fn map_buffers(&mut self, d: &mut dyn MediaPort, bufs: &[BufferInfo], variant: Variant) -> Vec<(BufferInfo, u64, u64)> {
         let mut mapped = Vec::new();
         for b in bufs {
-            let refused = matches!(variant, Variant::RefuseMap(k) if self.model.is_some_and(|m| m.maps_served() + 1 == k));
+            let so_far = self.model.map(ModelFrontend::maps_served).or_else(|| self.maps_seen.map(|f| f()));
+            let refused = matches!(variant, Variant::RefuseMap(k) if so_far.is_some_and(|n| n + 1 == k));
             let expect = if refused { Expect::Errno } else { Expect::Success };
             let what = format!("MMAP buffer {} (offset {:#x})", b.index, b.mem_offset);
             let mut got = self.step(&what, expect, d.mmap(b.mem_offset, self.rec.asked_rw), |m| format!("at {:#x} len {:#x}", m.0, m.1));

@@ -5,7 +5,8 @@
 //! Each message is recorded (channel, sender, request, flags, size, fds, the
 //! decoded payload, a CLOCK_MONOTONIC time) for the judge
 //! (`shmem_judge::backend::wire`). It must not judge, and it changes nothing
-//! it relays.
+//! it relays unless a fault switch (`RelayFaults`) says so: then it is the
+//! frontend wrong on purpose, behind a real one (a refused map, a held ack).
 
 mod decode;
 
@@ -26,8 +27,24 @@ use crate::wire::{self, Message};
 /// SET_BACKEND_REQ_FD: the frontend hands the backend its request channel.
 const SET_BACKEND_REQ_FD: u32 = 21;
 
+/// Ways the relay makes the frontend look wrong to the backend, on purpose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayFaults {
+    /// Refuse the k-th SHMEM_MAP (1-based): the relay acks it 1 itself and
+    /// never passes it on, so the frontend never maps it.
+    pub refuse_map_number: Option<usize>,
+    /// Hold each of the frontend's replies on the backend channel this long.
+    pub ack_delay: Option<Duration>,
+}
+
 #[derive(Default)]
 struct Shared {
+    faults: RelayFaults,
+    /// SHMEM_MAP requests the backend sent so far.
+    maps: std::sync::atomic::AtomicUsize,
+    /// Held while writing to the backend's end of its channel: the relay's
+    /// own refusals and the frontend's replies go there from two threads.
+    to_backend_channel: Mutex<()>,
     record: Mutex<Vec<WireMsg>>,
     /// Clones of every live socket, so `finish` can unblock every thread.
     sockets: Mutex<Vec<UnixStream>>,
@@ -75,8 +92,13 @@ impl Relay {
     /// Listens at `socket` (in a directory the caller keeps private) and, once
     /// a frontend connects, connects it to the backend listening at `backend`.
     pub fn start(socket: &Path, backend: &Path) -> io::Result<Self> {
+        Self::start_faulty(socket, backend, RelayFaults::default())
+    }
+
+    /// As [`Self::start`], wrong on purpose as `faults` says.
+    pub fn start_faulty(socket: &Path, backend: &Path, faults: RelayFaults) -> io::Result<Self> {
         let listener = UnixListener::bind(socket).map_err(|e| io::Error::new(e.kind(), format!("relay: bind {}: {e}", socket.display())))?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared { faults, ..Shared::default() });
         let backend = backend.to_path_buf();
         let sh = shared.clone();
         shared.spawn("relay-accept", move |_| accept(&listener, &backend, &sh))?;
@@ -86,6 +108,11 @@ impl Relay {
     /// Where the frontend connects.
     pub fn socket_path(&self) -> &Path {
         &self.socket
+    }
+
+    /// How many SHMEM_MAP requests the backend has sent so far.
+    pub fn maps_seen(&self) -> usize {
+        self.shared.maps.load(Ordering::SeqCst)
     }
 
     /// Everything recorded so far, in the order the relay read it.
@@ -169,9 +196,40 @@ fn pump_loop(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sende
         shared.note(&msg, channel, sender);
         let takes_channel = channel == Channel::Main && sender == Sender::Frontend && !msg.is_reply() && msg.request == SET_BACKEND_REQ_FD && !msg.fds.is_empty();
         let request = msg.request;
-        let sent = if takes_channel { take_backend_channel(msg, to, shared) } else { wire::forward(to, &msg) };
+        let sent = match (channel, sender) {
+            _ if takes_channel => take_backend_channel(msg, to, shared),
+            (Channel::Backend, Sender::Backend) if refused(&msg, shared) => refuse(&msg, from, shared),
+            (Channel::Backend, Sender::Frontend) => {
+                if let Some(d) = shared.faults.ack_delay.filter(|_| msg.is_reply()) {
+                    thread::sleep(d);
+                }
+                let _writing = shared.to_backend_channel.lock().unwrap_or_else(|p| p.into_inner());
+                wire::forward(to, &msg)
+            }
+            _ => wire::forward(to, &msg),
+        };
         sent.map_err(|e| format!("relay ({channel:?}, from the {sender:?}): forwarding request {request}: {e}"))?;
     }
+}
+
+/// Whether the relay refuses this request of the backend's itself (counts the maps).
+fn refused(msg: &Message, shared: &Shared) -> bool {
+    if msg.is_reply() || msg.request != shmem_proto::ShmemOp::Map.code() {
+        return false;
+    }
+    let k = shared.maps.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.faults.refuse_map_number == Some(k)
+}
+
+/// The relay's own ack 1 to a refused request, recorded as the relay's.
+fn refuse(msg: &Message, backend: &UnixStream, shared: &Shared) -> io::Result<()> {
+    if !msg.needs_reply() {
+        return Ok(());
+    }
+    let ack = Message { request: msg.request, flags: wire::VERSION_1 | wire::FLAG_REPLY, body: 1u64.to_le_bytes().to_vec(), fds: Vec::new() };
+    shared.note(&ack, Channel::Backend, Sender::Relay);
+    let _writing = shared.to_backend_channel.lock().unwrap_or_else(|p| p.into_inner());
+    wire::forward(backend, &ack)
 }
 
 /// SET_BACKEND_REQ_FD: keeps the frontend's end of the backend channel,

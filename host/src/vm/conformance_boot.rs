@@ -20,13 +20,14 @@ use super::own_run::{OwnBootRun, leak_checked};
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu};
 use super::scenario::MediaScenario;
 use super::config::SuiteConfig;
+use super::steps::target::RELEASE_TIMEOUT;
 use crate::conformance::port::MediaPort;
 use crate::conformance::process::BackendProcess;
 use crate::conformance::session::{self, Settings};
 use shmem_judge::backend::record::FrameSeen;
 use shmem_judge::backend::wire::{self, WireRecord};
 use crate::backend::FileId;
-use crate::relay::Relay;
+use crate::relay::{Relay, RelayFaults};
 
 use crate::conformance::{BackendUnderTest, Variant};
 
@@ -121,9 +122,24 @@ const CHURN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 /// a command the agent still waits for (10 s) and the serial port.
 const CHURN_SLACK: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// The session a `[media]` table asks for: a capture, or a churn.
+/// The session a `[media]` table asks for: a capture, a churn, a refused
+/// map or held acks.
 fn variant(m: &MediaScenario) -> Variant {
-    m.churn.map_or(Variant::Stream, Variant::Churn)
+    match (m.churn, m.refuse_map, m.ack_delay_ms) {
+        (Some(n), _, _) => Variant::Churn(n),
+        (_, Some(k), _) => Variant::RefuseMap(k),
+        (_, _, Some(ms)) => Variant::AckDelay(ms),
+        _ => Variant::Stream,
+    }
+}
+
+/// What the relay does in QEMU's place for the session's fault.
+fn relay_faults(variant: Variant) -> RelayFaults {
+    match variant {
+        Variant::RefuseMap(k) => RelayFaults { refuse_map_number: Some(k), ..RelayFaults::default() },
+        Variant::AckDelay(ms) => RelayFaults { ack_delay: Some(std::time::Duration::from_millis(ms)), ..RelayFaults::default() },
+        _ => RelayFaults::default(),
+    }
 }
 
 /// Both halves of a media scenario: QEMU with the agent as driver, then the model.
@@ -167,7 +183,7 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
         Ok(p) => p,
         Err(e) => return fail(ErrorKind::Dead, format!("starting the backend under test: {e}")),
     };
-    let relay = match Relay::start(&socks.path().join("relay.sock"), &socket) {
+    let relay = match Relay::start_faulty(&socks.path().join("relay.sock"), &socket, relay_faults(variant(m))) {
         Ok(r) => r,
         Err(e) => return fail(ErrorKind::Io, format!("starting the recording relay: {e}")),
     };
@@ -229,12 +245,27 @@ fn boot_and_session(boot: &BootConfig, proc: &mut BackendProcess, relay: &Relay,
 fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, relay: &Relay, variant: Variant, s: &Settings) -> Vec<CheckResult> {
     let mut port = AgentPort { guest };
     let up = port.ask("media-up");
-    let mut rec = session::run_port(&mut port, up, proc, variant, s);
+    let mut rec = session::run_port(&mut port, up, proc, variant, s, &|| relay.maps_seen());
     rec.dead = proc.gone();
     let msgs = relay.record();
     wire::read_session(&msgs, &mut rec);
-    rec.live_at_end = wire::files_mapped(&msgs).into_iter().filter(|&(dev, ino)| guest.holds(FileId { dev, ino }).is_ok_and(|h| !h.is_empty())).count();
+    rec.live_at_end = still_held(guest, &wire::files_mapped(&msgs));
     let mut checks = shmem_judge::backend::judge(&rec);
     checks.push(wire::reaches_table_check(&wire::lags(&msgs)));
     checks
+}
+
+/// How many of `files` QEMU still holds (an fd or a mapping, from
+/// `/proc/PID`), once it has had [`RELEASE_TIMEOUT`] to let them go: QEMU
+/// may drop a region's file a little after its reply (seen: one of the
+/// churn's, in some runs, right after CLOSE).
+fn still_held(guest: &QemuGuest, files: &[(u64, u64)]) -> usize {
+    let held = || files.iter().filter(|&&(dev, ino)| guest.holds(FileId { dev, ino }).is_ok_and(|h| !h.is_empty())).count();
+    let start = Instant::now();
+    let mut n = held();
+    while n > 0 && start.elapsed() < RELEASE_TIMEOUT {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        n = held();
+    }
+    n
 }

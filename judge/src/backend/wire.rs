@@ -27,6 +27,8 @@ pub enum Channel {
 pub enum Sender {
     Frontend,
     Backend,
+    /// The relay itself, answering in the frontend's place (a fault switch).
+    Relay,
 }
 
 /// One region of a memory-table message.
@@ -210,7 +212,7 @@ fn reply_to(msgs: &[WireMsg], i: usize) -> Option<usize> {
     let code = msgs[i].request;
     (i + 1..msgs.len()).find(|&j| {
         let m = &msgs[j];
-        m.channel == Channel::Backend && m.sender == Sender::Frontend && m.is_reply() && m.request == code
+        m.channel == Channel::Backend && matches!(m.sender, Sender::Frontend | Sender::Relay) && m.is_reply() && m.request == code
     })
 }
 

@@ -70,7 +70,18 @@ pub struct MediaScenario {
     /// [`MAX_CHURN`]; the session also stops at its time bound).
     #[serde(default)]
     pub churn: Option<usize>,
+    /// Instead of a plain capture: the recording relay refuses the k-th
+    /// SHMEM_MAP (1-based) in QEMU's place (the model refuses it itself).
+    #[serde(default)]
+    pub refuse_map: Option<usize>,
+    /// Instead of a plain capture: every ack to the backend is held this
+    /// many milliseconds (by the relay behind QEMU, by the model itself).
+    #[serde(default)]
+    pub ack_delay_ms: Option<u64>,
 }
+
+/// The longest ack delay a media scenario may ask for.
+pub const MAX_ACK_DELAY_MS: u64 = 2000;
 
 /// The most MMAP/MUNMAP cycles a media scenario's churn may ask for.
 pub const MAX_CHURN: usize = 100_000;
