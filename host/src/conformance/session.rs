@@ -85,8 +85,9 @@ pub fn region_sizes(model: &ModelFrontend) -> Vec<u64> {
 }
 
 /// One capture session carried by `port` (the guest agent in a QEMU guest),
-/// the backend's memfds counted around it. The frontend is not in view here:
-/// the record says so, and the judge leaves out what only the frontend sees.
+/// the backend's memfds counted around it. The frontend is not in view from
+/// here: the record says so until the caller reads the frontend's side from
+/// elsewhere (the recording relay's record, `shmem_judge::backend::wire`).
 /// `up` is how bringing the device up (queues, DRIVER_OK) went; nothing
 /// else runs when it failed.
 /// `maps_seen` says how many SHMEM_MAP the backend has sent so far (the

@@ -79,7 +79,8 @@ pub struct SessionRecord {
     pub media: bool,
     /// Whether it set out to capture (frames expected); the churn only maps.
     pub captures: bool,
-    /// The frontend's side was not in view (QEMU): what the backend asked
-    /// of it (negotiation, regions, maps, unmaps) was not recorded and is not judged.
+    /// The frontend's side was not in view (QEMU without a relay's record):
+    /// what the backend asked of it (negotiation, regions, maps, unmaps) was
+    /// not recorded and is not judged.
     pub frontend_unseen: bool,
 }
