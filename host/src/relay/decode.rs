@@ -7,14 +7,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use shmem_judge::backend::wire::{Channel, Payload, Sender, TableRegion, WireMsg};
 use shmem_proto::{ShmemMsg, ShmemOp};
+use vhost::vhost_user::message::FrontendReq;
 
 use crate::channel::MmapBytes;
 use crate::wire::Message;
 
-const SET_MEM_TABLE: u32 = 5;
-const ADD_MEM_REG: u32 = 37;
-const REM_MEM_REG: u32 = 38;
-const GET_SHMEM_CONFIG: u32 = 44;
+const SET_MEM_TABLE: u32 = FrontendReq::SET_MEM_TABLE as u32;
+const ADD_MEM_REG: u32 = FrontendReq::ADD_MEM_REG as u32;
+const REM_MEM_REG: u32 = FrontendReq::REM_MEM_REG as u32;
+const GET_SHMEM_CONFIG: u32 = FrontendReq::GET_SHMEM_CONFIG as u32;
 /// A memory-table region on the wire: four u64.
 const REGION_LEN: usize = 32;
 

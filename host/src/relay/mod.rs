@@ -21,11 +21,12 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use shmem_judge::backend::wire::{Channel, Sender, WireMsg};
+use vhost::vhost_user::message::FrontendReq;
 
 use crate::wire::{self, Message};
 
 /// SET_BACKEND_REQ_FD: the frontend hands the backend its request channel.
-const SET_BACKEND_REQ_FD: u32 = 21;
+const SET_BACKEND_REQ_FD: u32 = FrontendReq::SET_BACKEND_REQ_FD as u32;
 
 /// Ways the relay makes the frontend look wrong to the backend, on purpose.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,9 +67,9 @@ impl Shared {
         record.push(decode::record(msg, channel, sender, monotonic_ns()));
     }
 
-    fn spawn(self: &Arc<Self>, name: &str, f: impl FnOnce(&Shared) -> Result<(), String> + Send + 'static) -> io::Result<()> {
-        let sh = self.clone();
-        let t = thread::Builder::new().name(name.into()).spawn(move || f(&sh))?;
+    /// Runs `f` on a thread of its own, joined by [`Relay::finish`].
+    fn spawn(&self, name: &str, f: impl FnOnce() -> Result<(), String> + Send + 'static) -> io::Result<()> {
+        let t = thread::Builder::new().name(name.into()).spawn(f)?;
         self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(t);
         Ok(())
     }
@@ -101,7 +102,7 @@ impl Relay {
         let shared = Arc::new(Shared { faults, ..Shared::default() });
         let backend = backend.to_path_buf();
         let sh = shared.clone();
-        shared.spawn("relay-accept", move |_| accept(&listener, &backend, &sh))?;
+        shared.spawn("relay-accept", move || accept(&listener, &backend, &sh))?;
         Ok(Relay { socket: socket.to_path_buf(), shared })
     }
 
@@ -123,12 +124,7 @@ impl Relay {
     /// Hangs up on both sides, joins every thread (each within `timeout`),
     /// removes the socket; the record, and the first error a thread met.
     pub fn finish(self, timeout: Duration) -> (Vec<WireMsg>, Result<(), String>) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        for s in self.shared.sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        // Wakes an accept still waiting for a frontend.
-        let _ = UnixStream::connect(&self.socket);
+        self.hang_up();
         let deadline = Instant::now() + timeout;
         let mut result = Ok(());
         while let Some(t) = self.shared.threads.lock().unwrap_or_else(|p| p.into_inner()).pop() {
@@ -140,19 +136,24 @@ impl Relay {
                 result = ended;
             }
         }
-        let _ = std::fs::remove_file(&self.socket);
         (self.record(), result)
     }
-}
 
-impl Drop for Relay {
-    fn drop(&mut self) {
+    /// Stops every thread's work: both sides hung up on, a waiting accept
+    /// woken, the socket removed.
+    fn hang_up(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         for s in self.shared.sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = s.shutdown(Shutdown::Both);
         }
         let _ = UnixStream::connect(&self.socket);
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.hang_up();
     }
 }
 
@@ -172,9 +173,9 @@ fn start_pumps(shared: &Arc<Shared>, frontend: UnixStream, backend: UnixStream, 
     shared.keep(&backend)?;
     let (f2, b2) = (frontend.try_clone()?, backend.try_clone()?);
     let sh = shared.clone();
-    shared.spawn(&format!("relay-{channel:?}-from-frontend"), move |_| pump(&frontend, &backend, channel, Sender::Frontend, &sh))?;
+    shared.spawn(&format!("relay-{channel:?}-from-frontend"), move || pump(&frontend, &backend, channel, Sender::Frontend, &sh))?;
     let sh = shared.clone();
-    shared.spawn(&format!("relay-{channel:?}-from-backend"), move |_| pump(&b2, &f2, channel, Sender::Backend, &sh))
+    shared.spawn(&format!("relay-{channel:?}-from-backend"), move || pump(&b2, &f2, channel, Sender::Backend, &sh))
 }
 
 /// Relays messages `from` → `to`, recording each, until either side ends;

@@ -20,7 +20,7 @@ use super::own_run::{OwnBootRun, leak_checked};
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu};
 use super::scenario::MediaScenario;
 use super::config::SuiteConfig;
-use super::steps::target::RELEASE_TIMEOUT;
+use super::steps::target::held_after_release;
 use crate::conformance::port::MediaPort;
 use crate::conformance::process::BackendProcess;
 use crate::conformance::session::{self, Settings};
@@ -256,16 +256,10 @@ fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, relay: &Rela
 }
 
 /// How many of `files` QEMU still holds (an fd or a mapping, from
-/// `/proc/PID`), once it has had [`RELEASE_TIMEOUT`] to let them go: QEMU
+/// `/proc/PID`), once it has had the release timeout to let them go: QEMU
 /// may drop a region's file a little after its reply (seen: one of the
-/// churn's, in some runs, right after CLOSE).
+/// churn's, in some runs, right after CLOSE). Unreadable counts as none.
 fn still_held(guest: &QemuGuest, files: &[(u64, u64)]) -> usize {
-    let held = || files.iter().filter(|&&(dev, ino)| guest.holds(FileId { dev, ino }).is_ok_and(|h| !h.is_empty())).count();
-    let start = Instant::now();
-    let mut n = held();
-    while n > 0 && start.elapsed() < RELEASE_TIMEOUT {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        n = held();
-    }
-    n
+    let ids: Vec<FileId> = files.iter().map(|&(dev, ino)| FileId { dev, ino }).collect();
+    held_after_release(guest, &ids).map_or(0, |h| h.len())
 }

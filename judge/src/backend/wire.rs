@@ -160,13 +160,9 @@ impl WireMsg {
         if self.channel != Channel::Backend || self.sender != Sender::Backend || self.is_reply() {
             return None;
         }
-        let msg = match self.payload {
-            Payload::Shmem { shmid, shm_offset, len, fd_offset, flags, .. } => Some(ShmemMsg { shmid, shm_offset, len, fd_offset, flags }),
-            _ => None,
-        };
-        let (fd_size, fd_rw) = match self.payload {
-            Payload::Shmem { fd_size, fd_rw, .. } => (fd_size, fd_rw),
-            _ => (None, None),
+        let (msg, fd_size, fd_rw) = match self.payload {
+            Payload::Shmem { shmid, shm_offset, len, fd_offset, flags, fd_size, fd_rw, .. } => (Some(ShmemMsg { shmid, shm_offset, len, fd_offset, flags }), fd_size, fd_rw),
+            _ => (None, None, None),
         };
         Some(BackendRequest { request: self.request, msg, with_fd: self.nfds > 0, fd_size, fd_rw })
     }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::target::{MEM_TABLE_TIMEOUT, RELEASE_TIMEOUT, StepError, Target, table_holds};
+use super::target::{MEM_TABLE_TIMEOUT, RELEASE_TIMEOUT, StepError, Target, held_after_release, table_holds};
 use crate::backend::MemTable;
 use crate::files::{fnv1a64, pattern_byte};
 use crate::manager::Expect;
@@ -131,11 +131,7 @@ pub fn expect_digest(t: &mut Target, check: &str, of: (Option<u8>, Option<String
 pub fn expect_released(t: &mut Target, check: &str, name: &str, shown: &str, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
     let id = t.mgr.file(name)?.id();
     let start = Instant::now();
-    let mut held = t.guest.holds(id)?;
-    while !held.is_empty() && start.elapsed() < RELEASE_TIMEOUT {
-        std::thread::sleep(Duration::from_millis(20));
-        held = t.guest.holds(id)?;
-    }
+    let held = held_after_release(t.guest.as_ref(), &[id])?.concat();
     let evidence = if held.is_empty() {
         format!("{} holds no fd or mapping of {shown} ({:?} after the check began)", t.guest.kind(), start.elapsed())
     } else {

@@ -20,6 +20,20 @@ pub const MEM_TABLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a frontend may take to release a file after a reset or unmap.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What `guest` still holds of each of `files` (its fd and mapping words),
+/// once it has had [`RELEASE_TIMEOUT`] to let them go, polled every 20 ms;
+/// the files it let go are left out.
+pub fn held_after_release<G: Guest + ?Sized>(guest: &G, files: &[FileId]) -> Result<Vec<Vec<String>>, GuestError> {
+    let start = Instant::now();
+    loop {
+        let held: Vec<Vec<String>> = files.iter().map(|&f| guest.holds(f)).collect::<Result<Vec<_>, _>>()?.into_iter().filter(|h| !h.is_empty()).collect();
+        if held.is_empty() || start.elapsed() >= RELEASE_TIMEOUT {
+            return Ok(held);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Why a step could not be carried out (a check that fails is no error).
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
