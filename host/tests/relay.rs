@@ -144,3 +144,17 @@ fn the_relay_refuses_the_kth_map_itself_and_holds_acks_when_told() {
     wire::read_session(&record, &mut rec);
     assert_eq!(rec.served.iter().map(|s| s.accepted).collect::<Vec<_>>(), [true, false]);
 }
+
+#[test]
+fn a_backend_channel_closed_on_purpose_fails_the_next_request_and_the_relay_still_ends_clean() {
+    let _one = alone();
+    let mut r = relayed(vec![0x10000]);
+    r.mgr.create_file("f", 0x4000).unwrap();
+    assert_eq!(r.mgr.map(0, "f", 0, 0, 0x1000, true).unwrap().reply.ack, 0);
+    r.model.sync(T).unwrap();
+    assert_eq!((r.relay.requests_seen(), r.relay.waiting_for()), (1, None), "one request, answered");
+    r.relay.close_backend_channel();
+    assert!(r.mgr.map(0, "f", 0, 0x2000, 0x1000, true).is_err(), "a request on a closed channel fails");
+    assert_eq!(r.model.maps_served(), 1, "the frontend never saw it");
+    ends_clean(r, true);
+}

@@ -11,7 +11,7 @@ use shmem_host::vm::qemu::{QemuInfo, probe};
 use shmem_host::vm::scenario::{MediaBuild, Scenario, SuiteDevice, SuiteFile};
 use shmem_host::vm::{self, SuiteConfig, bounds};
 use shmem_judge::defects::KnownDefect;
-use xshell::Shell;
+use xshell::{Shell, cmd};
 
 use crate::opts::Opts;
 use crate::shell::root;
@@ -182,8 +182,21 @@ pub type MediaBackends = Vec<(MediaBuild, Result<BackendUnderTest, String>)>;
 /// vhost-device-media with simple-capture: `binary` (the published build),
 /// or built once and cached.
 pub fn media_under_test(sh: &Shell, binary: Option<&Path>, build: MediaBuild) -> Result<BackendUnderTest, String> {
+    if let Some(fault) = build.fake_fault() {
+        return fake_media(sh, fault);
+    }
     let b = vhost_device_media::media_backend(sh, binary, &shell::cache_dir()?, build)?;
     Ok(BackendUnderTest { command: format!("{} --socket-path {{socket}} --backend simple-capture", b.path.display()), version: b.version })
+}
+
+/// The appliance's `fake-media-backend` with `--fault FAULT`, built in the
+/// workspace; its version line (which names the fault) keys its entries.
+fn fake_media(sh: &Shell, fault: &str) -> Result<BackendUnderTest, String> {
+    let _at = sh.push_dir(root());
+    cmd!(sh, "cargo build --quiet -p shmem-host --bin fake-media-backend").run().map_err(shell::err("building fake-media-backend"))?;
+    let bin = root().join("target/debug/fake-media-backend");
+    let version = cmd!(sh, "{bin} --fault {fault} --version").read().map_err(shell::err("fake-media-backend --version"))?;
+    Ok(BackendUnderTest { command: format!("{} --socket-path {{socket}} --fault {fault}", bin.display()), version: version.trim().to_string() })
 }
 
 /// Own boots run in parallel, each in a worker process of this binary: its command.

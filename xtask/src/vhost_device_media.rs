@@ -43,6 +43,8 @@ fn suffix(which: MediaBuild) -> &'static str {
     match which {
         MediaBuild::Published => "",
         MediaBuild::PageRounded => "-page-rounded",
+        // Not built here (`suite_setup::fake_media`); named apart all the same.
+        MediaBuild::FakeWrongFrames | MediaBuild::FakeHideRefusal => "-not-vhost-device-media",
     }
 }
 
@@ -84,6 +86,7 @@ fn build(sh: &Shell, cache: &Path, bin: &Path, which: MediaBuild) -> Result<(), 
             .run()
             .map_err(err("building vhost-device-media (cargo install)"))?,
         MediaBuild::PageRounded => build_page_rounded(sh, tmp.path(), &root)?,
+        fake => return Err(format!("{} is the appliance's fake-media-backend, not a build of {MEDIA_CRATE}", fake.name())),
     }
     let dest = bin.parent().and_then(Path::parent).ok_or("cache path has no parent")?;
     // Renamed into place whole: a build cut short leaves no half entry in the cache.

@@ -5,6 +5,7 @@
 //! judges it (`shmem_judge::backend`). Fault variants make the frontend refuse, delay, reset
 //! and hang up. It must not judge while recording, nor record while judging.
 
+pub mod frontend;
 pub mod own;
 pub mod port;
 pub mod process;

@@ -2,12 +2,15 @@
 //! over the model's guest RAM (`ModelPort`), or the guest agent driving the
 //! device inside a QEMU guest (`vm::conformance_boot`'s port). Carries; records nothing.
 
-use shmem_virtio_media::driver::{Driver, MediaError};
+use std::time::Duration;
+
+use shmem_virtio_media::driver::{self, Driver, MediaError};
 use shmem_virtio_media::frame;
 use shmem_virtio_media::proto::{BufferInfo, Event};
 
 use shmem_judge::backend::record::FrameSeen;
 use super::transport::ModelTransport;
+use crate::model::ModelFrontend;
 
 /// The virtio-media driver's steps a session takes, and a look at a frame through its mapping.
 pub trait MediaPort {
@@ -28,6 +31,17 @@ pub trait MediaPort {
     fn churn(&mut self, offset: u32, cycles: usize, time: std::time::Duration) -> Result<usize, (usize, MediaError)>;
     /// The frame of buffer `b` as the driver's side sees it at shm offset `addr` of region 0.
     fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen;
+    /// Resets the device (status 0) and brings it up again: queues, DRIVER_OK.
+    fn reset(&mut self) -> Result<(), MediaError>;
+}
+
+/// The device brought up on the model as QEMU does at DRIVER_OK: a fresh
+/// driver in `d`, its queues started, its event buffers posted.
+pub fn model_up(model: &ModelFrontend, d: &mut Driver, timeout: Duration) -> Result<(), MediaError> {
+    *d = Driver::new(&ModelTransport::pages());
+    d.prepare(&mut ModelTransport::new(model, timeout));
+    let up = model.start().and_then(|()| model.start_queues(&d.queues(), driver::QUEUE_SIZE));
+    up.map_err(|e| MediaError::Malformed(format!("starting the device: {e}")))
 }
 
 /// The model's driver: its rings in the model's guest RAM, frames read through the model's view of the mapping.
@@ -64,6 +78,13 @@ impl MediaPort for ModelPort<'_> {
     fn churn(&mut self, offset: u32, cycles: usize, time: std::time::Duration) -> Result<usize, (usize, MediaError)> {
         let until = std::time::Instant::now() + time;
         self.d.churn(&mut self.t, offset, cycles, &mut || std::time::Instant::now() < until)
+    }
+    fn reset(&mut self) -> Result<(), MediaError> {
+        let model = self.t.model;
+        model.reset().map_err(|e| MediaError::Malformed(format!("reset (GET_VRING_BASE, mappings dropped): {e}")))?;
+        model_up(model, self.d, self.t.timeout)?;
+        self.t = ModelTransport::new(model, self.t.timeout);
+        Ok(())
     }
     fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen {
         let mut f = FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };

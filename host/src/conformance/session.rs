@@ -5,10 +5,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use shmem_virtio_media::driver::{self, Driver, MediaError};
+use shmem_virtio_media::driver::{Driver, MediaError};
 use shmem_virtio_media::proto::{BufferInfo, Event};
 
-use super::port::{MediaPort, ModelPort};
+use super::frontend::FrontendSide;
+use super::port::{MediaPort, ModelPort, model_up};
 use super::process::BackendProcess;
 use super::transport::ModelTransport;
 use shmem_judge::backend::record::{Expect, SessionRecord, Step};
@@ -59,7 +60,7 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
     match ModelFrontend::connect_seeing(&socket, MEDIA_QUEUES, faults, &mut rec.offered) {
         Ok(mut model) => {
             rec.regions = region_sizes(&model);
-            let mut d = Session { model: Some(&model), maps_seen: None, rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
+            let mut d = Session { front: &model, rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
             d.capture(&model, variant);
             rec.memfds = d.memfds_around();
             // Before the frontend hangs up: a backend may end when its frontend goes
@@ -84,35 +85,26 @@ pub fn region_sizes(model: &ModelFrontend) -> Vec<u64> {
     (0..n).map(|i| windows.iter().find(|w| usize::from(w.0) == i).map_or(0, |w| w.2)).collect()
 }
 
-/// One capture session carried by `port` (the guest agent in a QEMU guest),
-/// the backend's memfds counted around it. The frontend is not in view from
-/// here: the record says so until the caller reads the frontend's side from
-/// elsewhere (the recording relay's record, `shmem_judge::backend::wire`).
-/// `up` is how bringing the device up (queues, DRIVER_OK) went; nothing
-/// else runs when it failed.
-/// `maps_seen` says how many SHMEM_MAP the backend has sent so far (the
-/// relay's count), for a variant that refuses the k-th.
-pub fn run_port(port: &mut dyn MediaPort, up: Result<String, MediaError>, proc: &BackendProcess, variant: Variant, s: &Settings, maps_seen: &dyn Fn() -> usize) -> SessionRecord {
+/// One session carried by `port` (the guest agent in a QEMU guest) with
+/// `front` in the frontend's place (the recording relay in front of QEMU),
+/// the backend's memfds counted around it. The frontend's side is not in
+/// the record: it says so until the caller reads it from the relay's record
+/// (`shmem_judge::backend::wire`). `up` is how bringing the device up
+/// (queues, DRIVER_OK) went; nothing else runs when it failed.
+pub fn run_port(port: &mut dyn MediaPort, up: Result<String, MediaError>, proc: &BackendProcess, front: &dyn FrontendSide, variant: Variant, s: &Settings) -> SessionRecord {
     let refused_map = if let Variant::RefuseMap(k) = variant { Some(k) } else { None };
     let mut rec = SessionRecord { media: true, frontend_unseen: true, refused_map, ..SessionRecord::default() };
-    let mut d = Session { model: None, maps_seen: Some(maps_seen), rec: &mut rec, s: *s, proc, memfds_before: None, settling: false };
+    let mut d = Session { front, rec: &mut rec, s: *s, proc, memfds_before: None, settling: true };
     if d.step("DRIVER_OK and queues", Expect::Success, up, Clone::clone).is_some() {
-        match variant {
-            Variant::Churn(n) => d.churn(port, n),
-            v => {
-                d.one_capture(port, v, false);
-            }
-        }
+        d.drive(port, variant);
     }
     rec.memfds = d.memfds_around();
     rec
 }
 
 struct Session<'a> {
-    /// The model frontend, when the session runs on it (it settles, and says what it waits for).
-    model: Option<&'a ModelFrontend>,
-    /// How many SHMEM_MAP the backend has sent, when no model counts them.
-    maps_seen: Option<&'a dyn Fn() -> usize>,
+    /// The model frontend, or the relay in front of QEMU.
+    front: &'a dyn FrontendSide,
     rec: &'a mut SessionRecord,
     s: Settings,
     proc: &'a BackendProcess,
@@ -127,9 +119,7 @@ impl Session<'_> {
     /// memory table was answered: the next command then cannot meet a
     /// memory table in flight (only [`Variant::Churn`] sends without waiting).
     fn settle(&self) {
-        if let Some(m) = self.model {
-            let _ = m.sync(self.s.answer);
-        }
+        self.front.settle(self.s.answer);
     }
 
     /// The backend's memfds before the first OPEN and now (after CLOSE), if counted.
@@ -140,7 +130,7 @@ impl Session<'_> {
     fn step<T>(&mut self, what: &str, expect: Expect, r: Result<T, MediaError>, detail: impl Fn(&T) -> String) -> Option<T> {
         let outcome = r.as_ref().map(&detail).map_err(Clone::clone);
         if matches!(outcome, Err(MediaError::Timeout(_))) && self.rec.waiting_at_timeout.is_none() {
-            self.rec.waiting_at_timeout = self.model.and_then(ModelFrontend::waiting_for).map(|(w, d)| (w.to_string(), d));
+            self.rec.waiting_at_timeout = self.front.waiting_for();
         }
         self.rec.steps.push(Step { what: what.into(), expect, outcome });
         if self.settling {
@@ -149,32 +139,28 @@ impl Session<'_> {
         r.ok()
     }
 
-    /// The device brought up as QEMU does at DRIVER_OK, the queues started, the event buffers posted.
-    fn bring_up(&mut self, model: &ModelFrontend) -> Option<Driver> {
+    /// The device brought up on the model as QEMU does at DRIVER_OK, then the session.
+    fn capture(&mut self, model: &ModelFrontend, variant: Variant) {
         let mut d = Driver::new(&ModelTransport::pages());
-        let mut t = ModelTransport::new(model, self.s.answer);
-        d.prepare(&mut t);
-        let up = model.start().and_then(|()| model.start_queues(&d.queues(), driver::QUEUE_SIZE));
-        let up = up.map_err(|e| MediaError::Malformed(format!("starting the device: {e}")));
-        self.step("DRIVER_OK and queues", Expect::Success, up, |()| String::new()).map(|()| d)
+        let up = model_up(model, &mut d, self.s.answer);
+        if self.step("DRIVER_OK and queues", Expect::Success, up, |()| String::new()).is_some() {
+            self.drive(&mut ModelPort { d: &mut d, t: ModelTransport::new(model, self.s.answer) }, variant);
+        }
     }
 
-    fn capture(&mut self, model: &ModelFrontend, variant: Variant) {
-        let Some(mut d) = self.bring_up(model) else { return };
-        let mut port = ModelPort { d: &mut d, t: ModelTransport::new(model, self.s.answer) };
+    /// The variant's session through `port`, once the device is up.
+    fn drive(&mut self, port: &mut dyn MediaPort, variant: Variant) {
         if let Variant::Churn(n) = variant {
             self.settling = false;
-            return self.churn(&mut port, n);
+            return self.churn(port, n);
         }
         let fault_after_first_frame = matches!(variant, Variant::ResetMidStream | Variant::CloseChannel);
-        let stopped = self.one_capture(&mut port, variant, fault_after_first_frame);
+        let stopped = self.one_capture(port, variant, fault_after_first_frame);
         if variant == Variant::ResetMidStream && stopped {
-            self.rec.resets.push(model.served_count());
-            let r = model.reset().map_err(|e| MediaError::Malformed(format!("reset: {e}")));
-            if self.step("device reset (GET_VRING_BASE, mappings dropped)", Expect::Success, r, |()| String::new()).is_some()
-                && let Some(mut d) = self.bring_up(model)
-            {
-                self.one_capture(&mut ModelPort { d: &mut d, t: ModelTransport::new(model, self.s.answer) }, Variant::Stream, false);
+            self.rec.resets.push(self.front.requests_seen());
+            let r = port.reset();
+            if self.step("device reset (mappings dropped), then DRIVER_OK and queues", Expect::Success, r, |()| String::new()).is_some() {
+                self.one_capture(port, Variant::Stream, false);
             }
         }
     }
@@ -199,10 +185,8 @@ impl Session<'_> {
             if variant == Variant::ResetMidStream {
                 return true;
             }
-            if let Some(m) = self.model {
-                m.close_backend_channel();
-                self.rec.channel_closed = true;
-            }
+            self.front.close_backend_channel();
+            self.rec.channel_closed = true;
             if let Some(b) = bufs.last() {
                 let r = d.mmap(b.mem_offset, self.rec.asked_rw);
                 self.step(&format!("MMAP buffer {} after the channel closed", b.index), Expect::Errno, r, |m| format!("{m:x?}"));
@@ -249,8 +233,7 @@ impl Session<'_> {
     fn map_buffers(&mut self, d: &mut dyn MediaPort, bufs: &[BufferInfo], variant: Variant) -> Vec<(BufferInfo, u64, u64)> {
         let mut mapped = Vec::new();
         for b in bufs {
-            let so_far = self.model.map(ModelFrontend::maps_served).or_else(|| self.maps_seen.map(|f| f()));
-            let refused = matches!(variant, Variant::RefuseMap(k) if so_far.is_some_and(|n| n + 1 == k));
+            let refused = matches!(variant, Variant::RefuseMap(k) if self.front.maps_seen() + 1 == k);
             let expect = if refused { Expect::Errno } else { Expect::Success };
             let what = format!("MMAP buffer {} (offset {:#x})", b.index, b.mem_offset);
             let mut got = self.step(&what, expect, d.mmap(b.mem_offset, self.rec.asked_rw), |m| format!("at {:#x} len {:#x}", m.0, m.1));

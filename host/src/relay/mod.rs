@@ -15,7 +15,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -42,21 +42,29 @@ pub struct RelayFaults {
 struct Shared {
     faults: RelayFaults,
     /// SHMEM_MAP requests the backend sent so far.
-    maps: std::sync::atomic::AtomicUsize,
+    maps: AtomicUsize,
+    /// Requests of any kind the backend sent on its channel so far.
+    requests: AtomicUsize,
     /// Held while writing to the backend's end of its channel: the relay's
     /// own refusals and the frontend's replies go there from two threads.
     to_backend_channel: Mutex<()>,
     record: Mutex<Vec<WireMsg>>,
     /// Clones of every live socket, so `finish` can unblock every thread.
     sockets: Mutex<Vec<UnixStream>>,
+    /// Clones of the backend channel's two sockets, for [`Relay::close_backend_channel`].
+    backend_channel: Mutex<Vec<UnixStream>>,
+    /// The backend channel was closed on purpose: its pumps' errors are not the relay's.
+    channel_closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<Result<(), String>>>>,
     stop: AtomicBool,
 }
 
 impl Shared {
-    fn keep(&self, s: &UnixStream) -> io::Result<()> {
-        let dup = s.try_clone()?;
-        self.sockets.lock().unwrap_or_else(|p| p.into_inner()).push(dup);
+    fn keep(&self, s: &UnixStream, channel: Channel) -> io::Result<()> {
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner()).push(s.try_clone()?);
+        if channel == Channel::Backend {
+            self.backend_channel.lock().unwrap_or_else(|p| p.into_inner()).push(s.try_clone()?);
+        }
         Ok(())
     }
 
@@ -116,6 +124,26 @@ impl Relay {
         self.shared.maps.load(Ordering::SeqCst)
     }
 
+    /// How many requests of any kind the backend has sent on its channel so far.
+    pub fn requests_seen(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Closes the backend channel on both its sides, as a frontend that
+    /// hangs it up: the backend's next request meets a closed socket, and
+    /// the frontend sees its channel end.
+    pub fn close_backend_channel(&self) {
+        self.shared.channel_closed.store(true, Ordering::SeqCst);
+        for s in self.shared.backend_channel.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// What is left unanswered on the wire now, and since when (`shmem_judge::backend::wire::waiting`).
+    pub fn waiting_for(&self) -> Option<(String, Duration)> {
+        shmem_judge::backend::wire::waiting(&self.record(), monotonic_ns())
+    }
+
     /// Everything recorded so far, in the order the relay read it.
     pub fn record(&self) -> Vec<WireMsg> {
         self.shared.record.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -169,8 +197,8 @@ fn accept(listener: &UnixListener, backend: &Path, shared: &Arc<Shared>) -> Resu
 
 /// Both directions of one channel, the frontend's end and the backend's.
 fn start_pumps(shared: &Arc<Shared>, frontend: UnixStream, backend: UnixStream, channel: Channel) -> io::Result<()> {
-    shared.keep(&frontend)?;
-    shared.keep(&backend)?;
+    shared.keep(&frontend, channel)?;
+    shared.keep(&backend, channel)?;
     let (f2, b2) = (frontend.try_clone()?, backend.try_clone()?);
     let sh = shared.clone();
     shared.spawn(&format!("relay-{channel:?}-from-frontend"), move || pump(&frontend, &backend, channel, Sender::Frontend, &sh))?;
@@ -184,7 +212,8 @@ fn pump(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sender, sh
     let res = pump_loop(from, to, channel, sender, shared);
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
-    if shared.stop.load(Ordering::SeqCst) { Ok(()) } else { res }
+    let closed_on_purpose = channel == Channel::Backend && shared.channel_closed.load(Ordering::SeqCst);
+    if shared.stop.load(Ordering::SeqCst) || closed_on_purpose { Ok(()) } else { res }
 }
 
 fn pump_loop(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sender, shared: &Arc<Shared>) -> Result<(), String> {
@@ -195,6 +224,9 @@ fn pump_loop(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sende
             Err(e) => return Err(format!("relay ({channel:?}, from the {sender:?}): {e}")),
         };
         shared.note(&msg, channel, sender);
+        if (channel, sender) == (Channel::Backend, Sender::Backend) && !msg.is_reply() {
+            shared.requests.fetch_add(1, Ordering::SeqCst);
+        }
         let takes_channel = channel == Channel::Main && sender == Sender::Frontend && !msg.is_reply() && msg.request == SET_BACKEND_REQ_FD && !msg.fds.is_empty();
         let request = msg.request;
         let sent = match (channel, sender) {

@@ -96,6 +96,10 @@ impl MediaPort for AgentPort<'_> {
             None => Ok(done),
         }
     }
+    fn reset(&mut self) -> Result<(), MediaError> {
+        self.ask("reset")?;
+        self.ask("media-up").map(|_| ())
+    }
     fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen {
         let mut f = FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };
         match self.ask(&format!("media-frame {addr:#x} {}", b.sequence)).map(|t| super::guest::agent::field(&t, "mismatch").map(str::to_string)) {
@@ -123,12 +127,14 @@ const CHURN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 const CHURN_SLACK: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The session a `[media]` table asks for: a capture, a churn, a refused
-/// map or held acks.
+/// map, held acks, a reset or a closed channel mid-stream.
 fn variant(m: &MediaScenario) -> Variant {
     match (m.churn, m.refuse_map, m.ack_delay_ms) {
         (Some(n), _, _) => Variant::Churn(n),
         (_, Some(k), _) => Variant::RefuseMap(k),
         (_, _, Some(ms)) => Variant::AckDelay(ms),
+        _ if m.reset_mid_stream => Variant::ResetMidStream,
+        _ if m.close_channel => Variant::CloseChannel,
         _ => Variant::Stream,
     }
 }
@@ -245,7 +251,7 @@ fn boot_and_session(boot: &BootConfig, proc: &mut BackendProcess, relay: &Relay,
 fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, relay: &Relay, variant: Variant, s: &Settings) -> Vec<CheckResult> {
     let mut port = AgentPort { guest };
     let up = port.ask("media-up");
-    let mut rec = session::run_port(&mut port, up, proc, variant, s, &|| relay.maps_seen());
+    let mut rec = session::run_port(&mut port, up, proc, relay, variant, s);
     rec.dead = proc.gone();
     let msgs = relay.record();
     wire::read_session(&msgs, &mut rec);

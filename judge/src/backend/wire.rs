@@ -212,6 +212,37 @@ fn reply_to(msgs: &[WireMsg], i: usize) -> Option<usize> {
     })
 }
 
+/// Main-channel requests a backend answers whatever their flags (the GETs),
+/// beside any the frontend sent with NEED_REPLY.
+const ALWAYS_ANSWERED: [u32; 8] = [GET_FEATURES, GET_PROTOCOL_FEATURES, 11, 17, 24, 31, 36, GET_SHMEM_CONFIG];
+
+/// What was left unanswered at `now_ns`, and for how long: the oldest of the
+/// frontend's requests the backend has not answered, named as the model
+/// names what it waits for (`SET_MEM_TABLE`); else the oldest of the
+/// backend's requests the frontend has not answered (`nothing; the backend
+/// waits for its answer to SHMEM_MAP`). Replies are matched to requests by
+/// code, first come first answered; a hung-up channel leaves its own unanswered.
+pub fn waiting(msgs: &[WireMsg], now_ns: u64) -> Option<(String, std::time::Duration)> {
+    let mut open: Vec<&WireMsg> = Vec::new();
+    for m in msgs {
+        let owed = m.channel == Channel::Main && ALWAYS_ANSWERED.contains(&m.request) || m.flags & FLAG_NEED_REPLY != 0;
+        if !m.is_reply() && owed {
+            open.push(m);
+        } else if m.is_reply()
+            && let Some(at) = open.iter().position(|o| o.channel == m.channel && o.request == m.request)
+        {
+            open.remove(at);
+        }
+    }
+    let oldest = |sender: Sender| open.iter().find(|o| o.sender == sender);
+    let since = |o: &WireMsg| std::time::Duration::from_nanos(now_ns.saturating_sub(o.at_ns));
+    match (oldest(Sender::Frontend), oldest(Sender::Backend)) {
+        (Some(f), _) => Some((f.name.clone(), since(f))),
+        (None, Some(b)) => Some((format!("nothing; the backend waits for its answer to {}", b.name), since(b))),
+        (None, None) => None,
+    }
+}
+
 /// The files (st_dev, st_ino) of the mappings the backend's accepted
 /// requests leave live at the end: what the frontend should no longer hold.
 pub fn files_mapped(msgs: &[WireMsg]) -> Vec<(u64, u64)> {
@@ -368,5 +399,19 @@ mod tests {
         assert_eq!((rec.offered, rec.regions.clone(), rec.frontend_unseen), (Some((3, 7)), vec![0x80_0000], false));
         assert_eq!(rec.served.iter().map(|s| s.accepted).collect::<Vec<_>>(), [false, true]);
         assert_eq!(files_mapped(&record), vec![(1, 2)]);
+    }
+
+    #[test]
+    fn what_is_left_unanswered_is_named_oldest_first() {
+        let named = |m: WireMsg, name: &str| WireMsg { name: name.into(), ..m };
+        let table_ack = msg(0, Channel::Main, Sender::Backend, SET_MEM_TABLE, 0x5, Payload::U64 { value: 0 });
+        let asking_table = WireMsg { flags: 0x9, ..named(table(1_000, &[0x1000]), "SET_MEM_TABLE") };
+        let map = named(map(2_000), "SHMEM_MAP");
+        assert_eq!(waiting(&[asking_table.clone(), map.clone()], 3_001_000), Some(("SET_MEM_TABLE".into(), std::time::Duration::from_millis(3))));
+        let only_backend = waiting(&[asking_table.clone(), table_ack.clone(), map.clone()], 2_000_000).map(|w| w.0);
+        assert_eq!(only_backend.as_deref(), Some("nothing; the backend waits for its answer to SHMEM_MAP"));
+        assert_eq!(waiting(&[asking_table, table_ack, map, ack(4_000, 0)], 5_000), None);
+        // A table sent without NEED_REPLY is owed nothing.
+        assert_eq!(waiting(&[table(1_000, &[0x1000])], 2_000), None);
     }
 }

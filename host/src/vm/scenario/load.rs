@@ -89,7 +89,10 @@ fn check_media_keys(f: &ScenarioFile) -> Result<(), (&'static str, &'static str)
         Some(_) if f.device.is_some() || f.qemu_only || f.boot_refusal_ok => Err(("media", "`[media]` takes no `device`, `qemu_only` or `boot_refusal_ok`")),
         Some(m) if m.buffers == 0 || m.frames == 0 => Err(("media", "`[media]` needs at least one buffer and one frame")),
         Some(m) if m.churn.is_some_and(|n| n == 0 || n > MAX_CHURN) => Err(("media", "`churn` is a number of MMAP/MUNMAP cycles, 1 to 100000")),
-        Some(m) if [m.churn.is_some(), m.refuse_map.is_some(), m.ack_delay_ms.is_some()].iter().filter(|x| **x).count() > 1 => Err(("media", "`churn`, `refuse_map` and `ack_delay_ms` are sessions of their own: one at most")),
+        Some(m) if [m.churn.is_some(), m.refuse_map.is_some(), m.ack_delay_ms.is_some(), m.reset_mid_stream, m.close_channel].iter().filter(|x| **x).count() > 1 => {
+            Err(("media", "`churn`, `refuse_map`, `ack_delay_ms`, `reset_mid_stream` and `close_channel` are sessions of their own: one at most"))
+        }
+        Some(m) if (m.reset_mid_stream || m.close_channel) && (m.frames < 2 || m.buffers < 2) => Err(("media", "`reset_mid_stream` and `close_channel` act after the first frame and hold a buffer back: 2 frames and 2 buffers at least")),
         Some(m) if m.refuse_map.is_some_and(|k| k == 0 || k > m.buffers as usize) => Err(("media", "`refuse_map` is the k-th SHMEM_MAP, 1 to the number of buffers")),
         Some(m) if m.ack_delay_ms.is_some_and(|d| d == 0 || d > MAX_ACK_DELAY_MS) => Err(("media", "`ack_delay_ms` is 1 to 2000")),
         Some(_) => Ok(()),

@@ -78,6 +78,16 @@ pub struct MediaScenario {
     /// many milliseconds (by the relay behind QEMU, by the model itself).
     #[serde(default)]
     pub ack_delay_ms: Option<u64>,
+    /// Instead of a plain capture: the device is reset after the first
+    /// frame (by the guest agent, or the model), brought up again and
+    /// captured from anew.
+    #[serde(default)]
+    pub reset_mid_stream: bool,
+    /// Instead of a plain capture: the backend channel is closed after the
+    /// first frame (by the relay on both its sides, or the model); one
+    /// buffer left unmapped till then must get an errno.
+    #[serde(default)]
+    pub close_channel: bool,
 }
 
 /// The longest ack delay a media scenario may ask for.
@@ -96,16 +106,33 @@ pub enum MediaBuild {
     /// With its buffer memfds sized to whole pages (a one-line change to
     /// virtio-media, made by xtask): the build QEMU 11.1.3 can map.
     PageRounded,
+    /// Not vhost-device-media: the appliance's `fake-media-backend`, wrong
+    /// on purpose: every frame one byte off the pattern.
+    FakeWrongFrames,
+    /// The same fake, wrong on purpose: a refused map reported to the driver as mapped.
+    FakeHideRefusal,
 }
 
 impl MediaBuild {
-    pub const ALL: [MediaBuild; 2] = [MediaBuild::Published, MediaBuild::PageRounded];
+    pub const ALL: [MediaBuild; 4] = [MediaBuild::Published, MediaBuild::PageRounded, MediaBuild::FakeWrongFrames, MediaBuild::FakeHideRefusal];
 
     /// As written in a scenario file and on a worker's command line.
     pub fn name(self) -> &'static str {
         match self {
             MediaBuild::Published => "published",
             MediaBuild::PageRounded => "page-rounded",
+            MediaBuild::FakeWrongFrames => "fake-wrong-frames",
+            MediaBuild::FakeHideRefusal => "fake-hide-refusal",
+        }
+    }
+
+    /// The `--fault` of `fake-media-backend` a fake build runs with; `None`
+    /// for vhost-device-media's builds.
+    pub fn fake_fault(self) -> Option<&'static str> {
+        match self {
+            MediaBuild::Published | MediaBuild::PageRounded => None,
+            MediaBuild::FakeWrongFrames => Some("wrong-frames"),
+            MediaBuild::FakeHideRefusal => Some("hide-refusal"),
         }
     }
 }
