@@ -60,6 +60,42 @@ fn crash_of(c: &CheckResult) -> (Option<&Fact>, Option<&Fact>, Option<&Fact>) {
     (c.facts.get("exit"), c.facts.get("step"), c.facts.get("said"))
 }
 
+/// Whether most accepted requests' memory tables reached the backend before
+/// the reply did, on the wire (`reaches-memory-table`'s `preceded` of `n`):
+/// the order a frontend that commits before it replies shows. Most, not
+/// all: the relay reads the two channels on two threads.
+fn wire_table_first(c: &CheckResult) -> Option<bool> {
+    let count = |k: &str| c.facts.get(k).and_then(Fact::count);
+    match (count("n"), count("preceded")) {
+        (Some(n), Some(p)) if c.check == "reaches-memory-table" && n > 0 => Some(2 * p > n),
+        _ => None,
+    }
+}
+
+/// `reaches-memory-table` on both sides: the order on the wire (a flip is
+/// fixed or REGRESSED), else the lags as facts, never called a change
+/// (they carry the relay's scheduling).
+fn compare_wire(c: &mut Comparison, at: &str, x: &CheckResult, y: &CheckResult) -> Option<String> {
+    let (fa, fb) = (wire_table_first(x)?, wire_table_first(y)?);
+    let lag = |k: &CheckResult| {
+        let f = |key: &str| k.facts.get(key).map(Fact::to_string).unwrap_or_default();
+        format!("{}/{} preceded, lag {} / {} / {} us", f("preceded"), f("n"), f("lag_min_us"), f("lag_median_us"), f("lag_max_us"))
+    };
+    let (la, lb) = (lag(x), lag(y));
+    Some(match (fa, fb) {
+        (false, true) => {
+            c.fixed += 1;
+            format!("fixed: {at}: on the wire B's memory table reaches the backend before its reply (A {la}; B {lb})")
+        }
+        (true, false) => {
+            c.regressed += 1;
+            format!("REGRESSED: {at}: on the wire B replies before its memory table reaches the backend (A {la}; B {lb})")
+        }
+        _ if la != lb => format!("wire lag (facts, not judged): {at}: A {la}; B {lb}"),
+        _ => return None,
+    })
+}
+
 /// One check on both sides; `unreached_a`: A died or erred before the end;
 /// `errs`: which side's scenario erred.
 fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Option<&CheckResult>, (unreached_a, errs): (bool, (bool, bool))) {
@@ -79,6 +115,10 @@ fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Opt
                 format!("REGRESSED: {at}: B replies before it commits (memory table before the ack: A {}, B {}); stale A {}, B {}", order(x), order(y), show_counts(x), show_counts(y))
             }
         }
+        (Some(x), Some(y)) if x.passed && y.passed && wire_table_first(x).is_some() => match compare_wire(c, at, x, y) {
+            Some(line) => line,
+            None => return,
+        },
         (Some(x), Some(y)) if let (Some(ka), Some(kb)) = (probe_counts(&x.facts), probe_counts(&y.facts)) => {
             return compare_counts(c, at, &ka, &kb);
         }
@@ -197,6 +237,23 @@ mod tests {
         assert_eq!((back.fixed, back.regressed), (0, 1), "{:?}", back.lines);
         // The same order on both sides: the counts decide, as before.
         assert!(compare(&a, &a).lines.iter().all(|l| l.starts_with("no significant change")));
+    }
+
+    #[test]
+    fn the_order_on_the_wire_is_compared_and_its_lags_are_only_shown() {
+        let wire = |preceded: u64, median: &str| {
+            CheckResult::new("reaches-memory-table", true, "").with("n", 8u64).with("none", 0u64).with("preceded", preceded).with("lag_min_us", "-80").with("lag_median_us", median).with("lag_max_us", "900")
+        };
+        let c = compare(&suite_report("a", vec![wire(0, "310")]), &suite_report("b", vec![wire(8, "-40")]));
+        assert_eq!((c.fixed, c.regressed), (1, 0), "{:?}", c.lines);
+        assert!(c.lines[0].starts_with("fixed: s/reaches-memory-table: on the wire B's memory table reaches the backend before its reply (A 0/8 preceded"), "{:?}", c.lines);
+        let back = compare(&suite_report("b", vec![wire(8, "-40")]), &suite_report("a", vec![wire(1, "310")]));
+        assert_eq!((back.fixed, back.regressed), (0, 1), "{:?}", back.lines);
+        // The same order, other lags: shown, not counted.
+        let c = compare(&suite_report("a", vec![wire(0, "310")]), &suite_report("b", vec![wire(1, "560")]));
+        assert_eq!((c.fixed, c.regressed, c.changed), (0, 0, 0), "{:?}", c.lines);
+        assert!(c.lines[0].starts_with("wire lag (facts, not judged)"), "{:?}", c.lines);
+        assert!(compare(&suite_report("a", vec![wire(0, "310")]), &suite_report("a", vec![wire(0, "310")])).lines.is_empty());
     }
 
     #[test]
