@@ -173,10 +173,17 @@ fn kill_tree(pid: u32) {
 }
 
 /// A rough cost of a scenario in milliseconds, to start the longest own
-/// boots first (a boot, plus what its steps are known to take).
+/// boots first (a boot, plus what its steps or its media session are known
+/// to take: both halves of a churn, a hang's answer timeout on the model
+/// among them; held acks on both).
 fn expected_cost(scn: &Scenario) -> u64 {
     use scenario::Step;
-    2000 + scn
+    let media = scn.media.map_or(0, |m| match (m.churn, m.ack_delay_ms) {
+        (Some(n), _) => n as u64 * 6 + 5000,
+        (_, Some(ms)) => ms * 2 * u64::from(m.buffers) * 2,
+        _ => 1000,
+    });
+    2000 + media + scn
         .steps
         .iter()
         .map(|s| match s {

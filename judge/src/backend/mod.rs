@@ -26,10 +26,8 @@ pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
         checks.push(CheckResult::new("connect", false, format!("the frontend could not set the backend up: {e}")).with("said", said_fact(e)));
         return checks;
     }
-    // After a hang the session never reached its end: what it left is the hang's doing, not judged.
     let hung = rec.steps.iter().any(timed_out);
-    // Nothing can be unmapped once the frontend closed the channel: what is left then is the frontend's doing.
-    let ended = !hung && !rec.channel_closed;
+    let ended = reached_its_end(rec);
     if !rec.frontend_unseen {
         checks.push(shmem_config(&rec.regions));
         let replay = Replay::of(rec);
@@ -56,6 +54,14 @@ pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
     let alive = rec.dead.is_none();
     checks.push(CheckResult::new("backend-alive", alive, rec.dead.clone().map_or_else(|| "the backend was running and answering at the end".into(), |d| format!("the backend is gone: {d}"))));
     checks
+}
+
+/// Whether what a session left at its end is the backend's to answer for
+/// (`all-unmapped`, `buffer-fds-released`): not after a hang (the session
+/// never reached its end), nor once the frontend closed the channel
+/// (nothing can be unmapped then).
+pub fn reached_its_end(rec: &SessionRecord) -> bool {
+    !rec.steps.iter().any(timed_out) && !rec.channel_closed
 }
 
 fn negotiation(rec: &SessionRecord) -> CheckResult {
