@@ -1,5 +1,5 @@
 //! A backend under test as a child process: started from a command line with
-//! `{socket}` in it, its stderr kept; waited for until its socket exists;
+//! `{socket}` in it, its stderr kept; waited for until it listens on its socket;
 //! killed and reaped on drop, its socket file removed. It stays in the runner's process group, so a
 //! Ctrl-C ends it with the runner. What it holds is read from `/proc/PID`.
 
@@ -13,6 +13,21 @@ pub struct BackendProcess {
     pub stderr: PathBuf,
     /// Its listening socket: a killed backend leaves the file behind, so it goes on drop.
     socket: PathBuf,
+}
+
+/// `__SO_ACCEPTCON` in `/proc/net/unix`'s Flags: the socket listens.
+const ACCEPTING: u32 = 0x1_0000;
+
+/// Whether a socket bound at `path` listens, from `/proc/net/unix` (a
+/// connect to find out would take the backend's one frontend).
+fn listening(path: &Path) -> bool {
+    let want = path.display().to_string();
+    let table = fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Num RefCount Protocol Flags Type St Inode Path
+        fields.len() >= 8 && fields[7] == want && u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & ACCEPTING != 0)
+    })
 }
 
 impl BackendProcess {
@@ -35,12 +50,14 @@ impl BackendProcess {
             .map_err(|e| format!("starting backend {prog:?}: {e}"))?;
         let mut p = BackendProcess { child, stderr, socket: socket.to_path_buf() };
         let deadline = Instant::now() + timeout;
-        while !socket.exists() {
+        // Not just the file: between bind and listen a connect is refused (seen, 1 run in 5 of a suite).
+        while !listening(socket) {
             if let Some(gone) = p.gone() {
                 return Err(format!("backend {prog:?} ended before listening: {gone}"));
             }
             if Instant::now() >= deadline {
-                return Err(format!("backend {prog:?} did not create {} within {timeout:?}", socket.display()));
+                let made = if socket.exists() { "created but did not listen on" } else { "did not create" };
+                return Err(format!("backend {prog:?} {made} {} within {timeout:?}", socket.display()));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -107,5 +124,38 @@ impl Drop for BackendProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.socket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    /// A Unix socket bound at `path` that does not listen (the moment between bind and listen).
+    fn bound_only(path: &Path) -> std::os::fd::OwnedFd {
+        // SAFETY: a new socket, owned at once; bind on a sockaddr_un we fill.
+        unsafe {
+            let fd = std::os::fd::OwnedFd::from_raw_fd(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0));
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in addr.sun_path.iter_mut().zip(path.display().to_string().bytes()) {
+                *d = s as libc::c_char;
+            }
+            let rc = libc::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), std::ptr::addr_of!(addr).cast(), std::mem::size_of::<libc::sockaddr_un>() as u32);
+            assert_eq!(rc, 0, "bind {}", path.display());
+            fd
+        }
+    }
+
+    #[test]
+    fn a_socket_counts_as_listening_only_once_it_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bound, listens) = (dir.path().join("bound.sock"), dir.path().join("listens.sock"));
+        assert!(!listening(&listens), "no socket yet");
+        let _b = bound_only(&bound);
+        assert!(bound.exists() && !listening(&bound), "bound, not listening: a connect would be refused");
+        let _l = std::os::unix::net::UnixListener::bind(&listens).unwrap();
+        assert!(listening(&listens));
     }
 }

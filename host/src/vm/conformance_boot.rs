@@ -120,6 +120,12 @@ fn settings(m: &MediaScenario) -> Settings {
     Settings { buffers: m.buffers, frames: m.frames, churn_time: CHURN_TIME, ..Settings::default() }
 }
 
+/// One driver wait on the model half: the backend answers the model over
+/// a local socket (seen: whole model sessions of 20 to 30 driver steps in
+/// 0.02 to 0.09 s under the suite's load), so 2 s without an answer is a
+/// hang, not a slow answer; behind QEMU each wait is the agent's.
+const MODEL_ANSWER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long a churn behind QEMU may go on.
 const CHURN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 /// How much longer than its time bound the host waits for a churn's answer:
@@ -162,7 +168,8 @@ pub fn conformance_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, 
     let model_dir = dir.join("model");
     let (model, ()) = leak_checked(dir, sockets, || {
         let made = std::fs::create_dir_all(&model_dir).map_err(|e| Failure { kind: ErrorKind::Io, message: format!("create {}: {e}", model_dir.display()) });
-        (made.map(|()| shmem_judge::backend::judge(&session::run_media(&backend.command, variant(m), &model_dir, &s))), ())
+        let on_model = Settings { answer: MODEL_ANSWER, ..s };
+        (made.map(|()| shmem_judge::backend::judge(&session::run_media(&backend.command, variant(m), &model_dir, &on_model))), ())
     });
     OwnBootRun { qemu, qemu_secs, model, model_secs: start.elapsed().as_secs_f64(), qemu_log, boot_secs, qemu_wire }
 }

@@ -175,13 +175,13 @@ fn kill_tree(pid: u32) {
 /// A rough cost of a scenario in milliseconds, to start the longest own
 /// boots first (a boot, plus what its steps or its media session are known
 /// to take: both halves of a churn, a hang's answer timeout on the model
-/// among them; held acks on both).
+/// among them; held acks on both; any other session about a boot's time).
 fn expected_cost(scn: &Scenario) -> u64 {
     use scenario::Step;
     let media = scn.media.map_or(0, |m| match (m.churn, m.ack_delay_ms) {
-        (Some(n), _) => n as u64 * 6 + 5000,
+        (Some(n), _) => n as u64 * 8 + 2000,
         (_, Some(ms)) => ms * 2 * u64::from(m.buffers) * 2,
-        _ => 1000,
+        _ => 0,
     });
     2000 + media + scn
         .steps

@@ -127,16 +127,17 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
     let pool = cfg.worker.as_deref().map(|w| Pool::new(w, &own, dirs.logs));
     let plan = AccelPlan::of(cfg.accel);
     std::thread::scope(|scope| {
-        // Own boots go to worker processes, one per core and one more, beside
-        // the shared boot; this thread joins them once the shared boot is
-        // done. They start at once when the accelerator is settled without a
-        // boot (TCG, or KVM that cannot fall back), else once the shared boot
-        // has chosen it. Two VMs more than there are cores keep the cores
-        // busy while guests wait on the host (a timeout, a held ack, a hang's
-        // answer timeout on the model, a shutdown): measured, `cargo xtask
-        // bench`, 14-15 s against 16-17.5 s with one more.
+        // Own boots go to worker processes, one per core, beside the shared
+        // boot; this thread joins them once the shared boot is done. They
+        // start at once when the accelerator is settled without a boot (TCG,
+        // or KVM that cannot fall back), else once the shared boot has chosen
+        // it. One VM more than there are cores keeps the cores busy while a
+        // guest waits on the host (a timeout, an ack, a shutdown). Not two:
+        // the reply-before-commit probe's stale counts rise with the load
+        // (seen: 59 of 500 with two more, the highest listed 23), and its
+        // entries were measured with one more.
         let start_pool = |accel: Accel| {
-            let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) + 1).min(own.len());
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(own.len());
             pool.as_ref().map_or_else(Vec::new, |p| (0..threads).map(|_| scope.spawn(move || p.work(accel))).collect())
         };
         let mut workers = plan.settled().map(start_pool).unwrap_or_default();
