@@ -25,6 +25,7 @@ pub mod guest;
 pub mod leaks;
 pub mod lists;
 pub mod own_boot;
+pub mod pool;
 pub mod own_run;
 pub mod qemu;
 pub mod report;

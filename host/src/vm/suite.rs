@@ -15,7 +15,8 @@ use super::accel::AccelPlan;
 use super::boot::{BootError, Dirs, QemuTarget, boot_with_fallback, layout_check, model_target, shutdown_check};
 use super::config::{SuiteConfig, defects_for};
 use super::interrupted;
-use super::own_boot::{Pool, own_boot_report, own_boot_run};
+use super::own_boot::{own_boot_report, own_boot_run};
+use super::pool::Pool;
 use super::qemu::{Accel, QemuInfo};
 use super::run::run_on;
 use super::scenario::Scenario;
@@ -124,20 +125,22 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
     let own: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| s.own_boot).collect();
     let mut measurements = Measurements::default();
     let mut reports = Vec::new();
-    let pool = cfg.worker.as_deref().map(|w| Pool::new(w, &own, dirs.logs));
+    // Two VMs more than there are cores keep the cores busy while guests
+    // wait on the host (a timeout, a held ack, a hang's answer timeout, a
+    // shutdown); a reply-before-commit probe counts for two (`pool::weight`),
+    // so it runs beside two others, as its listed counts were measured.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = cfg.worker.as_deref().map(|w| Pool::new(w, &own, dirs.logs, cores + 2));
     let plan = AccelPlan::of(cfg.accel);
     std::thread::scope(|scope| {
-        // Own boots go to worker processes, one per core, beside the shared
-        // boot; this thread joins them once the shared boot is done. They
-        // start at once when the accelerator is settled without a boot (TCG,
-        // or KVM that cannot fall back), else once the shared boot has chosen
-        // it. One VM more than there are cores keeps the cores busy while a
-        // guest waits on the host (a timeout, an ack, a shutdown). Not two:
-        // the reply-before-commit probe's stale counts rise with the load
-        // (seen: 59 of 500 with two more, the highest listed 23), and its
-        // entries were measured with one more.
+        // Own boots go to worker processes beside the shared boot, which
+        // holds a VM of the budget till it is done; then this thread joins
+        // them. They start at once when the accelerator is settled without
+        // a boot (TCG, or KVM that cannot fall back), else once the shared
+        // boot has chosen it.
+        let shared_share = pool.as_ref().filter(|_| !shared.is_empty()).map(Pool::share);
         let start_pool = |accel: Accel| {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(own.len());
+            let threads = (cores + 1).min(own.len());
             pool.as_ref().map_or_else(Vec::new, |p| (0..threads).map(|_| scope.spawn(move || p.work(accel))).collect())
         };
         let mut workers = plan.settled().map(start_pool).unwrap_or_default();
@@ -163,6 +166,7 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
                 }
             })?
         };
+        drop(shared_share);
         if let Some(p) = &pool {
             p.work(accel);
         }
