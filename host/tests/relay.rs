@@ -42,11 +42,15 @@ fn relayed(regions: Vec<u64>) -> Relayed {
 }
 
 fn relayed_faulty(regions: Vec<u64>, faults: RelayFaults) -> Relayed {
+    relayed_with(regions, faults, Faults::default())
+}
+
+fn relayed_with(regions: Vec<u64>, faults: RelayFaults, model_faults: Faults) -> Relayed {
     let spec = DeviceSpec::new(45, 1, regions).expect("valid spec");
     let server = BackendServer::start(spec.clone()).expect("backend starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let relay = Relay::start_faulty(&dir.path().join("relay.sock"), server.socket_path(), faults).expect("relay listens");
-    let model = ModelFrontend::connect(relay.socket_path(), 1, Faults::default()).expect("model connects through the relay");
+    let model = ModelFrontend::connect(relay.socket_path(), 1, model_faults).expect("model connects through the relay");
     model.start().expect("model starts the device");
     let chan = server.channel(T).expect("the backend channel, through the relay");
     Relayed { mgr: MappingManager::new(spec, chan), model, server, relay, _dir: dir }
@@ -156,5 +160,17 @@ fn a_backend_channel_closed_on_purpose_fails_the_next_request_and_the_relay_stil
     r.relay.close_backend_channel();
     assert!(r.mgr.map(0, "f", 0, 0x2000, 0x1000, true).is_err(), "a request on a closed channel fails");
     assert_eq!(r.model.maps_served(), 1, "the frontend never saw it");
+    ends_clean(r, true);
+}
+
+#[test]
+fn a_frontend_that_never_sends_the_table_fails_reaches_memory_table_on_the_wire() {
+    let _one = alone();
+    let mut r = relayed_with(vec![0x10000], RelayFaults::default(), Faults { no_table_update: true, ..Faults::default() });
+    r.mgr.create_file("f", 0x4000).unwrap();
+    assert_eq!(r.mgr.map(0, "f", 0, 0, 0x1000, true).unwrap().reply.ack, 0, "accepted");
+    r.model.sync(T).unwrap();
+    let c = wire::reaches_table_check(&wire::lags(&r.relay.record()));
+    assert!(!c.passed && c.facts["n"] == "1" && c.facts["none"] == "1", "{c:?}");
     ends_clean(r, true);
 }

@@ -45,6 +45,9 @@ pub struct Faults {
     pub refuse_map_number: Option<usize>,
     /// Hold every ack this long before sending it.
     pub ack_delay: Option<Duration>,
+    /// Apply and ack maps and unmaps but never send the memory table that
+    /// carries them: the backend's table stays as it was.
+    pub no_table_update: bool,
     /// Refuse a zero-length map strictly inside a mapping as an overlap,
     /// as QEMU 11.1.3 does (it checks overlap first and counts the empty range).
     pub zero_length_as_overlap: bool,

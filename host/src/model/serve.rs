@@ -187,7 +187,7 @@ pub(super) fn serve(inner: &Inner, sock: &UnixStream) {
             if ack.is_some_and(|a| reply(a).is_err()) {
                 break;
             }
-            if !faults.commit_before_reply && errors.is_empty() {
+            if !faults.commit_before_reply && !faults.no_table_update && errors.is_empty() {
                 errors.extend(send_mem_table(inner).err().map(|e| format!("SET_MEM_TABLE after the reply: {e}")));
             }
         }

@@ -19,6 +19,7 @@ use crate::backend::Recorder;
 use crate::channel::{Held, ReplyHold};
 use crate::manager::MappingManager;
 use crate::model::{Faults, ModelFrontend};
+use crate::relay::Relay;
 use crate::server::BackendServer;
 use crate::spec::DeviceSpec;
 
@@ -88,6 +89,8 @@ pub struct BootSpec<'a> {
     /// Initialise the device to DRIVER_OK; guest vCPUs.
     pub init: bool,
     pub smp: u8,
+    /// QEMU talks to the backend through the recording relay (the target keeps it).
+    pub relay: bool,
 }
 
 /// A booted QEMU target (its backend server lives in the target), with the
@@ -134,12 +137,13 @@ pub fn finish(t: &mut Target, checks: &mut Vec<CheckResult>) {
 /// channel, checks the layout and initialises the device.
 pub fn boot(b: &BootSpec<'_>, accel: Accel, dirs: Dirs<'_>) -> Result<QemuTarget, BootError> {
     let server = BackendServer::start_unvalidated_in(b.spec.clone(), dirs.sockets).map_err(BootError::io("starting the backend"))?;
+    let relay = if b.relay { Some(Relay::start(&server.private_dir().join("relay.sock"), server.socket_path()).map_err(BootError::io("starting the recording relay"))?) } else { None };
     let cfg = BootConfig {
         qemu: b.qemu.path.clone(),
         kernel: b.kernel.to_path_buf(),
         initramfs: b.initramfs.to_path_buf(),
         accel,
-        vhost_socket: server.socket_path().to_path_buf(),
+        vhost_socket: relay.as_ref().map_or(server.socket_path(), Relay::socket_path).to_path_buf(),
         virtio_id: b.spec.virtio_id,
         num_vqs: 1,
         log_dir: dirs.logs.to_path_buf(),
@@ -162,7 +166,8 @@ pub fn boot(b: &BootSpec<'_>, accel: Accel, dirs: Dirs<'_>) -> Result<QemuTarget
     if Emulation::for_qemu(&b.qemu.path).map_err(BootError::Emulation)? == Some(Emulation::CommitBeforeReply) {
         chan.set_reply_hold(Some(Emulation::commit_before_reply(server.recorder().clone())));
     }
-    let target = Target::new(MappingManager::new(b.spec.clone(), chan), Box::new(guest), server);
+    let mut target = Target::new(MappingManager::new(b.spec.clone(), chan), Box::new(guest), server);
+    target.relay = relay;
     Ok(QemuTarget { target, boot_time, boot_checks })
 }
 

@@ -68,6 +68,8 @@ impl SuiteConfig {
             layout: &device.1,
             init: scn.is_none_or(|s| s.init),
             smp: scn.map_or(1, |s| s.smp),
+            // Not on the shared boot: its latencies are compared with the model's, which has no relay.
+            relay: scn.is_some_and(|s| !s.measures_a_race()),
         }
     }
 

@@ -16,7 +16,7 @@ use super::boot::{ready_timeout, shutdown_check};
 use shmem_judge::check::CheckResult;
 use shmem_judge::outcome::{ErrorKind, Failure, RunOutcome};
 use super::guest::{Guest, GuestError, QemuGuest};
-use super::own_run::{OwnBootRun, leak_checked};
+use super::own_run::{OwnBootRun, finish_relay, leak_checked};
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu};
 use super::scenario::MediaScenario;
 use super::config::SuiteConfig;
@@ -178,11 +178,6 @@ pub fn conformance_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, 
 /// tail after them), the boot time, and the relay's record.
 type QemuSide = (String, Option<f64>, Option<WireRecord>);
 
-/// How long the relay's threads may take to end once QEMU is gone.
-const RELAY_END: std::time::Duration = std::time::Duration::from_secs(5);
-/// How many of the relay's last messages a failing scenario's log shows.
-const RELAY_TAIL: usize = 16;
-
 /// QEMU against a fresh backend process through the recording relay, the
 /// agent's session, QEMU's clean shutdown; the checks, and what QEMU's side left.
 fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path, s: &Settings) -> (RunOutcome, QemuSide) {
@@ -214,12 +209,7 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
         smp: 1,
     };
     let (outcome, mut log, boot_secs) = boot_and_session(&boot, &mut proc, &relay, variant(m), s);
-    let (msgs, relayed) = relay.finish(RELAY_END);
-    let wire = WireRecord::of(&msgs);
-    log.push_str(&format!("\n-- the relay's last {RELAY_TAIL} messages of {} --\n{}", msgs.len(), wire.tail(RELAY_TAIL)));
-    if let Err(e) = relayed {
-        log.push_str(&format!("\n-- the relay: {e}"));
-    }
+    let wire = finish_relay(relay, &mut log);
     (outcome, (log, boot_secs, Some(wire)))
 }
 

@@ -12,7 +12,7 @@ use shmem_judge::outcome::{ErrorKind, Failure};
 use super::qemu::Accel;
 use super::scenario::Scenario;
 use super::config::{SuiteConfig, backend_defects_for, defects_for};
-use super::own_run::{OwnBootRun, leak_checked};
+use super::own_run::{OwnBootRun, finish_relay, leak_checked};
 use super::run::{run_model_boot, run_on};
 use shmem_judge::scenario::{Run, ScenarioReport, report};
 
@@ -31,7 +31,7 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
     }
     let start = Instant::now();
     let mut boot_secs = None;
-    let (qemu, (took, qemu_log)) = leak_checked(&dir, sockets, || match boot(&cfg.boot_spec(&device, Some(scn)), accel, Dirs { logs: &dir, sockets }) {
+    let (qemu, (took, qemu_log, qemu_wire)) = leak_checked(&dir, sockets, || match boot(&cfg.boot_spec(&device, Some(scn)), accel, Dirs { logs: &dir, sockets }) {
         Ok(mut qt) => {
             boot_secs = Some(qt.boot_time.as_secs_f64());
             let (res, took) = run_on(scn, &mut qt.target, false);
@@ -41,13 +41,15 @@ pub fn own_boot_run(cfg: &SuiteConfig, scn: &Scenario, accel: Accel, run_dir: &P
                 finish(&mut qt.target, &mut all);
                 all
             });
-            (res, (took, qt.target.guest.log_text()))
+            let mut log = qt.target.guest.log_text();
+            let wire = qt.target.relay.take().map(|r| finish_relay(r, &mut log));
+            (res, (took, log, wire))
         }
-        Err(BootError::Died(death)) => (Ok(vec![boot_death(scn, &death)]), (start.elapsed(), death.said)),
-        Err(e) => (Err(Failure { kind: e.kind(), message: e.to_string() }), (start.elapsed(), String::new())),
+        Err(BootError::Died(death)) => (Ok(vec![boot_death(scn, &death)]), (start.elapsed(), death.said, None)),
+        Err(e) => (Err(Failure { kind: e.kind(), message: e.to_string() }), (start.elapsed(), String::new(), None)),
     });
     let m = if scn.qemu_only { (Ok(Vec::new()), Duration::ZERO) } else { model_half(&device, scn, &dir, sockets) };
-    OwnBootRun { qemu, qemu_secs: took.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs, qemu_wire: None }
+    OwnBootRun { qemu, qemu_secs: took.as_secs_f64(), model: m.0, model_secs: m.1.as_secs_f64(), qemu_log, boot_secs, qemu_wire }
 }
 
 /// What QEMU prefixes the error of a `-device` option it could not realize with.

@@ -11,6 +11,7 @@ use shmem_judge::check::CheckResult;
 use shmem_judge::outcome::{ErrorKind, Failure, RunOutcome};
 
 use super::leaks;
+use crate::relay::Relay;
 
 /// What one own boot produced, before judging: passed between a worker
 /// process and the runner as JSON.
@@ -34,6 +35,23 @@ impl OwnBootRun {
         let f = Failure { kind, message: why };
         OwnBootRun { qemu: Err(f.clone()), qemu_secs: 0.0, model: Err(f), model_secs: 0.0, qemu_log: String::new(), boot_secs: None, qemu_wire: None }
     }
+}
+
+/// How long the relay's threads may take to end once QEMU is gone.
+const RELAY_END: Duration = Duration::from_secs(5);
+/// How many of the relay's last messages a failing scenario's log shows.
+const RELAY_TAIL: usize = 16;
+
+/// Ends the recording relay of a QEMU half: its record for the report,
+/// and its last messages (and any error of its own) at the end of `log`.
+pub fn finish_relay(relay: Relay, log: &mut String) -> WireRecord {
+    let (msgs, relayed) = relay.finish(RELAY_END);
+    let wire = WireRecord::of(&msgs);
+    log.push_str(&format!("\n-- the relay's last {RELAY_TAIL} messages of {} --\n{}", msgs.len(), wire.tail(RELAY_TAIL)));
+    if let Err(e) = relayed {
+        log.push_str(&format!("\n-- the relay: {e}"));
+    }
+    wire
 }
 
 /// One half of an own boot (QEMU's or the model's), then its `no-leaks`

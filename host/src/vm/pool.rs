@@ -127,7 +127,7 @@ fn expected_cost(scn: &Scenario) -> u64 {
 /// listed counts were measured with two other VMs beside it, seen: 59 of 500
 /// against the highest listed 23 with three), one for any other.
 fn weight(scn: &Scenario) -> usize {
-    if scn.steps.iter().any(|s| matches!(s, scenario::Step::ProbeReplyBeforeCommit { .. })) { 2 } else { 1 }
+    if scn.measures_a_race() { 2 } else { 1 }
 }
 
 /// VMs at a time, counted by [`weight`]: a thread takes its share before it

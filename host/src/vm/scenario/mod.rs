@@ -178,6 +178,16 @@ pub struct Scenario {
     pub lines: Vec<usize>,
 }
 
+impl Scenario {
+    /// Whether it measures a race from the guest (the reply-before-commit
+    /// probe): what it counts moves with the load beside it and with any hop
+    /// between QEMU and the backend, so it runs without the recording relay
+    /// and counts for two VMs in the own-boot pool.
+    pub fn measures_a_race(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::ProbeReplyBeforeCommit { .. }))
+    }
+}
+
 /// The device the whole suite boots with (one boot runs every scenario).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

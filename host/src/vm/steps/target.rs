@@ -98,6 +98,8 @@ pub struct Target {
     pub(super) last_ack: Option<Instant>,
     /// The backend sends requests from the thread that serves the frontend.
     pub single_threaded: bool,
+    /// The recording relay QEMU talks to the backend through, where one runs.
+    pub relay: Option<crate::relay::Relay>,
 }
 
 /// How long a single-threaded backend serves the frontend after an accepted
@@ -107,7 +109,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 impl Target {
     pub fn new(mgr: MappingManager, guest: Box<dyn Guest>, server: BackendServer) -> Self {
         let recorder = server.recorder().clone();
-        Target { mgr, guest, recorder, server: Some(server), expected_death: false, map_latencies: Vec::new(), unmap_latencies: Vec::new(), table_lags: Vec::new(), last_ack: None, single_threaded: false }
+        Target { mgr, guest, recorder, server: Some(server), expected_death: false, map_latencies: Vec::new(), unmap_latencies: Vec::new(), table_lags: Vec::new(), last_ack: None, single_threaded: false, relay: None }
     }
 
     /// Whether a fault was injected that kills the frontend on purpose.
