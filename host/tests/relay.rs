@@ -156,7 +156,7 @@ fn a_backend_channel_closed_on_purpose_fails_the_next_request_and_the_relay_stil
     r.mgr.create_file("f", 0x4000).unwrap();
     assert_eq!(r.mgr.map(0, "f", 0, 0, 0x1000, true).unwrap().reply.ack, 0);
     r.model.sync(T).unwrap();
-    assert_eq!((r.relay.requests_seen(), r.relay.waiting_for()), (1, None), "one request, answered");
+    assert_eq!((r.relay.requests_seen(), r.relay.waiting_for()), (1, Default::default()), "one request, answered");
     r.relay.close_backend_channel();
     assert!(r.mgr.map(0, "f", 0, 0x2000, 0x1000, true).is_err(), "a request on a closed channel fails");
     assert_eq!(r.model.maps_served(), 1, "the frontend never saw it");
@@ -173,4 +173,29 @@ fn a_frontend_that_never_sends_the_table_fails_reaches_memory_table_on_the_wire(
     let c = wire::reaches_table_check(&wire::lags(&r.relay.record()));
     assert!(!c.passed && c.facts["n"] == "1" && c.facts["none"] == "1", "{c:?}");
     ends_clean(r, true);
+}
+
+#[test]
+fn a_request_the_frontend_never_answers_is_named_on_the_wire_as_the_backends_wait() {
+    let _one = alone();
+    let r = relayed_with(vec![0x10000], RelayFaults::default(), Faults { stop_acking_after: Some(0), ..Faults::default() });
+    let Relayed { mut mgr, model, server, relay, _dir } = r;
+    mgr.create_file("f", 0x4000).unwrap();
+    // The backend's map waits for its ack on a thread of its own; the relay's record says who waits for what.
+    let waiting = std::thread::scope(|s| {
+        let map = s.spawn(|| mgr.map(0, "f", 0, 0, 0x1000, true));
+        let deadline = std::time::Instant::now() + T;
+        let mut w = relay.waiting_for();
+        while w.backend.is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            w = relay.waiting_for();
+        }
+        drop(model);
+        let _ = map.join();
+        w
+    });
+    assert_eq!((waiting.frontend, waiting.backend.map(|b| b.0)), (None, Some("SHMEM_MAP".to_string())));
+    drop(server);
+    let (_, ended) = relay.finish(END);
+    assert!(ended.is_ok(), "{ended:?}");
 }

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use shmem_judge::backend::record::Waiting;
+
 use crate::model::ModelFrontend;
 use crate::relay::Relay;
 
@@ -19,8 +21,9 @@ pub trait FrontendSide {
     /// Waits until every acked request is applied and its memory table
     /// answered, where the frontend's side can tell (the model); else returns.
     fn settle(&self, timeout: Duration);
-    /// What the frontend's side is left waiting for, and for how long.
-    fn waiting_for(&self) -> Option<(String, Duration)>;
+    /// What each side is left waiting for, and for how long, as far as
+    /// the frontend's side can tell.
+    fn waiting_for(&self) -> Waiting;
 }
 
 impl FrontendSide for ModelFrontend {
@@ -36,8 +39,9 @@ impl FrontendSide for ModelFrontend {
     fn settle(&self, timeout: Duration) {
         let _ = self.sync(timeout);
     }
-    fn waiting_for(&self) -> Option<(String, Duration)> {
-        ModelFrontend::waiting_for(self).map(|(w, d)| (w.to_string(), d))
+    /// The model knows what it waits for itself, not what the backend waits for.
+    fn waiting_for(&self) -> Waiting {
+        Waiting { frontend: ModelFrontend::waiting_for(self).map(|(w, d)| (w.to_string(), d)), backend: None }
     }
 }
 
@@ -54,7 +58,7 @@ impl FrontendSide for Relay {
         Relay::close_backend_channel(self);
     }
     fn settle(&self, _timeout: Duration) {}
-    fn waiting_for(&self) -> Option<(String, Duration)> {
+    fn waiting_for(&self) -> Waiting {
         Relay::waiting_for(self)
     }
 }

@@ -130,7 +130,7 @@ impl Session<'_> {
     fn step<T>(&mut self, what: &str, expect: Expect, r: Result<T, MediaError>, detail: impl Fn(&T) -> String) -> Option<T> {
         let outcome = r.as_ref().map(&detail).map_err(Clone::clone);
         if matches!(outcome, Err(MediaError::Timeout(_))) && self.rec.waiting_at_timeout.is_none() {
-            self.rec.waiting_at_timeout = self.front.waiting_for();
+            self.rec.waiting_at_timeout = Some(self.front.waiting_for());
         }
         self.rec.steps.push(Step { what: what.into(), expect, outcome });
         if self.settling {

@@ -139,8 +139,8 @@ impl Relay {
         }
     }
 
-    /// What is left unanswered on the wire now, and since when (`shmem_judge::backend::wire::waiting`).
-    pub fn waiting_for(&self) -> Option<(String, Duration)> {
+    /// What each side is left waiting for on the wire now, and since when (`shmem_judge::backend::wire::waiting`).
+    pub fn waiting_for(&self) -> shmem_judge::backend::record::Waiting {
         shmem_judge::backend::wire::waiting(&self.record(), monotonic_ns())
     }
 

@@ -257,19 +257,25 @@ fn no_deadlock(rec: &SessionRecord) -> CheckResult {
         return CheckResult::new("no-deadlock", true, format!("every driver step was answered in time ({seen}){churned}")).with("n", requests(rec) as u64);
     };
     let timeouts = rec.steps.iter().filter(|s| timed_out(s)).count();
-    let (waiting, how_long) = match &rec.waiting_at_timeout {
+    let waits = rec.waiting_at_timeout.clone().unwrap_or_default();
+    let (waiting, how_long) = match &waits.frontend {
         Some((w, d)) => (w.as_str(), format!(" for {:.1} s", d.as_secs_f64())),
         None => ("nothing", String::new()),
     };
+    let backend = waits.backend.as_ref().map(|(w, d)| format!("; the backend was waiting {:.1} s for the frontend's answer to {w}", d.as_secs_f64())).unwrap_or_default();
     let last = rec.served.last().map(|s| format!("; the backend's last request the frontend answered: {}", served_text(s))).unwrap_or_default();
     let evidence = format!(
-        "{}: no answer; {timeouts} step(s) timed out; the frontend was waiting{how_long} for the backend to answer {waiting}{last}; the checks of a session's end are not judged after a hang",
+        "{}: no answer; {timeouts} step(s) timed out; the frontend was waiting{how_long} for the backend to answer {waiting}{backend}{last}; the checks of a session's end are not judged after a hang",
         first.what
     );
-    CheckResult::new("no-deadlock", false, evidence)
+    let check = CheckResult::new("no-deadlock", false, evidence)
         .with("step_kind", first.what.split_whitespace().next().unwrap_or(""))
         .with("frontend_waiting_for", waiting)
-        .with("n", requests(rec) as u64)
+        .with("n", requests(rec) as u64);
+    match &waits.backend {
+        Some((w, _)) => check.with("backend_waiting_for", w.as_str()),
+        None => check,
+    }
 }
 
 fn outcome_kind(o: &Result<String, MediaError>) -> &'static str {
@@ -304,6 +310,20 @@ mod tests {
         assert!(!wrong.passed && wrong.evidence.contains("byte 10 is 0x07"), "{wrong:?}");
         assert!(!frames_check(vec![frame(2, None), frame(2, None)]).passed);
         assert!(!frames_check(Vec::new()).passed);
+    }
+
+    #[test]
+    fn a_hang_names_what_each_side_was_waiting_for() {
+        let hung = Step { what: "MMAP #7".into(), expect: record::Expect::Success, outcome: Err(MediaError::Timeout("no answer".into())) };
+        let secs = std::time::Duration::from_secs;
+        let waits = record::Waiting { frontend: Some(("SET_MEM_TABLE".into(), secs(2))), backend: Some(("SHMEM_UNMAP".into(), secs(2))) };
+        let rec = SessionRecord { media: true, steps: vec![hung], waiting_at_timeout: Some(waits), ..SessionRecord::default() };
+        let c = judge(&rec).into_iter().find(|c| c.check == "no-deadlock").expect("a no-deadlock check");
+        assert!(!c.passed && c.facts["frontend_waiting_for"] == "SET_MEM_TABLE" && c.facts["backend_waiting_for"] == "SHMEM_UNMAP", "{c:?}");
+        assert!(c.evidence.contains("the backend was waiting 2.0 s for the frontend's answer to SHMEM_UNMAP"), "{c:?}");
+        let model_only = SessionRecord { waiting_at_timeout: Some(record::Waiting { frontend: Some(("SET_MEM_TABLE".into(), secs(2))), backend: None }), ..rec };
+        let c = judge(&model_only).into_iter().find(|c| c.check == "no-deadlock").expect("a no-deadlock check");
+        assert!(!c.facts.contains_key("backend_waiting_for"), "{c:?}");
     }
 
     #[test]

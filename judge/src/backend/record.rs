@@ -42,6 +42,17 @@ pub struct FrameSeen {
     pub unreadable: Option<String>,
 }
 
+/// What each side of a session is left waiting for, and since how long:
+/// the frontend for the backend's answer to one of its messages (named as
+/// the vhost crate names it, "SET_MEM_TABLE"), the backend for the
+/// frontend's answer to one of its requests ("SHMEM_MAP"). Either may be
+/// unknown: the model says only what it waits for itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Waiting {
+    pub frontend: Option<(String, std::time::Duration)>,
+    pub backend: Option<(String, std::time::Duration)>,
+}
+
 /// Everything one session recorded, for the judge.
 #[derive(Clone, Debug, Default)]
 pub struct SessionRecord {
@@ -65,9 +76,8 @@ pub struct SessionRecord {
     /// memfds the backend process held before OPEN and after CLOSE (an
     /// external process only), or why they could not be counted.
     pub memfds: Option<Result<(usize, usize), String>>,
-    /// What the frontend was waiting for the backend to answer when the
-    /// driver's first wait timed out (e.g. "SET_MEM_TABLE"), and for how long.
-    pub waiting_at_timeout: Option<(String, std::time::Duration)>,
+    /// What each side was left waiting for when the driver's first wait timed out.
+    pub waiting_at_timeout: Option<Waiting>,
     /// Why the backend is not alive at the end, if it is not.
     pub dead: Option<String>,
     /// The SHMEM_MAP the frontend refused on purpose (k-th, 1-based), if any:

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use shmem_proto::{BackendRequest, PAGE_SIZE, ShmemMsg, ShmemOp};
 
-use super::record::{Served, SessionRecord};
+use super::record::{Served, SessionRecord, Waiting};
 use crate::check::CheckResult;
 
 /// Which socket a message went over.
@@ -216,13 +216,13 @@ fn reply_to(msgs: &[WireMsg], i: usize) -> Option<usize> {
 /// beside any the frontend sent with NEED_REPLY.
 const ALWAYS_ANSWERED: [u32; 8] = [GET_FEATURES, GET_PROTOCOL_FEATURES, 11, 17, 24, 31, 36, GET_SHMEM_CONFIG];
 
-/// What was left unanswered at `now_ns`, and for how long: the oldest of the
-/// frontend's requests the backend has not answered, named as the model
-/// names what it waits for (`SET_MEM_TABLE`); else the oldest of the
-/// backend's requests the frontend has not answered (`nothing; the backend
-/// waits for its answer to SHMEM_MAP`). Replies are matched to requests by
-/// code, first come first answered; a hung-up channel leaves its own unanswered.
-pub fn waiting(msgs: &[WireMsg], now_ns: u64) -> Option<(String, std::time::Duration)> {
+/// What was left unanswered at `now_ns`, and for how long, on each side:
+/// the oldest of the frontend's requests the backend has not answered
+/// (named as the model names what it waits for: `SET_MEM_TABLE`), and the
+/// oldest of the backend's requests the frontend has not answered
+/// (`SHMEM_MAP`). Replies are matched to requests by channel and code,
+/// first come first answered; a hung-up channel leaves its own unanswered.
+pub fn waiting(msgs: &[WireMsg], now_ns: u64) -> Waiting {
     let mut open: Vec<&WireMsg> = Vec::new();
     for m in msgs {
         let owed = m.channel == Channel::Main && ALWAYS_ANSWERED.contains(&m.request) || m.flags & FLAG_NEED_REPLY != 0;
@@ -234,13 +234,8 @@ pub fn waiting(msgs: &[WireMsg], now_ns: u64) -> Option<(String, std::time::Dura
             open.remove(at);
         }
     }
-    let oldest = |sender: Sender| open.iter().find(|o| o.sender == sender);
-    let since = |o: &WireMsg| std::time::Duration::from_nanos(now_ns.saturating_sub(o.at_ns));
-    match (oldest(Sender::Frontend), oldest(Sender::Backend)) {
-        (Some(f), _) => Some((f.name.clone(), since(f))),
-        (None, Some(b)) => Some((format!("nothing; the backend waits for its answer to {}", b.name), since(b))),
-        (None, None) => None,
-    }
+    let oldest = |sender: Sender| open.iter().find(|o| o.sender == sender).map(|o| (o.name.clone(), std::time::Duration::from_nanos(now_ns.saturating_sub(o.at_ns))));
+    Waiting { frontend: oldest(Sender::Frontend), backend: oldest(Sender::Backend) }
 }
 
 /// The files (st_dev, st_ino) of the mappings the backend's accepted
@@ -402,16 +397,18 @@ mod tests {
     }
 
     #[test]
-    fn what_is_left_unanswered_is_named_oldest_first() {
+    fn what_is_left_unanswered_is_named_oldest_first_on_each_side() {
         let named = |m: WireMsg, name: &str| WireMsg { name: name.into(), ..m };
         let table_ack = msg(0, Channel::Main, Sender::Backend, SET_MEM_TABLE, 0x5, Payload::U64 { value: 0 });
         let asking_table = WireMsg { flags: 0x9, ..named(table(1_000, &[0x1000]), "SET_MEM_TABLE") };
         let map = named(map(2_000), "SHMEM_MAP");
-        assert_eq!(waiting(&[asking_table.clone(), map.clone()], 3_001_000), Some(("SET_MEM_TABLE".into(), std::time::Duration::from_millis(3))));
-        let only_backend = waiting(&[asking_table.clone(), table_ack.clone(), map.clone()], 2_000_000).map(|w| w.0);
-        assert_eq!(only_backend.as_deref(), Some("nothing; the backend waits for its answer to SHMEM_MAP"));
-        assert_eq!(waiting(&[asking_table, table_ack, map, ack(4_000, 0)], 5_000), None);
+        let ms = std::time::Duration::from_millis;
+        let both = waiting(&[asking_table.clone(), map.clone()], 3_001_000);
+        assert_eq!(both, Waiting { frontend: Some(("SET_MEM_TABLE".into(), ms(3))), backend: Some(("SHMEM_MAP".into(), std::time::Duration::from_micros(2999))) });
+        let only_backend = waiting(&[asking_table.clone(), table_ack.clone(), map.clone()], 2_000_000);
+        assert_eq!((only_backend.frontend, only_backend.backend.map(|b| b.0)), (None, Some("SHMEM_MAP".into())));
+        assert_eq!(waiting(&[asking_table, table_ack, map, ack(4_000, 0)], 5_000), Waiting::default());
         // A table sent without NEED_REPLY is owed nothing.
-        assert_eq!(waiting(&[table(1_000, &[0x1000])], 2_000), None);
+        assert_eq!(waiting(&[table(1_000, &[0x1000])], 2_000), Waiting::default());
     }
 }
