@@ -90,6 +90,20 @@ fn probe_scale_multiplies_the_probes_iterations_and_nothing_else() {
 }
 
 #[test]
+fn probe_scale_lengthens_a_media_churn_within_its_bound() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root.join("tests/scenarios/media-churn-page-rounded.toml");
+    let shipped = Scenario::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let n = shipped.media.and_then(|m| m.churn).expect("a churn");
+    let mut scaled = shipped.clone();
+    shmem_host::vm::bounds::scale_probes(&mut scaled, 43).unwrap();
+    assert_eq!(scaled.media.and_then(|m| m.churn), Some(n * 43));
+    let mut past = shipped;
+    let err = shmem_host::vm::bounds::scale_probes(&mut past, 100_000).unwrap_err().to_string();
+    assert!(err.contains("media-churn-page-rounded.toml") && err.contains("at most 100000"), "{err}");
+}
+
+#[test]
 fn a_check_name_used_twice_or_reserved_is_refused() {
     let twice = "description = \"x\"\n[[step]]\ndo = \"expect-alive\"\ncheck = \"a\"\n[[step]]\ndo = \"expect-alive\"\ncheck = \"a\"\n";
     let err = Scenario::parse(Path::new("t.toml"), twice).unwrap_err().to_string();

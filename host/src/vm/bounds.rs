@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::scenario::{Scenario, Step};
+use super::scenario::{MAX_CHURN, Scenario, Step};
 use shmem_judge::parse::LoadError;
 
 /// Largest host file a scenario may create (memfds are sparse).
@@ -152,9 +152,19 @@ fn check_digest(at: &At<'_>, of: (Option<u8>, Option<&str>), offset: u64, len: u
     Ok(())
 }
 
-/// Multiplies the iterations of every doorbell probe by `k`
-/// (`--probe-scale`), refusing a product past [`PROBE_CAP`].
+/// Multiplies the iterations of every doorbell probe and the cycles of a
+/// media churn by `k` (`--probe-scale`: how long a run looks for a race),
+/// refusing a product past [`PROBE_CAP`] or [`MAX_CHURN`].
 pub fn scale_probes(scn: &mut Scenario, k: u32) -> Result<(), LoadError> {
+    if let Some(n) = scn.media.and_then(|m| m.churn) {
+        let scaled = n as u64 * u64::from(k);
+        if scaled > MAX_CHURN as u64 {
+            return Err(LoadError { path: scn.path.clone(), line: 0, col: 1, message: format!("[media]: --probe-scale {k} makes a churn of {n} cycles {scaled}: at most {MAX_CHURN}") });
+        }
+        if let Some(m) = scn.media.as_mut() {
+            m.churn = Some(scaled as usize);
+        }
+    }
     for i in 0..scn.steps.len() {
         if let Step::ProbeReplyBeforeCommit { iterations, .. } = &scn.steps[i] {
             let scaled = u64::from(*iterations) * u64::from(k);

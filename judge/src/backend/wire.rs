@@ -296,15 +296,18 @@ fn table_counts(msgs: &[WireMsg], len: u64, fd_offset: u64) -> Vec<(usize, usize
 /// regions read-write).
 pub fn lags(msgs: &[WireMsg]) -> Vec<Lag> {
     let mut out = Vec::new();
+    // One count per mapping shape: a churn's thousands of requests share one.
+    let mut by_shape: std::collections::HashMap<(u64, u64), Vec<(usize, usize)>> = std::collections::HashMap::new();
     for (i, req) in requests(msgs) {
         let Some(m) = req.msg.filter(|_| answer(msgs, i).is_none_or(|a| a == 0)) else { continue };
         let map = req.request == ShmemOp::Map.code();
         if !map && req.request != ShmemOp::Unmap.code() || map && req.fd_rw == Some(false) {
             continue;
         }
-        let counts = table_counts(msgs, m.len, m.fd_offset);
-        let before = counts.iter().rev().find(|(j, _)| *j < i).map_or(0, |c| c.1);
-        let changed = counts.iter().find(|(j, c)| *j > i && if map { *c > before } else { *c < before });
+        let counts = by_shape.entry((m.len, m.fd_offset)).or_insert_with(|| table_counts(msgs, m.len, m.fd_offset));
+        let after = counts.partition_point(|(j, _)| *j < i);
+        let before = after.checked_sub(1).map_or(0, |k| counts[k].1);
+        let changed = counts[after..].iter().find(|(j, c)| *j > i && if map { *c > before } else { *c < before });
         let replied = reply_to(msgs, i).map_or(msgs[i].at_ns, |r| msgs[r].at_ns);
         let micros = changed.map(|(j, _)| (msgs[*j].at_ns as f64 - replied as f64) / 1000.0);
         out.push(Lag { request: req.request, at: i, micros });
@@ -382,6 +385,20 @@ mod tests {
         let c = reaches_table_check(&lags(&record));
         assert!(c.passed && c.facts["preceded"] == "1" && c.facts["lag_min_us"] == "-1", "{c:?}");
         assert!(lags(&[map(1_000), ack(2_000, 1)]).is_empty());
+    }
+
+    #[test]
+    fn a_churn_of_one_shape_times_each_request_against_its_own_table() {
+        let unmap = |at_ns: u64| WireMsg { nfds: 0, request: 10, payload: Payload::Shmem { shmid: 0, shm_offset: 0, len: 0x1000, fd_offset: 0, flags: 0, fd_size: None, fd_rw: None, file: None }, ..map(at_ns) };
+        let unmap_ack = |at_ns: u64| WireMsg { request: 10, ..ack(at_ns, 0) };
+        let (ram, both) = (&[0x20_0000][..], &[0x20_0000, 0x1000][..]);
+        let mut record = vec![table(0, ram)];
+        for k in 0..3u64 {
+            let t = 100_000 * (k + 1);
+            record.extend([map(t), ack(t + 1_000, 0), table(t + 11_000, both), unmap(t + 50_000), unmap_ack(t + 51_000), table(t + 71_000, ram)]);
+        }
+        let l = lags(&record);
+        assert_eq!(l.iter().map(|l| l.micros).collect::<Vec<_>>(), [10.0, 20.0].repeat(3).into_iter().map(Some).collect::<Vec<_>>(), "{l:?}");
     }
 
     #[test]
