@@ -1,7 +1,8 @@
-//! Own boots: a scenario with a QEMU and a model of its own (probes that may
-//! kill QEMU, other devices, fault injection), run in this process or in a
-//! worker process each, with the self-check that nothing of the boot
-//! remains. Judging stays with the runner (`vm`).
+//! Own boots: a scenario with a QEMU (through the recording relay, unless it
+//! measures a race) and a model of its own (probes that may kill QEMU, other
+//! devices, fault injection), run in this process or in a worker process
+//! each (`pool`), with the self-check that nothing of the boot remains.
+//! Judging stays with the runner (`vm`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -138,6 +138,8 @@ struct Budget {
 }
 
 impl Budget {
+    /// Waits for `n` VMs of the budget. No timeout of its own: every share
+    /// is held by a boot whose worker is killed past its limit.
     fn take(&self, n: usize) {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         while *free < n {
