@@ -193,8 +193,10 @@ pub fn media_under_test(sh: &Shell, binary: Option<&Path>, build: MediaBuild) ->
 /// workspace; its version line (which names the fault) keys its entries.
 fn fake_media(sh: &Shell, fault: &str) -> Result<BackendUnderTest, String> {
     let _at = sh.push_dir(root());
-    cmd!(sh, "cargo build --quiet -p shmem-host --bin fake-media-backend").run().map_err(shell::err("building fake-media-backend"))?;
-    let bin = root().join("target/debug/fake-media-backend");
+    // Where the binary is looked for, whatever CARGO_TARGET_DIR says.
+    let target = root().join("target");
+    cmd!(sh, "cargo build --quiet -p shmem-host --bin fake-media-backend --target-dir {target}").run().map_err(shell::err("building fake-media-backend"))?;
+    let bin = target.join("debug/fake-media-backend");
     let version = cmd!(sh, "{bin} --fault {fault} --version").read().map_err(shell::err("fake-media-backend --version"))?;
     Ok(BackendUnderTest { command: format!("{} --socket-path {{socket}} --fault {fault}", bin.display()), version: version.trim().to_string() })
 }
