@@ -15,6 +15,10 @@ use shmem_judge::scenario::ScenarioReport;
 use shmem_judge::verdict::{Judged, Verdict};
 use shmem_judge::words::target_lines;
 
+/// How many of the relay's last messages the human report shows under a
+/// failing QEMU row (the JSON has them all, the log the last 16).
+const TEXT_TAIL: usize = 6;
+
 /// The human report: one line per scenario, what failed, a summary line.
 pub fn print_report(r: &SuiteReport) {
     println!(
@@ -36,6 +40,12 @@ pub fn print_report(r: &SuiteReport) {
         }
         for d in differences(s) {
             println!("    differs: {d}");
+        }
+        if let Some(w) = s.qemu_wire.as_ref().filter(|_| !s.qemu.ok()) {
+            println!("    qemu: the relay's last {TEXT_TAIL} of {} messages:", w.messages.len() + w.left_out);
+            for line in w.tail(TEXT_TAIL).lines() {
+                println!("        {line}");
+            }
         }
     }
     let (mut pass, mut known, mut fail, mut skipped) = (0, 0, 0, 0);
