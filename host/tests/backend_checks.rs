@@ -79,7 +79,7 @@ fn the_correct_fake_media_backend_passes_every_check_of_every_session() {
     for v in [Variant::Stream, Variant::RefuseMap(2), Variant::ResetMidStream, Variant::CloseChannel, Variant::Churn(20)] {
         let all = media_checks("none", v, &Settings::default());
         let names: Vec<&str> = all.iter().map(|c| c.check.as_str()).collect();
-        let mut want = vec!["negotiation", "shmem-config", "map-valid", "unmap-valid", "all-unmapped", "buffer-fds-released", "frames", "driver-steps", "no-deadlock", "error-reported", "backend-alive"];
+        let mut want = vec!["negotiation", "shmem-config", "map-valid", "unmap-valid", "all-unmapped", "buffer-fds-released", "frames", "driver-steps", "no-deadlock", "error-reported", "reaches-memory-table", "backend-alive"];
         // Only a session with an injected refusal expects an errno; the churn captures nothing;
         // after a closed channel what stays mapped is the frontend's doing.
         want.retain(|w| match *w {

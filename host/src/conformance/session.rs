@@ -13,9 +13,11 @@ use super::port::{MediaPort, ModelPort, model_up};
 use super::process::BackendProcess;
 use super::transport::ModelTransport;
 use shmem_judge::backend::record::{Expect, SessionRecord, Step};
+use shmem_judge::backend::wire;
 
 use super::Variant;
 use crate::model::{Faults, ModelFrontend};
+use crate::relay::Relay;
 
 /// How long things may take, and how much to capture.
 #[derive(Clone, Copy, Debug)]
@@ -57,7 +59,15 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
         ack_delay: if let Variant::AckDelay(ms) = variant { Some(Duration::from_millis(ms)) } else { None },
         ..Faults::default()
     };
-    match ModelFrontend::connect_seeing(&socket, MEDIA_QUEUES, faults, &mut rec.offered) {
+    // The model's side goes through the recording relay too: its wire order is judged as QEMU's is.
+    let relay = match Relay::start(&dir.join("relay.sock"), &socket) {
+        Ok(r) => r,
+        Err(e) => {
+            rec.connect_error = Some(format!("starting the recording relay: {e}"));
+            return rec;
+        }
+    };
+    match ModelFrontend::connect_seeing(relay.socket_path(), MEDIA_QUEUES, faults, &mut rec.offered) {
         Ok(mut model) => {
             rec.regions = region_sizes(&model);
             let mut d = Session { front: &model, rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
@@ -75,8 +85,12 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
             rec.dead = proc.gone();
         }
     }
+    rec.wire_lags = Some(wire::lags(&relay.finish(RELAY_END).0));
     rec
 }
+
+/// How long the relay's threads may take to end once both sides are gone.
+const RELAY_END: Duration = Duration::from_secs(5);
 
 /// Region sizes by shmid, as GET_SHMEM_CONFIG reported them.
 pub fn region_sizes(model: &ModelFrontend) -> Vec<u64> {

@@ -51,6 +51,12 @@ pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
         }
         checks.extend(steps(rec, hung));
     }
+    // After a hang the last requests' tables are the hang's to answer for
+    // (seen: the model, freed at shut-down, acks the request it left
+    // waiting and can send no table any more).
+    if let Some(lags) = rec.wire_lags.as_ref().filter(|_| !hung) {
+        checks.push(wire::reaches_table_check(lags));
+    }
     let alive = rec.dead.is_none();
     checks.push(CheckResult::new("backend-alive", alive, rec.dead.clone().map_or_else(|| "the backend was running and answering at the end".into(), |d| format!("the backend is gone: {d}"))));
     checks
@@ -265,7 +271,7 @@ fn no_deadlock(rec: &SessionRecord) -> CheckResult {
     let backend = waits.backend.as_ref().map(|(w, d)| format!("; the backend was waiting {:.1} s for the frontend's answer to {w}", d.as_secs_f64())).unwrap_or_default();
     let last = rec.served.last().map(|s| format!("; the backend's last request the frontend answered: {}", served_text(s))).unwrap_or_default();
     let evidence = format!(
-        "{}: no answer; {timeouts} step(s) timed out; the frontend was waiting{how_long} for the backend to answer {waiting}{backend}{last}; the checks of a session's end are not judged after a hang",
+        "{}: no answer; {timeouts} step(s) timed out; the frontend was waiting{how_long} for the backend to answer {waiting}{backend}{last}; the checks of a session's end, and whether its tables reached the backend, are not judged after a hang",
         first.what
     );
     let check = CheckResult::new("no-deadlock", false, evidence)

@@ -89,6 +89,9 @@ pub struct SessionRecord {
     pub media: bool,
     /// Whether it set out to capture (frames expected); the churn only maps.
     pub captures: bool,
+    /// Every accepted request's lag to the memory table that carries it,
+    /// from a recording relay's record, where one ran between the two.
+    pub wire_lags: Option<Vec<super::wire::Lag>>,
     /// The frontend's side was not in view (QEMU without a relay's record):
     /// what the backend asked of it (negotiation, regions, maps, unmaps) was
     /// not recorded and is not judged.
