@@ -175,8 +175,7 @@ impl WireMsg {
 /// The frontend's side of a session, read from the wire into `rec`: what the
 /// backend offered (the replies to GET_FEATURES and GET_PROTOCOL_FEATURES),
 /// its regions (GET_SHMEM_CONFIG's reply) and every request on the backend
-/// channel with whether the frontend accepted it (acked 0; a request that
-/// asked no reply is taken as accepted: its answer is not on the wire).
+/// channel with whether the frontend accepted it ([`accepted`]).
 pub fn read_session(msgs: &[WireMsg], rec: &mut SessionRecord) {
     let reply = |code: u32| msgs.iter().find(|m| m.channel == Channel::Main && m.sender == Sender::Backend && m.is_reply() && m.request == code);
     let features = reply(GET_FEATURES).and_then(WireMsg::value);
@@ -185,7 +184,7 @@ pub fn read_session(msgs: &[WireMsg], rec: &mut SessionRecord) {
     if let Some(Payload::ShmemConfig { sizes }) = reply(GET_SHMEM_CONFIG).map(|m| &m.payload) {
         rec.regions.clone_from(sizes);
     }
-    rec.served = requests(msgs).into_iter().map(|(i, sent)| Served { sent, accepted: answer(msgs, i).is_none_or(|a| a == 0) }).collect();
+    rec.served = requests(msgs).into_iter().map(|(i, sent)| Served { sent, accepted: accepted(msgs, i) }).collect();
     rec.frontend_unseen = false;
 }
 
@@ -194,14 +193,13 @@ fn requests(msgs: &[WireMsg]) -> Vec<(usize, BackendRequest)> {
     msgs.iter().enumerate().filter_map(|(i, m)| Some((i, m.shmem_request()?))).collect()
 }
 
-/// The frontend's ack of the request at `msgs[i]`, when it asked for one and
-/// it came: the first reply with its code after it on the backend channel.
-fn answer(msgs: &[WireMsg], i: usize) -> Option<u64> {
-    let req = &msgs[i];
-    if req.flags & FLAG_NEED_REPLY == 0 {
-        return None;
-    }
-    reply_to(msgs, i).and_then(|r| msgs[r].value())
+/// Whether the frontend accepted the request at `msgs[i]`: it acked 0 (the
+/// first reply with its code after it on the backend channel), or the
+/// request asked no reply (its answer is not on the wire: taken as
+/// accepted). One that asked and got none (a channel closed, a frontend
+/// that died) was not accepted.
+fn accepted(msgs: &[WireMsg], i: usize) -> bool {
+    msgs[i].flags & FLAG_NEED_REPLY == 0 || reply_to(msgs, i).and_then(|r| msgs[r].value()) == Some(0)
 }
 
 fn reply_to(msgs: &[WireMsg], i: usize) -> Option<usize> {
@@ -244,7 +242,7 @@ pub fn files_mapped(msgs: &[WireMsg]) -> Vec<(u64, u64)> {
     let mut files = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
         if let (Some(req), Payload::Shmem { file: Some(f), .. }) = (m.shmem_request(), &m.payload) {
-            let acked = answer(msgs, i).is_none_or(|a| a == 0);
+            let acked = accepted(msgs, i);
             if req.request == ShmemOp::Map.code() && acked && !files.contains(f) {
                 files.push(*f);
             }
@@ -299,7 +297,7 @@ pub fn lags(msgs: &[WireMsg]) -> Vec<Lag> {
     // One count per mapping shape: a churn's thousands of requests share one.
     let mut by_shape: std::collections::HashMap<(u64, u64), Vec<(usize, usize)>> = std::collections::HashMap::new();
     for (i, req) in requests(msgs) {
-        let Some(m) = req.msg.filter(|_| answer(msgs, i).is_none_or(|a| a == 0)) else { continue };
+        let Some(m) = req.msg.filter(|_| accepted(msgs, i)) else { continue };
         let map = req.request == ShmemOp::Map.code();
         if !map && req.request != ShmemOp::Unmap.code() || map && req.fd_rw == Some(false) {
             continue;
@@ -399,6 +397,18 @@ mod tests {
         }
         let l = lags(&record);
         assert_eq!(l.iter().map(|l| l.micros).collect::<Vec<_>>(), [10.0, 20.0].repeat(3).into_iter().map(Some).collect::<Vec<_>>(), "{l:?}");
+    }
+
+    #[test]
+    fn a_request_that_asked_a_reply_and_got_none_was_not_accepted() {
+        let record = [table(0, &[0x20_0000]), map(1_000)];
+        let mut rec = SessionRecord::default();
+        read_session(&record, &mut rec);
+        assert_eq!(rec.served.iter().map(|s| s.accepted).collect::<Vec<_>>(), [false]);
+        assert!(lags(&record).is_empty() && files_mapped(&record).is_empty());
+        let no_reply_asked = WireMsg { flags: 0x1, ..map(1_000) };
+        read_session(&[no_reply_asked], &mut rec);
+        assert_eq!(rec.served.iter().map(|s| s.accepted).collect::<Vec<_>>(), [true], "its answer is not on the wire");
     }
 
     #[test]
