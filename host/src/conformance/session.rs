@@ -1,6 +1,7 @@
 //! Runs one backend session and records it: the backend under test (a
 //! process, or the appliance's own backend), the model frontend with the
-//! variant's fault, and the driver's steps. Records only; `judge` decides.
+//! variant's fault (through a recording relay, for the wire lags), and the
+//! driver's steps. Records only; `judge` decides.
 
 use std::path::Path;
 use std::time::Duration;
