@@ -210,7 +210,9 @@ fn reply_to(msgs: &[WireMsg], i: usize) -> Option<usize> {
     })
 }
 
-/// Main-channel requests a backend answers whatever their flags (the GETs),
+/// Main-channel requests a backend answers whatever their flags (the GETs:
+/// features, protocol features, GET_VRING_BASE 11, GET_QUEUE_NUM 17,
+/// GET_CONFIG 24, GET_INFLIGHT_FD 31, GET_MAX_MEM_SLOTS 36, GET_SHMEM_CONFIG),
 /// beside any the frontend sent with NEED_REPLY.
 const ALWAYS_ANSWERED: [u32; 8] = [GET_FEATURES, GET_PROTOCOL_FEATURES, 11, 17, 24, 31, 36, GET_SHMEM_CONFIG];
 

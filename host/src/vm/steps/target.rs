@@ -16,8 +16,9 @@ use crate::vm::guest::{Death, Guest, GuestError};
 use crate::vm::scenario::Scenario;
 
 /// How long a memory-table update may take to arrive after an ack: QEMU's
-/// follow its replies by 0.05-2 ms on the wire (the relay's record, under
-/// the suite's load), so 1 s is hundreds of times the slowest seen; it is
+/// follow its replies by 0.05-5 ms on the wire (the relay's record, under
+/// the suite's load; 5 ms the most in a 25800-request churn), so 1 s is
+/// two hundred times the slowest seen; it is
 /// also how long a check waits to call a table that never comes absent.
 pub const MEM_TABLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a frontend may take to release a file after a reset or unmap.
