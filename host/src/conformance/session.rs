@@ -86,12 +86,9 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
             rec.dead = proc.gone();
         }
     }
-    rec.wire_lags = Some(wire::lags(&relay.finish(RELAY_END).0));
+    rec.wire_lags = Some(wire::lags(&relay.finish(crate::relay::FINISH_WITHIN).0));
     rec
 }
-
-/// How long the relay's threads may take to end once both sides are gone.
-const RELAY_END: Duration = Duration::from_secs(5);
 
 /// Region sizes by shmid, as GET_SHMEM_CONFIG reported them.
 pub fn region_sizes(model: &ModelFrontend) -> Vec<u64> {

@@ -83,6 +83,10 @@ impl Shared {
     }
 }
 
+/// How long a caller gives the relay's threads to end once both sides are
+/// gone ([`Relay::finish`]).
+pub const FINISH_WITHIN: Duration = Duration::from_secs(5);
+
 /// CLOCK_MONOTONIC in nanoseconds.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

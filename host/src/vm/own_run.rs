@@ -37,15 +37,13 @@ impl OwnBootRun {
     }
 }
 
-/// How long the relay's threads may take to end once QEMU is gone.
-const RELAY_END: Duration = Duration::from_secs(5);
 /// How many of the relay's last messages a failing scenario's log shows.
 const RELAY_TAIL: usize = 16;
 
 /// Ends the recording relay of a QEMU half: its record for the report,
 /// and its last messages (and any error of its own) at the end of `log`.
 pub fn finish_relay(relay: Relay, log: &mut String) -> WireRecord {
-    let (msgs, relayed) = relay.finish(RELAY_END);
+    let (msgs, relayed) = relay.finish(crate::relay::FINISH_WITHIN);
     let wire = WireRecord::of(&msgs);
     log.push_str(&format!("\n-- the relay's last {RELAY_TAIL} messages of {} --\n{}", msgs.len(), wire.tail(RELAY_TAIL)));
     if let Err(e) = relayed {

@@ -141,14 +141,16 @@ struct Budget {
 }
 
 impl Budget {
-    /// Waits for `n` VMs of the budget. No timeout of its own: every share
-    /// is held by a boot whose worker is killed past its limit.
-    fn take(&self, n: usize) {
+    /// Waits for `n` VMs of the budget; they go back when the share drops.
+    /// No timeout of its own: every share is held by a boot whose worker is
+    /// killed past its limit.
+    fn share(&self, n: usize) -> Share<'_> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         while *free < n {
             free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
         }
         *free -= n;
+        Share { budget: self, n }
     }
 
     fn give(&self, n: usize) {
@@ -198,8 +200,7 @@ impl<'a> Pool<'a> {
 
     /// One VM of the budget, for a boot outside the pool (the shared boot).
     pub fn share(&self) -> Share<'_> {
-        self.budget.take(1);
-        Share { budget: &self.budget, n: 1 }
+        self.budget.share(1)
     }
 
     /// Runs own boots, one at a time, until none is left to start.
@@ -210,9 +211,7 @@ impl<'a> Pool<'a> {
             } else if self.cancel.load(Ordering::SeqCst) {
                 OwnBootRun::failed(ErrorKind::Appliance, "not run: the shared boot failed".into())
             } else {
-                let n = weight(self.own[i]);
-                self.budget.take(n);
-                let _share = Share { budget: &self.budget, n };
+                let _share = self.budget.share(weight(self.own[i]));
                 run_worker(self.worker, self.own[i], accel, self.logs, self.limit)
             };
             *self.results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
