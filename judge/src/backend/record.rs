@@ -42,6 +42,18 @@ pub struct FrameSeen {
     pub unreadable: Option<String>,
 }
 
+/// How long after the reply to an accepted SHMEM request the memory table
+/// that carries its change reached the backend, in microseconds (negative:
+/// before the reply); `None`: no such table came. Read off a relay's record
+/// by `wire::lags`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Lag {
+    pub request: u32,
+    /// Index of the request in the relay's record.
+    pub at: usize,
+    pub micros: Option<f64>,
+}
+
 /// What each side of a session is left waiting for, and since how long:
 /// the frontend for the backend's answer to one of its messages (named as
 /// the vhost crate names it, "SET_MEM_TABLE"), the backend for the
@@ -91,7 +103,7 @@ pub struct SessionRecord {
     pub captures: bool,
     /// Every accepted request's lag to the memory table that carries it,
     /// from a recording relay's record, where one ran between the two.
-    pub wire_lags: Option<Vec<super::wire::Lag>>,
+    pub wire_lags: Option<Vec<Lag>>,
     /// The frontend's side was not in view (QEMU without a relay's record):
     /// what the backend asked of it (negotiation, regions, maps, unmaps) was
     /// not recorded and is not judged.

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use shmem_proto::{BackendRequest, PAGE_SIZE, ShmemMsg, ShmemOp};
 
-use super::record::{Served, SessionRecord, Waiting};
+use super::record::{Lag, Served, SessionRecord, Waiting};
 use crate::check::CheckResult;
 
 /// Which socket a message went over.
@@ -251,17 +251,6 @@ pub fn files_mapped(msgs: &[WireMsg]) -> Vec<(u64, u64)> {
         }
     }
     files
-}
-
-/// How long after the reply to an accepted SHMEM request the memory table
-/// that carries its change reached the backend, in microseconds (negative:
-/// before the reply); `None`: no such table came.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Lag {
-    pub request: u32,
-    /// Index of the request in the record.
-    pub at: usize,
-    pub micros: Option<f64>,
 }
 
 /// Regions of `table` of the mapping's size (or that size rounded up to
