@@ -280,25 +280,33 @@ fn table_counts(msgs: &[WireMsg], len: u64, fd_offset: u64) -> Vec<(usize, usize
 
 /// Each accepted SHMEM_MAP's (and SHMEM_UNMAP's) lag: the first table
 /// message after the request with one region of its shape more (fewer),
-/// timed against the frontend's reply. Only read-write maps are looked
-/// for: a read-only fd cannot be in a memory table (backends map its
-/// regions read-write).
+/// timed against the frontend's reply. "More" is counted from the last
+/// table before the request, or from the table that carried the shape's
+/// previous request if the relay read that one later: a backend may send
+/// its next request before the frontend's table for the last one (QEMU
+/// 11.1.3 replies first). Only read-write maps are looked for: a read-only
+/// fd cannot be in a memory table (backends map its regions read-write).
 pub fn lags(msgs: &[WireMsg]) -> Vec<Lag> {
     let mut out = Vec::new();
-    // One count per mapping shape: a churn's thousands of requests share one.
-    let mut by_shape: std::collections::HashMap<(u64, u64), Vec<(usize, usize)>> = std::collections::HashMap::new();
+    // One count per mapping shape (a churn's thousands of requests share
+    // one), with the index in it of the table that carried the last request.
+    type Counted = (Vec<(usize, usize)>, Option<usize>);
+    let mut by_shape: std::collections::HashMap<(u64, u64), Counted> = std::collections::HashMap::new();
     for (i, req) in requests(msgs) {
         let Some(m) = req.msg.filter(|_| accepted(msgs, i)) else { continue };
         let map = req.request == ShmemOp::Map.code();
         if !map && req.request != ShmemOp::Unmap.code() || map && req.fd_rw == Some(false) {
             continue;
         }
-        let counts = by_shape.entry((m.len, m.fd_offset)).or_insert_with(|| table_counts(msgs, m.len, m.fd_offset));
+        let (counts, carried) = by_shape.entry((m.len, m.fd_offset)).or_insert_with(|| (table_counts(msgs, m.len, m.fd_offset), None));
         let after = counts.partition_point(|(j, _)| *j < i);
-        let before = after.checked_sub(1).map_or(0, |k| counts[k].1);
-        let changed = counts[after..].iter().find(|(j, c)| *j > i && if map { *c > before } else { *c < before });
+        let base = after.checked_sub(1).max(*carried);
+        let before = base.map_or(0, |k| counts[k].1);
+        let from = base.map_or(0, |k| k + 1).max(after);
+        let changed = counts[from..].iter().position(|(_, c)| if map { *c > before } else { *c < before }).map(|p| p + from);
+        *carried = changed.or(*carried);
         let replied = reply_to(msgs, i).map_or(msgs[i].at_ns, |r| msgs[r].at_ns);
-        let micros = changed.map(|(j, _)| (msgs[*j].at_ns as f64 - replied as f64) / 1000.0);
+        let micros = changed.map(|k| (msgs[counts[k].0].at_ns as f64 - replied as f64) / 1000.0);
         out.push(Lag { request: req.request, at: i, micros });
     }
     out
@@ -388,6 +396,20 @@ mod tests {
         }
         let l = lags(&record);
         assert_eq!(l.iter().map(|l| l.micros).collect::<Vec<_>>(), [10.0, 20.0].repeat(3).into_iter().map(Some).collect::<Vec<_>>(), "{l:?}");
+    }
+
+    #[test]
+    fn a_request_sent_before_the_table_of_the_last_one_is_counted_from_that_table() {
+        // The backend's unmap crossed the frontend's table for its map (seen
+        // between the model and the appliance's own backend, 1 CI run in many).
+        let unmap = |at_ns: u64| WireMsg { nfds: 0, request: 10, payload: Payload::Shmem { shmid: 0, shm_offset: 0, len: 0x1000, fd_offset: 0, flags: 0, fd_size: None, fd_rw: None, file: None }, ..map(at_ns) };
+        let unmap_ack = |at_ns: u64| WireMsg { request: 10, ..ack(at_ns, 0) };
+        let (ram, both) = (&[0x20_0000][..], &[0x20_0000, 0x1000][..]);
+        let record = [table(0, ram), map(1_000), ack(2_000, 0), unmap(3_000), table(4_000, both), unmap_ack(5_000), table(8_000, ram)];
+        let l = lags(&record);
+        assert_eq!(l.iter().map(|l| l.micros).collect::<Vec<_>>(), [Some(2.0), Some(3.0)], "{l:?}");
+        // Its own table never comes: still none.
+        assert_eq!(lags(&record[..6]).iter().map(|l| l.micros).collect::<Vec<_>>(), [Some(2.0), None]);
     }
 
     #[test]
