@@ -360,6 +360,14 @@ mod tests {
         msg(at_ns, Channel::Backend, Sender::Frontend, 9, 0x5, Payload::U64 { value })
     }
 
+    fn unmap(at_ns: u64) -> WireMsg {
+        WireMsg { nfds: 0, request: 10, payload: Payload::Shmem { shmid: 0, shm_offset: 0, len: 0x1000, fd_offset: 0, flags: 0, fd_size: None, fd_rw: None, file: None }, ..map(at_ns) }
+    }
+
+    fn unmap_ack(at_ns: u64) -> WireMsg {
+        WireMsg { request: 10, ..ack(at_ns, 0) }
+    }
+
     fn table(at_ns: u64, sizes: &[u64]) -> WireMsg {
         let regions = sizes.iter().map(|&s| TableRegion { guest_phys_addr: 0, memory_size: s, userspace_addr: 0, mmap_offset: 0 }).collect();
         msg(at_ns, Channel::Main, Sender::Frontend, 5, 0x1, Payload::MemTable { regions })
@@ -386,8 +394,6 @@ mod tests {
 
     #[test]
     fn a_churn_of_one_shape_times_each_request_against_its_own_table() {
-        let unmap = |at_ns: u64| WireMsg { nfds: 0, request: 10, payload: Payload::Shmem { shmid: 0, shm_offset: 0, len: 0x1000, fd_offset: 0, flags: 0, fd_size: None, fd_rw: None, file: None }, ..map(at_ns) };
-        let unmap_ack = |at_ns: u64| WireMsg { request: 10, ..ack(at_ns, 0) };
         let (ram, both) = (&[0x20_0000][..], &[0x20_0000, 0x1000][..]);
         let mut record = vec![table(0, ram)];
         for k in 0..3u64 {
@@ -402,8 +408,6 @@ mod tests {
     fn a_request_sent_before_the_table_of_the_last_one_is_counted_from_that_table() {
         // The backend's unmap crossed the frontend's table for its map (seen
         // between the model and the appliance's own backend, 1 CI run in many).
-        let unmap = |at_ns: u64| WireMsg { nfds: 0, request: 10, payload: Payload::Shmem { shmid: 0, shm_offset: 0, len: 0x1000, fd_offset: 0, flags: 0, fd_size: None, fd_rw: None, file: None }, ..map(at_ns) };
-        let unmap_ack = |at_ns: u64| WireMsg { request: 10, ..ack(at_ns, 0) };
         let (ram, both) = (&[0x20_0000][..], &[0x20_0000, 0x1000][..]);
         let record = [table(0, ram), map(1_000), ack(2_000, 0), unmap(3_000), table(4_000, both), unmap_ack(5_000), table(8_000, ram)];
         let l = lags(&record);
