@@ -1,28 +1,26 @@
 //! Comparing two runs (A, the baseline, and B, another frontend) scenario
 //! by scenario and check by check: fixed, REGRESSED, unmasked, changed
-//! evidence, and probe rates judged against their measured spread.
+//! evidence, the order on the wire, and (from boots of both in one
+//! invocation) probe rates.
 
 use crate::check::{CheckResult, FRONTEND_SURVIVES, Fact, facts_text};
-use crate::listing::{committed_first, probe_counts};
+use crate::listing::{MIN_ACKED, probe_counts, wire_order};
 use crate::scenario::ScenarioReport;
-use crate::significance::{self, Counts};
+use crate::significance::{self, RateCall};
 use crate::verdict::Verdict;
 
 /// What changed from a baseline run (A) to another frontend's run (B).
 #[derive(Debug, Default)]
 pub struct Comparison {
     /// `fixed: scenario/check ...`, `REGRESSED: ...`, `unmasked: ...`,
-    /// `evidence changed: ...`, `no significant change: ...`, `inconclusive on A/B: ...`.
+    /// `evidence changed: ...`, `no change beyond 2x: ...`, `inconclusive: ...`,
+    /// `inconclusive on A/B: ...`, facts (`probe ...`, `wire lag ...`).
     pub lines: Vec<String>,
     pub fixed: usize,
     pub regressed: usize,
     pub changed: usize,
     /// Checks B ran and failed that A never reached (A died or erred first): no regression.
     pub unmasked: usize,
-    /// The p-value below which a probe check's counts differ: 0.01 over the
-    /// number of probe checks compared (so the whole comparison calls a
-    /// change by chance with probability at most 1 %).
-    pub level: f64,
 }
 
 /// Names in `a`, then those only in `b`.
@@ -37,21 +35,52 @@ fn show_counts(c: &CheckResult) -> String {
     probe_counts(&c.facts).map(|k| format!("{}/{}", k.stale, k.n)).unwrap_or_default()
 }
 
-/// A probe check on both sides: fixed or regressed only when significant
-/// at `level`, against the runs' own dispersion and the spread load makes
-/// between runs (`significance::differ`).
-fn compare_counts(c: &mut Comparison, at: &str, a: &Counts, b: &Counts) {
-    let p = significance::differ(a, b);
-    let (ka, na, kb, nb) = (a.stale, a.n, b.stale, b.n);
-    let rates = format!("{ka}/{na} vs {kb}/{nb}, p = {p:.4}");
-    if p >= c.level {
-        c.lines.push(format!("no significant change: {at} ({rates})"));
-    } else if (kb as f64) / (nb as f64) < (ka as f64) / (na as f64) {
-        c.fixed += 1;
-        c.lines.push(format!("fixed: {at}: fewer stale ({rates})"));
-    } else {
-        c.regressed += 1;
-        c.lines.push(format!("REGRESSED: {at}: more stale ({rates})"));
+/// A probe check's order on the wire, for people: "table first T of A acked".
+fn show_order(c: &CheckResult) -> String {
+    let f = |k: &str| c.facts.get(k).map(Fact::to_string).unwrap_or_else(|| "?".into());
+    format!("memory table first for {} of {} acked", f("table_first"), f("acked"))
+}
+
+/// A probe check on both sides, both run to the end: the order on the wire
+/// where both sides acked enough requests to read it (a flip is fixed or
+/// REGRESSED); the counts of one boot each are facts, never a call (the
+/// replicated boots judge rates: [`Comparison::add_rates`]).
+fn compare_probe(c: &mut Comparison, at: &str, x: &CheckResult, y: &CheckResult) -> String {
+    let facts = format!("A {}, {}; B {}, {}", show_counts(x), show_order(x), show_counts(y), show_order(y));
+    match (wire_order(&x.facts), wire_order(&y.facts)) {
+        (Some(false), Some(true)) => {
+            c.fixed += 1;
+            format!("fixed: {at}: B commits before it replies ({facts})")
+        }
+        (Some(true), Some(false)) => {
+            c.regressed += 1;
+            format!("REGRESSED: {at}: B replies before it commits ({facts})")
+        }
+        (None, _) | (_, None) => format!("inconclusive: {at}: too few acked requests to read the order on the wire (at least {MIN_ACKED} a side; {facts})"),
+        _ => format!("probe (one boot each, facts only): {at}: {facts}"),
+    }
+}
+
+impl Comparison {
+    /// A direction's rates from the replicated boots of A and B, as
+    /// `significance::call_rates` called them: fixed or REGRESSED with the
+    /// ratio and its interval, no change beyond [`significance::BAND`]x,
+    /// or inconclusive when the boots ran out first.
+    pub fn add_rates(&mut self, at: &str, call: &RateCall) {
+        let line = match call {
+            RateCall::Fixed(r) => {
+                self.fixed += 1;
+                format!("fixed: {at}: fewer stale, {r}")
+            }
+            RateCall::Regressed(r) => {
+                self.regressed += 1;
+                format!("REGRESSED: {at}: more stale, {r}")
+            }
+            RateCall::NoChange(r) => format!("no change beyond {}x: {at}: {r}", significance::BAND),
+            RateCall::Open(Some(r)) => format!("inconclusive: {at}: B/A between {:.2} and {:.2} ({r})", r.low, r.high),
+            RateCall::Open(None) => format!("inconclusive: {at}: too few boots to estimate the spread between them (at least {} a side)", significance::MIN_BOOTS),
+        };
+        self.lines.push(line);
     }
 }
 
@@ -104,31 +133,18 @@ fn compare_check(c: &mut Comparison, at: &str, ca: Option<&CheckResult>, cb: Opt
             c.regressed += 1;
             format!("REGRESSED: {at}: the crash changed: A {{{}}} / B {{{}}}", facts_text(&x.facts), facts_text(&y.facts))
         }
-        (Some(x), Some(y)) if probe_counts(&x.facts).is_some() && committed_first(&x.facts) != committed_first(&y.facts) => {
-            // The order on the wire changed: deterministic, whatever the rates did.
-            let order = |f: &CheckResult| format!("{}/{}", f.facts.get("table_first").map(Fact::to_string).unwrap_or_default(), f.facts.get("acked").map(Fact::to_string).unwrap_or_default());
-            if committed_first(&y.facts) {
-                c.fixed += 1;
-                format!("fixed: {at}: B commits before it replies (memory table before the ack: A {}, B {}); stale A {}, B {}", order(x), order(y), show_counts(x), show_counts(y))
-            } else {
-                c.regressed += 1;
-                format!("REGRESSED: {at}: B replies before it commits (memory table before the ack: A {}, B {}); stale A {}, B {}", order(x), order(y), show_counts(x), show_counts(y))
-            }
-        }
         (Some(x), Some(y)) if x.passed && y.passed && wire_table_first(x).is_some() => match compare_wire(c, at, x, y) {
             Some(line) => line,
             None => return,
         },
-        (Some(x), Some(y)) if let (Some(ka), Some(kb)) = (probe_counts(&x.facts), probe_counts(&y.facts)) => {
-            return compare_counts(c, at, &ka, &kb);
-        }
-        (Some(x), Some(y)) if !x.passed && y.passed => {
-            c.fixed += 1;
-            format!("fixed: {at}: failed on A ({}), passes on B", facts_text(&x.facts))
-        }
         (Some(x), Some(y)) if x.passed && !y.passed => {
             c.regressed += 1;
             format!("REGRESSED: {at}: passed on A, fails on B: {}", y.evidence)
+        }
+        (Some(x), Some(y)) if probe_counts(&x.facts).is_some() && probe_counts(&y.facts).is_some() => compare_probe(c, at, x, y),
+        (Some(x), Some(y)) if !x.passed && y.passed => {
+            c.fixed += 1;
+            format!("fixed: {at}: failed on A ({}), passes on B", facts_text(&x.facts))
         }
         (Some(x), Some(y)) if !x.passed && !y.passed && x.facts != y.facts => {
             c.changed += 1;
@@ -178,18 +194,15 @@ fn compare_scenario(c: &mut Comparison, name: &str, sa: Option<&ScenarioReport>,
     }
 }
 
-/// Compares the QEMU side of two runs check by check. Probe checks compare
-/// the order on the wire first (a flip is fixed or REGRESSED), then their
-/// rates against their measured spread (`significance::differ`; fixed or
-/// REGRESSED only below p = 0.01 over the number of probe checks compared);
-/// a crash whose signal, step or words change is a regression;
+/// Compares the QEMU side of two runs check by check. A check that passed
+/// on A and fails on B is REGRESSED, whatever else; probe checks compare
+/// the order on the wire (a flip is fixed or REGRESSED), their counts of
+/// one boot each are facts (rates are judged from replicated boots,
+/// [`Comparison::add_rates`]); a crash whose signal, step or words change is a regression;
 /// a check A never reached (it died or erred first) that fails on B is
 /// unmasked, not regressed; listed inconclusive entries are named on both sides.
 pub fn compare(a: &[ScenarioReport], b: &[ScenarioReport]) -> Comparison {
-    let probes_of = |r: &[ScenarioReport]| -> Vec<String> { r.iter().flat_map(|s| s.qemu_checks.iter().filter(|x| probe_counts(&x.facts).is_some()).map(move |x| format!("{}/{}", s.name, x.check))).collect() };
-    let in_b = probes_of(b);
-    let m = probes_of(a).iter().filter(|p| in_b.contains(p)).count().max(1);
-    let mut c = Comparison { level: significance::SIGNIFICANT / m as f64, ..Comparison::default() };
+    let mut c = Comparison::default();
     for name in union(a.iter().map(|s| s.name.as_str()), b.iter().map(|s| s.name.as_str())) {
         let sa = a.iter().find(|s| s.name == name);
         let sb = b.iter().find(|s| s.name == name);
@@ -214,6 +227,7 @@ mod tests {
             qemu: Verdict::Pass,
             qemu_inconclusive: Vec::new(),
             not_shown: [Vec::new(), Vec::new()],
+            qemu_unseen: Vec::new(),
             model: Verdict::Pass,
             qemu_time: Duration::ZERO,
             model_time: Duration::ZERO,
@@ -235,8 +249,14 @@ mod tests {
         assert!(c.lines[0].starts_with("fixed: s/rbc/map: B commits before it replies"), "{:?}", c.lines);
         let back = compare(&b, &a);
         assert_eq!((back.fixed, back.regressed), (0, 1), "{:?}", back.lines);
-        // The same order on both sides: the counts decide, as before.
-        assert!(compare(&a, &a).lines.iter().all(|l| l.starts_with("no significant change")));
+        // The same order on both sides: the counts of one boot each are facts.
+        let same = compare(&a, &a);
+        assert!(same.lines.iter().all(|l| l.starts_with("probe (one boot each, facts only)")) && (same.fixed, same.regressed) == (0, 0), "{:?}", same.lines);
+        // Too few acked requests on a side: the order is not read.
+        let few = |first: u64| CheckResult::new("rbc/map", true, "").with("n", 500u64).with("stale", 0u64).with("acked", 3u64).with("table_first", first);
+        let c = compare(&a, &suite_report("b", vec![few(3)]));
+        assert_eq!((c.fixed, c.regressed), (0, 0), "{:?}", c.lines);
+        assert!(c.lines[0].starts_with("inconclusive: s/rbc/map: too few acked requests"), "{:?}", c.lines);
     }
 
     #[test]
@@ -286,20 +306,29 @@ mod tests {
     }
 
     #[test]
-    fn probe_counts_change_only_when_the_difference_is_significant() {
-        let c = compare(&one(vec![probe(1, 1000)], Verdict::Pass), &one(vec![probe(0, 1000)], Verdict::Pass));
-        assert_eq!((c.fixed, c.regressed, c.changed), (0, 0, 0), "{:?}", c.lines);
-        assert!(c.lines[0].starts_with("no significant change: s/rbc/map (1/1000 vs 0/1000"), "{:?}", c.lines);
-        let c = compare(&one(vec![probe(12, 1000)], Verdict::Pass), &one(vec![probe(11, 1000)], Verdict::Pass));
-        assert_eq!((c.fixed, c.regressed, c.changed), (0, 0, 0), "counts alone are no changed evidence: {:?}", c.lines);
-        // 20 against 0 of 1000 is what load alone does between two runs (a coin would call it).
-        let c = compare(&one(vec![probe(20, 1000)], Verdict::Pass), &one(vec![probe(0, 1000)], Verdict::Pass));
-        assert_eq!((c.fixed, c.regressed), (0, 0), "{:?}", c.lines);
-        // Far beyond the spread between runs: a change.
-        let c = compare(&one(vec![probe(600, 1000)], Verdict::Pass), &one(vec![probe(0, 1000)], Verdict::Pass));
-        assert_eq!((c.fixed, c.regressed), (1, 0), "{:?}", c.lines);
-        let c = compare(&one(vec![probe(0, 1000)], Verdict::Pass), &one(vec![probe(600, 1000)], Verdict::Pass));
-        assert_eq!((c.fixed, c.regressed), (0, 1), "{:?}", c.lines);
+    fn one_boots_counts_are_never_a_call_and_a_new_failure_always_is() {
+        for (ka, kb) in [(1, 0), (20, 0), (600, 0), (0, 600)] {
+            let c = compare(&one(vec![probe(ka, 1000)], Verdict::Pass), &one(vec![probe(kb, 1000)], Verdict::Pass));
+            let want = if ka == 0 { (0, 1) } else { (0, 0) };
+            assert_eq!((c.fixed, c.regressed), want, "{ka} vs {kb}: {:?}", c.lines);
+        }
+        // Passed on A, fails on B: REGRESSED, whatever a rate test would say.
+        let c = compare(&one(vec![probe(0, 1000)], Verdict::Pass), &one(vec![probe(1, 1000)], Verdict::Pass));
+        assert!(c.lines[0].starts_with("REGRESSED: s/rbc/map: passed on A, fails on B"), "{:?}", c.lines);
+    }
+
+    #[test]
+    fn replicated_rates_are_called_with_their_interval() {
+        let mut c = Comparison::default();
+        let r = significance::Ratio { ratio: 0.3, low: 0.2, high: 0.5, boots: (6, 6) };
+        c.add_rates("s/rbc/map", &RateCall::Fixed(r.clone()));
+        c.add_rates("s/rbc/unmap", &RateCall::Regressed(r.clone()));
+        c.add_rates("s/rbc/write", &RateCall::NoChange(r.clone()));
+        c.add_rates("s/rbc/ro", &RateCall::Open(Some(r)));
+        assert_eq!((c.fixed, c.regressed), (1, 1), "{:?}", c.lines);
+        assert!(c.lines[0].starts_with("fixed: s/rbc/map: fewer stale, B/A = 0.30 (0.20-0.50, 6 boots of A, 6 of B)"), "{:?}", c.lines);
+        assert!(c.lines[2].starts_with("no change beyond 2x: s/rbc/write"), "{:?}", c.lines);
+        assert!(c.lines[3].starts_with("inconclusive: s/rbc/ro: B/A between 0.20 and 0.50"), "{:?}", c.lines);
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct ScenarioReport {
     pub qemu_inconclusive: Vec<Judged>,
     /// Listed entries that did not show behind a FAIL, QEMU's and the model's.
     pub not_shown: [Vec<String>; 2],
+    /// QEMU's entries carried over from another accelerator that did not
+    /// show under this one: named, not a failure.
+    pub qemu_unseen: Vec<String>,
     pub model: Verdict,
     pub qemu_time: Duration,
     pub model_time: Duration,
@@ -37,7 +40,7 @@ pub type Run = (RunOutcome, Duration);
 pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: (&Listing<'_>, &Listing<'_>), qlog: impl FnOnce() -> String) -> ScenarioReport {
     let qemu_checks = q.0.clone().unwrap_or_default();
     let model_checks = m.0.clone().unwrap_or_default();
-    let Judgement { verdict: qemu, inconclusive, not_shown: qemu_gone } = judge_listed(q.0, defects.0);
+    let Judgement { verdict: qemu, inconclusive, not_shown: qemu_gone, unseen } = judge_listed(q.0, defects.0);
     let (model, model_gone) = if qemu_only {
         (Verdict::Skipped("fault scenario: QEMU only".into()), Vec::new())
     } else {
@@ -45,5 +48,5 @@ pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: (&Lis
         (j.verdict, j.not_shown)
     };
     let qemu_log = (!matches!(qemu, Verdict::Pass)).then(qlog);
-    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, qemu_inconclusive: inconclusive, not_shown: [qemu_gone, model_gone], model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log, qemu_wire: None }
+    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, qemu_inconclusive: inconclusive, not_shown: [qemu_gone, model_gone], qemu_unseen: unseen, model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log, qemu_wire: None }
 }

@@ -1,10 +1,9 @@
-//! Whether two stale rates of the doorbell probe differ by more than the
-//! machine makes them differ: log-rate tests whose variance is measured, not
-//! assumed. Within a run, from the spread between its blocks (quasi-binomial
-//! dispersion, never below a coin's); between runs of the same QEMU, the
-//! spread measured by `bench --self-compare` ([`RUN_SPREAD`]). Used by
-//! `--compare` on probe checks and by race entries' "worse than listed"
-//! rule. Arithmetic only.
+//! Whether the doorbell probe's stale rate differs between two QEMUs, from
+//! boots of both in one invocation: each boot gives one rate per probe
+//! direction, the spread between boots of the same QEMU is estimated from
+//! those replicates (never assumed, never carried from another machine),
+//! and a sequential rule says when the ratio B/A is known well enough.
+//! Arithmetic only.
 
 /// One run's count of a probe direction: `stale` of `n`, and the same per
 /// block of consecutive iterations (`k/n` each).
@@ -14,16 +13,6 @@ pub struct Counts {
     pub n: u64,
     pub blocks: Vec<(u64, u64)>,
 }
-
-/// Standard deviation of a probe rate's natural log between runs of the
-/// same QEMU on the same machine, idle or with a CPU hog on the other
-/// core: what load alone does (measured with `cargo xtask bench
-/// --self-compare`, see README "Noise"). A difference between two runs is
-/// judged against this and the runs' own dispersion together.
-pub const RUN_SPREAD: f64 = 0.9;
-
-/// The level below which a difference is called significant.
-pub const SIGNIFICANT: f64 = 0.01;
 
 /// Blocks as a fact: `"k/n k/n ..."`.
 pub fn blocks_text(blocks: &[(u64, u64)]) -> String {
@@ -35,104 +24,240 @@ pub fn blocks_parse(s: &str) -> Option<Vec<(u64, u64)>> {
     s.split_whitespace().map(|b| b.split_once('/').and_then(|(k, n)| Some((k.parse().ok()?, n.parse().ok()?)))).collect()
 }
 
-/// Pearson's dispersion of a run's blocks around its own rate (chi-square
-/// over its degrees of freedom), never below 1 (a coin's): how much more
-/// the blocks vary than independent iterations would.
-pub fn dispersion(c: &Counts) -> f64 {
-    let p = if c.n == 0 { 0.0 } else { c.stale as f64 / c.n as f64 };
-    let used: Vec<&(u64, u64)> = c.blocks.iter().filter(|(_, n)| *n > 0).collect();
-    if used.len() < 2 || p <= 0.0 || p >= 1.0 {
-        return 1.0;
+/// A boot's count on the square-root scale, where a count's variance is
+/// about a quarter whatever its size, zero included (Anscombe's transform
+/// of a Poisson count), scaled to `n` iterations: `sqrt(k * n / n_i + 3/8)`.
+fn root(k: f64, n_i: u64, n: f64) -> f64 {
+    (k * n / n_i.max(1) as f64 + 0.375).sqrt()
+}
+
+/// The sample variance's sum of squares, and the mean, of some values.
+fn mean_ss(x: &[f64]) -> (f64, f64) {
+    let m = x.iter().sum::<f64>() / x.len() as f64;
+    (m, x.iter().map(|v| (v - m).powi(2)).sum())
+}
+
+/// The overall level of a replicated comparison: the chance that a QEMU
+/// compared with itself has any direction called fixed or REGRESSED,
+/// shared out over the directions and the looks (Bonferroni).
+pub const LEVEL: f64 = 0.01;
+
+/// Boots per side before the first look: fewer leave the spread between
+/// boots unknown.
+pub const MIN_BOOTS: usize = 3;
+
+/// Boots per side at most; the rule looks after each boot from
+/// [`MIN_BOOTS`] to here, and the level is shared over those looks.
+pub const MAX_BOOTS: usize = 12;
+
+/// The ratio inside which a change is called "no change beyond": B/A
+/// known to lie within [1/BAND, BAND].
+pub const BAND: f64 = 2.0;
+
+/// What the boots so far say of one direction's ratio B/A (its interval
+/// at the comparison's level).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RateCall {
+    /// B's rate is lower: the interval lies below 1.
+    Fixed(Ratio),
+    /// B's rate is higher: the interval lies above 1.
+    Regressed(Ratio),
+    /// The interval lies within [1/BAND, BAND].
+    NoChange(Ratio),
+    /// Not known well enough yet (or too few boots: `None`).
+    Open(Option<Ratio>),
+}
+
+impl RateCall {
+    /// Whether more boots could change what is said.
+    pub fn open(&self) -> bool {
+        matches!(self, RateCall::Open(_))
     }
-    let chi2: f64 = used.iter().map(|(k, n)| (*k as f64 - *n as f64 * p).powi(2) / (*n as f64 * p * (1.0 - p))).sum();
-    (chi2 / (used.len() - 1) as f64).max(1.0)
 }
 
-/// The log of a rate (a half stale added on each side, so zero counts have
-/// one) and the variance of that log within its run (binomial, times the
-/// run's dispersion).
-pub fn log_rate(c: &Counts) -> (f64, f64) {
-    let r = (c.stale as f64 + 0.5) / (c.n as f64 + 1.0);
-    (r.ln(), dispersion(c) * (1.0 - r) / ((c.n as f64 + 1.0) * r))
+/// The ratio of B's rate to A's (geometric means over the boots) and its
+/// interval, with the boots it rests on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ratio {
+    pub ratio: f64,
+    pub low: f64,
+    pub high: f64,
+    pub boots: (usize, usize),
 }
 
-/// Two-sided p-value that `b`'s rate differs from `a`'s by more than their
-/// own dispersion and the spread between runs allow.
-pub fn differ(a: &Counts, b: &Counts) -> f64 {
-    let ((la, va), (lb, vb)) = (log_rate(a), log_rate(b));
-    let z = (lb - la) / (va + vb + 2.0 * RUN_SPREAD * RUN_SPREAD).sqrt();
-    erfc(z.abs() / std::f64::consts::SQRT_2)
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "B/A = {:.2} ({:.2}-{:.2}, {} boots of A, {} of B)", self.ratio, self.low, self.high, self.boots.0, self.boots.1)
+    }
 }
 
-/// One-sided p-value that a run's rate is above the highest listed one
-/// (`stale` of `of`, a run of its own): the two runs' dispersion, the
-/// run's measured from its blocks and taken for both. The spread between
-/// runs is not added: the highest listed is already the worst of many.
-pub fn above_highest(run: &Counts, (stale, of): (u64, u64)) -> f64 {
-    let highest = Counts { stale, n: of, blocks: Vec::new() };
-    let phi = dispersion(run);
-    let ((lr, vr), (lh, vh)) = (log_rate(run), log_rate(&highest));
-    let z = (lr - lh) / (vr + vh * phi).sqrt();
-    0.5 * erfc(z / std::f64::consts::SQRT_2)
+/// One direction's ratio B/A from the boots of A and of B (`stale`, `n`
+/// each), judged with `directions` directions compared at once.
+///
+/// Each boot's count goes on the square-root scale ([`root`]); the spread
+/// between boots of one QEMU is the pooled variance of those roots, never
+/// below a Poisson count's (a quarter). A ratio `r` is in the interval when
+/// B's boots and A's counts times `r` do not differ by Student's t at
+/// [`LEVEL`] shared over directions and looks (the test inverted, so a
+/// side with no stale read at all still bounds the ratio).
+pub fn call_rates(a: &[(u64, u64)], b: &[(u64, u64)], directions: usize) -> RateCall {
+    if a.len() < MIN_BOOTS || b.len() < MIN_BOOTS {
+        return RateCall::Open(None);
+    }
+    let total = |s: &[(u64, u64)]| s.iter().fold((0u64, 0u64), |(k, n), x| (k + x.0, n + x.1));
+    let ((ka, na), (kb, nb)) = (total(a), total(b));
+    let n = (na + nb) as f64 / (a.len() + b.len()) as f64;
+    let (yb, ssb) = mean_ss(&b.iter().map(|&(k, m)| root(k as f64, m, n)).collect::<Vec<_>>());
+    let df = (a.len() + b.len() - 2) as f64;
+    let looks = (MAX_BOOTS - MIN_BOOTS + 1) as f64;
+    let t = t_quantile(1.0 - LEVEL / (2.0 * directions.max(1) as f64 * looks), df);
+    let scale = 1.0 / a.len() as f64 + 1.0 / b.len() as f64;
+    // How far B's mean root lies above A's scaled by r, in units of t * se: decreasing in r.
+    let gap = |r: f64| {
+        let (ya, ssa) = mean_ss(&a.iter().map(|&(k, m)| root(r * k as f64, m, n)).collect::<Vec<_>>());
+        (yb - ya) / (t * (((ssa + ssb) / df).max(0.25) * scale).sqrt())
+    };
+    let (low, high) = (solve(|r| gap(r) - 1.0), solve(|r| gap(r) + 1.0));
+    let ratio = if ka == 0 { f64::INFINITY } else { (kb as f64 / nb as f64) / (ka as f64 / na as f64) };
+    let r = Ratio { ratio, low, high, boots: (a.len(), b.len()) };
+    if r.high < 1.0 {
+        RateCall::Fixed(r)
+    } else if r.low > 1.0 {
+        RateCall::Regressed(r)
+    } else if r.low >= 1.0 / BAND && r.high <= BAND {
+        RateCall::NoChange(r)
+    } else {
+        RateCall::Open(Some(r))
+    }
 }
 
-/// The complementary error function (Numerical Recipes' `erfcc`,
-/// fractional error below 1.2e-7).
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68 + t * (0.374_091_96 + t * (0.096_784_18 + t * (-0.186_288_06 + t * (0.278_868_07 + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let r = t * poly.exp();
-    if x >= 0.0 { r } else { 2.0 - r }
+/// Where a decreasing function of a ratio crosses zero, by bisection on
+/// its log between 1e-6 and 1e6: 0 when it is below zero already at the
+/// bottom, infinity when it is above zero at the top.
+fn solve(f: impl Fn(f64) -> f64) -> f64 {
+    let (mut lo, mut hi) = (-6.0 * std::f64::consts::LN_10, 6.0 * std::f64::consts::LN_10);
+    if f(lo.exp()) <= 0.0 {
+        return 0.0;
+    }
+    if f(hi.exp()) >= 0.0 {
+        return f64::INFINITY;
+    }
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if f(mid.exp()) > 0.0 { lo = mid } else { hi = mid }
+    }
+    (0.5 * (lo + hi)).exp()
+}
+
+/// The `p` quantile of Student's t with `df` degrees of freedom (bisection
+/// on [`t_cdf`]; `p` above one half).
+pub fn t_quantile(p: f64, df: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0, 1e4);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if t_cdf(mid, df) < p { lo = mid } else { hi = mid }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Student's t distribution function at `t` (through the regularized
+/// incomplete beta function).
+pub fn t_cdf(t: f64, df: f64) -> f64 {
+    let tail = 0.5 * incomplete_beta(df / 2.0, 0.5, df / (df + t * t));
+    if t >= 0.0 { 1.0 - tail } else { tail }
+}
+
+/// The regularized incomplete beta function I_x(a, b) (Numerical Recipes'
+/// continued fraction, with the symmetry that makes it converge).
+fn incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
+    if x <= 0.0 || x >= 1.0 {
+        return x.clamp(0.0, 1.0);
+    }
+    let front = (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    if x < (a + 1.0) / (a + b + 2.0) { front * beta_fraction(a, b, x) / a } else { 1.0 - front * beta_fraction(b, a, 1.0 - x) / b }
+}
+
+/// The continued fraction of the incomplete beta function (modified Lentz).
+fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
+    let tiny = 1e-300;
+    let (mut c, mut d) = (1.0, 1.0 - (a + b) * x / (a + 1.0));
+    d = 1.0 / if d.abs() < tiny { tiny } else { d };
+    let mut h = d;
+    for m in 1..300 {
+        let m = m as f64;
+        for num in [m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)), -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0))] {
+            d = 1.0 + num * d;
+            d = 1.0 / if d.abs() < tiny { tiny } else { d };
+            c = 1.0 + num / c;
+            c = if c.abs() < tiny { tiny } else { c };
+            h *= d * c;
+        }
+        if (d * c - 1.0).abs() < 1e-14 {
+            break;
+        }
+    }
+    h
+}
+
+/// ln Γ(x) for x > 0 (Lanczos, g = 7).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [0.999_999_999_999_809_9, 676.520_368_121_885_1, -1_259.139_216_722_402_8, 771.323_428_777_653_1, -176.615_029_162_140_6, 12.507_343_278_686_905, -0.138_571_095_265_720_12, 9.984_369_578_019_572e-6, 1.505_632_735_149_311_6e-7];
+    let x = x - 1.0;
+    let t = x + 7.5;
+    let s: f64 = C[0] + C[1..].iter().enumerate().map(|(i, c)| c / (x + i as f64 + 1.0)).sum::<f64>();
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + s.ln()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn counts(blocks: &[(u64, u64)]) -> Counts {
-        Counts { stale: blocks.iter().map(|b| b.0).sum(), n: blocks.iter().map(|b| b.1).sum(), blocks: blocks.to_vec() }
-    }
-
     #[test]
-    fn the_normal_tail_is_right() {
-        assert!((erfc(0.0) - 1.0).abs() < 1e-6);
-        assert!((0.5 * erfc(1.959_964 / std::f64::consts::SQRT_2) - 0.025).abs() < 1e-6);
-        assert!((0.5 * erfc(3.090_232 / std::f64::consts::SQRT_2) - 0.001).abs() < 1e-6);
-        assert!((erfc(-1.0) - 1.842_700_8).abs() < 1e-6);
-    }
-
-    #[test]
-    fn blocks_that_vary_more_than_a_coin_raise_the_dispersion() {
-        let even = counts(&[(2, 100); 10]);
-        assert!((dispersion(&even) - 1.0).abs() < 1e-9, "a coin's at least");
-        let bursty = counts(&[(20, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100)]);
-        assert!(dispersion(&bursty) > 10.0, "{}", dispersion(&bursty));
-        assert_eq!(blocks_parse(&blocks_text(&bursty.blocks)), Some(bursty.blocks.clone()));
+    fn students_t_is_right() {
+        // Tables: t(0.975; 1) = 12.706, t(0.975; 10) = 2.228, t(0.995; 4) = 4.604, t(0.9995; 20) = 3.850.
+        for (p, df, want) in [(0.975, 1.0, 12.706), (0.975, 10.0, 2.228), (0.995, 4.0, 4.604), (0.9995, 20.0, 3.850)] {
+            assert!((t_quantile(p, df) - want).abs() < 2e-3, "t({p}; {df}) = {}", t_quantile(p, df));
+        }
+        assert!((t_cdf(0.0, 5.0) - 0.5).abs() < 1e-12);
+        assert!((t_cdf(-2.228, 10.0) - 0.025).abs() < 1e-4);
+        assert_eq!(blocks_parse(&blocks_text(&[(1, 2), (3, 4)])), Some(vec![(1, 2), (3, 4)]));
         assert_eq!(blocks_parse("1/2 x"), None);
     }
 
-    #[test]
-    fn load_sized_differences_are_no_change_and_an_order_of_magnitude_more_is() {
-        // 7 and 45 of 500: two idle runs of one QEMU (the spread the README measures).
-        let low = counts(&[(1, 50), (0, 50), (1, 50), (1, 50), (0, 50), (1, 50), (1, 50), (0, 50), (1, 50), (1, 50)]);
-        let high = counts(&[(5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50)]);
-        assert!(differ(&low, &high) > 0.01, "{}", differ(&low, &high));
-        // 19 against 55 of 2000: the hog's doing.
-        assert!(differ(&counts(&[(2, 200); 10]), &counts(&[(5, 200), (6, 200), (5, 200), (6, 200), (5, 200), (6, 200), (5, 200), (6, 200), (5, 200), (6, 200)])) > 0.01);
-        // 0.1 % against 60 %: a QEMU that changed (1 % against 60 % is only p = 0.002: load moves rates that much).
-        assert!(differ(&counts(&[(1, 1000)]), &counts(&[(600, 1000)])) < 1e-3);
+    /// Boots of one direction whose counts scatter around `k` of 1000 by `spread` (a factor).
+    fn boots(k: f64, spread: f64, n: usize) -> Vec<(u64, u64)> {
+        (0..n).map(|i| ((k * if i % 2 == 0 { spread } else { 1.0 / spread }).round() as u64, 1000)).collect()
     }
 
     #[test]
-    fn above_the_highest_needs_more_than_its_runs_own_noise() {
-        // 45 of 500 against a highest of 21 of 500: no longer called worse.
-        assert!(above_highest(&counts(&[(5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50), (5, 50), (4, 50)]), (21, 500)) > 0.001);
-        // Ten times the highest is worse.
-        assert!(above_highest(&counts(&[(21, 100); 10]), (21, 1000)) < 1e-6);
-        // Bursty blocks widen the run's own interval.
-        let bursty = counts(&[(40, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100), (0, 100)]);
-        assert!(above_highest(&bursty, (10, 1000)) > above_highest(&counts(&[(4, 100); 10]), (10, 1000)));
+    fn too_few_boots_say_nothing() {
+        assert_eq!(call_rates(&boots(20.0, 1.2, 2), &boots(2.0, 1.2, 5), 5), RateCall::Open(None));
+    }
+
+    #[test]
+    fn a_threefold_change_is_called_once_the_boots_agree() {
+        // 15-25 against 5-8 of 1000 (the unmap race with replies held 1 ms).
+        let (a, b) = (boots(20.0, 1.25, 6), boots(6.5, 1.25, 6));
+        match call_rates(&a, &b, 5) {
+            RateCall::Fixed(r) => assert!(r.low < r.ratio && r.ratio < r.high && r.high < 1.0 && (r.ratio - 0.325).abs() < 0.05, "{r}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(call_rates(&b, &a, 5), RateCall::Regressed(_)));
+        // A complete fix by other means: 10 of 1000 to none.
+        assert!(matches!(call_rates(&boots(10.0, 1.3, 5), &[(0, 1000); 5], 5), RateCall::Fixed(_)));
+    }
+
+    #[test]
+    fn boots_that_scatter_widely_keep_it_open_and_alike_ones_say_no_change() {
+        // Load moves a rate 10x between boots: a 3x difference is not told.
+        assert!(call_rates(&boots(20.0, 3.0, 4), &boots(7.0, 3.0, 4), 5).open());
+        // The same QEMU, steady boots: no change beyond 2x.
+        match call_rates(&boots(200.0, 1.1, 8), &boots(200.0, 1.1, 8), 5) {
+            RateCall::NoChange(r) => assert!(r.low > 0.5 && r.high < 2.0, "{r}"),
+            other => panic!("{other:?}"),
+        }
+        // Counts too small for their Poisson spread to be narrow stay open, however alike.
+        assert!(call_rates(&[(1, 1000); 6], &[(1, 1000); 6], 5).open());
+        assert!(call_rates(&[(0, 1000); 6], &[(0, 1000); 6], 5).open());
     }
 }

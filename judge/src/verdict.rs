@@ -6,7 +6,7 @@
 
 use crate::check::{CheckResult, Fact};
 use crate::defects::KnownDefect;
-use crate::listing::{FALSE_PASS, Listing};
+use crate::listing::{FALSE_PASS, Listing, MIN_ACKED, wire_order};
 use crate::outcome::RunOutcome;
 
 /// A failed check as judged against the known defects.
@@ -16,8 +16,12 @@ pub struct Judged {
     /// The known defect whose signature this failure shows.
     pub defect: Option<String>,
     /// The build that defect was measured on, when it is another build of
-    /// the same upstream version (the entry carried over).
+    /// the same upstream version (the entry carried over), or the
+    /// `"BUILD/ACCEL"` when it was measured under another accelerator.
     pub measured_on: Option<String>,
+    /// Whether the entry was carried over from another accelerator
+    /// (`--bless` then adds this run's accelerator to it).
+    pub other_accel: bool,
     /// A listed defect of this check whose signature it does NOT show: its
     /// id and signature, printed beside what was seen.
     pub listed: Option<(String, String)>,
@@ -26,8 +30,7 @@ pub struct Judged {
     /// this build and accelerator to it).
     pub listed_elsewhere: Option<(String, String)>,
     /// Why a race this failure's signature matches is worse than listed (a
-    /// stale kind the entry does not cover, or a rate significantly above
-    /// the highest measured): then it is a FAIL.
+    /// stale kind the entry does not cover): then it is a FAIL.
     pub worse: Option<String>,
 }
 
@@ -78,11 +81,15 @@ pub struct Judgement {
     /// another reason (an UNEXPECTED-PASS says them itself): named whatever
     /// else fails, so a fix is never hidden behind another failure.
     pub not_shown: Vec<String>,
+    /// Entries carried over from another accelerator that did not show
+    /// under this one: named, never a failure (the defect may need the
+    /// other accelerator's timing; `--bless` records where it does show).
+    pub unseen: Vec<String>,
 }
 
 impl From<Verdict> for Judgement {
     fn from(verdict: Verdict) -> Self {
-        Judgement { verdict, inconclusive: Vec::new(), not_shown: Vec::new() }
+        Judgement { verdict, inconclusive: Vec::new(), not_shown: Vec::new(), unseen: Vec::new() }
     }
 }
 
@@ -92,9 +99,11 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// A failed check against the entries listed for it.
+/// A failed check against the entries listed for it (those carried over
+/// from another accelerator among them).
 fn judge_failed(c: &CheckResult, listing: &Listing<'_>) -> Judged {
-    let listed: Vec<&(&KnownDefect, Option<String>)> = listing.applicable.iter().filter(|(d, _)| d.check == c.check).collect();
+    let carried = listing.other_accel.iter().map(|(d, on)| (*d, Some(on.clone())));
+    let listed: Vec<(&KnownDefect, Option<String>)> = listing.applicable.iter().cloned().chain(carried).filter(|(d, _)| d.check == c.check).collect();
     let shows = listed.iter().find(|(d, _)| d.matches(&c.facts));
     let worse = shows.and_then(|(d, _)| d.worse_than_listed(&c.facts));
     let matched = shows.filter(|_| worse.is_none());
@@ -103,6 +112,7 @@ fn judge_failed(c: &CheckResult, listing: &Listing<'_>) -> Judged {
         check: c.clone(),
         defect: matched.map(|(d, _)| d.id.clone()),
         measured_on: matched.and_then(|(_, on)| on.clone()),
+        other_accel: matched.is_some_and(|(d, _)| listing.other_accel.iter().any(|(o, _)| o.id == d.id)),
         listed: if matched.is_none() { shows.or(listed.first()).map(|(d, _)| (d.id.clone(), d.signature_text())) } else { None },
         listed_elsewhere: if matched.is_none() { elsewhere.map(|d| (d.id.clone(), d.listed_for())) } else { None },
         worse,
@@ -127,26 +137,29 @@ pub fn judge_listed(result: RunOutcome, listing: &Listing<'_>) -> Judgement {
     let failed: Vec<Judged> = checks.iter().filter(|c| !c.passed).map(|c| judge_failed(c, listing)).collect();
     let mut unexpected = Vec::new();
     let mut inconclusive = Vec::new();
-    for (d, on) in listing.applicable.iter().filter(|(d, _)| !failed.iter().any(|j| j.check.check == d.check)) {
+    let not_failed = |d: &KnownDefect| !failed.iter().any(|j| j.check.check == d.check);
+    for (d, on) in listing.applicable.iter().filter(|(d, _)| not_failed(d)) {
         let measured = on.as_ref().map(|b| format!(", measured on {b}")).unwrap_or_default();
         match checks.iter().find(|c| c.check == d.check) {
-            Some(c) if d.inconclusive(&c.facts) => {
-                let mut c = c.clone();
-                let n = c.facts.get("n").map(Fact::to_string).unwrap_or_default();
-                c.evidence = format!(
-                    "intermittent, not seen in {n} trials: too few to tell a fix (listed rate {:.3} %{measured}; a defect at a quarter of it would go unseen with probability above {:.1} %): {}",
-                    d.rate.unwrap_or(0.0) * 100.0,
-                    FALSE_PASS * 100.0,
-                    c.evidence
-                );
-                inconclusive.push(Judged { check: c, defect: Some(d.id.clone()), measured_on: on.clone(), ..Judged::default() });
-            }
+            Some(c) if d.inconclusive(&c.facts) => inconclusive.push(Judged {
+                check: not_told(c, d, &measured),
+                defect: Some(d.id.clone()),
+                measured_on: on.clone(),
+                ..Judged::default()
+            }),
             found => {
                 let how = if found.is_some() { "the check passed" } else { "the check never ran" };
                 unexpected.push(format!("known defect `{}` ({}{measured}) did not show: {how}; drop it from the known-defects list", d.id, d.check));
             }
         }
     }
+    let accel = |on: &str| on.rsplit('/').next().unwrap_or_default().to_string();
+    let unseen = listing
+        .other_accel
+        .iter()
+        .filter(|(d, _)| not_failed(d))
+        .map(|(d, on)| format!("known defect `{}` ({}) not shown under this accelerator, listed for {} (measured on {on}): not a failure", d.id, d.check, accel(on)))
+        .collect();
     let mut not_shown = Vec::new();
     let verdict = if failed.iter().any(|j| j.defect.is_none()) {
         not_shown = unexpected;
@@ -158,6 +171,31 @@ pub fn judge_listed(result: RunOutcome, listing: &Listing<'_>) -> Judgement {
     } else {
         Verdict::Pass
     };
-    Judgement { verdict, inconclusive, not_shown }
+    Judgement { verdict, inconclusive, not_shown, unseen }
+}
+
+/// A listed entry's passed check, its evidence saying why the run does not
+/// tell a fix: a race's count is a fact of this machine and the order on
+/// the wire did not say "commits first"; another intermittent defect's run
+/// was too short for its listed rate.
+fn not_told(c: &CheckResult, d: &KnownDefect, measured: &str) -> CheckResult {
+    let mut c = c.clone();
+    let n = c.facts.get("n").map(Fact::to_string).unwrap_or_default();
+    let fact = |k: &str| c.facts.get(k).map(Fact::to_string).unwrap_or_else(|| "?".into());
+    c.evidence = if d.stale_kinds.is_empty() {
+        format!(
+            "intermittent, not seen in {n} trials: too few to tell a fix (listed rate {:.3} %{measured}; a defect at a quarter of it would go unseen with probability above {:.1} %): {}",
+            d.rate.unwrap_or(0.0) * 100.0,
+            FALSE_PASS * 100.0,
+            c.evidence
+        )
+    } else {
+        let order = match wire_order(&c.facts) {
+            Some(_) => format!("the memory table reached the backend before the ack for {} of {} acked requests", fact("table_first"), fact("acked")),
+            None => format!("{} acked requests, fewer than the {MIN_ACKED} the order on the wire needs", fact("acked")),
+        };
+        format!("race not seen in {n} trials{measured}: a count is a fact of this machine, not a fix; {order}; `--compare` against a baseline tells a change of rate: {}", c.evidence)
+    };
+    c
 }
 

@@ -10,12 +10,14 @@ use std::path::Path;
 use shmem_host::vm::SuiteReport;
 use shmem_judge::verdict::Verdict;
 
-/// The ids of the entries listed elsewhere whose signatures this run showed.
+/// The ids of the entries listed elsewhere whose signatures this run
+/// showed, and of those carried over from another accelerator that showed.
 pub fn matched_elsewhere(r: &SuiteReport) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for s in &r.scenarios {
-        if let Verdict::Fail(judged) = &s.qemu {
+        if let Verdict::Fail(judged) | Verdict::KnownFailure(judged) = &s.qemu {
             ids.extend(judged.iter().filter_map(|j| j.listed_elsewhere.as_ref().map(|(id, _)| id.clone())));
+            ids.extend(judged.iter().filter(|j| j.other_accel).filter_map(|j| j.defect.clone()));
         }
     }
     ids
@@ -50,7 +52,7 @@ fn blocks(lines: &[&str]) -> (Vec<Option<usize>>, Vec<Option<String>>) {
 }
 
 /// Adds `build` and `accel` to the entries `ids` of the list at `path`;
-/// to an entry with measured figures (`rate`, `highest`) also the pair to
+/// to an entry with measured figures (`rate`) also the pair to
 /// `unmeasured` (its figures were measured elsewhere). Returns the changed
 /// lines as a diff (`path:line: -old` / `+new`).
 pub fn bless(path: &Path, ids: &BTreeSet<String>, build: &str, accel: &str) -> Result<Vec<String>, String> {
@@ -104,9 +106,9 @@ fn sets(line: &str, key: &str) -> bool {
     line.trim_start().strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('='))
 }
 
-/// The blocks that carry measured figures (`rate` or `highest`).
+/// The blocks that carry measured figures (`rate`).
 fn measured_blocks(lines: &[&str], of_line: &[Option<usize>]) -> BTreeSet<usize> {
-    lines.iter().zip(of_line).filter(|(l, _)| sets(l, "rate") || sets(l, "highest")).filter_map(|(_, b)| *b).collect()
+    lines.iter().zip(of_line).filter(|(l, _)| sets(l, "rate")).filter_map(|(_, b)| *b).collect()
 }
 
 #[cfg(test)]

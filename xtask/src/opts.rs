@@ -23,7 +23,14 @@ pub struct Opts {
     pub bless: bool,
     /// `--media-backend PATH`: the virtio-media backend of media scenarios (default: built and cached).
     pub media_backend: Option<PathBuf>,
+    /// `--compare-budget SECS`: how long `--compare` may boot the probe for
+    /// A and B in turn to compare their rates (0: not at all).
+    pub compare_budget: u64,
 }
+
+/// `--compare-budget`'s default: about two minutes of probe boots, which
+/// under TCG on two cores is some 7-9 boots a side.
+pub const COMPARE_BUDGET: u64 = 120;
 
 pub fn parse_opts(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
@@ -41,6 +48,7 @@ pub fn parse_opts(args: &[String]) -> Result<Opts, String> {
         scenarios: Vec::new(),
         bless: false,
         media_backend: None,
+        compare_budget: COMPARE_BUDGET,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -67,6 +75,7 @@ pub fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--scenarios" => o.scenarios.push(val()?.into()),
             "--bless" => o.bless = true,
             "--media-backend" => o.media_backend = Some(val()?.into()),
+            "--compare-budget" => o.compare_budget = val()?.parse().map_err(|_| format!("{a}: a number of seconds"))?,
             other => return Err(format!("unknown option {other:?}")),
         }
     }

@@ -16,6 +16,9 @@ use crate::suite_setup::prepare_scenario;
 /// runner, which passes everything it needs); prints its run as JSON.
 pub fn own_boot_worker(args: &[String]) -> Result<bool, String> {
     let mut args = args.to_vec();
+    // `--qemu-only`: QEMU's half alone (`--compare`'s replicated probe boots).
+    let qemu_only = args.iter().any(|a| a == "--qemu-only");
+    args.retain(|a| a != "--qemu-only");
     let mut get = |key: &str| -> Result<String, String> { take_opt(&mut args, key)?.ok_or_else(|| format!("own-boot-worker: {key} missing")) };
     let (qemu, build, kernel, initramfs) = (get("--qemu")?, get("--build")?, get("--kernel")?, get("--initramfs")?);
     let (scenario, accel, logs) = (PathBuf::from(get("--scenario")?), get("--accel")?, PathBuf::from(get("--logs")?));
@@ -37,6 +40,7 @@ pub fn own_boot_worker(args: &[String]) -> Result<bool, String> {
     let mut scn = Scenario::parse(&scenario, &text).map_err(|e| e.to_string())?;
     let suite = SuiteFile::load(&root().join("tests/suite.toml")).map_err(|e| e.to_string())?;
     prepare_scenario(&mut scn, probe_scale, &suite.device).map_err(|e| e.to_string())?;
+    scn.qemu_only |= qemu_only;
     vm::install_interrupt_handler();
     let cfg = SuiteConfig {
         qemu: QemuInfo { path: qemu.into(), version: (0, 0, 0), version_text: String::new(), build },

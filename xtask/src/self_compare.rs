@@ -1,128 +1,129 @@
-//! `bench --self-compare N`: the false-alarm rate of `--compare`, measured.
-//! The same QEMU is compared with itself N times on an idle machine, then N
-//! times with a CPU hog (a busy shell loop) that starts partway through each
-//! comparison, so A and B meet different load. Prints how many comparisons
-//! called any change, the share per check, and the spread of the probe's
-//! log rates between the two runs of each comparison. Orchestration only:
-//! the comparison is `verdict::compare`.
+//! `bench --self-compare N`: how `--compare` behaves, measured. The same
+//! QEMU is compared with itself N times on an idle machine, then N times
+//! with a CPU hog on every core that starts partway through each comparison
+//! (the false-alarm rate). With `--hold-reply-us US`, B is the same QEMU
+//! with each SHMEM reply held US microseconds at the backend's end of its
+//! socket (`SHMEM_APPLIANCE_EMULATE=hold-reply-us=US@B`, a QEMU whose race
+//! window the guest sees narrowed), compared N times idle (the power).
+//! Prints each comparison's calls and a tally. Orchestration only: the
+//! comparison is `compare::compare` and the replicated boots' calls.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use shmem_judge::significance::log_rate;
 use shmem_judge::compare::Comparison;
-use shmem_judge::listing::probe_counts;
-use shmem_host::vm::SuiteReport;
-use shmem_judge::scenario::ScenarioReport;
+
+use crate::opts::take_opt;
 
 /// When the hog starts, counted from the start of the comparison.
 const HOG_AFTER: Duration = Duration::from_secs(12);
 
-/// A busy loop on one core, killed and reaped when dropped.
-struct Hog(Child);
+/// A busy loop on every core, killed and reaped when dropped.
+struct Hog(Vec<Child>);
 
 impl Hog {
     fn start() -> Result<Self, String> {
-        Command::new("sh").args(["-c", "while :; do :; done"]).stdin(Stdio::null()).spawn().map(Hog).map_err(|e| format!("starting the CPU hog: {e}"))
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let spawn = || Command::new("sh").args(["-c", "while :; do :; done"]).stdin(Stdio::null()).spawn().map_err(|e| format!("starting the CPU hog: {e}"));
+        (0..cores).map(|_| spawn()).collect::<Result<Vec<_>, _>>().map(Hog)
     }
 }
 
 impl Drop for Hog {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
-/// What the comparisons of one condition (idle, hog) showed.
+/// What the comparisons of one condition (idle, hog, held) showed.
 #[derive(Default)]
 struct Tally {
     runs: usize,
+    /// Comparisons that called any change (fixed or REGRESSED).
     called: usize,
-    /// Per `scenario/check`: how many comparisons called it fixed or REGRESSED.
-    per_check: BTreeMap<String, usize>,
-    /// Per probe check: ln(rate B / rate A) of each comparison, and the highest count seen.
-    log_ratios: BTreeMap<String, Vec<f64>>,
-    highest: BTreeMap<String, (u64, u64)>,
-    lowest: BTreeMap<String, (u64, u64)>,
+    /// Per `scenario/check` and outcome word ("fixed", "REGRESSED", "no change beyond 2x", "inconclusive"): how many comparisons.
+    outcomes: BTreeMap<String, BTreeMap<String, usize>>,
+    secs: Vec<f64>,
 }
 
 impl Tally {
-    fn add(&mut self, a: &SuiteReport, b: &SuiteReport, c: &Comparison) {
+    fn add(&mut self, c: &Comparison, secs: f64) {
         self.runs += 1;
+        self.secs.push(secs);
         let calls: Vec<&String> = c.lines.iter().filter(|l| l.starts_with("fixed:") || l.starts_with("REGRESSED:")).collect();
         self.called += usize::from(!calls.is_empty());
-        println!("bench:   called: {}", if calls.is_empty() { "nothing".to_string() } else { calls.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("; ") });
-        for l in calls {
-            let at = l.split_once(": ").map_or("", |(_, r)| r).split(": ").next().unwrap_or("").split(' ').next().unwrap_or("");
-            *self.per_check.entry(at.to_string()).or_default() += 1;
-        }
-        for sa in &a.scenarios {
-            let Some(sb) = b.scenarios.iter().find(|s| s.name == sa.name) else { continue };
-            self.probe_pairs(sa, sb);
-        }
-    }
-
-    fn probe_pairs(&mut self, sa: &ScenarioReport, sb: &ScenarioReport) {
-        for ca in &sa.qemu_checks {
-            let (Some(x), Some(y)) = (probe_counts(&ca.facts), sb.qemu_checks.iter().find(|c| c.check == ca.check).and_then(|c| probe_counts(&c.facts))) else { continue };
-            let at = format!("{}/{}", sa.name, ca.check);
-            self.log_ratios.entry(at.clone()).or_default().push(log_rate(&y).0 - log_rate(&x).0);
-            println!("bench:   {at}: A {}/{}, B {}/{}", x.stale, x.n, y.stale, y.n);
-            for run in [&x, &y] {
-                let h = self.highest.entry(at.clone()).or_insert((0, run.n));
-                if run.stale * h.1 > h.0 * run.n {
-                    *h = (run.stale, run.n);
-                }
-                let l = self.lowest.entry(at.clone()).or_insert((run.stale, run.n));
-                if run.stale * l.1 < l.0 * run.n {
-                    *l = (run.stale, run.n);
-                }
+        for l in &c.lines {
+            let Some((word, rest)) = l.split_once(": ") else { continue };
+            if ["fixed", "REGRESSED", "no change beyond 2x", "inconclusive"].contains(&word) {
+                let at = rest.split(": ").next().unwrap_or("").to_string();
+                *self.outcomes.entry(at).or_default().entry(word.to_string()).or_default() += 1;
             }
         }
+        println!("bench:   {secs:.0} s; called: {}", if calls.is_empty() { "nothing".to_string() } else { calls.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("; ") });
     }
 
     fn json(&self) -> serde_json::Value {
-        let spread: BTreeMap<&String, f64> = self.log_ratios.iter().map(|(k, v)| (k, (v.iter().map(|d| d * d).sum::<f64>() / v.len().max(1) as f64 / 2.0).sqrt())).collect();
+        let mut secs = self.secs.clone();
+        secs.sort_by(f64::total_cmp);
         serde_json::json!({
             "comparisons": self.runs,
             "called_a_change": self.called,
-            "false_alarm_rate": self.called as f64 / self.runs.max(1) as f64,
-            "called_per_check": self.per_check,
-            "log_rate_spread_between_runs": spread,
-            "highest_count": self.highest.iter().map(|(k, (s, n))| (k.clone(), format!("{s}/{n}"))).collect::<BTreeMap<_, _>>(),
-            "lowest_count": self.lowest.iter().map(|(k, (s, n))| (k.clone(), format!("{s}/{n}"))).collect::<BTreeMap<_, _>>(),
+            "outcomes": self.outcomes,
+            "seconds_min_median_max": [secs.first(), secs.get(secs.len() / 2), secs.last()],
         })
     }
 }
 
-/// N comparisons of the QEMU of `rest` with itself, idle then with the hog.
+/// B for a power run: a link to A's QEMU at a path of its own, so the
+/// emulation applies to B alone.
+fn held_b(qemu: &std::path::Path, us: u64, dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let link = dir.join("qemu-held");
+    std::os::unix::fs::symlink(qemu, &link).map_err(|e| format!("linking {} for B: {e}", qemu.display()))?;
+    // SAFETY: set before any thread of this command is started; the workers inherit it.
+    unsafe { std::env::set_var(shmem_host::vm::boot::EMULATE_VAR, format!("hold-reply-us={us}@{}", link.display())) };
+    Ok(link)
+}
+
+/// N comparisons of the QEMU of `rest` with itself (idle, then with the
+/// hog), or with itself with held replies (`--hold-reply-us`, idle).
 pub fn run(n: usize, rest: &[String]) -> Result<bool, String> {
-    let mut o = crate::opts::parse_opts(rest)?;
+    let mut rest = rest.to_vec();
+    let hold = take_opt::<u64>(&mut rest, "--hold-reply-us")?;
+    let mut o = crate::opts::parse_opts(&rest)?;
     if o.compare.is_some() || o.bless {
         return Err("bench --self-compare compares one QEMU with itself: no --compare or --bless".into());
     }
     let (cfg, _) = crate::suite_setup::suite_config(&o)?;
+    let links = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     o.qemu = Some(cfg.qemu.path.clone());
-    o.compare = Some(cfg.qemu.path.clone());
+    o.compare = Some(match hold {
+        Some(us) => held_b(&cfg.qemu.path, us, links.path())?,
+        None => cfg.qemu.path.clone(),
+    });
+    let conditions: &[&str] = if hold.is_some() { &["held"] } else { &["idle", "hog"] };
     let mut out = serde_json::Map::new();
-    for hog in [false, true] {
+    for &cond in conditions {
         let mut t = Tally::default();
         for k in 1..=n {
-            println!("bench: self-compare {k} of {n}{}", if hog { ", CPU hog from 12 s on" } else { ", idle" });
-            let hog_thread = hog.then(|| std::thread::spawn(|| {
-                std::thread::sleep(HOG_AFTER);
-                Hog::start()
-            }));
+            println!("bench: self-compare {k} of {n}, {cond}{}", if cond == "hog" { " (a busy loop on every core from 12 s on)" } else { "" });
+            let start = Instant::now();
+            let hog_thread = (cond == "hog").then(|| {
+                std::thread::spawn(|| {
+                    std::thread::sleep(HOG_AFTER);
+                    Hog::start()
+                })
+            });
             let res = crate::vm_test::prepare_and_run(&o);
-            let hog = hog_thread.map(|h| h.join());
-            drop(hog);
+            drop(hog_thread.map(|h| h.join()));
             let outcome = res?;
-            let Some((a, c)) = &outcome.baseline else { return Err("self-compare ran no baseline".into()) };
-            t.add(a, &outcome.run, c);
+            let Some((_, c)) = &outcome.baseline else { return Err("self-compare ran no baseline".into()) };
+            t.add(c, start.elapsed().as_secs_f64());
         }
-        out.insert(if hog { "hog".into() } else { "idle".into() }, t.json());
+        out.insert(cond.into(), t.json());
     }
     println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(out)).unwrap_or_default());
     Ok(true)

@@ -2,7 +2,11 @@
 //! QEMU under test) run through the host runner, the reports printed and
 //! written whatever happened, and `--bless` applied. Verdicts are the judge's.
 
+use std::path::Path;
+
 use shmem_host::vm::lists::load_known_defects;
+use shmem_host::vm::scenario::Scenario;
+use shmem_judge::compare::Comparison;
 use shmem_host::vm::{self, SuiteConfig, report};
 
 use crate::bless;
@@ -13,7 +17,7 @@ use crate::suite_setup::{emulation_note, entries_note, join_notes, known_defects
 /// baseline (A) too and what changed from it to `run` (B).
 pub struct Outcome {
     pub run: vm::SuiteReport,
-    pub baseline: Option<(vm::SuiteReport, shmem_judge::compare::Comparison)>,
+    pub baseline: Option<(vm::SuiteReport, Comparison)>,
 }
 
 impl Outcome {
@@ -93,7 +97,40 @@ pub fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     println!("vm-test: compare: now QEMU {} at {}", other.version_text, other.path.display());
     let worker = Some(worker_command(&other, &cfg.kernel, &cfg.initramfs, o.probe_scale, &cfg.media_backends)?);
     let qemu_note = join_notes([entries_note(&other, &cfg.known_defects, true), emulation_note(&other)?]);
+    let workers = [cfg.worker.clone(), worker.clone()];
+    let probes: Vec<Scenario> = cfg.scenarios.iter().filter(|s| s.measures_a_race()).cloned().collect();
+    let work_dir = cfg.work_dir.clone();
     let b = vm::run_suite(&SuiteConfig { worker, qemu: other, qemu_note, ..cfg }).map_err(|e| e.to_string())?;
-    let c = shmem_judge::compare::compare(&a.scenarios, &b.scenarios);
+    let mut c = shmem_judge::compare::compare(&a.scenarios, &b.scenarios);
+    if let [Some(wa), Some(wb)] = workers {
+        compare_rates((&probes, &work_dir), [&wa, &wb], a.accel, o.compare_budget, &mut c)?;
+    }
     Ok(Outcome { run: b, baseline: Some((a, c)) })
+}
+
+/// The probe's rates of A and B from boots of both in turn within
+/// `budget_secs` (`vm::replicate`), called by the judge into `c`.
+fn compare_rates((probes, work_dir): (&[Scenario], &Path), workers: [&[String]; 2], accel: vm::qemu::Accel, budget_secs: u64, c: &mut Comparison) -> Result<(), String> {
+    let probes: Vec<&Scenario> = probes.iter().collect();
+    if probes.is_empty() || budget_secs == 0 {
+        return Ok(());
+    }
+    let qemu_only = |w: &[String]| w.iter().cloned().chain(["--qemu-only".to_string()]).collect::<Vec<_>>();
+    let (wa, wb) = (qemu_only(workers[0]), qemu_only(workers[1]));
+    println!("vm-test: compare: the probe booted for A and B in turn (A B B A ...), alone, for at most {budget_secs} s (--compare-budget)");
+    let logs = tempfile::Builder::new().prefix("replicate-").tempdir_in(work_dir).map_err(|e| format!("replicated boots' log dir in {}: {e}", work_dir.display()))?;
+    let r = vm::replicate::replicate([&wa, &wb], &probes, accel, logs.path(), std::time::Duration::from_secs(budget_secs), |line| println!("vm-test: compare: {line}"));
+    for (at, [a, b]) in &r.counts {
+        let show = |s: &[(u64, u64)]| s.iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(" ");
+        c.lines.push(format!("replicated counts: {at}: A {}; B {}", show(a), show(b)));
+    }
+    for (at, call) in r.calls() {
+        c.add_rates(&at, &call);
+    }
+    if !r.failed.is_empty() {
+        let kept = logs.keep();
+        c.lines.push(format!("replicated boots that failed ({}; logs in {}): {}", r.failed.len(), kept.display(), r.failed.join("; ")));
+    }
+    c.lines.push(format!("replicated boots: {} of A, {} of B in {:.0} s", r.boots[0], r.boots[1], r.took.as_secs_f64()));
+    Ok(())
 }

@@ -163,8 +163,13 @@ pub fn boot(b: &BootSpec<'_>, accel: Accel, dirs: Dirs<'_>) -> Result<QemuTarget
     }
     let boot_checks = vec![layout_check(b.layout, &guest)];
     guest.reset(b.init).map_err(BootError::Init)?;
-    if Emulation::for_qemu(&b.qemu.path).map_err(BootError::Emulation)? == Some(Emulation::CommitBeforeReply) {
-        chan.set_reply_hold(Some(Emulation::commit_before_reply(server.recorder().clone())));
+    match Emulation::for_qemu(&b.qemu.path).map_err(BootError::Emulation)? {
+        Some(Emulation::CommitBeforeReply) => chan.set_reply_hold(Some(Emulation::commit_before_reply(server.recorder().clone()))),
+        Some(Emulation::HoldReply(d)) => chan.set_reply_hold(Some(ReplyHold(Arc::new(move |_| {
+            std::thread::sleep(d);
+            true
+        })))),
+        None => {}
     }
     let mut target = Target::new(MappingManager::new(b.spec.clone(), chan), Box::new(guest), server);
     target.relay = relay;
@@ -185,6 +190,10 @@ pub enum Emulation {
     /// backend that cannot take that table while it waits (single-threaded)
     /// gets no ack in time, as it would from such a QEMU.
     CommitBeforeReply,
+    /// `hold-reply-us=N`: each accepted SHMEM reply held N microseconds
+    /// before the backend sees it: a QEMU whose race window the guest sees
+    /// narrowed by that much (the power measurement of `--compare`'s rates).
+    HoldReply(Duration),
 }
 
 /// The environment variable that turns an [`Emulation`] on.
@@ -195,9 +204,11 @@ impl Emulation {
     pub fn for_qemu(qemu: &Path) -> Result<Option<Self>, String> {
         let Some(v) = std::env::var(EMULATE_VAR).ok().filter(|v| !v.is_empty()) else { return Ok(None) };
         let (name, only) = v.split_once('@').map_or((v.as_str(), None), |(n, p)| (n, Some(Path::new(p))));
-        let e = match name {
-            "commit-before-reply" => Emulation::CommitBeforeReply,
-            other => return Err(format!("{EMULATE_VAR}={other:?}: the only emulation is \"commit-before-reply\" (for one QEMU: commit-before-reply@PATH)")),
+        let hold = name.strip_prefix("hold-reply-us=").map(|us| us.parse::<u64>().ok().filter(|&us| us <= 1_000_000));
+        let e = match (name, hold) {
+            ("commit-before-reply", _) => Emulation::CommitBeforeReply,
+            (_, Some(Some(us))) => Emulation::HoldReply(Duration::from_micros(us)),
+            (other, _) => return Err(format!("{EMULATE_VAR}={other:?}: the emulations are \"commit-before-reply\" and \"hold-reply-us=N\" (N up to 1000000); for one QEMU add @PATH")),
         };
         Ok(only.is_none_or(|p| p == qemu).then_some(e))
     }

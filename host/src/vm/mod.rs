@@ -10,7 +10,8 @@
 //! - [`guest`]: the guest trait, the QEMU guest (agent protocol, clock, pinning) and the model guest; [`qemu`]: the QEMU process.
 //! - [`conformance_boot`]: a backend under test behind QEMU, driven by the guest agent.
 //! - [`scenario`]: scenario and suite files; [`bounds`]: their values bounded; [`lists`]: reading the known-defect lists.
-//! - [`report`]: human, JSON and JUnit output; [`bench`]: boot-alone measurements.
+//! - [`report`]: human, JSON and JUnit output; [`bench`]: boot-alone measurements;
+//!   [`replicate`]: `--compare`'s probe boots of A and B in turn.
 //! - [`fuzz`]: the differential fuzzer; [`leaks`]: the runner's self-check; [`error`]: a scenario's run error.
 
 pub mod accel;
@@ -28,6 +29,7 @@ pub mod own_boot;
 pub mod pool;
 pub mod own_run;
 pub mod qemu;
+pub mod replicate;
 pub mod report;
 pub mod run;
 pub mod scenario;

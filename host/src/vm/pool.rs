@@ -15,11 +15,11 @@ use super::qemu::{self, Accel};
 use super::scenario::{self, Scenario};
 
 /// How long one own-boot worker process may take before it is killed.
-const WORKER_LIMIT: Duration = Duration::from_secs(900);
+pub(super) const WORKER_LIMIT: Duration = Duration::from_secs(900);
 
 /// Runs one own boot in a worker process (`cfg.worker` + scenario, accel,
 /// log dir), which has its own fd table, so its leak self-check is its own.
-fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path, limit: Duration) -> OwnBootRun {
+pub(super) fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path, limit: Duration) -> OwnBootRun {
     let failed = OwnBootRun::failed;
     let Some((program, args)) = worker.split_first() else { return failed(ErrorKind::Appliance, "no own-boot worker command".into()) };
     let mut cmd = std::process::Command::new(program);
@@ -125,22 +125,30 @@ fn expected_cost(scn: &Scenario) -> u64 {
         .sum::<u64>()
 }
 
-/// How many of the budget's VMs a scenario's boot counts for: two for a
-/// reply-before-commit probe, whose stale counts rise with the load (its
-/// listed counts were measured with two other VMs beside it, seen: 59 of 500
-/// against the highest listed 23 with three), one for any other.
-fn weight(scn: &Scenario) -> usize {
-    if scn.measures_a_race() { 2 } else { 1 }
-}
-
-/// VMs at a time, counted by [`weight`]: a thread takes its share before it
-/// boots and gives it back after.
+/// VMs at a time: a thread takes its share before it boots and gives it
+/// back after. A reply-before-commit probe (`Scenario::measures_a_race`)
+/// takes the whole budget, so it runs with no other VM beside it (in
+/// practice last, once the other boots are done): its stale rate rose
+/// 10-20x with what ran beside it (seen: 172 of 1000 in a suite where the
+/// probe alone saw 9-16), and a rate that depends on the neighbours
+/// measures the pool, not QEMU.
 struct Budget {
+    total: usize,
     free: Mutex<usize>,
     freed: Condvar,
 }
 
 impl Budget {
+    fn new(total: usize) -> Self {
+        Budget { total, free: Mutex::new(total), freed: Condvar::new() }
+    }
+
+    /// The share a scenario's boot takes: the whole budget for one that
+    /// measures a race, one VM for any other.
+    fn share_for(&self, scn: &Scenario) -> Share<'_> {
+        self.share(if scn.measures_a_race() { self.total } else { 1 })
+    }
+
     /// Waits for `n` VMs of the budget; they go back when the share drops.
     /// No timeout of its own: every share is held by a boot whose worker is
     /// killed past its limit.
@@ -189,12 +197,14 @@ pub(super) struct Pool<'a> {
 }
 
 impl<'a> Pool<'a> {
-    /// A pool of `own` that runs at most `vms` VMs at a time (by [`weight`]; at least 2).
+    /// A pool of `own` that runs at most `vms` VMs at a time (at least 2; a
+    /// race's probe alone: [`Budget`]).
     pub fn new(worker: &'a [String], own: &'a [&'a Scenario], logs: &'a Path, vms: usize) -> Self {
         let mut order: Vec<usize> = (0..own.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(expected_cost(own[i])));
+        // The most expensive first; a race's probe, which runs alone, last.
+        order.sort_by_key(|&i| (own[i].measures_a_race(), std::cmp::Reverse(expected_cost(own[i]))));
         let results = own.iter().map(|_| Mutex::new(None)).collect();
-        let budget = Budget { free: Mutex::new(vms.max(2)), freed: Condvar::new() };
+        let budget = Budget::new(vms.max(2));
         Pool { worker, own, logs, order, next: AtomicUsize::new(0), results, cancel: AtomicBool::new(false), limit: WORKER_LIMIT, budget }
     }
 
@@ -211,7 +221,7 @@ impl<'a> Pool<'a> {
             } else if self.cancel.load(Ordering::SeqCst) {
                 OwnBootRun::failed(ErrorKind::Appliance, "not run: the shared boot failed".into())
             } else {
-                let _share = self.budget.share(weight(self.own[i]));
+                let _share = self.budget.share_for(self.own[i]);
                 run_worker(self.worker, self.own[i], accel, self.logs, self.limit)
             };
             *self.results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);

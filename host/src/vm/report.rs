@@ -33,7 +33,8 @@ pub fn print_report(r: &SuiteReport) {
     println!("{:<28} {:<16} {:<12} {:>8} {:>8}", "scenario", "qemu", "model", "qemu-t", "model-t");
     for s in &r.scenarios {
         println!("{:<28} {:<16} {:<12} {:>7.2}s {:>7.2}s", s.name, s.qemu.label(), s.model.label(), s.qemu_time.as_secs_f64(), s.model_time.as_secs_f64());
-        for (target, v, inc, gone) in [("qemu", &s.qemu, s.qemu_inconclusive.as_slice(), &s.not_shown[0]), ("model", &s.model, &[], &s.not_shown[1])] {
+        let qemu_gone: Vec<String> = s.not_shown[0].iter().chain(&s.qemu_unseen).cloned().collect();
+        for (target, v, inc, gone) in [("qemu", &s.qemu, s.qemu_inconclusive.as_slice(), &qemu_gone), ("model", &s.model, &[], &s.not_shown[1])] {
             for line in target_lines(v, inc, gone) {
                 println!("    {target}: {}", line.replace('\n', "\n        "));
             }
@@ -126,6 +127,7 @@ fn suite_json(r: &SuiteReport) -> Value {
                 "name": s.name,
                 "description": s.description,
                 "qemu": verdict_json(&s.qemu, &s.qemu_inconclusive, &s.not_shown[0]),
+                "qemu_unseen_other_accel": s.qemu_unseen,
                 "model": verdict_json(&s.model, &[], &s.not_shown[1]),
                 "qemu_seconds": s.qemu_time.as_secs_f64(),
                 "model_seconds": s.model_time.as_secs_f64(),

@@ -127,8 +127,8 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
     let mut reports = Vec::new();
     // Two VMs more than there are cores keep the cores busy while guests
     // wait on the host (a timeout, a held ack, a hang's answer timeout, a
-    // shutdown); a reply-before-commit probe counts for two (`pool::weight`),
-    // so it runs beside two others, as its listed counts were measured.
+    // shutdown); a reply-before-commit probe takes the whole budget
+    // (`pool::Budget`), so nothing runs beside it.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pool = cfg.worker.as_deref().map(|w| Pool::new(w, &own, dirs.logs, cores + 2));
     let plan = AccelPlan::of(cfg.accel);

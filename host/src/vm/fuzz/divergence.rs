@@ -123,7 +123,7 @@ mod tests {
 
     fn entry(check: &str, signature: &[(&str, &str)]) -> KnownDefect {
         let sig = signature.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        KnownDefect { id: "e".into(), scenario: "fuzz".into(), check: check.into(), qemu: vec![], frontend: vec![], accel: vec![], unmeasured: vec![], signature: sig, rate: None, stale_kinds: vec![], highest: None, evidence: String::new() }
+        KnownDefect { id: "e".into(), scenario: "fuzz".into(), check: check.into(), qemu: vec![], frontend: vec![], accel: vec![], unmeasured: vec![], signature: sig, rate: None, stale_kinds: vec![], accel_specific: false, evidence: String::new() }
     }
 
     #[test]
