@@ -11,9 +11,11 @@ use crate::{self_compare, vm_test};
 const BOOTS_ALONE: usize = 3;
 
 /// `bench [--runs N] [vm-test options]`: the suite N times (default 3), each
-/// followed by boots alone, then every figure with its spread. What could
-/// not be measured (a failed run, a failed boot, bandwidth on a coarse
-/// clock) is said in the report; it fails only when nothing was measured.
+/// followed by boots alone, then every figure with its spread. A run whose
+/// verdicts failed still gives its timings, and the report says which runs
+/// and scenarios failed; what could not be measured (a run that could not
+/// start, a failed boot, bandwidth on a coarse clock) is said in the
+/// report; it fails only when nothing was measured.
 pub fn bench(args: &[String]) -> Result<bool, String> {
     let mut rest = args.to_vec();
     if let Some(n) = take_opt::<usize>(&mut rest, "--self-compare")? {
@@ -27,7 +29,7 @@ pub fn bench(args: &[String]) -> Result<bool, String> {
         return Err("bench measures one QEMU; --compare is for vm-test".into());
     }
     let (cfg, _) = suite_config(&parse_opts(&rest)?)?;
-    let (mut reports, mut alone, mut not_measured) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut reports, mut alone, mut not_measured, mut failed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for k in 1..=runs {
         println!("bench: run {k} of {runs}");
         let accel = match vm_test::vm_test(&rest) {
@@ -37,8 +39,12 @@ pub fn bench(args: &[String]) -> Result<bool, String> {
                 accel
             }
             Ok(outcome) => {
-                not_measured.push(format!("run {k}: the suite failed (its figures are left out)"));
-                outcome.run.accel
+                // Its timings are still timings: kept, the run marked.
+                let bad: Vec<String> = outcome.run.scenarios.iter().filter(|s| !s.qemu.ok() || !s.model.ok()).map(|s| format!("{} (QEMU {}, model {})", s.name, s.qemu.label(), s.model.label())).collect();
+                failed.push(format!("run {k}: verdicts failed: {}", bad.join(", ")));
+                let accel = outcome.run.accel;
+                reports.push(outcome.run);
+                accel
             }
             Err(e) => {
                 not_measured.push(format!("run {k}: could not run: {e}"));
@@ -57,7 +63,10 @@ pub fn bench(args: &[String]) -> Result<bool, String> {
     for n in &not_measured {
         println!("bench: not measured: {n}");
     }
-    match report::bench_report(&reports, &alone, &not_measured) {
+    for f in &failed {
+        println!("bench: {f} (its timings are in the figures)");
+    }
+    match report::bench_report(&reports, &alone, &not_measured, &failed) {
         Some(json) => {
             println!("{json}");
             Ok(true)

@@ -63,6 +63,9 @@ impl Tally {
                 *self.outcomes.entry(at).or_default().entry(word.to_string()).or_default() += 1;
             }
         }
+        for l in c.lines.iter().filter(|l| l.starts_with("replicated") || l.contains("B/A")) {
+            println!("bench:   {l}");
+        }
         println!("bench:   {secs:.0} s; called: {}", if calls.is_empty() { "nothing".to_string() } else { calls.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("; ") });
     }
 
@@ -78,11 +81,14 @@ impl Tally {
     }
 }
 
-/// B for a power run: a link to A's QEMU at a path of its own, so the
-/// emulation applies to B alone.
+/// B for a power run: a wrapper that execs A's QEMU, at a path of its own,
+/// so the emulation applies to B alone.
 fn held_b(qemu: &std::path::Path, us: u64, dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
     let link = dir.join("qemu-held");
-    std::os::unix::fs::symlink(qemu, &link).map_err(|e| format!("linking {} for B: {e}", qemu.display()))?;
+    let script = format!("#!/bin/sh\nexec '{}' \"$@\"\n", qemu.display().to_string().replace('\'', "'\\''"));
+    std::fs::write(&link, script).map_err(|e| format!("writing B's wrapper {}: {e}", link.display()))?;
+    std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {}: {e}", link.display()))?;
     // SAFETY: set before any thread of this command is started; the workers inherit it.
     unsafe { std::env::set_var(shmem_host::vm::boot::EMULATE_VAR, format!("hold-reply-us={us}@{}", link.display())) };
     Ok(link)

@@ -278,7 +278,7 @@ fn latency(runs: &[SuiteReport], pick: impl Fn(&Measurements) -> (&[Duration], &
 /// The bench's JSON: every figure that could be measured, and
 /// `not_measured`, what could not and why (a failed run, a boot alone that
 /// failed, bandwidth on a clock too coarse). `None` when nothing at all was measured.
-pub fn bench_report(runs: &[SuiteReport], boots_alone: &[BootAlone], not_measured: &[String]) -> Option<String> {
+pub fn bench_report(runs: &[SuiteReport], boots_alone: &[BootAlone], not_measured: &[String], verdicts_failed: &[String]) -> Option<String> {
     if runs.is_empty() && boots_alone.is_empty() {
         return None;
     }
@@ -312,6 +312,7 @@ pub fn bench_report(runs: &[SuiteReport], boots_alone: &[BootAlone], not_measure
         "ack_to_mem_table": latency(runs, |m| (&m.qemu_table_lag, &m.model_table_lag)),
         "copy_bandwidth": bw,
         "not_measured": not_measured,
+        "runs_whose_verdicts_failed": verdicts_failed,
     });
     Some(serde_json::to_string_pretty(&doc).unwrap_or_default())
 }
@@ -324,11 +325,12 @@ mod tests {
     #[test]
     fn a_bench_whose_clock_was_too_coarse_still_reports_its_boots() {
         let coarse = || BootAlone { boot_time: Duration::from_millis(900), bandwidth: Err("the clock is known to ±1.502 %".into()) };
-        let json = bench_report(&[], &[coarse(), coarse()], &["run 1: the suite failed".into()]).expect("boot figures were measured");
+        let json = bench_report(&[], &[coarse(), coarse()], &["run 1: could not run".into()], &["run 2: verdicts failed: x".into()]).expect("boot figures were measured");
         let v: Value = serde_json::from_str(&json).expect("JSON");
         assert_eq!(v["boot_to_agent_ready_s"]["n"], 2, "{v}");
         assert!(v["copy_bandwidth"]["not_measured"].as_str().is_some_and(|w| w.contains("1.502")), "{v}");
-        assert_eq!(v["not_measured"][0], "run 1: the suite failed");
-        assert!(bench_report(&[], &[], &[]).is_none(), "nothing measured, nothing reported");
+        assert_eq!(v["not_measured"][0], "run 1: could not run");
+        assert_eq!(v["runs_whose_verdicts_failed"][0], "run 2: verdicts failed: x");
+        assert!(bench_report(&[], &[], &[], &[]).is_none(), "nothing measured, nothing reported");
     }
 }
