@@ -5,7 +5,7 @@
 
 use crate::check::{Fact, Facts, facts_text};
 use crate::defects::{KnownDefect, QEMU_ACCELS};
-use crate::significance::{self, Counts};
+use crate::significance::Counts;
 
 /// How a listed entry relates to a run's build and accelerator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,10 +168,9 @@ pub fn wire_order(facts: &Facts) -> Option<bool> {
     }
 }
 
-/// A probe check's counts from its facts: `stale` of `n`, and its blocks.
+/// A probe check's counts from its facts: `stale` of `n`.
 pub fn probe_counts(facts: &Facts) -> Option<Counts> {
-    let blocks = facts.get("blocks").and_then(|b| significance::blocks_parse(&b.to_string())).unwrap_or_default();
-    Some(Counts { stale: facts.get("stale")?.count()?, n: facts.get("n")?.count()?, blocks })
+    Some(Counts { stale: facts.get("stale")?.count()?, n: facts.get("n")?.count()? })
 }
 
 /// The most a run may risk calling a present intermittent defect fixed.

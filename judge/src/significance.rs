@@ -5,23 +5,16 @@
 //! and a sequential rule says when the ratio B/A is known well enough.
 //! Arithmetic only.
 
-/// One run's count of a probe direction: `stale` of `n`, and the same per
-/// block of consecutive iterations (`k/n` each).
-#[derive(Clone, Debug, PartialEq)]
+/// One run's count of a probe direction: `stale` of `n`.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Counts {
     pub stale: u64,
     pub n: u64,
-    pub blocks: Vec<(u64, u64)>,
 }
 
-/// Blocks as a fact: `"k/n k/n ..."`.
-pub fn blocks_text(blocks: &[(u64, u64)]) -> String {
-    blocks.iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(" ")
-}
-
-/// The blocks a fact wrote; `None` when any is unreadable.
-pub fn blocks_parse(s: &str) -> Option<Vec<(u64, u64)>> {
-    s.split_whitespace().map(|b| b.split_once('/').and_then(|(k, n)| Some((k.parse().ok()?, n.parse().ok()?)))).collect()
+/// Counts as text: `"k/n k/n ..."` (a probe's blocks, a comparison's boots).
+pub fn counts_text(counts: &[(u64, u64)]) -> String {
+    counts.iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(" ")
 }
 
 /// A boot's count on the square-root scale, where a count's variance is
@@ -220,8 +213,7 @@ mod tests {
         }
         assert!((t_cdf(0.0, 5.0) - 0.5).abs() < 1e-12);
         assert!((t_cdf(-2.228, 10.0) - 0.025).abs() < 1e-4);
-        assert_eq!(blocks_parse(&blocks_text(&[(1, 2), (3, 4)])), Some(vec![(1, 2), (3, 4)]));
-        assert_eq!(blocks_parse("1/2 x"), None);
+        assert_eq!(counts_text(&[(1, 2), (3, 4)]), "1/2 3/4");
     }
 
     /// Boots of one direction whose counts scatter around `k` of 1000 by `spread` (a factor).

@@ -153,12 +153,11 @@ pub fn judge_listed(result: RunOutcome, listing: &Listing<'_>) -> Judgement {
             }
         }
     }
-    let accel = |on: &str| on.rsplit('/').next().unwrap_or_default().to_string();
     let unseen = listing
         .other_accel
         .iter()
         .filter(|(d, _)| not_failed(d))
-        .map(|(d, on)| format!("known defect `{}` ({}) not shown under this accelerator, listed for {} (measured on {on}): not a failure", d.id, d.check, accel(on)))
+        .map(|(d, on)| format!("known defect `{}` ({}) not shown under this accelerator, listed for {} (measured on {on}): not a failure", d.id, d.check, d.accel.join(" or ")))
         .collect();
     let mut not_shown = Vec::new();
     let verdict = if failed.iter().any(|j| j.defect.is_none()) {

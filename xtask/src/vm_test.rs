@@ -7,6 +7,7 @@ use std::path::Path;
 use shmem_host::vm::lists::load_known_defects;
 use shmem_host::vm::scenario::Scenario;
 use shmem_judge::compare::Comparison;
+use shmem_judge::significance::counts_text;
 use shmem_host::vm::{self, SuiteConfig, report};
 
 use crate::bless;
@@ -121,8 +122,7 @@ fn compare_rates((probes, work_dir): (&[Scenario], &Path), workers: [&[String]; 
     let logs = tempfile::Builder::new().prefix("replicate-").tempdir_in(work_dir).map_err(|e| format!("replicated boots' log dir in {}: {e}", work_dir.display()))?;
     let r = vm::replicate::replicate([&wa, &wb], &probes, accel, logs.path(), std::time::Duration::from_secs(budget_secs), |line| println!("vm-test: compare: {line}"));
     for (at, [a, b]) in &r.counts {
-        let show = |s: &[(u64, u64)]| s.iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(" ");
-        c.lines.push(format!("replicated counts: {at}: A {}; B {}", show(a), show(b)));
+        c.lines.push(format!("replicated counts: {at}: A {}; B {}", counts_text(a), counts_text(b)));
     }
     for (at, call) in r.calls() {
         c.add_rates(&at, &call);

@@ -94,7 +94,7 @@ impl Tally {
             order.0
         );
         let mut c = CheckResult::new(name, self.stale == 0 && self.n > 0, evidence).with("n", self.n).with("stale", self.stale).with("upper95", format!("{bound:.6}"));
-        c = c.with("acked", order.0).with("table_first", order.1).with("blocks", shmem_judge::significance::blocks_text(&self.blocks));
+        c = c.with("acked", order.0).with("table_first", order.1).with("blocks", shmem_judge::significance::counts_text(&self.blocks));
         // Every stale kind seen, for race entries: a kind they do not list is another bug.
         let kinds: Vec<&str> = self.seen.keys().copied().filter(|k| !k.starts_with("fresh")).collect();
         c = c.with("stale_kinds", kinds.join(" | "));
