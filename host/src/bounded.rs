@@ -15,7 +15,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `TimedOut` naming the bound when it has not ended within `timeout`.
 pub fn output_within(mut cmd: Command, timeout: Duration) -> io::Result<Output> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let mut child = cmd.spawn()?;
+    let mut child = spawn_when_not_busy(&mut cmd, timeout)?;
     let pipes = (child.stdout.take(), child.stderr.take());
     let readers = [pipes.0.map(reader), pipes.1.map(reader)];
     let deadline = Instant::now() + timeout;
@@ -34,6 +34,21 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> io::Result<Output> 
     };
     let [out, err] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
     Ok(Output { status, stdout: out, stderr: err })
+}
+
+/// Spawns `cmd`, retrying within `timeout` while its program is "text file
+/// busy" (ETXTBSY): a script just written, whose write fd a child forked
+/// meanwhile by another thread of this process still holds until that
+/// child's exec closes it (seen: a test's stand-in QEMU, written by one
+/// test thread while another spawned a process).
+fn spawn_when_not_busy(cmd: &mut Command, timeout: Duration) -> io::Result<std::process::Child> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            other => return other,
+        }
+    }
 }
 
 /// The first line `prog --version` prints (the key of a backend's known
@@ -71,5 +86,24 @@ mod tests {
         let e = output_within(c, Duration::from_millis(300)).expect_err("times out");
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5), "the grandchild holding the pipe was killed too");
+    }
+
+    #[test]
+    fn a_script_still_open_for_writing_runs_once_the_writer_lets_go() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("script");
+        let mut writer = std::fs::File::create(&path).expect("create");
+        writer.write_all(b"#!/bin/sh\necho ran\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // As a child forked by another thread would, the writer holds the file open a while.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(writer);
+        });
+        let out = output_within(Command::new(&path), Duration::from_secs(5)).expect("runs once the file is no longer busy");
+        assert_eq!(out.stdout, b"ran\n");
+        releaser.join().expect("releaser");
     }
 }
