@@ -3,6 +3,8 @@
 //! evidence, the order on the wire, and (from boots of both in one
 //! invocation) probe rates.
 
+use std::collections::BTreeSet;
+
 use crate::check::{CheckResult, FRONTEND_SURVIVES, Fact, facts_text};
 use crate::listing::{MIN_ACKED, probe_counts, wire_order};
 use crate::scenario::ScenarioReport;
@@ -208,6 +210,25 @@ fn compare_scenario(c: &mut Comparison, name: &str, sa: Option<&ScenarioReport>,
     }
 }
 
+/// The probe directions (`scenario/check`) whose rates the replicated
+/// boots compare: those that were not a plain pass on both sides (a stale
+/// read, or a listed race not seen, on A or on B). A direction that passed
+/// on both has nothing to compare, and a stale read on B alone is already
+/// REGRESSED ([`compare`]); leaving it out of the replicated boots gives
+/// the others their time and their share of the level. Chosen from the
+/// suites' runs, never from the replicated boots it is then judged by.
+pub fn rate_family(a: &[ScenarioReport], b: &[ScenarioReport]) -> BTreeSet<String> {
+    let mut family = BTreeSet::new();
+    for s in a.iter().chain(b) {
+        for c in s.qemu_checks.iter().filter(|c| probe_counts(&c.facts).is_some()) {
+            if !c.passed || s.qemu_inconclusive.iter().any(|j| j.check.check == c.check) {
+                family.insert(format!("{}/{}", s.name, c.check));
+            }
+        }
+    }
+    family
+}
+
 /// Compares the QEMU side of two runs check by check. A check that passed
 /// on A and fails on B is REGRESSED, whatever else; probe checks compare
 /// the order on the wire (a flip is fixed or REGRESSED), their counts of
@@ -337,6 +358,18 @@ mod tests {
         // A listed race that B's verdict does not explain (another stale kind: worse than listed) stays REGRESSED.
         let worse = Verdict::Fail(vec![Judged { check: probe(1, 1000), worse: Some("stale kind".into()), ..Judged::default() }]);
         assert_eq!(compare(&one(vec![probe(0, 1000)], Verdict::Pass), &one(vec![probe(1, 1000)], worse)).regressed, 1);
+    }
+
+    #[test]
+    fn the_rate_family_is_every_probe_direction_not_a_plain_pass_on_both_sides() {
+        let other = |name: &str, passed| CheckResult::new(name, passed, "").with("stale", 0u64).with("n", 200u64);
+        // s/rbc/map: a stale read on A; s/single: passed on both; s/plain: not a probe check.
+        let a = one(vec![probe(1, 1000), other("single", true), CheckResult::new("plain", false, "")], Verdict::Pass);
+        let mut b = one(vec![probe(0, 1000), other("single", true), other("quiet", true)], Verdict::Pass);
+        assert_eq!(rate_family(&a, &b).into_iter().collect::<Vec<_>>(), ["s/rbc/map"]);
+        // A listed race not seen (inconclusive) is in the family, though it passed.
+        b[0].qemu_inconclusive = vec![Judged { check: other("quiet", true), defect: Some("q".into()), ..Judged::default() }];
+        assert_eq!(rate_family(&a, &b).into_iter().collect::<Vec<_>>(), ["s/quiet", "s/rbc/map"]);
     }
 
     #[test]

@@ -104,23 +104,26 @@ pub fn prepare_and_run(o: &Opts) -> Result<Outcome, String> {
     let b = vm::run_suite(&SuiteConfig { worker, qemu: other, qemu_note, ..cfg }).map_err(|e| e.to_string())?;
     let mut c = shmem_judge::compare::compare(&a.scenarios, &b.scenarios);
     if let [Some(wa), Some(wb)] = workers {
-        compare_rates((&probes, &work_dir), [&wa, &wb], a.accel, o.compare_budget, &mut c)?;
+        let family = shmem_judge::compare::rate_family(&a.scenarios, &b.scenarios);
+        compare_rates((&probes, &work_dir), family, [&wa, &wb], a.accel, o.compare_budget, &mut c)?;
     }
     Ok(Outcome { run: b, baseline: Some((a, c)) })
 }
 
-/// The probe's rates of A and B from boots of both in turn within
-/// `budget_secs` (`vm::replicate`), called by the judge into `c`.
-fn compare_rates((probes, work_dir): (&[Scenario], &Path), workers: [&[String]; 2], accel: vm::qemu::Accel, budget_secs: u64, c: &mut Comparison) -> Result<(), String> {
+/// The rates of the probe directions in `family` (`compare::rate_family`)
+/// of A and B from boots of both in turn within `budget_secs`
+/// (`vm::replicate`), called by the judge into `c`.
+fn compare_rates((probes, work_dir): (&[Scenario], &Path), family: std::collections::BTreeSet<String>, workers: [&[String]; 2], accel: vm::qemu::Accel, budget_secs: u64, c: &mut Comparison) -> Result<(), String> {
     let probes: Vec<&Scenario> = probes.iter().collect();
-    if probes.is_empty() || budget_secs == 0 {
+    if probes.is_empty() || family.is_empty() || budget_secs == 0 {
         return Ok(());
     }
     let qemu_only = |w: &[String]| w.iter().cloned().chain(["--qemu-only".to_string()]).collect::<Vec<_>>();
     let (wa, wb) = (qemu_only(workers[0]), qemu_only(workers[1]));
-    println!("vm-test: compare: the probe booted for A and B in turn (A B B A ...), alone, for at most {budget_secs} s (--compare-budget)");
+    let names: Vec<&str> = family.iter().map(String::as_str).collect();
+    println!("vm-test: compare: the probe booted for A and B in turn (A B B A ...), alone, for at most {budget_secs} s (--compare-budget), for the directions not a plain pass on both sides: {}", names.join(", "));
     let logs = tempfile::Builder::new().prefix("replicate-").tempdir_in(work_dir).map_err(|e| format!("replicated boots' log dir in {}: {e}", work_dir.display()))?;
-    let r = vm::replicate::replicate([&wa, &wb], &probes, accel, logs.path(), std::time::Duration::from_secs(budget_secs), |line| println!("vm-test: compare: {line}"));
+    let r = vm::replicate::replicate([&wa, &wb], &probes, family, accel, logs.path(), std::time::Duration::from_secs(budget_secs), |line| println!("vm-test: compare: {line}"));
     for (at, [a, b]) in &r.counts {
         c.lines.push(format!("replicated counts: {at}: A {}; B {}", counts_text(a), counts_text(b)));
     }
