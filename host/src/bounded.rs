@@ -13,26 +13,43 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `cmd` (stdin empty) and returns its output, or an error of kind
 /// `TimedOut` naming the bound when it has not ended within `timeout`.
+/// Its output is read until the same bound: a command that ended but left
+/// a process holding its stdout (a background job of a wrapper) has its
+/// process group killed then, and gives what it wrote so far.
 pub fn output_within(mut cmd: Command, timeout: Duration) -> io::Result<Output> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    crate::spawn::stdio_only(&mut cmd);
     let mut child = spawn_when_not_busy(&mut cmd, timeout)?;
     let pipes = (child.stdout.take(), child.stderr.take());
     let readers = [pipes.0.map(reader), pipes.1.map(reader)];
     let deadline = Instant::now() + timeout;
+    // The whole group: a wrapper script's own children too.
+    // SAFETY: kill with a negative pid signals the group the child leads.
+    let group = child.id() as i32;
+    let kill_group = || unsafe { libc::kill(-group, libc::SIGKILL) };
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
         if Instant::now() >= deadline {
-            // The whole group: a wrapper script's own children too.
-            // SAFETY: kill with a negative pid signals the group the child leads.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            kill_group();
             let _ = child.wait();
             return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{:?} did not end within {timeout:?}", cmd.get_program())));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let [out, err] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
+    let done = |rs: &[Option<Reader>; 2]| rs.iter().flatten().all(|r| r.1.is_finished());
+    while !done(&readers) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !done(&readers) {
+        kill_group();
+        let grace = Instant::now() + Duration::from_millis(500);
+        while !done(&readers) && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let [out, err] = readers.map(|r| r.map(|(got, _)| std::mem::take(&mut *got.lock().unwrap_or_else(std::sync::PoisonError::into_inner))).unwrap_or_default());
     Ok(Output { status, stdout: out, stderr: err })
 }
 
@@ -62,12 +79,21 @@ pub fn version_line(prog: &str) -> Result<String, String> {
     said.lines().next().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).ok_or_else(|| format!("`{prog} --version` printed nothing ({})", out.status))
 }
 
-fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        buf
-    })
+/// A pipe read on a thread of its own into a buffer the caller can take
+/// at any time: a reader blocked on a pipe someone else holds is left
+/// behind, not waited for.
+type Reader = (std::sync::Arc<std::sync::Mutex<Vec<u8>>>, std::thread::JoinHandle<()>);
+
+fn reader(mut pipe: impl Read + Send + 'static) -> Reader {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = got.clone();
+    let handle = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut buf) {
+            into.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(&buf[..n]);
+        }
+    });
+    (got, handle)
 }
 
 #[cfg(test)]
@@ -86,6 +112,17 @@ mod tests {
         let e = output_within(c, Duration::from_millis(300)).expect_err("times out");
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5), "the grandchild holding the pipe was killed too");
+    }
+
+    #[test]
+    fn a_command_that_leaves_a_process_holding_its_output_gives_what_it_wrote_within_the_bound() {
+        let mut c = Command::new("sh");
+        // A wrapper that answers, then leaves a background job with its stdout.
+        c.args(["-c", "echo 'version 1.0'; sleep 60 &"]);
+        let started = Instant::now();
+        let out = output_within(c, Duration::from_millis(500)).expect("it ended");
+        assert_eq!((out.stdout.as_slice(), out.status.success()), (&b"version 1.0\n"[..], true));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`model`]: the in-process reference frontend (QEMU's stand-in and oracle).
 //! - [`relay`]: a recording relay between a frontend and a backend, both channels.
 //! - [`bounded`]: short commands (version probes) run with a time bound.
+//! - [`spawn`]: children inherit their stdio and no other fd of ours.
 //! - [`conformance`]: the backend-conformance runner (`backend-test`): a
 //!   backend under test as a process, sessions through a virtio-media
 //!   driver, recorded for the judge.
@@ -31,6 +32,7 @@ pub mod memprobe;
 pub mod model;
 pub mod relay;
 pub mod server;
+pub mod spawn;
 pub mod spec;
 pub mod wire;
 pub mod vm;

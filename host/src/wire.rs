@@ -3,10 +3,13 @@
 //! answer malformed messages, so the message tap, the raw request path and the
 //! model's backend channel use this. It knows framing only, no semantics.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
+
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
 
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
@@ -46,16 +49,19 @@ impl Message {
     }
 }
 
+/// One `recvmsg`: bytes into `buf`, fds onto `fds`, each close-on-exec from
+/// the moment it is installed (`MSG_CMSG_CLOEXEC`: no child forked by
+/// another thread meanwhile inherits it).
 fn recv_chunk(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-    let mut raw = [-1 as RawFd; MAX_FDS];
-    let mut iov = [libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() }];
-    // SAFETY: the iovec points at `buf`, which we hold mutably for the call.
-    let (n, nfds) = unsafe { sock.recv_with_fds(&mut iov, &mut raw) }.map_err(io::Error::from)?;
-    for &fd in &raw[..nfds] {
-        // SAFETY: recvmsg installed these fds for us; nobody else owns them.
-        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
     }
-    Ok(n)
+    Ok(got.bytes)
 }
 
 fn recv_exact(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<bool> {
@@ -139,4 +145,23 @@ pub fn recv_ack(sock: &UnixStream, request: u32, timeout: Duration) -> io::Resul
     msg.body_u64().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidData, format!("REPLY_ACK body is {} bytes, not 8", msg.body.len()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn a_received_fd_is_close_on_exec() {
+        let (a, b) = UnixStream::pair().expect("a socket pair");
+        // A memfd without close-on-exec on the sending side.
+        let sent = rustix::fs::memfd_create("received", rustix::fs::MemfdFlags::empty()).expect("a memfd");
+        send(&a, 5, VERSION_1, &[0u8; 8], &[sent.as_raw_fd()]).expect("sent");
+        let msg = recv(&b).expect("received").expect("a message");
+        assert_eq!((msg.request, msg.fds.len()), (5, 1));
+        let flags = rustix::io::fcntl_getfd(msg.fds[0].as_fd()).expect("its flags");
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC), "{flags:?}");
+    }
 }

@@ -150,6 +150,25 @@ fn the_relay_refuses_the_kth_map_itself_and_holds_acks_when_told() {
 }
 
 #[test]
+fn finish_ends_a_thread_that_holds_a_reply_and_the_backend_waiting_for_it() {
+    let _one = alone();
+    // The frontend's ack is held far longer than finish may take.
+    let r = relayed_faulty(vec![0x10000], RelayFaults { ack_delay: Some(Duration::from_secs(30)), ..RelayFaults::default() });
+    let Relayed { mut mgr, model, server, relay, _dir } = r;
+    mgr.create_file("f", 0x4000).unwrap();
+    let waiting = std::thread::spawn(move || mgr.map(0, "f", 0, 0, 0x1000, true).map(|m| m.reply.ack));
+    while relay.requests_seen() == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let (_, ended) = relay.finish(Duration::from_secs(2));
+    assert!(ended.is_ok() && started.elapsed() < Duration::from_secs(2), "{ended:?} after {:?}", started.elapsed());
+    assert!(waiting.join().expect("the backend's wait ends").is_err(), "the held map was never answered");
+    drop((model, server));
+}
+
+#[test]
 fn a_backend_channel_closed_on_purpose_fails_the_next_request_and_the_relay_still_ends_clean() {
     let _one = alone();
     let mut r = relayed(vec![0x10000]);

@@ -1,8 +1,9 @@
 //! `vm-test --bless`: adds the run's QEMU build and accelerator to exactly
 //! the known-defect entries whose signatures the run's failures showed
-//! (entries listed for another upstream version or accelerator), and
-//! changes nothing else in the file. Text edits, line by line, so comments
-//! and layout stay.
+//! (entries listed for another upstream version or accelerator), in
+//! whichever list holds each (QEMU's keys the build as `qemu`, the
+//! backends' as `frontend`), and changes nothing else in the files. Text
+//! edits, line by line, so comments and layout stay.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -51,11 +52,18 @@ fn blocks(lines: &[&str]) -> (Vec<Option<usize>>, Vec<Option<String>>) {
     (of_line, ids)
 }
 
-/// Adds `build` and `accel` to the entries `ids` of the list at `path`;
-/// to an entry with measured figures (`rate`) also the pair to
-/// `unmeasured` (its figures were measured elsewhere). Returns the changed
-/// lines as a diff (`path:line: -old` / `+new`).
-pub fn bless(path: &Path, ids: &BTreeSet<String>, build: &str, accel: &str) -> Result<Vec<String>, String> {
+/// The ids of the entries of the list at `path`.
+pub fn ids_in(path: &Path) -> Result<BTreeSet<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(blocks(&text.lines().collect::<Vec<_>>()).1.into_iter().flatten().collect())
+}
+
+/// Adds `build` (to the array `build_key`: `qemu` in QEMU's list,
+/// `frontend` in the backends') and `accel` to the entries `ids` of the
+/// list at `path`; to an entry with measured figures (`rate`) also the
+/// pair to `unmeasured` (its figures were measured elsewhere). Returns the
+/// changed lines as a diff (`path:line: -old` / `+new`).
+pub fn bless(path: &Path, ids: &BTreeSet<String>, build_key: &str, build: &str, accel: &str) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let lines: Vec<&str> = text.lines().collect();
     let (of_line, block_ids) = blocks(&lines);
@@ -67,14 +75,14 @@ pub fn bless(path: &Path, ids: &BTreeSet<String>, build: &str, accel: &str) -> R
     for (n, line) in lines.iter().enumerate() {
         let block = of_line[n];
         let id = block.and_then(|b| block_ids[b].as_ref()).filter(|id| ids.contains(*id));
-        let key = ["qemu", "accel", "unmeasured"].into_iter().find(|k| sets(line, k));
+        let key = [build_key, "accel", "unmeasured"].into_iter().find(|k| sets(line, k));
         let mut new = vec![match (id, key) {
             (Some(id), Some(key)) => {
                 touched.insert((id.clone(), key));
                 let add = match key {
-                    "qemu" => build,
                     "accel" => accel,
-                    _ => &pair,
+                    "unmeasured" => &pair,
+                    _ => build,
                 };
                 with_added(line.trim(), key, add).ok_or_else(|| format!("{}:{}: `{key}` of entry {id:?} is not an array of strings on one line: add {add:?} by hand", path.display(), n + 1))?
             }
@@ -94,8 +102,8 @@ pub fn bless(path: &Path, ids: &BTreeSet<String>, build: &str, accel: &str) -> R
         }
         out.push(joined);
     }
-    if let Some(id) = ids.iter().find(|id| !touched.contains(&((*id).clone(), "qemu")) || !touched.contains(&((*id).clone(), "accel"))) {
-        return Err(format!("{}: entry {id:?} has no one-line `qemu` and `accel` to add to", path.display()));
+    if let Some(id) = ids.iter().find(|id| !touched.contains(&((*id).clone(), build_key)) || !touched.contains(&((*id).clone(), "accel"))) {
+        return Err(format!("{}: entry {id:?} has no one-line `{build_key}` and `accel` to add to", path.display()));
     }
     std::fs::write(path, out.join("\n") + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(diff)
@@ -121,11 +129,11 @@ mod tests {
         let path = dir.path().join("kd.toml");
         let text = "# keep me\n[[defect]]\nid = \"a\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\naccel = [\"tcg\"]\n\n[[defect]]\nid = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\naccel = [\"tcg\"]\n";
         std::fs::write(&path, text).unwrap();
-        let diff = bless(&path, &BTreeSet::from(["b".to_string()]), "11.2.0 (Debian 1:11.2.0+ds-1)", "tcg").unwrap();
+        let diff = bless(&path, &BTreeSet::from(["b".to_string()]), "qemu", "11.2.0 (Debian 1:11.2.0+ds-1)", "tcg").unwrap();
         assert_eq!(diff.len(), 1, "{diff:?}");
         let after = std::fs::read_to_string(&path).unwrap();
         assert_eq!(after, text.replace("id = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]", "id = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\", \"11.2.0 (Debian 1:11.2.0+ds-1)\"]"));
-        let diff = bless(&path, &BTreeSet::from(["a".to_string()]), "11.1.3 (Debian 1:11.1.3+ds-1)", "kvm").unwrap();
+        let diff = bless(&path, &BTreeSet::from(["a".to_string()]), "qemu", "11.1.3 (Debian 1:11.1.3+ds-1)", "kvm").unwrap();
         assert!(diff.len() == 1 && diff[0].contains("+ accel = [\"tcg\", \"kvm\"]"), "{diff:?}");
     }
 
@@ -135,11 +143,28 @@ mod tests {
         let path = dir.path().join("kd.toml");
         let text = "[[defect]]\nid = \"race\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\naccel = [\"tcg\"]\nrate = 0.01\n";
         std::fs::write(&path, text).unwrap();
-        bless(&path, &BTreeSet::from(["race".to_string()]), "11.2.0", "tcg").unwrap();
-        bless(&path, &BTreeSet::from(["race".to_string()]), "11.1.3 (Debian 1:11.1.3+ds-1)", "kvm").unwrap();
+        bless(&path, &BTreeSet::from(["race".to_string()]), "qemu", "11.2.0", "tcg").unwrap();
+        bless(&path, &BTreeSet::from(["race".to_string()]), "qemu", "11.1.3 (Debian 1:11.1.3+ds-1)", "kvm").unwrap();
         let after = std::fs::read_to_string(&path).unwrap();
         assert!(after.contains("accel = [\"tcg\", \"kvm\"]\nunmeasured = [\"11.2.0/tcg\", \"11.1.3 (Debian 1:11.1.3+ds-1)/kvm\"]\nrate = 0.01"), "{after}");
         let d: toml::Table = toml::from_str(&after).unwrap();
         assert!(d.contains_key("defect"));
+    }
+
+    #[test]
+    fn bless_adds_a_frontend_to_an_entry_of_the_backend_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bd.toml");
+        let text = "[[defect]]\nid = \"m\"\nbackend = [\"fake 0.1.0\"]\naccel = [\"tcg\"]\nfrontend = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\n";
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(ids_in(&path).unwrap(), BTreeSet::from(["m".to_string()]));
+        let diff = bless(&path, &BTreeSet::from(["m".to_string()]), "frontend", "11.2.0 (Debian 1:11.2.0+ds-1)", "tcg").unwrap();
+        assert_eq!(diff.len(), 1, "{diff:?}");
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.contains("backend = [\"fake 0.1.0\"]\n") && after.contains("frontend = [\"11.1.3 (Debian 1:11.1.3+ds-1)\", \"11.2.0 (Debian 1:11.2.0+ds-1)\"]"), "{after}");
+        // QEMU's key on the backend list finds nothing to add to: said, file untouched.
+        let err = bless(&path, &BTreeSet::from(["m".to_string()]), "qemu", "11.3.0", "tcg").unwrap_err();
+        assert!(err.contains("no one-line `qemu`"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), after);
     }
 }

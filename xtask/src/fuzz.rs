@@ -101,7 +101,8 @@ fn print_fuzz(seed: u64, report: &shmem_host::vm::fuzz::FuzzReport, leaks: &[Str
 /// The vm-test options `fuzz` has no use for: refused, never ignored.
 fn refuse_for_fuzz(o: &Opts) -> Result<(), String> {
     let given = [
-        ("--filter", o.filter.is_some()),
+        ("--filter", !o.filter.is_empty()),
+        ("--backend-defects", o.backend_defects.is_some()),
         ("--scenarios", !o.scenarios.is_empty()),
         ("--json", o.json.is_some()),
         ("--junit", o.junit.is_some()),

@@ -62,19 +62,23 @@ vm-test / bench options:
   --accel auto|kvm|tcg accelerator (default auto: KVM if it boots, else TCG)
   --scenarios DIR      run the scenario files (*.toml) of DIR instead of tests/scenarios;
                        repeatable; same schema, known defects and reports
-  --filter TEXT        run only scenarios whose name contains TEXT
+  --filter TEXT        run only scenarios whose name contains TEXT; repeatable (any of them)
   --probe-scale K      run K times the iterations of every doorbell probe (default 1): the
                        suite's counts keep it quick; a rare stale read, or its absence,
                        needs more
   --list               list the scenarios and exit
   --known-defects PATH|none
                        judge by this list of known QEMU defects (default tests/known-defects.toml);
-                       none: every failure is a FAIL
+                       none: every failure is a FAIL (QEMU's and the backends' lists)
+  --backend-defects PATH
+                       judge the media scenarios' backends by this list (default
+                       tests/backend-defects.toml)
   --compare QEMU2      run the suite on --qemu (A, the baseline) and on QEMU2 (B); print what B
                        fixed, regressed and fails differently; exit non-zero on a regression
   --bless              add this QEMU build and accelerator to exactly the known-defect entries
                        (listed for another version or accelerator) whose signatures this run's
-                       failures showed; prints what changed in the list, changes nothing else
+                       failures showed, in QEMU's list (`qemu`) and the backends' (`frontend`);
+                       prints what changed in each list, changes nothing else
   --json PATH          also write the report as JSON (both verdicts, checks, logs of failures)
   --junit PATH         also write the report as JUnit XML";
 

@@ -13,8 +13,13 @@ use shmem_host::vm::qemu::QemuInfo;
 use xshell::Shell;
 
 use crate::opts::parse_opts;
+use crate::suite_setup::BACKEND_LIST_ACCELS;
 use crate::shell::root;
 use crate::{qemu, shell};
+
+/// A media scenario whose entries behind QEMU live in the backends' list
+/// (keyed by `frontend`), with the appliance's own fake backend.
+const FROM_BACKEND_LIST: &str = "media-fake-hide-refusal";
 
 /// A wrapper script that says it is `build` and runs `real` otherwise.
 fn wrapper(dir: &Path, name: &str, build: &str, real: &Path) -> Result<std::path::PathBuf, String> {
@@ -58,10 +63,19 @@ fn listed_builds(path: &Path, upstream: &str) -> Result<BTreeSet<String>, String
     Ok(all.into_iter().flat_map(|d| d.qemu).filter(|b| b.split_whitespace().next() == Some(upstream)).collect())
 }
 
-/// The entries of a known-defects file that list `build`.
-fn listing(path: &Path, build: &str) -> Result<BTreeSet<String>, String> {
-    let all = shmem_host::vm::lists::load_known_defects(path).map_err(|e| e.to_string())?;
-    Ok(all.into_iter().filter(|d| d.qemu.iter().any(|q| q == build)).map(|d| d.id).collect())
+/// The entries that list QEMU build `build`: in QEMU's list at `kd` (as
+/// `qemu`) and in the backends' at `bd` (as `frontend`).
+fn listing(kd: &Path, bd: &Path, build: &str) -> Result<BTreeSet<String>, String> {
+    let qemu = shmem_host::vm::lists::load_known_defects(kd).map_err(|e| e.to_string())?;
+    let of_qemu = qemu.into_iter().filter(|d| d.qemu.iter().any(|q| q == build)).map(|d| d.id);
+    Ok(of_qemu.chain(behind(bd, |q| q == build)?).collect())
+}
+
+/// The entries of the backends' list at `bd` measured behind a QEMU build
+/// that `is` accepts.
+fn behind(bd: &Path, is: impl Fn(&str) -> bool) -> Result<BTreeSet<String>, String> {
+    let all = shmem_host::vm::lists::load_defect_list(bd, &BACKEND_LIST_ACCELS).map_err(|e| e.to_string())?;
+    Ok(all.into_iter().filter(|d| d.frontend.iter().any(|q| is(q))).map(|d| d.id).collect())
 }
 
 /// The checks; prints each outcome, Ok(true) when all hold.
@@ -83,16 +97,20 @@ pub fn run(real: &QemuInfo, root: &Path) -> Result<bool, String> {
     let listed = listed_builds(&root.join("tests/known-defects.toml"), &upstream)?;
     let measured = measured_on(&report);
     say(&format!("{same}: the run passes with the entries carried over, measured on {}", measured.iter().cloned().collect::<Vec<_>>().join(", ")), passed && !measured.is_empty() && measured.is_subset(&listed));
-    let kd = dir.path().join("known-defects.toml");
-    std::fs::copy(root.join("tests/known-defects.toml"), &kd).map_err(|e| e.to_string())?;
+    // Both lists an entry can live in, copied: QEMU's and the backends' (a media scenario behind QEMU).
+    let (kd, bd) = (dir.path().join("known-defects.toml"), dir.path().join("backend-defects.toml"));
+    for (from, to) in [("tests/known-defects.toml", &kd), ("tests/backend-defects.toml", &bd)] {
+        std::fs::copy(root.join(from), to).map_err(|e| format!("copying {from}: {e}"))?;
+    }
     let w = wrapper(dir.path(), "other-upstream", &other, &real.path)?;
-    let args = ["--qemu", &w.to_string_lossy(), "--filter", "hazard", "--known-defects", &kd.to_string_lossy()].map(|s| s.to_string());
+    let args = ["--qemu", &w.to_string_lossy(), "--filter", "hazard", "--filter", FROM_BACKEND_LIST, "--known-defects", &kd.to_string_lossy(), "--backend-defects", &bd.to_string_lossy()].map(|s| s.to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (passed, report) = vm_test(&args, &dir.path().join("other.json"))?;
     let matched = matched_elsewhere(&report);
-    say(&format!("{other}: the run fails naming the entries it matches ({})", matched.len()), !passed && !matched.is_empty());
-    let blessed = vm_test(&[args.as_slice(), &["--bless"]].concat(), &dir.path().join("bless.json")).is_ok() && listing(&kd, &other)? == matched;
-    say("--bless adds the build to exactly those entries", blessed);
+    let of_backends = behind(&bd, |q| q.split_whitespace().next() == Some(upstream.as_str()))?;
+    say(&format!("{other}: the run fails naming the entries it matches ({}, {} of them in the backends' list)", matched.len(), matched.intersection(&of_backends).count()), !passed && !matched.is_empty() && !matched.is_disjoint(&of_backends));
+    let blessed = vm_test(&[args.as_slice(), &["--bless"]].concat(), &dir.path().join("bless.json")).is_ok() && listing(&kd, &bd, &other)? == matched;
+    say("--bless adds the build to exactly those entries, in both lists", blessed);
     let (passed, _) = vm_test(&args, &dir.path().join("again.json"))?;
     say("the next run passes", passed);
     Ok(ok)

@@ -15,6 +15,8 @@ use crate::suite_setup::prepare_scenario;
 /// `own-boot-worker`: one own-boot scenario in this process (started by the
 /// runner, which passes everything it needs); prints its run as JSON.
 pub fn own_boot_worker(args: &[String]) -> Result<bool, String> {
+    // First: what this process holds before it opens anything is what it inherited.
+    let inherited = vm::leaks::inherited();
     let mut args = args.to_vec();
     // `--qemu-only`: QEMU's half alone (`--compare`'s replicated probe boots).
     let qemu_only = args.iter().any(|a| a == "--qemu-only");
@@ -60,7 +62,10 @@ pub fn own_boot_worker(args: &[String]) -> Result<bool, String> {
     };
     // Sockets under the system temp dir: a Unix socket path stays short.
     let sockets = tempfile::Builder::new().prefix("shmem-vm-").tempdir().map_err(|e| format!("socket dir: {e}"))?;
-    let run = vm::own_boot::own_boot_run(&cfg, &scn, accel, &logs, sockets.path());
+    let mut run = vm::own_boot::own_boot_run(&cfg, &scn, accel, &logs, sockets.path());
+    if let Ok(checks) = &mut run.qemu {
+        checks.push(vm::own_run::no_inherited_fds(&inherited));
+    }
     println!("{}", serde_json::to_string(&run).map_err(|e| e.to_string())?);
     Ok(true)
 }

@@ -18,14 +18,14 @@ use crate::shell::root;
 use crate::{initramfs, kernel, qemu, shell, vhost_device_media};
 
 /// The scenarios to run: every `*.toml` of each `--scenarios` directory
-/// (default `tests/scenarios`) whose name contains `--filter`, their probes
+/// (default `tests/scenarios`) whose name contains a `--filter`, their probes
 /// scaled, every value bounded against the device it runs with.
 pub fn load_scenarios(root: &Path, o: &Opts, suite: &SuiteDevice) -> Result<Vec<Scenario>, String> {
     let dirs = if o.scenarios.is_empty() { vec![root.join("tests/scenarios")] } else { o.scenarios.clone() };
     let mut picked: Vec<Scenario> = Vec::new();
     for dir in &dirs {
         let all = Scenario::load_dir(dir).map_err(|e| e.to_string())?;
-        picked.extend(all.into_iter().filter(|s| o.filter.as_deref().is_none_or(|f| s.name.contains(f))));
+        picked.extend(all.into_iter().filter(|s| o.filter.is_empty() || o.filter.iter().any(|f| s.name.contains(f.as_str()))));
     }
     if picked.is_empty() {
         let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
@@ -53,6 +53,11 @@ pub fn prepare_scenario(s: &mut Scenario, probe_scale: u32, suite: &SuiteDevice)
 /// The known-defects list `--known-defects` names (default `tests/known-defects.toml`).
 pub fn known_defects_path(o: &Opts) -> PathBuf {
     o.known_defects.as_ref().map_or_else(|| root().join("tests/known-defects.toml"), PathBuf::from)
+}
+
+/// The backends' list of known defects: `--backend-defects`, else tests/backend-defects.toml.
+pub fn backend_defects_path(o: &Opts) -> PathBuf {
+    o.backend_defects.clone().unwrap_or_else(|| root().join("tests/backend-defects.toml"))
 }
 
 /// The known defects to judge by, and where they came from ("none" with
@@ -156,8 +161,9 @@ pub fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec
             (b, got)
         })
         .collect();
-    // `--known-defects PATH` names QEMU's list; only `none` reaches the backend's.
-    let defects = backend_defects(o.known_defects.as_deref().filter(|k| *k == "none"))?;
+    // `--known-defects none` empties both lists; `--backend-defects PATH` names the backend's.
+    let list = if o.known_defects.as_deref() == Some("none") { Some("none".into()) } else { o.backend_defects.as_ref().map(|p| p.display().to_string()) };
+    let defects = backend_defects(list.as_deref())?;
     Ok((backends, defects))
 }
 
@@ -174,7 +180,7 @@ pub fn backend_defects(list: Option<&str>) -> Result<Vec<KnownDefect>, String> {
 
 /// The frontends `tests/backend-defects.toml` names: the model (backend-test
 /// and the model half of media scenarios) and QEMU's accelerators (their QEMU half).
-const BACKEND_LIST_ACCELS: [&str; 3] = [shmem_judge::defects::MODEL_ACCEL, "tcg", "kvm"];
+pub const BACKEND_LIST_ACCELS: [&str; 3] = [shmem_judge::defects::MODEL_ACCEL, "tcg", "kvm"];
 
 /// The virtio-media backend builds of a run, each with why it is missing where it is.
 pub type MediaBackends = Vec<(MediaBuild, Result<BackendUnderTest, String>)>;

@@ -2,9 +2,10 @@
 //! QEMU under test) run through the host runner, the reports printed and
 //! written whatever happened, and `--bless` applied. Verdicts are the judge's.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use shmem_host::vm::lists::load_known_defects;
+use shmem_host::vm::lists::{load_defect_list, load_known_defects};
 use shmem_host::vm::scenario::Scenario;
 use shmem_judge::compare::Comparison;
 use shmem_judge::significance::counts_text;
@@ -12,7 +13,7 @@ use shmem_host::vm::{self, SuiteConfig, report};
 
 use crate::bless;
 use crate::opts::{Opts, parse_opts};
-use crate::suite_setup::{emulation_note, entries_note, join_notes, known_defects_path, suite_config, worker_command};
+use crate::suite_setup::{BACKEND_LIST_ACCELS, backend_defects_path, emulation_note, entries_note, join_notes, known_defects_path, suite_config, worker_command};
 
 /// What a vm-test invocation ran: one suite, or with `--compare` the
 /// baseline (A) too and what changed from it to `run` (B).
@@ -73,19 +74,32 @@ pub fn vm_test(args: &[String]) -> Result<Outcome, String> {
 }
 
 /// `--bless`: the entries listed elsewhere that this run's failures matched
-/// get this build and accelerator; the change is printed.
+/// get this build and accelerator, in whichever list holds each (QEMU's,
+/// the backends'); each change is printed. An id no list holds is an error
+/// before anything is written.
 fn apply_bless(o: &Opts, run: &vm::SuiteReport) -> Result<(), String> {
-    let path = known_defects_path(o);
+    let lists = [(known_defects_path(o), "qemu"), (backend_defects_path(o), "frontend")];
     let ids = bless::matched_elsewhere(run);
     if ids.is_empty() {
-        println!("vm-test: --bless: no failure matched an entry listed for another build or accelerator; {} unchanged", path.display());
+        println!("vm-test: --bless: no failure matched an entry listed for another build or accelerator; {} and {} unchanged", lists[0].0.display(), lists[1].0.display());
         return Ok(());
     }
-    let diff = bless::bless(&path, &ids, &run.qemu.build, run.accel.name())?;
-    load_known_defects(&path).map_err(|e| format!("--bless left {} unreadable: {e}", path.display()))?;
-    println!("vm-test: --bless added {} / {} to {} entries ({}):", run.qemu.build, run.accel.name(), ids.len(), ids.iter().cloned().collect::<Vec<_>>().join(", "));
-    for d in diff {
-        println!("{d}");
+    let mut held = Vec::new();
+    for (path, key) in &lists {
+        let here: BTreeSet<String> = bless::ids_in(path)?.intersection(&ids).cloned().collect();
+        held.push((path, *key, here));
+    }
+    if let Some(id) = ids.iter().find(|id| !held.iter().any(|(_, _, here)| here.contains(*id))) {
+        return Err(format!("--bless: entry {id:?} matched, but neither {} nor {} holds it; nothing blessed", lists[0].0.display(), lists[1].0.display()));
+    }
+    for (path, key, here) in held.into_iter().filter(|(_, _, here)| !here.is_empty()) {
+        let diff = bless::bless(path, &here, key, &run.qemu.build, run.accel.name())?;
+        let reloaded = if key == "qemu" { load_known_defects(path) } else { load_defect_list(path, &BACKEND_LIST_ACCELS) };
+        reloaded.map_err(|e| format!("--bless left {} unreadable: {e}", path.display()))?;
+        println!("vm-test: --bless added {} / {} to {} entries of {} ({}):", run.qemu.build, run.accel.name(), here.len(), path.display(), here.iter().cloned().collect::<Vec<_>>().join(", "));
+        for d in diff {
+            println!("{d}");
+        }
     }
     Ok(())
 }

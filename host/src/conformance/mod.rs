@@ -13,7 +13,7 @@ pub mod report;
 pub mod session;
 pub mod transport;
 
-use shmem_judge::backend::record::{Served, SessionRecord};
+use shmem_judge::backend::record::{HeldAtEnd, Served, SessionRecord};
 use shmem_judge::defects::{KnownDefect, MODEL_ACCEL};
 use shmem_judge::listing::Listing;
 use shmem_judge::verdict::judge_listed;
@@ -60,7 +60,7 @@ impl Variant {
 
 /// What the model frontend served and still holds, into the session's record.
 pub fn record_frontend(model: &ModelFrontend, rec: &mut SessionRecord) {
-    rec.live_at_end = model.mappings().len();
+    rec.live_at_end = HeldAtEnd::Read(model.mappings().len());
     rec.served = model
         .served_since(0)
         .into_iter()

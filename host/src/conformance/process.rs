@@ -41,7 +41,8 @@ impl BackendProcess {
         }
         let stderr = log_dir.join("backend.stderr");
         let log = fs::File::create(&stderr).map_err(|e| format!("create {}: {e}", stderr.display()))?;
-        let child = Command::new(prog)
+        let mut cmd = Command::new(prog);
+        let child = crate::spawn::stdio_only(&mut cmd)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)

@@ -60,12 +60,27 @@ struct Shared {
 }
 
 impl Shared {
+    /// Keeps a clone of `s` for [`Relay::finish`]; one kept after the
+    /// relay was told to stop (a channel handed over while it hung up) is
+    /// shut down at once, so no pump of it outlives the relay.
     fn keep(&self, s: &UnixStream, channel: Channel) -> io::Result<()> {
-        self.sockets.lock().unwrap_or_else(|p| p.into_inner()).push(s.try_clone()?);
+        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        sockets.push(s.try_clone()?);
         if channel == Channel::Backend {
             self.backend_channel.lock().unwrap_or_else(|p| p.into_inner()).push(s.try_clone()?);
         }
+        if self.stop.load(Ordering::SeqCst) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
         Ok(())
+    }
+
+    /// Sleeps `d`, or less once the relay is told to stop.
+    fn hold(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stop.load(Ordering::SeqCst) && Instant::now() < until {
+            thread::sleep(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(5)));
+        }
     }
 
     /// Records `msg`; the time is taken under the record's lock, so the
@@ -155,6 +170,8 @@ impl Relay {
 
     /// Hangs up on both sides, joins every thread (each within `timeout`),
     /// removes the socket; the record, and the first error a thread met.
+    /// Every thread ends once hung up on (its sockets shut down, a held
+    /// reply let go); one that did not within `timeout` is an error here.
     pub fn finish(self, timeout: Duration) -> (Vec<WireMsg>, Result<(), String>) {
         self.hang_up();
         let deadline = Instant::now() + timeout;
@@ -174,10 +191,13 @@ impl Relay {
     /// Stops every thread's work: both sides hung up on, a waiting accept
     /// woken, the socket removed.
     fn hang_up(&self) {
+        // Under the sockets' lock: a socket kept meanwhile is shut down by `keep`.
+        let sockets = self.shared.sockets.lock().unwrap_or_else(|p| p.into_inner());
         self.shared.stop.store(true, Ordering::SeqCst);
-        for s in self.shared.sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for s in sockets.iter() {
             let _ = s.shutdown(Shutdown::Both);
         }
+        drop(sockets);
         let _ = UnixStream::connect(&self.socket);
         let _ = std::fs::remove_file(&self.socket);
     }
@@ -238,7 +258,7 @@ fn pump_loop(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sende
             (Channel::Backend, Sender::Backend) if refused(&msg, shared) => refuse(&msg, from, shared),
             (Channel::Backend, Sender::Frontend) => {
                 if let Some(d) = shared.faults.ack_delay.filter(|_| msg.is_reply()) {
-                    thread::sleep(d);
+                    shared.hold(d);
                 }
                 let _writing = shared.to_backend_channel.lock().unwrap_or_else(|p| p.into_inner());
                 wire::forward(to, &msg)

@@ -24,7 +24,7 @@ use super::steps::target::held_after_release;
 use crate::conformance::port::MediaPort;
 use crate::conformance::process::BackendProcess;
 use crate::conformance::session::{self, Settings};
-use shmem_judge::backend::record::FrameSeen;
+use shmem_judge::backend::record::{FrameSeen, HeldAtEnd};
 use shmem_judge::backend::wire::{self, WireRecord};
 use crate::backend::FileId;
 use crate::relay::{Relay, RelayFaults};
@@ -263,8 +263,9 @@ fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, relay: &Rela
 /// How many of `files` QEMU still holds (an fd or a mapping, from
 /// `/proc/PID`), once it has had the release timeout to let them go: QEMU
 /// may drop a region's file a little after its reply (seen: one of the
-/// churn's, in some runs, right after CLOSE). Unreadable counts as none.
-fn still_held(guest: &QemuGuest, files: &[(u64, u64)]) -> usize {
+/// churn's, in some runs, right after CLOSE); why, when `/proc` could not
+/// be read.
+fn still_held(guest: &QemuGuest, files: &[(u64, u64)]) -> HeldAtEnd {
     let ids: Vec<FileId> = files.iter().map(|&(dev, ino)| FileId { dev, ino }).collect();
-    held_after_release(guest, &ids).map_or(0, |h| h.len())
+    held_after_release(guest, &ids).map_or_else(|e| HeldAtEnd::Unread(format!("QEMU's /proc: {e}")), |h| HeldAtEnd::Read(h.len()))
 }

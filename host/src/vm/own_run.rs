@@ -63,6 +63,15 @@ pub fn leak_checked<T>(dir: &Path, sockets: &Path, half: impl FnOnce() -> (RunOu
     (res, rest)
 }
 
+/// Check `no-inherited-fds`: the worker that ran the boot held no fd of
+/// its parent's at its start (`inherited`, from `leaks::inherited`), so
+/// neither its QEMU nor its backend could hold the shared boot's memory
+/// table, eventfds or mapped files.
+pub fn no_inherited_fds(inherited: &[String]) -> CheckResult {
+    let evidence = if inherited.is_empty() { "the worker started with its stdio and no other fd".into() } else { format!("the worker inherited {}", inherited.join("; ")) };
+    CheckResult::new("no-inherited-fds", inherited.is_empty(), evidence).with("inherited", inherited.len())
+}
+
 /// Check `no-leaks`: nothing of a torn-down boot remains in this process
 /// (children, fds) or under its directories (sockets, temp dirs).
 fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> CheckResult {

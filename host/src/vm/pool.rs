@@ -31,6 +31,7 @@ pub(super) fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: 
         .arg(logs)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped());
+    crate::spawn::stdio_only(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return failed(ErrorKind::Io, format!("starting the own-boot worker {program}: {e}")),

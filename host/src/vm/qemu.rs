@@ -285,6 +285,7 @@ impl Qemu {
             .stderr(stderr)
             // Own process group: a Ctrl-C reaches us, and we stop QEMU ourselves.
             .process_group(0);
+        crate::spawn::stdio_only(&mut cmd);
         let start = Instant::now();
         let child = cmd.spawn().map_err(|e| (io_err(format!("starting {}", cfg.qemu.display()))(e), None))?;
         let mut q = Qemu {

@@ -10,7 +10,7 @@ use shmem_proto::{MAP_RW, PAGE_SIZE, ShmemMsg, ShmemOp};
 use shmem_virtio_media::driver::MediaError;
 
 use crate::check::{CheckResult, said_fact};
-use record::{Expect, Served, SessionRecord, Step};
+use record::{Expect, HeldAtEnd, Served, SessionRecord, Step};
 
 /// SHMEM in the vhost-user spec and QEMU 11.1; bit 21 is GPA_ADDRESSES.
 pub const SHMEM_BIT: u32 = 22;
@@ -174,9 +174,15 @@ fn problems_check(name: &str, what: &str, total: usize, problems: &[(String, &'s
     c
 }
 
+/// `all-unmapped`: nothing the backend's requests left mapped, and nothing
+/// the frontend still holds; when what the frontend holds could not be
+/// read, it fails saying so (no evidence is no pass).
 fn all_unmapped(live: &[ShmemMsg], rec: &SessionRecord) -> CheckResult {
     let left: Vec<String> = live.iter().map(ToString::to_string).collect();
-    let frontend = rec.live_at_end;
+    let frontend = match &rec.live_at_end {
+        HeldAtEnd::Read(n) => *n,
+        HeldAtEnd::Unread(why) => return CheckResult::new("all-unmapped", false, format!("what the frontend still holds at the end could not be read: {why}")).with("left", "unknown"),
+    };
     let ok = left.is_empty() && frontend == 0;
     let what = if ok { "nothing the backend mapped is left mapped at the end".to_string() } else { format!("left mapped at the end: {} (the frontend holds {frontend})", left.join("; ")) };
     CheckResult::new("all-unmapped", ok, what).with("left", left.len().max(frontend) as u64)
@@ -337,5 +343,17 @@ mod tests {
         let rec = SessionRecord { media: true, refused_map: Some(2), offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], ..SessionRecord::default() };
         let c = judge(&rec).into_iter().find(|c| c.check == "error-reported").expect("an error-reported check");
         assert!(!c.passed && c.evidence.contains("never tested"), "{c:?}");
+    }
+
+    #[test]
+    fn all_unmapped_fails_when_what_the_frontend_holds_was_not_read() {
+        let rec = |held| SessionRecord { offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], live_at_end: held, ..SessionRecord::default() };
+        let check = |r: &SessionRecord| judge(r).into_iter().find(|c| c.check == "all-unmapped").expect("an all-unmapped check");
+        assert!(check(&rec(HeldAtEnd::Read(0))).passed);
+        assert!(!check(&rec(HeldAtEnd::Read(1))).passed);
+        let unread = check(&rec(HeldAtEnd::Unread("QEMU's /proc: permission denied".into())));
+        assert!(!unread.passed && unread.facts["left"] == "unknown" && unread.evidence.contains("permission denied"), "{unread:?}");
+        // A record nobody filled in is no evidence either.
+        assert!(!check(&SessionRecord { live_at_end: HeldAtEnd::default(), ..rec(HeldAtEnd::Read(0)) }).passed);
     }
 }

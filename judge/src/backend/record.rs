@@ -66,6 +66,20 @@ pub struct Waiting {
 }
 
 /// Everything one session recorded, for the judge.
+/// How many mappings the frontend still held at a session's end, or why
+/// that was not read (the default: nothing read is no evidence).
+#[derive(Clone, Debug, PartialEq)]
+pub enum HeldAtEnd {
+    Read(usize),
+    Unread(String),
+}
+
+impl Default for HeldAtEnd {
+    fn default() -> Self {
+        HeldAtEnd::Unread("never read".into())
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct SessionRecord {
     /// (features, protocol features) the backend offered, raw.
@@ -83,8 +97,9 @@ pub struct SessionRecord {
     /// Driver steps, in order (empty for a backend without a driver).
     pub steps: Vec<Step>,
     pub frames: Vec<FrameSeen>,
-    /// How many mappings the frontend still held at the end, after CLOSE.
-    pub live_at_end: usize,
+    /// How many mappings the frontend still held at the end, after CLOSE,
+    /// or why that could not be read (then `all-unmapped` cannot pass).
+    pub live_at_end: HeldAtEnd,
     /// memfds the backend process held before OPEN and after CLOSE (an
     /// external process only), or why they could not be counted.
     pub memfds: Option<Result<(usize, usize), String>>,

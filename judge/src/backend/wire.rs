@@ -284,10 +284,13 @@ fn table_counts(msgs: &[WireMsg], len: u64, fd_offset: u64) -> Vec<(usize, usize
 /// table before the request, or from the table that carried the shape's
 /// previous request if the relay read that one later: a backend may send
 /// its next request before the frontend's table for the last one (QEMU
-/// 11.1.3 replies first). Only read-write maps are looked for: a read-only
-/// fd cannot be in a memory table (backends map its regions read-write).
+/// 11.1.3 replies first). Only read-write fds are looked for: a read-only
+/// fd cannot be in a memory table (backends map its regions read-write),
+/// so neither its map nor the unmap that drops it is.
 pub fn lags(msgs: &[WireMsg]) -> Vec<Lag> {
     let mut out = Vec::new();
+    // Where an accepted map of a read-only fd is live: (shmid, offset).
+    let mut read_only: Vec<(u8, u64)> = Vec::new();
     // One count per mapping shape (a churn's thousands of requests share
     // one), with the index in it of the table that carried the last request.
     type Counted = (Vec<(usize, usize)>, Option<usize>);
@@ -295,8 +298,20 @@ pub fn lags(msgs: &[WireMsg]) -> Vec<Lag> {
     for (i, req) in requests(msgs) {
         let Some(m) = req.msg.filter(|_| accepted(msgs, i)) else { continue };
         let map = req.request == ShmemOp::Map.code();
-        if !map && req.request != ShmemOp::Unmap.code() || map && req.fd_rw == Some(false) {
+        let at = (m.shmid, m.shm_offset);
+        if !map && req.request != ShmemOp::Unmap.code() {
             continue;
+        }
+        if map && req.fd_rw == Some(false) {
+            read_only.push(at);
+            continue;
+        }
+        // An unmap drops a read-only map live there; a read-write map replaces one a reset dropped.
+        if let Some(k) = read_only.iter().position(|r| *r == at) {
+            read_only.swap_remove(k);
+            if !map {
+                continue;
+            }
         }
         let (counts, carried) = by_shape.entry((m.len, m.fd_offset)).or_insert_with(|| (table_counts(msgs, m.len, m.fd_offset), None));
         let after = counts.partition_point(|(j, _)| *j < i);
@@ -316,8 +331,9 @@ pub fn lags(msgs: &[WireMsg]) -> Vec<Lag> {
 /// backend's memory table, with the lag's spread as facts: how many, the
 /// least, median and most microseconds from reply to table, how many tables
 /// the relay read before the reply (`preceded`) and how many never came
-/// (`none`). It fails on `none` only: the lags are facts, read with the
-/// relay's scheduling in them (see [`WireMsg::at_ns`]), for `--compare`.
+/// (`none`). It fails on `none`, and when there was nothing to look for (no
+/// evidence is no pass); the lags are facts, read with the relay's
+/// scheduling in them (see [`WireMsg::at_ns`]), for `--compare`.
 pub fn reaches_table_check(lags: &[Lag]) -> CheckResult {
     let mut times: Vec<f64> = lags.iter().filter_map(|l| l.micros).collect();
     times.sort_by(f64::total_cmp);
@@ -327,14 +343,14 @@ pub fn reaches_table_check(lags: &[Lag]) -> CheckResult {
     let us = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.0}"));
     let (min, median, max) = (us(at(0.0)), us(at(0.5)), us(at(1.0)));
     let evidence = if lags.is_empty() {
-        "no accepted read-write SHMEM request to look for in a memory table".to_string()
+        "no accepted SHMEM request of a read-write fd to look for in a memory table: nothing to tell whether mappings reach it".to_string()
     } else if none == 0 {
         format!("all {} accepted requests reached the backend's memory table, {min} / {median} / {max} us after the reply (min / median / max), {preceded} before it", lags.len())
     } else {
         let first = lags.iter().find(|l| l.micros.is_none()).map_or(0, |l| l.at);
         format!("{none} of {} accepted requests never reached the backend's memory table (first: message {first} of the record)", lags.len())
     };
-    CheckResult::new("reaches-memory-table", none == 0, evidence)
+    CheckResult::new("reaches-memory-table", none == 0 && !lags.is_empty(), evidence)
         .with("n", lags.len() as u64)
         .with("none", none as u64)
         .with("preceded", preceded as u64)
@@ -390,6 +406,30 @@ mod tests {
         let c = reaches_table_check(&lags(&record));
         assert!(c.passed && c.facts["preceded"] == "1" && c.facts["lag_min_us"] == "-1", "{c:?}");
         assert!(lags(&[map(1_000), ack(2_000, 1)]).is_empty());
+    }
+
+    #[test]
+    fn a_read_only_fd_is_not_looked_for_in_a_table_nor_is_its_unmap_and_nothing_to_look_for_fails() {
+        let ro = |at_ns| {
+            let mut m = map(at_ns);
+            if let Payload::Shmem { fd_rw, flags, .. } = &mut m.payload {
+                (*fd_rw, *flags) = (Some(false), 0);
+            }
+            m
+        };
+        let ram = &[0x20_0000][..];
+        // A read-only map and its unmap: no table can show either (never `none`).
+        let record = [table(0, ram), ro(1_000), ack(2_000, 0), unmap(50_000), unmap_ack(51_000), table(52_000, ram)];
+        assert!(lags(&record).is_empty(), "{:?}", lags(&record));
+        // Then a read-write map at the same place, and its unmap: both looked for.
+        let both = &[0x20_0000, 0x1000][..];
+        let mut more = record.to_vec();
+        more.extend([map(100_000), ack(101_000, 0), table(111_000, both), unmap(150_000), unmap_ack(151_000), table(171_000, ram)]);
+        assert_eq!(lags(&more).iter().map(|l| l.micros).collect::<Vec<_>>(), [Some(10.0), Some(20.0)]);
+        // Nothing to look for (only read-only fds, or every map refused): no evidence, no pass.
+        let c = reaches_table_check(&lags(&record));
+        assert!(!c.passed && c.facts["n"] == "0" && c.evidence.contains("nothing to tell"), "{c:?}");
+        assert!(!reaches_table_check(&lags(&[map(1_000), ack(2_000, 1)])).passed);
     }
 
     #[test]
