@@ -57,7 +57,34 @@ pub struct NotifyCap {
     pub multiplier: u32,
 }
 
-/// A mapped BAR (via sysfs resourceN).
+impl NotifyCap {
+    /// Where a queue whose `queue_notify_off` is `notify_off` rings, in a
+    /// notify BAR of `bar_len` bytes: checked (a 2-byte register, 2-aligned,
+    /// inside the BAR), since every figure comes from the device.
+    pub fn doorbell(&self, notify_off: u16, bar_len: usize) -> Result<usize, String> {
+        let at = usize::from(notify_off).checked_mul(self.multiplier as usize).and_then(|o| o.checked_add(self.offset));
+        match at {
+            Some(at) if at.is_multiple_of(2) && at.checked_add(2).is_some_and(|end| end <= bar_len) => Ok(at),
+            _ => Err(format!("notify capability: offset {:#x} + queue_notify_off {notify_off} x multiplier {} is not a 2-aligned register inside the notify BAR of {bar_len:#x} bytes", self.offset, self.multiplier)),
+        }
+    }
+}
+
+/// The virtio common configuration's length (through `queue_device`).
+const COMMON_CFG_LEN: usize = 0x38;
+
+/// Whether the common configuration at `off` lies 4-aligned inside a BAR
+/// of `bar_len` bytes (the capability's offset comes from the device).
+pub(crate) fn common_cfg_fits(off: usize, bar_len: usize) -> Result<(), String> {
+    match off.checked_add(COMMON_CFG_LEN) {
+        Some(end) if off.is_multiple_of(4) && end <= bar_len => Ok(()),
+        _ => Err(format!("common-config capability: offset {off:#x} (+{COMMON_CFG_LEN:#x}) is not 4-aligned inside its BAR of {bar_len:#x} bytes")),
+    }
+}
+
+/// A mapped BAR (via sysfs resourceN). Its accessors trust their offset:
+/// every offset from the device is checked where it is learned
+/// ([`common_cfg_fits`], [`NotifyCap::doorbell`], `Device::window`).
 pub(crate) struct Bar {
     ptr: *mut u8,
     len: usize,
@@ -85,8 +112,12 @@ impl Bar {
         }
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     fn read8(&self, off: usize) -> u8 {
-        // SAFETY: callers check `off` against the BAR length.
+        // SAFETY: `off` was checked against the BAR length where it was learned (see the type).
         unsafe { self.ptr.add(off).read_volatile() }
     }
     fn write8(&self, off: usize, v: u8) {
@@ -187,9 +218,11 @@ impl Device {
             .and_then(|l| l.split_whitespace().next())
             .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
             .ok_or("cannot read the shared-memory BAR address")?;
+        let common = Bar::map(path, common_bar)?;
+        common_cfg_fits(common_off, common.len())?;
         Ok(Device {
             path: path.to_path_buf(),
-            common: Bar::map(path, common_bar)?,
+            common,
             common_off,
             notify,
             shm: Bar::map(path, shm_bar_index)?,
@@ -273,8 +306,8 @@ impl Device {
             Some(end) if end <= cap.length => {}
             _ => return Err(format!("range {off:#x}+{len:#x} outside region {shmid} of {:#x}", cap.length)),
         }
-        let start = (cap.offset + off) as usize;
-        self.shm.check(start, len as usize)?;
+        let start = cap.offset.checked_add(off).and_then(|s| usize::try_from(s).ok()).ok_or_else(|| format!("region {shmid} at {:#x} + {off:#x} is past any address", cap.offset))?;
+        self.shm.check(start, usize::try_from(len).map_err(|_| format!("length {len:#x} too large"))?)?;
         Ok(start)
     }
 

@@ -268,4 +268,20 @@ mod tests {
         assert_eq!(num(Some("10"), "n"), Ok(10));
         assert!(num(None, "n").unwrap_err().contains("missing n"));
     }
+
+    #[test]
+    fn offsets_from_the_device_are_checked_before_any_access() {
+        use device::{NotifyCap, common_cfg_fits};
+        assert!(common_cfg_fits(0, 0x1000).is_ok() && common_cfg_fits(0x1000 - 0x38, 0x1000).is_ok());
+        // Past the BAR, overflowing, misaligned: refused, never read.
+        for off in [0x1000 - 0x37, usize::MAX - 4, 2] {
+            assert!(common_cfg_fits(off, 0x1000).is_err(), "{off:#x}");
+        }
+        let cap = NotifyCap { bar: 4, offset: 0x3000, multiplier: 4 };
+        assert_eq!(cap.doorbell(1, 0x4000), Ok(0x3004));
+        assert!(cap.doorbell(0x400, 0x4000).is_err(), "one past the BAR");
+        assert!(NotifyCap { multiplier: u32::MAX, ..cap }.doorbell(u16::MAX, 0x4000).is_err());
+        assert!(NotifyCap { offset: usize::MAX - 1, ..cap }.doorbell(1, usize::MAX).is_err(), "overflow");
+        assert!(NotifyCap { offset: 0x3001, ..cap }.doorbell(0, 0x4000).is_err(), "misaligned");
+    }
 }

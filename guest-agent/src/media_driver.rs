@@ -172,7 +172,7 @@ impl Media {
                 dev.common.write32(c + at, gpa as u32);
                 dev.common.write32(c + at + 4, (gpa >> 32) as u32);
             }
-            doorbells[q] = cap.offset + usize::from(dev.common.read16(c + QUEUE_NOTIFY_OFF)) * cap.multiplier as usize;
+            doorbells[q] = cap.doorbell(dev.common.read16(c + QUEUE_NOTIFY_OFF), notify.len())?;
             dev.common.write16(c + QUEUE_ENABLE, 1);
         }
         d.prepare(&mut transport(&dma, &notify, doorbells));

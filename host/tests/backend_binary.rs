@@ -55,3 +55,29 @@ fn binary_refuses_a_bad_region_list_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("0x30000") && err.contains("power of two"), "{err}");
 }
+
+/// Whether process `pid` is gone (or a zombie nobody has reaped yet).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+}
+
+#[test]
+fn a_backend_behind_a_wrapper_that_does_not_exec_is_stopped_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("wrapper.sh");
+    // No `exec`: the shell stays the parent of the backend it runs.
+    let script = format!("#!/bin/sh\n{} --socket \"$1\" --regions 0=64K\necho the backend ended\n", env!("CARGO_BIN_EXE_shmem-backend"));
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("be.sock");
+    let backend = shmem_host::conformance::process::BackendProcess::start(&format!("{} {{socket}}", wrapper.display()), &sock, dir.path(), Duration::from_secs(10)).expect("the wrapped backend listens");
+    let processes = backend.processes();
+    assert_eq!(processes.len(), 2, "the wrapper and the backend: {processes:?}");
+    drop(backend);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes.iter().all(|&p| gone(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(processes.iter().all(|&p| gone(p)), "still running after drop: {:?}", processes.iter().filter(|&&p| !gone(p)).collect::<Vec<_>>());
+}

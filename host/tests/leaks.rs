@@ -34,6 +34,29 @@ fn the_leak_check_finds_a_child_an_fd_a_socket_and_a_temp_dir() {
     assert!(text.contains("temp dir") && text.contains("shmem-backend-x"), "{text}");
 }
 
+#[test]
+fn the_leak_check_finds_what_a_child_left_running_under_it() {
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let snap = Snapshot::take();
+    // A wrapper that does not exec: the program it runs is our grandchild.
+    let mut wrapper = Command::new("sh").args(["-c", "sleep 31; :"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut wrapped = wrapper.id();
+    while (wrapped == wrapper.id() || !std::fs::read(format!("/proc/{wrapped}/cmdline")).unwrap_or_default().starts_with(b"sleep")) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        wrapped = shmem_host::spawn::leaf(wrapper.id());
+    }
+    let named = format!("child process {wrapped} (sleep 31)");
+    let leaks = snap.leaks_since(dir.path());
+    shmem_host::spawn::tree(wrapper.id()).into_iter().rev().for_each(|p| {
+        // SAFETY: killing processes this test started.
+        unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+    });
+    let _ = wrapper.wait();
+    assert!(leaks.contains(&named), "the wrapped program is not named ({named}): {leaks:?}");
+}
+
 /// The model half of an own boot checks itself for leaks too (in this
 /// binary: fds are counted process-wide, and the test above may not run
 /// beside it).

@@ -127,6 +127,8 @@ impl Driver {
         loop {
             if let Some((used, len)) = self.cmdq.take_used(t) {
                 if used != head {
+                    // This command's chain is still the device's: nothing is sent until it comes back.
+                    self.unanswered = Some((head, what.into()));
                     return Err(MediaError::Malformed(format!("{what}: the device returned chain {used}, not this command's {head}")));
                 }
                 if len > PAGE {
@@ -184,12 +186,16 @@ impl Driver {
         self.checked(t, &cmd, what)
     }
 
-    /// S_FMT, REQBUFS and QUERYBUF of each buffer: what a capture needs before MMAP.
+    /// S_FMT, REQBUFS (a device that grants more than [`MAX_BUFFERS`] is
+    /// malformed) and QUERYBUF of each buffer: what a capture needs before MMAP.
     pub fn setup_capture(&mut self, t: &mut impl Transport, count: u32, fmt: (u32, u32, [u8; 4])) -> Result<Vec<BufferInfo>, MediaError> {
         let f = self.ioctl(t, proto::VIDIOC_S_FMT, &proto::format(fmt.0, fmt.1, fmt.2), "S_FMT")?;
         proto::format_of(&f).ok_or_else(|| MediaError::Malformed("S_FMT".into()))?;
         let r = self.ioctl(t, proto::VIDIOC_REQBUFS, &proto::reqbufs(count), "REQBUFS")?;
         let granted = proto::u32_at(&r, 0).ok_or_else(|| MediaError::Malformed("REQBUFS".into()))?;
+        if granted > MAX_BUFFERS {
+            return Err(MediaError::Malformed(format!("REQBUFS: the device granted {granted} buffers for the {count} asked, more than V4L2's {MAX_BUFFERS}")));
+        }
         (0..granted)
             .map(|i| {
                 let what = format!("QUERYBUF {i}");
@@ -265,6 +271,9 @@ impl Driver {
         }
     }
 }
+
+/// The most buffers a V4L2 queue holds (VIDEO_MAX_FRAME).
+pub const MAX_BUFFERS: u32 = 32;
 
 #[cfg(test)]
 mod tests {
@@ -391,6 +400,24 @@ mod tests {
             Some((head + 1, 12))
         });
         assert!(matches!(d.open(&mut t), Err(MediaError::Malformed(m)) if m.contains("not this command's")));
+        // This command's chain is still out: the next command is not sent over it.
+        assert!(matches!(d.open(&mut t), Err(MediaError::Stale(w)) if w.contains("after OPEN")));
+    }
+
+    #[test]
+    fn a_device_that_grants_more_buffers_than_v4l2_holds_is_malformed() {
+        // Every ioctl answered with errno 0 and 4e9 in the first payload word.
+        let mut sent = 0;
+        let (mut d, mut t) = device(move |head, resp| {
+            sent += 1;
+            assert!(sent < 10, "QUERYBUF after QUERYBUF: the grant was not checked");
+            resp.extend_from_slice(&[0; 8]);
+            resp.extend_from_slice(&4_000_000_000u32.to_le_bytes());
+            resp.resize(4096, 0);
+            Some((head, 4096))
+        });
+        let got = d.setup_capture(&mut t, 4, (640, 480, *b"YU12"));
+        assert!(matches!(&got, Err(MediaError::Malformed(m)) if m.contains("granted 4000000000")), "{got:?}");
     }
 
     /// Random used heads, lengths and bytes: every driver call returns, none panics.

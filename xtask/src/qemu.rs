@@ -125,9 +125,13 @@ const MODULE_DIR: &str = "/usr/lib/x86_64-linux-gnu/qemu";
 /// looks for its own (Debian 12's 7.2, say), this build would load them and
 /// abort ("Only modules from the same build can be loaded"), and
 /// QEMU_MODULE_DIR does not stop it falling back there: so the wrapper
-/// re-executes itself in a private mount namespace (a user namespace too
-/// when not root) where the prefix's module directory is bind-mounted over
-/// the system's. `exec` all the way: QEMU keeps the wrapper's pid.
+/// re-executes itself in a user and mount namespace of its own where the
+/// prefix's module directory is bind-mounted over the system's. Run as
+/// root (a nightly), it always does: QEMU, and every QEMU the fuzzer
+/// starts, keeps root's uid for its files but holds no capability over
+/// the host (only the apt step needs root). Where namespaces are refused
+/// (a container's seccomp), root's QEMU runs as it is, said on stderr.
+/// `exec` all the way: QEMU keeps the wrapper's pid.
 fn write_wrapper(prefix: &Path) -> Result<(), String> {
     let script = format!(
         r#"#!/bin/sh
@@ -135,13 +139,14 @@ fn write_wrapper(prefix: &Path) -> Result<(), String> {
 # (written by cargo xtask; see xtask/src/qemu.rs).
 R="$(cd "$(dirname "$0")" && pwd)/root"
 MODS={MODULE_DIR}
-if [ -d "$MODS" ] && [ -z "$SHMEM_QEMU_PRIVATE_MODULES" ]; then
+if [ -z "$SHMEM_QEMU_PRIVATE_MODULES" ] && {{ [ -d "$MODS" ] || [ "$(id -u)" = 0 ]; }}; then
   export SHMEM_QEMU_PRIVATE_MODULES=1
-  if [ "$(id -u)" = 0 ]; then
-    exec unshare --mount --propagation private "$0" "$@"
-  else
+  if unshare --user --map-root-user --mount --propagation private true 2>/dev/null; then
     exec unshare --user --map-root-user --mount --propagation private "$0" "$@"
+  elif [ -d "$MODS" ]; then
+    echo "qemu wrapper: no user and mount namespace (unshare refused) to hide the system QEMU's modules in $MODS" >&2; exit 1
   fi
+  echo "qemu wrapper: no user namespace (unshare refused): QEMU runs as root" >&2
 fi
 if [ -n "$SHMEM_QEMU_PRIVATE_MODULES" ] && [ -d "$MODS" ]; then
   mount --bind "$R$MODS" "$MODS" || {{ echo "qemu wrapper: cannot hide the system QEMU's modules in $MODS" >&2; exit 1; }}
@@ -150,14 +155,43 @@ exec "$R/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$R/usr/l
   "$R/usr/bin/qemu-system-x86_64" -L "$R/usr/share/qemu" -L "$R/usr/share/seabios" "$@"
 "#
     );
+    // Written beside it and renamed over it: another run sharing the cache may be starting QEMU through it.
     let wrapper = prefix.join("qemu-system-x86_64");
-    fs::write(&wrapper, script).map_err(|e| format!("write {}: {e}", wrapper.display()))?;
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {}: {e}", wrapper.display()))
+    let mut new = tempfile::NamedTempFile::new_in(prefix).map_err(|e| format!("a temp file in {}: {e}", prefix.display()))?;
+    std::io::Write::write_all(&mut new, script.as_bytes()).map_err(|e| format!("write {}: {e}", new.path().display()))?;
+    fs::set_permissions(new.path(), fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {}: {e}", new.path().display()))?;
+    new.persist(&wrapper).map(drop).map_err(|e| format!("rename over {}: {e}", wrapper.display()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::debian_version;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::{MODULE_DIR, debian_version, write_wrapper};
+
+    /// The wrapper around a stand-in "loader" that says which user
+    /// namespace and uid the QEMU it would start runs in.
+    #[test]
+    fn root_s_qemu_runs_in_a_user_namespace_of_its_own() {
+        let prefix = tempfile::tempdir().expect("a prefix");
+        let lib = prefix.path().join("root/usr/lib/x86_64-linux-gnu");
+        std::fs::create_dir_all(&lib).expect("lib dir");
+        let loader = lib.join("ld-linux-x86-64.so.2");
+        std::fs::write(&loader, "#!/bin/sh\nreadlink /proc/self/ns/user; id -u\n").expect("stand-in loader");
+        std::fs::set_permissions(&loader, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        write_wrapper(prefix.path()).expect("wrapper");
+        let out = std::process::Command::new(prefix.path().join("qemu-system-x86_64")).arg("--version").env_remove("SHMEM_QEMU_PRIVATE_MODULES").output().expect("runs");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ours = std::fs::read_link("/proc/self/ns/user").expect("our user namespace").display().to_string();
+        // SAFETY: getuid has no preconditions.
+        let root = unsafe { libc::getuid() } == 0;
+        let refused = String::from_utf8_lossy(&out.stderr).contains("unshare refused");
+        let ns = said.lines().next().unwrap_or_default();
+        assert!(out.status.success() && !ns.is_empty(), "{out:?}");
+        // Its own namespace when run as root (or to hide a system QEMU's modules), unless namespaces are refused.
+        let own = (root || std::path::Path::new(MODULE_DIR).is_dir()) && !refused;
+        assert_eq!(ns != ours, own, "root {root}, refused {refused}: {said}");
+    }
 
     #[test]
     fn the_debian_version_is_read_from_the_build() {

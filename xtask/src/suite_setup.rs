@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use shmem_host::conformance::BackendUnderTest;
+use shmem_host::vm::config::NoBackend;
 use shmem_host::vm::lists::load_known_defects;
 use shmem_host::vm::qemu::{QemuInfo, probe};
 use shmem_host::vm::scenario::{MediaBuild, Scenario, SuiteDevice, SuiteFile};
@@ -154,7 +155,7 @@ pub fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec
     let backends: MediaBackends = builds
         .into_iter()
         .map(|b| {
-            let got = media_under_test(&sh, o.media_backend.as_deref(), b);
+            let got = media_under_test(&sh, o.media_backend.as_deref(), b).map_err(NoBackend::Unavailable);
             if let Err(e) = &got {
                 eprintln!("vm-test: no {} virtio-media backend for the media scenarios: {e}", b.name());
             }
@@ -183,7 +184,7 @@ pub fn backend_defects(list: Option<&str>) -> Result<Vec<KnownDefect>, String> {
 pub const BACKEND_LIST_ACCELS: [&str; 3] = [shmem_judge::defects::MODEL_ACCEL, "tcg", "kvm"];
 
 /// The virtio-media backend builds of a run, each with why it is missing where it is.
-pub type MediaBackends = Vec<(MediaBuild, Result<BackendUnderTest, String>)>;
+pub type MediaBackends = Vec<(MediaBuild, Result<BackendUnderTest, NoBackend>)>;
 
 /// vhost-device-media with simple-capture: `binary` (the published build),
 /// or built once and cached.
@@ -240,7 +241,7 @@ pub fn entries_note(q: &QemuInfo, list: &[KnownDefect], compared: bool) -> Optio
 /// at this QEMU's socket (`SHMEM_APPLIANCE_EMULATE`): its verdicts are of
 /// that behaviour, not of the QEMU alone.
 pub fn emulation_note(q: &QemuInfo) -> Result<Option<String>, String> {
-    let e = vm::boot::Emulation::for_qemu(&q.path)?;
+    let e = vm::boot::Emulation::for_qemu(&q.path).map_err(|e| e.to_string())?;
     Ok(e.map(|e| format!("EMULATED at its socket: {e:?} ({}); the verdicts are of that behaviour", vm::boot::EMULATE_VAR)))
 }
 

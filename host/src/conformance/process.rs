@@ -1,10 +1,13 @@
 //! A backend under test as a child process: started from a command line with
-//! `{socket}` in it, its stderr kept; waited for until it listens on its socket;
-//! killed and reaped on drop, its socket file removed. It stays in the runner's process group, so a
-//! Ctrl-C ends it with the runner. What it holds is read from `/proc/PID`.
+//! `{socket}` in it, its stderr kept; waited for until it listens on its
+//! socket; on drop its process group killed (a wrapper that does not `exec`
+//! and the backend it started alike) and reaped, its socket file removed.
+//! Its own process group: the runner stops it, on Ctrl-C too. What it holds
+//! is read from `/proc` for every process of its tree.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,7 @@ impl BackendProcess {
         let log = fs::File::create(&stderr).map_err(|e| format!("create {}: {e}", stderr.display()))?;
         let mut cmd = Command::new(prog);
         let child = crate::spawn::stdio_only(&mut cmd)
+            .process_group(0)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -86,12 +90,17 @@ impl BackendProcess {
         lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 
+    /// Its processes: itself (a wrapper, maybe) and every one it started.
+    pub fn processes(&self) -> Vec<u32> {
+        crate::spawn::tree(self.child.id())
+    }
+
     /// How many memfds it holds open, with every process it started (a
     /// wrapper's child is the backend then). An error when its fds cannot
     /// be read: it is gone, or not ours to look at; never a count of 0.
     pub fn memfds(&self) -> Result<usize, String> {
         let mut total = 0;
-        for pid in tree(self.child.id()) {
+        for pid in crate::spawn::tree(self.child.id()) {
             // A process that has ended holds no fd, and that says nothing of what it released.
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("process {pid}: {e}"))?;
             if matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), Some('Z' | 'X') | None) {
@@ -105,23 +114,9 @@ impl BackendProcess {
     }
 }
 
-/// `pid` and its descendants (from `/proc/PID/task/TID/children`).
-fn tree(pid: u32) -> Vec<u32> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while let Some(&p) = all.get(i) {
-        let tasks = fs::read_dir(format!("/proc/{p}/task")).map(|rd| rd.flatten().map(|t| t.path()).collect::<Vec<_>>()).unwrap_or_default();
-        for t in tasks {
-            let kids = fs::read_to_string(t.join("children")).unwrap_or_default();
-            all.extend(kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()).filter(|k| !all.contains(k)).collect::<Vec<_>>());
-        }
-        i += 1;
-    }
-    all
-}
-
 impl Drop for BackendProcess {
     fn drop(&mut self) {
+        let _ = crate::spawn::signal_group(self.child.id(), libc::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.socket);

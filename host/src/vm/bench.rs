@@ -24,9 +24,23 @@ pub enum BenchError {
     Manager(#[from] ManagerError),
     /// The measurement itself is not good enough to report.
     #[error("bandwidth not measured: {0}")]
-    Unfit(String),
+    Unfit(#[from] Unfit),
     #[error("{0}")]
     Shutdown(String),
+}
+
+/// Why a boot's copy timings are not good enough to report.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Unfit {
+    #[error("bandwidth mapping refused (ack {0})")]
+    Refused(u64),
+    #[error("the shortest timed copy took {shortest} ticks and the clock is known to ±{:.3} % ({clock}): a copy's timing could be off by {:.3} %, more than {:.1} %", uncertainty * 100.0, error * 100.0, MAX_TIMING_ERROR * 100.0)]
+    Coarse { shortest: u64, uncertainty: f64, clock: String, error: f64 },
+    /// Still unfit after every attempt: the last attempt's reason.
+    #[error("{last} (attempt {attempt} of {BANDWIDTH_ATTEMPTS})")]
+    Attempt { last: Box<Unfit>, attempt: usize },
+    #[error("not measured")]
+    NotMeasured,
 }
 
 /// What the bench measures on a boot with nothing else running.
@@ -35,7 +49,7 @@ pub struct BootAlone {
     pub boot_time: Duration,
     /// Guest copy timings through a read-write mapping and in guest RAM,
     /// or why they could not be measured (the boot's time still counts).
-    pub bandwidth: Result<CopyRounds, String>,
+    pub bandwidth: Result<CopyRounds, Unfit>,
 }
 
 /// How many times a boot alone measures bandwidth (each attempt calibrates
@@ -51,13 +65,13 @@ pub fn boot_alone(cfg: &SuiteConfig, accel: Accel) -> Result<BootAlone, BenchErr
     let sockets = tempfile::Builder::new().prefix("shmem-boot-").tempdir().map_err(|source| BenchError::Io { what: "socket dir", source })?;
     let device = (cfg.spec.clone(), cfg.layout.clone());
     let mut qt = boot(&cfg.boot_spec(&device, None), accel, Dirs { logs: logs.path(), sockets: sockets.path() })?;
-    let mut bandwidth = Err(String::new());
+    let mut bandwidth = Err(Unfit::NotMeasured);
     for attempt in 1..=BANDWIDTH_ATTEMPTS {
         bandwidth = match measure_bandwidth(&mut qt.target) {
             Ok(r) => Ok(r),
             Err(BenchError::Unfit(why)) => {
                 qt.target.guest.forget_clock();
-                Err(format!("{why} (attempt {attempt} of {BANDWIDTH_ATTEMPTS})"))
+                Err(Unfit::Attempt { last: Box::new(why), attempt })
             }
             Err(e) => return Err(e),
         };
@@ -79,19 +93,13 @@ const MAX_TIMING_ERROR: f64 = 0.01;
 /// Whether copy timings are good enough to report: the shortest copy's
 /// resolution error and the calibration's uncertainty together stay within
 /// [`MAX_TIMING_ERROR`]. Err says by how much they are not.
-pub fn timing_fit(rounds: &CopyRounds) -> Result<(), String> {
+pub fn timing_fit(rounds: &CopyRounds) -> Result<(), Unfit> {
     let shortest = rounds.shortest();
     let error = if shortest == 0 { f64::INFINITY } else { 1.0 / shortest as f64 } + rounds.clock.uncertainty;
     if error <= MAX_TIMING_ERROR {
         return Ok(());
     }
-    Err(format!(
-        "the shortest timed copy took {shortest} ticks and the clock is known to ±{:.3} % ({}): a copy's timing could be off by {:.3} %, more than {:.1} %",
-        rounds.clock.uncertainty * 100.0,
-        rounds.clock,
-        error * 100.0,
-        MAX_TIMING_ERROR * 100.0
-    ))
+    Err(Unfit::Coarse { shortest, uncertainty: rounds.clock.uncertainty, clock: rounds.clock.to_string(), error })
 }
 
 /// Measures guest copy bandwidth through a read-write mapping and in guest
@@ -105,12 +113,12 @@ fn measure_bandwidth(t: &mut Target) -> Result<CopyRounds, BenchError> {
     }
     let o = t.mgr.map(0, "bench/bw", 0, 0, LEN, true)?;
     if o.reply.ack != 0 {
-        return Err(BenchError::Unfit(format!("bandwidth mapping refused (ack {})", o.reply.ack)));
+        return Err(Unfit::Refused(o.reply.ack).into());
     }
     let res = t.guest.bandwidth(0, LEN, 64, 7);
     let _ = t.mgr.unmap(0, 0, LEN);
     let rounds = res?;
-    timing_fit(&rounds).map_err(BenchError::Unfit)?;
+    timing_fit(&rounds)?;
     Ok(rounds)
 }
 
@@ -129,7 +137,7 @@ mod tests {
     #[test]
     fn copy_timings_are_refused_when_the_clock_or_the_copy_is_too_coarse() {
         assert!(timing_fit(&rounds(20_000_000, 0.001)).is_ok());
-        let err = timing_fit(&rounds(20_000_000, 0.02)).unwrap_err();
+        let err = timing_fit(&rounds(20_000_000, 0.02)).unwrap_err().to_string();
         assert!(err.contains("±2.000 %"), "an uncertain calibration: {err}");
         assert!(timing_fit(&rounds(50, 0.001)).is_err(), "a copy of a few ticks");
     }

@@ -49,8 +49,8 @@ pub enum BootError {
     NoDevice(String),
     #[error("{accel} boot failed: {source}")]
     Accel { accel: &'static str, source: Box<BootError> },
-    #[error("{0}")]
-    Emulation(String),
+    #[error(transparent)]
+    Emulation(#[from] UnknownEmulation),
 }
 
 impl BootError {
@@ -163,7 +163,7 @@ pub fn boot(b: &BootSpec<'_>, accel: Accel, dirs: Dirs<'_>) -> Result<QemuTarget
     }
     let boot_checks = vec![layout_check(b.layout, &guest)];
     guest.reset(b.init).map_err(BootError::Init)?;
-    match Emulation::for_qemu(&b.qemu.path).map_err(BootError::Emulation)? {
+    match Emulation::for_qemu(&b.qemu.path)? {
         Some(Emulation::CommitBeforeReply) => chan.set_reply_hold(Some(Emulation::commit_before_reply(server.recorder().clone()))),
         Some(Emulation::HoldReply(d)) => chan.set_reply_hold(Some(ReplyHold(Arc::new(move |_| {
             std::thread::sleep(d);
@@ -196,19 +196,26 @@ pub enum Emulation {
     HoldReply(Duration),
 }
 
+/// `SHMEM_APPLIANCE_EMULATE` names no emulation there is.
+#[derive(Debug, thiserror::Error)]
+#[error("{EMULATE_VAR}={value:?}: the emulations are \"commit-before-reply\" and \"hold-reply-us=N\" (N up to 1000000); for one QEMU add @PATH")]
+pub struct UnknownEmulation {
+    pub value: String,
+}
+
 /// The environment variable that turns an [`Emulation`] on.
 pub const EMULATE_VAR: &str = "SHMEM_APPLIANCE_EMULATE";
 
 impl Emulation {
     /// The emulation `SHMEM_APPLIANCE_EMULATE` asks for the QEMU at `qemu`, if any.
-    pub fn for_qemu(qemu: &Path) -> Result<Option<Self>, String> {
+    pub fn for_qemu(qemu: &Path) -> Result<Option<Self>, UnknownEmulation> {
         let Some(v) = std::env::var(EMULATE_VAR).ok().filter(|v| !v.is_empty()) else { return Ok(None) };
         let (name, only) = v.split_once('@').map_or((v.as_str(), None), |(n, p)| (n, Some(Path::new(p))));
         let hold = name.strip_prefix("hold-reply-us=").map(|us| us.parse::<u64>().ok().filter(|&us| us <= 1_000_000));
         let e = match (name, hold) {
             ("commit-before-reply", _) => Emulation::CommitBeforeReply,
             (_, Some(Some(us))) => Emulation::HoldReply(Duration::from_micros(us)),
-            (other, _) => return Err(format!("{EMULATE_VAR}={other:?}: the emulations are \"commit-before-reply\" and \"hold-reply-us=N\" (N up to 1000000); for one QEMU add @PATH")),
+            (other, _) => return Err(UnknownEmulation { value: other.to_string() }),
         };
         Ok(only.is_none_or(|p| p == qemu).then_some(e))
     }

@@ -43,18 +43,28 @@ pub struct SuiteConfig {
     /// The builds of the virtio-media backend media scenarios run against,
     /// each with why there is none where there is none (each media scenario
     /// of that build then reports it as an error).
-    pub media_backends: Vec<(MediaBuild, Result<BackendUnderTest, String>)>,
+    pub media_backends: Vec<(MediaBuild, Result<BackendUnderTest, NoBackend>)>,
     /// Its known defects, keyed on its version (`tests/backend-defects.toml`).
     pub backend_defects: Vec<KnownDefect>,
 }
 
+/// Why a media scenario has no backend of its build.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NoBackend {
+    /// Finding or building it failed, as the runner's caller said.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("no {0} build of the virtio-media backend was given to this run")]
+    NotGiven(&'static str),
+}
+
 impl SuiteConfig {
     /// The backend of a media scenario's build, or why there is none.
-    pub fn media_backend(&self, build: MediaBuild) -> Result<&BackendUnderTest, String> {
+    pub fn media_backend(&self, build: MediaBuild) -> Result<&BackendUnderTest, NoBackend> {
         match self.media_backends.iter().find(|(b, _)| *b == build) {
             Some((_, Ok(b))) => Ok(b),
             Some((_, Err(why))) => Err(why.clone()),
-            None => Err(format!("no {} build of the virtio-media backend was given to this run", build.name())),
+            None => Err(NoBackend::NotGiven(build.name())),
         }
     }
 

@@ -23,15 +23,14 @@ fn fds() -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// Every process we started that is still there, with what they started
+/// (a wrapper's QEMU or backend), by pid and command line.
 fn children() -> Vec<String> {
     let mut out = Vec::new();
-    for task in fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
-        let list = fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for pid in list.split_whitespace() {
-            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            out.push(format!("child process {pid} ({})", cmd.trim()));
-        }
+    for pid in crate::spawn::tree(std::process::id()).into_iter().skip(1) {
+        let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        out.push(format!("child process {pid} ({})", cmd.trim()));
     }
     out
 }

@@ -347,8 +347,22 @@ impl Qemu {
         }
     }
 
+    /// The process we started: QEMU, or a `--qemu` wrapper around it
+    /// (the leader of their process group).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// QEMU's own processes: the one we started and every one it started (a
+    /// wrapper that does not `exec` is the parent of QEMU).
+    pub fn processes(&self) -> Vec<u32> {
+        self.pid().map(crate::spawn::tree).unwrap_or_default()
+    }
+
+    /// The QEMU a wrapper runs (the wrapper itself when it `exec`s): where
+    /// its vCPU threads are.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        self.pid().map(crate::spawn::leaf)
     }
 
     /// Reads one line from the agent before `deadline`, watching QEMU.
@@ -432,13 +446,11 @@ impl Qemu {
         }
     }
 
+    /// Signals QEMU's process group (our child, not reaped yet, leads it):
+    /// a wrapper that does not `exec` and the QEMU it runs alike.
     fn signal(&self, sig: libc::c_int) -> Result<(), QemuError> {
         let pid = self.pid().ok_or_else(|| QemuError::NotRunning { during: format!("sending signal {sig}") })?;
-        // SAFETY: signalling our own child, which is not reaped yet.
-        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
-            return Err(io_err(format!("kill -{sig} {pid}"))(std::io::Error::last_os_error()));
-        }
-        Ok(())
+        crate::spawn::signal_group(pid, sig).map_err(io_err(format!("kill -{sig} -{pid}")))
     }
 
     /// Fault injection: SIGKILL QEMU and leave it to be noticed (and reaped)
@@ -449,6 +461,7 @@ impl Qemu {
 
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = crate::spawn::signal_group(c.id(), libc::SIGKILL);
             let _ = c.kill();
             if let Ok(status) = c.wait() {
                 self.exit.get_or_insert(status);

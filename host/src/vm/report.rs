@@ -283,7 +283,7 @@ pub fn bench_report(runs: &[SuiteReport], boots_alone: &[BootAlone], not_measure
         return None;
     }
     let rounds: Vec<&CopyRounds> = boots_alone.iter().filter_map(|b| b.bandwidth.as_ref().ok()).collect();
-    let unfit: Vec<&String> = boots_alone.iter().filter_map(|b| b.bandwidth.as_ref().err()).collect();
+    let unfit: Vec<String> = boots_alone.iter().filter_map(|b| b.bandwidth.as_ref().err().map(ToString::to_string)).collect();
     let bw = if rounds.is_empty() {
         unfit.first().map(|why| json!({ "not_measured": why }))
     } else {
@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_bench_whose_clock_was_too_coarse_still_reports_its_boots() {
-        let coarse = || BootAlone { boot_time: Duration::from_millis(900), bandwidth: Err("the clock is known to ±1.502 %".into()) };
+        let coarse = || BootAlone { boot_time: Duration::from_millis(900), bandwidth: Err(crate::vm::bench::Unfit::Coarse { shortest: 20_000_000, uncertainty: 0.01502, clock: "2.0 GHz".into(), error: 0.01502 }) };
         let json = bench_report(&[], &[coarse(), coarse()], &["run 1: could not run".into()], &["run 2: verdicts failed: x".into()]).expect("boot figures were measured");
         let v: Value = serde_json::from_str(&json).expect("JSON");
         assert_eq!(v["boot_to_agent_ready_s"]["n"], 2, "{v}");

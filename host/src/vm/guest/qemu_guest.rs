@@ -2,7 +2,6 @@
 //! port (or, for the doorbell probe, words in shared memory); what QEMU
 //! holds is read from `/proc/PID`. Asks and reports; never judges.
 
-use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use super::agent::{self, ReadyLine};
@@ -183,24 +182,11 @@ impl Guest for QemuGuest {
         String::from_utf8_lossy(text.get(mark as usize..).unwrap_or_default()).trim().to_string()
     }
 
+    /// What QEMU holds of `file`, in every process of its tree (a wrapper
+    /// that does not `exec` holds nothing of it; the QEMU under it does).
     fn holds(&self, file: FileId) -> Result<Vec<String>, GuestError> {
         let pid = self.qemu.pid().ok_or_else(|| QemuError::NotRunning { during: "looking at what QEMU holds".into() })?;
-        let io = |what: String| move |source| QemuError::Io { what, source };
-        let mut found = Vec::new();
-        let fd_dir = format!("/proc/{pid}/fd");
-        for e in std::fs::read_dir(&fd_dir).map_err(io(fd_dir.clone()))?.flatten() {
-            if std::fs::metadata(e.path()).is_ok_and(|m| (m.dev(), m.ino()) == (file.dev, file.ino)) {
-                found.push(format!("fd {}", e.file_name().to_string_lossy()));
-            }
-        }
-        let maps_path = format!("/proc/{pid}/maps");
-        let maps = std::fs::read_to_string(&maps_path).map_err(io(maps_path.clone()))?;
-        for line in maps.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() >= 6 && f[5].starts_with("/memfd:") && f[4].parse::<u64>().ok() == Some(file.ino) {
-                found.push(format!("mapping {}", f[0]));
-            }
-        }
+        let found = crate::spawn::holding(pid, (file.dev, file.ino)).map_err(|source| QemuError::Io { what: format!("what QEMU's processes (from {pid}) hold"), source })?;
         Ok(found)
     }
 
@@ -278,7 +264,7 @@ impl Guest for QemuGuest {
             self.qemu.check_running("starting the guest probe")?;
             std::thread::sleep(Duration::from_millis(1));
         }
-        let (pinned, pinning) = pinning::pin_apart(self.qemu.pid(), self.qemu.smp);
+        let (pinned, pinning) = pinning::pin_apart(self.qemu.qemu_pid(), self.qemu.smp);
         self.probe = Some(Probe { host, seq: 1, id, _pinned: pinned });
         Ok(format!("{}, {} vCPUs, {pinning}", self.qemu.accel.name(), self.qemu.smp))
     }
