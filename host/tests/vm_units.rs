@@ -342,7 +342,9 @@ fn a_media_table_is_refused_where_it_cannot_run_naming_the_line() {
     for (text, want) in [
         (format!("description = \"m\"\n{media}"), "m.toml:2:1: `[media]` needs `own_boot = true`"),
         (format!("description = \"m\"\nown_boot = true\n{media}{step}"), "m.toml:3:1: `[media]` runs a session of its own"),
-        (format!("description = \"m\"\nown_boot = true\n{}", media.replace("frames = 3", "frames = 0")), "m.toml:3:1: `[media]` needs at least one buffer and one frame"),
+        (format!("description = \"m\"\nown_boot = true\n{}", media.replace("frames = 3", "frames = 0")), "m.toml:3:1: `frames` is 1 to 1000"),
+        (format!("description = \"m\"\nown_boot = true\n{}", media.replace("frames = 3", "frames = 1001")), "m.toml:3:1: `frames` is 1 to 1000"),
+        (format!("description = \"m\"\nown_boot = true\n{}", media.replace("buffers = 4", "buffers = 4000000000")), "m.toml:3:1: `buffers` is 1 to 32"),
         (format!("description = \"m\"\nown_boot = true\n{media}churn = 0\n"), "m.toml:3:1: `churn` is a number of MMAP/MUNMAP cycles, 1 to 100000"),
         (format!("description = \"m\"\nown_boot = true\n{media}churn = 100001\n"), "m.toml:3:1: `churn`"),
         (format!("description = \"m\"\nown_boot = true\n{media}refuse_map = 2\nchurn = 5\n"), "m.toml:3:1: `churn`, `refuse_map`, `ack_delay_ms`, `reset_mid_stream` and `close_channel` are sessions of their own"),

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use shmem_judge::parse::{LoadError, parse_toml};
 
 use super::step::{Step, step_labels};
-use super::{BackendMode, MAX_ACK_DELAY_MS, MAX_CHURN, MediaScenario, Scenario, SuiteDevice, SuiteFile, one, yes};
+use super::{BackendMode, MAX_ACK_DELAY_MS, MAX_BUFFERS, MAX_CHURN, MAX_FRAMES, MediaScenario, Scenario, SuiteDevice, SuiteFile, one, yes};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -87,7 +87,8 @@ fn check_media_keys(f: &ScenarioFile) -> Result<(), (&'static str, &'static str)
         Some(_) if !f.own_boot => Err(("media", "`[media]` needs `own_boot = true`: it boots a device of its own")),
         Some(_) if !f.step.is_empty() => Err(("media", "`[media]` runs a session of its own: no `[[step]]` with it")),
         Some(_) if f.device.is_some() || f.qemu_only || f.boot_refusal_ok => Err(("media", "`[media]` takes no `device`, `qemu_only` or `boot_refusal_ok`")),
-        Some(m) if m.buffers == 0 || m.frames == 0 => Err(("media", "`[media]` needs at least one buffer and one frame")),
+        Some(m) if m.buffers == 0 || m.buffers > MAX_BUFFERS => Err(("media", "`buffers` is 1 to 32 (what a V4L2 queue holds)")),
+        Some(m) if m.frames == 0 || m.frames > MAX_FRAMES => Err(("media", "`frames` is 1 to 1000")),
         Some(m) if m.churn.is_some_and(|n| n == 0 || n > MAX_CHURN) => Err(("media", "`churn` is a number of MMAP/MUNMAP cycles, 1 to 100000")),
         Some(m) if [m.churn.is_some(), m.refuse_map.is_some(), m.ack_delay_ms.is_some(), m.reset_mid_stream, m.close_channel].iter().filter(|x| **x).count() > 1 => {
             Err(("media", "`churn`, `refuse_map`, `ack_delay_ms`, `reset_mid_stream` and `close_channel` are sessions of their own: one at most"))

@@ -93,6 +93,13 @@ pub struct MediaScenario {
 /// The longest ack delay a media scenario may ask for.
 pub const MAX_ACK_DELAY_MS: u64 = 2000;
 
+/// The most buffers a media scenario may ask for: what a V4L2 queue holds.
+pub const MAX_BUFFERS: u32 = shmem_virtio_media::driver::MAX_BUFFERS;
+
+/// The most frames a media scenario may read through the BAR (each one a
+/// command to the guest agent).
+pub const MAX_FRAMES: usize = 1000;
+
 /// The most MMAP/MUNMAP cycles a media scenario's churn may ask for.
 pub const MAX_CHURN: usize = 100_000;
 
