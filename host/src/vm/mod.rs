@@ -29,6 +29,7 @@ pub mod own_boot;
 pub mod pool;
 pub mod own_run;
 pub mod qemu;
+pub mod qemu_exit;
 pub mod replicate;
 pub mod report;
 pub mod run;

@@ -5,8 +5,11 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+
+pub use super::qemu_exit::describe_status;
+use super::qemu_exit::{as_qemu_ended, is_script};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -93,29 +96,6 @@ pub fn development_kind(build: &str) -> Option<String> {
     }
 }
 
-/// An exit status as the reports and known-defect signatures name it:
-/// "status 0", "signal 11 (SIGSEGV)".
-pub fn describe_status(s: ExitStatus) -> String {
-    match (s.code(), s.signal()) {
-        (Some(c), _) => format!("status {c}"),
-        (None, Some(sig)) => format!("signal {sig} ({})", signal_name(sig)),
-        _ => format!("{s}"),
-    }
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGTRAP => "SIGTRAP",
-        _ => "other signal",
-    }
-}
 
 fn run_probe(path: &Path, args: &[&str]) -> Result<String, QemuError> {
     let mut cmd = Command::new(path);
@@ -223,6 +203,8 @@ fn tail(path: &Path) -> String {
 /// A running QEMU with the agent connected. Killed and reaped on drop.
 pub struct Qemu {
     child: Option<Child>,
+    /// The program started is a script (a wrapper): see `qemu_exit::as_qemu_ended`.
+    script: bool,
     /// How QEMU ended, once it was reaped.
     pub exit: Option<ExitStatus>,
     /// Guest vCPUs.
@@ -290,6 +272,7 @@ impl Qemu {
         let child = cmd.spawn().map_err(|e| (io_err(format!("starting {}", cfg.qemu.display()))(e), None))?;
         let mut q = Qemu {
             child: Some(child),
+            script: is_script(&cfg.qemu),
             exit: None,
             smp: cfg.smp,
             accel: cfg.accel,
@@ -339,7 +322,7 @@ impl Qemu {
     pub fn check_running(&mut self, during: &str) -> Result<(), QemuError> {
         if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
             self.child = None;
-            self.exit = Some(status);
+            self.exit = Some(as_qemu_ended(status, self.script));
         }
         match self.exit {
             Some(status) => Err(QemuError::Exited { exit: describe_status(status), during: during.to_string() }),
@@ -446,11 +429,15 @@ impl Qemu {
         }
     }
 
-    /// Signals QEMU's process group (our child, not reaped yet, leads it):
-    /// a wrapper that does not `exec` and the QEMU it runs alike.
+    /// Signals QEMU itself: the program a wrapper runs (the wrapper itself
+    /// when it `exec`s), so a wrapper that waits for it ends as QEMU did.
     fn signal(&self, sig: libc::c_int) -> Result<(), QemuError> {
-        let pid = self.pid().ok_or_else(|| QemuError::NotRunning { during: format!("sending signal {sig}") })?;
-        crate::spawn::signal_group(pid, sig).map_err(io_err(format!("kill -{sig} -{pid}")))
+        let pid = self.qemu_pid().ok_or_else(|| QemuError::NotRunning { during: format!("sending signal {sig}") })?;
+        // SAFETY: signalling a process of our child's tree, not reaped yet.
+        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+            return Err(io_err(format!("kill -{sig} {pid}"))(std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     /// Fault injection: SIGKILL QEMU and leave it to be noticed (and reaped)
@@ -464,7 +451,7 @@ impl Qemu {
             let _ = crate::spawn::signal_group(c.id(), libc::SIGKILL);
             let _ = c.kill();
             if let Ok(status) = c.wait() {
-                self.exit.get_or_insert(status);
+                self.exit.get_or_insert(as_qemu_ended(status, self.script));
             }
         }
     }

@@ -32,7 +32,12 @@ pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
         checks.push(shmem_config(&rec.regions));
         let replay = Replay::of(rec);
         checks.push(problems_check("map-valid", "SHMEM_MAP", replay.maps, &replay.map_problems));
-        checks.push(problems_check("unmap-valid", "SHMEM_UNMAP", replay.unmaps, &replay.unmap_problems));
+        // No unmap at all is no evidence of valid unmaps, and no fault either: an unmap owed
+        // (a mapping left live at the end) fails `all-unmapped`; after a reset, or with every
+        // map refused, none is owed. The check is then not judged, never passed.
+        if replay.unmaps > 0 {
+            checks.push(problems_check("unmap-valid", "SHMEM_UNMAP", replay.unmaps, &replay.unmap_problems));
+        }
         if ended {
             checks.push(all_unmapped(&replay.live, rec));
         }
@@ -54,7 +59,8 @@ pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
     // After a hang the last requests' tables are the hang's to answer for
     // (seen: the model, freed at shut-down, acks the request it left
     // waiting and can send no table any more).
-    if let Some(lags) = rec.wire_lags.as_ref().filter(|_| !hung) {
+    // Nothing accepted to look for (every map refused, read-only fds only): not judged, never passed.
+    if let Some(lags) = rec.wire_lags.as_ref().filter(|l| !hung && !l.is_empty()) {
         checks.push(wire::reaches_table_check(lags));
     }
     let alive = rec.dead.is_none();
@@ -159,7 +165,13 @@ fn map_problem(m: &ShmemMsg, s: &Served, regions: &[u64], live: &[ShmemMsg], ask
     checks.iter().find(|(bad, _)| *bad).map(|(_, p)| *p).or_else(|| (rw != asked_rw).then_some(if rw { "writable where the driver asked read-only" } else { "read-only where the driver asked writable" }))
 }
 
+/// `map-valid` / `unmap-valid`: every request of its kind valid; none at
+/// all is no evidence, and fails (`problem = "none sent"`): every session
+/// maps buffers (`unmap-valid` is not judged without an unmap, see `judge`).
 fn problems_check(name: &str, what: &str, total: usize, problems: &[(String, &'static str)]) -> CheckResult {
+    if total == 0 {
+        return CheckResult::new(name, false, format!("the backend sent no {what} request: nothing to check")).with("invalid", 0u64).with("problem", "none sent");
+    }
     let evidence = match problems.first() {
         None => format!("all {total} {what} requests valid"),
         Some((req, p)) => {
@@ -355,5 +367,17 @@ mod tests {
         assert!(!unread.passed && unread.facts["left"] == "unknown" && unread.evidence.contains("permission denied"), "{unread:?}");
         // A record nobody filled in is no evidence either.
         assert!(!check(&SessionRecord { live_at_end: HeldAtEnd::default(), ..rec(HeldAtEnd::Read(0)) }).passed);
+    }
+
+    #[test]
+    fn no_request_to_check_is_no_pass() {
+        let rec = SessionRecord { offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], live_at_end: HeldAtEnd::Read(0), ..SessionRecord::default() };
+        let checks = judge(&rec);
+        let find = |name: &str| checks.iter().find(|c| c.check == name).unwrap_or_else(|| panic!("a {name} check: {checks:?}"));
+        let c = find("map-valid");
+        assert!(!c.passed && c.facts["problem"] == "none sent" && c.evidence.contains("nothing to check"), "{c:?}");
+        // No unmap, nothing accepted to look for in a table: neither judged, so neither passes.
+        let relayed = judge(&SessionRecord { wire_lags: Some(Vec::new()), ..rec });
+        assert!(!relayed.iter().any(|c| c.check == "unmap-valid" || c.check == "reaches-memory-table"), "{relayed:?}");
     }
 }
