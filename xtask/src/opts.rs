@@ -32,7 +32,7 @@ pub struct Opts {
 }
 
 /// `--compare-budget`'s default: about two minutes of probe boots, which
-/// under TCG on two cores is some 7-9 boots a side.
+/// under TCG on two cores is some 9-12 boots a side idle, 6-8 busy.
 pub const COMPARE_BUDGET: u64 = 120;
 
 pub fn parse_opts(args: &[String]) -> Result<Opts, String> {
