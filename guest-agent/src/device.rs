@@ -64,10 +64,15 @@ impl NotifyCap {
     pub fn doorbell(&self, notify_off: u16, bar_len: usize) -> Result<usize, String> {
         let at = usize::from(notify_off).checked_mul(self.multiplier as usize).and_then(|o| o.checked_add(self.offset));
         match at {
-            Some(at) if at.is_multiple_of(2) && at.checked_add(2).is_some_and(|end| end <= bar_len) => Ok(at),
+            Some(at) if at.is_multiple_of(2) && inside(at, 2, bar_len) => Ok(at),
             _ => Err(format!("notify capability: offset {:#x} + queue_notify_off {notify_off} x multiplier {} is not a 2-aligned register inside the notify BAR of {bar_len:#x} bytes", self.offset, self.multiplier)),
         }
     }
+}
+
+/// Whether `len` bytes at `off` lie inside a BAR of `bar_len` bytes (no overflow).
+fn inside(off: usize, len: usize, bar_len: usize) -> bool {
+    off.checked_add(len).is_some_and(|end| end <= bar_len)
 }
 
 /// The virtio common configuration's length (through `queue_device`).
@@ -76,10 +81,10 @@ const COMMON_CFG_LEN: usize = 0x38;
 /// Whether the common configuration at `off` lies 4-aligned inside a BAR
 /// of `bar_len` bytes (the capability's offset comes from the device).
 pub(crate) fn common_cfg_fits(off: usize, bar_len: usize) -> Result<(), String> {
-    match off.checked_add(COMMON_CFG_LEN) {
-        Some(end) if off.is_multiple_of(4) && end <= bar_len => Ok(()),
-        _ => Err(format!("common-config capability: offset {off:#x} (+{COMMON_CFG_LEN:#x}) is not 4-aligned inside its BAR of {bar_len:#x} bytes")),
+    if off.is_multiple_of(4) && inside(off, COMMON_CFG_LEN, bar_len) {
+        return Ok(());
     }
+    Err(format!("common-config capability: offset {off:#x} (+{COMMON_CFG_LEN:#x}) is not 4-aligned inside its BAR of {bar_len:#x} bytes"))
 }
 
 /// A mapped BAR (via sysfs resourceN). Its accessors trust their offset:
@@ -106,10 +111,7 @@ impl Bar {
     }
 
     fn check(&self, off: usize, len: usize) -> Result<(), String> {
-        match off.checked_add(len) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(format!("range {off:#x}+{len:#x} outside BAR of {:#x} bytes", self.len)),
-        }
+        if inside(off, len, self.len) { Ok(()) } else { Err(format!("range {off:#x}+{len:#x} outside BAR of {:#x} bytes", self.len)) }
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -24,9 +24,8 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> io::Result<Output> 
     let readers = [pipes.0.map(reader), pipes.1.map(reader)];
     let deadline = Instant::now() + timeout;
     // The whole group: a wrapper script's own children too.
-    // SAFETY: kill with a negative pid signals the group the child leads.
-    let group = child.id() as i32;
-    let kill_group = || unsafe { libc::kill(-group, libc::SIGKILL) };
+    let group = child.id();
+    let kill_group = || drop(crate::spawn::signal_group(group, libc::SIGKILL));
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;

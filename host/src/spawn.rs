@@ -22,17 +22,24 @@ pub fn stdio_only(cmd: &mut Command) -> &mut Command {
     unsafe { cmd.pre_exec(cloexec_above_stderr) }
 }
 
-/// `pid` and its descendants, parents first (from `/proc/PID/task/TID/children`).
+/// The children of `pid`, of all its threads (`/proc/PID/task/TID/children`).
+fn children(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|rd| rd.flatten().map(|t| t.path()).collect::<Vec<_>>()).unwrap_or_default();
+    let mut kids = Vec::new();
+    for t in tasks {
+        let list = std::fs::read_to_string(t.join("children")).unwrap_or_default();
+        kids.extend(list.split_whitespace().filter_map(|k| k.parse::<u32>().ok()));
+    }
+    kids
+}
+
+/// `pid` and its descendants, parents first.
 pub fn tree(pid: u32) -> Vec<u32> {
     let mut all = vec![pid];
     let mut i = 0;
     while let Some(&p) = all.get(i) {
-        let tasks = std::fs::read_dir(format!("/proc/{p}/task")).map(|rd| rd.flatten().map(|t| t.path()).collect::<Vec<_>>()).unwrap_or_default();
-        for t in tasks {
-            let kids = std::fs::read_to_string(t.join("children")).unwrap_or_default();
-            let new: Vec<u32> = kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()).filter(|k| !all.contains(k)).collect();
-            all.extend(new);
-        }
+        let new: Vec<u32> = children(p).into_iter().filter(|k| !all.contains(k)).collect();
+        all.extend(new);
         i += 1;
     }
     all
@@ -43,17 +50,11 @@ pub fn tree(pid: u32) -> Vec<u32> {
 pub fn leaf(pid: u32) -> u32 {
     let mut at = pid;
     loop {
-        let kids: Vec<u32> = tree(at).into_iter().filter(|&p| p != at && parent(p) == Some(at)).collect();
-        match kids.as_slice() {
+        match children(at).as_slice() {
             [only] => at = *only,
             _ => return at,
         }
     }
-}
-
-fn parent(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// What the processes of `root`'s tree hold of the file `(dev, ino)`: their

@@ -100,7 +100,7 @@ impl BackendProcess {
     /// be read: it is gone, or not ours to look at; never a count of 0.
     pub fn memfds(&self) -> Result<usize, String> {
         let mut total = 0;
-        for pid in crate::spawn::tree(self.child.id()) {
+        for pid in self.processes() {
             // A process that has ended holds no fd, and that says nothing of what it released.
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("process {pid}: {e}"))?;
             if matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), Some('Z' | 'X') | None) {

@@ -336,12 +336,6 @@ impl Qemu {
         self.child.as_ref().map(Child::id)
     }
 
-    /// QEMU's own processes: the one we started and every one it started (a
-    /// wrapper that does not `exec` is the parent of QEMU).
-    pub fn processes(&self) -> Vec<u32> {
-        self.pid().map(crate::spawn::tree).unwrap_or_default()
-    }
-
     /// The QEMU a wrapper runs (the wrapper itself when it `exec`s): where
     /// its vCPU threads are.
     pub fn qemu_pid(&self) -> Option<u32> {
