@@ -175,7 +175,8 @@ mod tests {
     fn root_s_qemu_runs_in_a_user_namespace_of_its_own() {
         let prefix = tempfile::tempdir().expect("a prefix");
         let lib = prefix.path().join("root/usr/lib/x86_64-linux-gnu");
-        std::fs::create_dir_all(&lib).expect("lib dir");
+        // As install_prefix leaves it: the module directory the wrapper binds over a system QEMU's.
+        std::fs::create_dir_all(prefix.path().join("root").join(MODULE_DIR.trim_start_matches('/'))).expect("module dir");
         let loader = lib.join("ld-linux-x86-64.so.2");
         std::fs::write(&loader, "#!/bin/sh\nreadlink /proc/self/ns/user; id -u\n").expect("stand-in loader");
         std::fs::set_permissions(&loader, std::fs::Permissions::from_mode(0o755)).expect("chmod");
