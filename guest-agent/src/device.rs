@@ -65,7 +65,10 @@ impl NotifyCap {
         let at = usize::from(notify_off).checked_mul(self.multiplier as usize).and_then(|o| o.checked_add(self.offset));
         match at {
             Some(at) if at.is_multiple_of(2) && inside(at, 2, bar_len) => Ok(at),
-            _ => Err(format!("notify capability: offset {:#x} + queue_notify_off {notify_off} x multiplier {} is not a 2-aligned register inside the notify BAR of {bar_len:#x} bytes", self.offset, self.multiplier)),
+            _ => Err(format!(
+                "notify capability: offset {:#x} + queue_notify_off {notify_off} x multiplier {} is not a 2-aligned register inside the notify BAR of {bar_len:#x} bytes",
+                self.offset, self.multiplier
+            )),
         }
     }
 }
@@ -84,7 +87,9 @@ pub(crate) fn common_cfg_fits(off: usize, bar_len: usize) -> Result<(), String> 
     if off.is_multiple_of(4) && inside(off, COMMON_CFG_LEN, bar_len) {
         return Ok(());
     }
-    Err(format!("common-config capability: offset {off:#x} (+{COMMON_CFG_LEN:#x}) is not 4-aligned inside its BAR of {bar_len:#x} bytes"))
+    Err(format!(
+        "common-config capability: offset {off:#x} (+{COMMON_CFG_LEN:#x}) is not 4-aligned inside its BAR of {bar_len:#x} bytes"
+    ))
 }
 
 /// A mapped BAR (via sysfs resourceN). Its accessors trust their offset:
@@ -98,11 +103,22 @@ pub(crate) struct Bar {
 impl Bar {
     pub(crate) fn map(dev: &Path, index: u8) -> Result<Self, String> {
         let path = dev.join(format!("resource{index}"));
-        let f = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
         let len = f.metadata().map_err(|e| format!("stat {}: {e}", path.display()))?.len() as usize;
         // SAFETY: mapping a PCI resource file shared; the fd may close after mmap.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
         };
         if p == libc::MAP_FAILED {
             return Err(format!("mmap {}: {}", path.display(), std::io::Error::last_os_error()));
@@ -111,7 +127,11 @@ impl Bar {
     }
 
     fn check(&self, off: usize, len: usize) -> Result<(), String> {
-        if inside(off, len, self.len) { Ok(()) } else { Err(format!("range {off:#x}+{len:#x} outside BAR of {:#x} bytes", self.len)) }
+        if inside(off, len, self.len) {
+            Ok(())
+        } else {
+            Err(format!("range {off:#x}+{len:#x} outside BAR of {:#x} bytes", self.len))
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -174,7 +194,9 @@ impl Device {
         let entries = fs::read_dir("/sys/bus/pci/devices").map_err(|e| format!("list PCI devices: {e}"))?;
         for e in entries.flatten() {
             let p = e.path();
-            if read_hex(&p.join("vendor")).ok() == Some(u64::from(VIRTIO_VENDOR)) && read_hex(&p.join("device")).ok() == Some(u64::from(want)) {
+            if read_hex(&p.join("vendor")).ok() == Some(u64::from(VIRTIO_VENDOR))
+                && read_hex(&p.join("device")).ok() == Some(u64::from(want))
+            {
                 return Self::open(&p);
             }
         }
@@ -303,12 +325,17 @@ impl Device {
     }
 
     fn window(&self, shmid: u64, off: u64, len: u64) -> Result<usize, String> {
-        let cap = self.caps.iter().find(|c| u64::from(c.shmid) == shmid).ok_or_else(|| format!("no region shmid {shmid}"))?;
+        let cap =
+            self.caps.iter().find(|c| u64::from(c.shmid) == shmid).ok_or_else(|| format!("no region shmid {shmid}"))?;
         match off.checked_add(len) {
             Some(end) if end <= cap.length => {}
             _ => return Err(format!("range {off:#x}+{len:#x} outside region {shmid} of {:#x}", cap.length)),
         }
-        let start = cap.offset.checked_add(off).and_then(|s| usize::try_from(s).ok()).ok_or_else(|| format!("region {shmid} at {:#x} + {off:#x} is past any address", cap.offset))?;
+        let start = cap
+            .offset
+            .checked_add(off)
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(|| format!("region {shmid} at {:#x} + {off:#x} is past any address", cap.offset))?;
         self.shm.check(start, usize::try_from(len).map_err(|_| format!("length {len:#x} too large"))?)?;
         Ok(start)
     }
@@ -401,7 +428,9 @@ impl Device {
     /// Both sources are written first, so no copy reads zero-page memory.
     pub fn bandwidth(&self, shmid: u64, len: u64, iters: u64, rounds: u64) -> Result<String, String> {
         if !(2..=MAX_BANDWIDTH_LEN).contains(&len) {
-            return Err(format!("bandwidth length {len:#x}: use 2 bytes to {MAX_BANDWIDTH_LEN:#x} (it is copied in guest RAM too)"));
+            return Err(format!(
+                "bandwidth length {len:#x}: use 2 bytes to {MAX_BANDWIDTH_LEN:#x} (it is copied in guest RAM too)"
+            ));
         }
         if !(1..=64).contains(&rounds) {
             return Err(format!("bandwidth rounds {rounds}: use 1 to 64"));

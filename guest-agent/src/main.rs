@@ -85,24 +85,32 @@ pub(crate) fn num(s: Option<&str>, what: &str) -> Result<u64, String> {
     r.map_err(|e| format!("bad {what} {s:?}: {e}"))
 }
 
-/// Runs one command line; `Ok(text)` for `ok text`.
-fn execute(dev: &mut Option<Device>, media: &mut Option<Media>, cmd: &str, args: &mut std::str::SplitWhitespace<'_>) -> Result<String, String> {
-    if cmd == "ping" {
-        return Ok("pong".into());
-    }
-    if cmd == "tsc" {
+/// The commands that need no device: `ping`, `tsc`, `hang`, `poweroff`.
+fn without_device(cmd: &str, args: &mut std::str::SplitWhitespace<'_>) -> Option<Result<String, String>> {
+    Some(match cmd {
+        "ping" => Ok("pong".into()),
         // The guest's fine clock: the host calibrates it against its own
         // (the kernel's clocksource under TCG has tick resolution).
-        return Ok(format!("tsc={}", device::rdtsc()));
-    }
-    if cmd == "hang" {
+        "tsc" => Ok(format!("tsc={}", device::rdtsc())),
         // Fault injection: stop answering for N seconds.
-        let secs = num(args.next(), "seconds")?;
-        std::thread::sleep(Duration::from_secs(secs));
-        return Ok("awake".into());
-    }
-    if cmd == "poweroff" {
-        return Ok("bye".into());
+        "hang" => num(args.next(), "seconds").map(|secs| {
+            std::thread::sleep(Duration::from_secs(secs));
+            "awake".into()
+        }),
+        "poweroff" => Ok("bye".into()),
+        _ => return None,
+    })
+}
+
+/// Runs one command line; `Ok(text)` for `ok text`.
+fn execute(
+    dev: &mut Option<Device>,
+    media: &mut Option<Media>,
+    cmd: &str,
+    args: &mut std::str::SplitWhitespace<'_>,
+) -> Result<String, String> {
+    if let Some(answer) = without_device(cmd, args) {
+        return answer;
     }
     let dev = dev.as_mut().ok_or("no test device was found at boot")?;
     if cmd.starts_with("media-") {
@@ -140,18 +148,32 @@ fn execute(dev: &mut Option<Device>, media: &mut Option<Media>, cmd: &str, args:
             dev.write_each(shmid, off, data.len() as u64, |i| data[i as usize]).map(|()| "written".into())
         }
         "fill" => {
-            let (shmid, off, len, seed) =
-                (num(args.next(), "shmid")?, num(args.next(), "offset")?, num(args.next(), "len")?, num(args.next(), "seed")?);
+            let (shmid, off, len, seed) = (
+                num(args.next(), "shmid")?,
+                num(args.next(), "offset")?,
+                num(args.next(), "len")?,
+                num(args.next(), "seed")?,
+            );
             let seed = u8::try_from(seed).map_err(|_| format!("seed {seed} is not a byte"))?;
             dev.write_each(shmid, off, len, |i| pattern_byte(seed, i)).map(|()| "filled".into())
         }
         "bw" => {
-            let (shmid, len, iters, rounds) = (num(args.next(), "shmid")?, num(args.next(), "len")?, num(args.next(), "iters")?, num(args.next(), "rounds")?);
+            let (shmid, len, iters, rounds) = (
+                num(args.next(), "shmid")?,
+                num(args.next(), "len")?,
+                num(args.next(), "iters")?,
+                num(args.next(), "rounds")?,
+            );
             dev.bandwidth(shmid, len, iters, rounds)
         }
         "probe" => {
-            let (db_shmid, db_off, t_shmid, t_off, idle_ms) =
-                (num(args.next(), "doorbell shmid")?, num(args.next(), "doorbell offset")?, num(args.next(), "target shmid")?, num(args.next(), "target offset")?, num(args.next(), "idle ms")?);
+            let (db_shmid, db_off, t_shmid, t_off, idle_ms) = (
+                num(args.next(), "doorbell shmid")?,
+                num(args.next(), "doorbell offset")?,
+                num(args.next(), "target shmid")?,
+                num(args.next(), "target offset")?,
+                num(args.next(), "idle ms")?,
+            );
             pin_to_last_cpu();
             dev.probe(db_shmid, db_off, t_shmid, t_off, idle_ms)
         }
@@ -248,7 +270,8 @@ mod tests {
     fn bad_commands_get_errors_not_panics() {
         assert_eq!(run("ping"), Ok("pong".into()));
         assert!(run("tsc").unwrap().starts_with("tsc="));
-        for bad in ["frobnicate", "read", "read x y z", "write 0 0 é1", "fill 0 0 4 999", "digest 0 0", "info", "bw 0"] {
+        for bad in ["frobnicate", "read", "read x y z", "write 0 0 é1", "fill 0 0 4 999", "digest 0 0", "info", "bw 0"]
+        {
             assert!(run(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(run("hang").unwrap_err().contains("missing seconds"));

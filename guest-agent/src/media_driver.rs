@@ -188,7 +188,8 @@ fn transport<'a>(dma: &'a Dma, notify: &'a Bar, doorbells: [usize; 2]) -> GuestT
 
 fn enable_bus_master(dev: &Device) -> Result<(), String> {
     let path = dev.path.join("config");
-    let f = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    let f =
+        OpenOptions::new().read(true).write(true).open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
     let mut cmd = [0u8; 2];
     f.read_exact_at(&mut cmd, PCI_COMMAND).map_err(|e| format!("read the PCI command register: {e}"))?;
     let v = u16::from_le_bytes(cmd) | BUS_MASTER | INTX_DISABLE;
@@ -196,7 +197,12 @@ fn enable_bus_master(dev: &Device) -> Result<(), String> {
 }
 
 /// Runs a `media-*` command.
-pub fn execute(dev: &mut Device, media: &mut Option<Media>, cmd: &str, args: &mut std::str::SplitWhitespace<'_>) -> Result<String, String> {
+pub fn execute(
+    dev: &mut Device,
+    media: &mut Option<Media>,
+    cmd: &str,
+    args: &mut std::str::SplitWhitespace<'_>,
+) -> Result<String, String> {
     match cmd {
         "media-up" => {
             *media = None;
@@ -213,7 +219,8 @@ pub fn execute(dev: &mut Device, media: &mut Option<Media>, cmd: &str, args: &mu
         "media-open" => d.open(&mut t).map(|id| format!("session={id}")),
         "media-setup" => {
             let n = num(args.next(), "buffer count")? as u32;
-            d.setup_capture(&mut t, n, (frame::WIDTH, frame::HEIGHT, frame::FOURCC)).map(|b| format!("buffers={}", b.iter().map(wire::buffer_text).collect::<Vec<_>>().join(",")))
+            d.setup_capture(&mut t, n, (frame::WIDTH, frame::HEIGHT, frame::FOURCC))
+                .map(|b| format!("buffers={}", b.iter().map(wire::buffer_text).collect::<Vec<_>>().join(",")))
         }
         "media-mmap" => {
             let (off, rw) = (num(args.next(), "offset")? as u32, args.next().ok_or("missing ro|rw")? == "rw");
@@ -226,7 +233,11 @@ pub fn execute(dev: &mut Device, media: &mut Option<Media>, cmd: &str, args: &mu
         "media-event" => d.next_event(&mut t, "a DQBUF event").map(|e| format!("event={}", wire::event_text(&e))),
         "media-churn" => {
             // The whole loop in the guest: each command goes out the moment the last is answered.
-            let (off, cycles, secs) = (num(args.next(), "offset")? as u32, num(args.next(), "cycles")? as usize, num(args.next(), "seconds")?);
+            let (off, cycles, secs) = (
+                num(args.next(), "offset")? as u32,
+                num(args.next(), "cycles")? as usize,
+                num(args.next(), "seconds")?,
+            );
             let until = Instant::now() + Duration::from_secs(secs);
             return Ok(match d.churn(&mut t, off, cycles, &mut || Instant::now() < until) {
                 Ok(done) => format!("done={done}"),

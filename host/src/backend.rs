@@ -11,7 +11,7 @@ use vhost::vhost_user::message::VhostUserShMemConfig;
 use vhost::vhost_user::{Backend, VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use vm_memory::{GuestAddressSpace, GuestMemoryBackend, GuestMemoryAtomic, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier};
 
@@ -200,7 +200,8 @@ impl VhostUserBackend for TestDevice {
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         if self.faults.shmem_at_bit_21 {
-            return (offered_protocol_features() - VhostUserProtocolFeatures::SHMEM) | VhostUserProtocolFeatures::GPA_ADDRESSES;
+            return (offered_protocol_features() - VhostUserProtocolFeatures::SHMEM)
+                | VhostUserProtocolFeatures::GPA_ADDRESSES;
         }
         offered_protocol_features()
     }
@@ -230,7 +231,13 @@ impl VhostUserBackend for TestDevice {
         self.recorder.update(|r| r.channel_installed = true);
     }
 
-    fn handle_event(&self, _device_event: u16, _evset: EventSet, _vrings: &[VringRwLock], _thread: usize) -> io::Result<()> {
+    fn handle_event(
+        &self,
+        _device_event: u16,
+        _evset: EventSet,
+        _vrings: &[VringRwLock],
+        _thread: usize,
+    ) -> io::Result<()> {
         // No queue does any work: the device exists for its shared memory.
         Ok(())
     }

@@ -33,7 +33,10 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> io::Result<Output> 
         if Instant::now() >= deadline {
             kill_group();
             let _ = child.wait();
-            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{:?} did not end within {timeout:?}", cmd.get_program())));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{:?} did not end within {timeout:?}", cmd.get_program()),
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -48,7 +51,10 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> io::Result<Output> 
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let [out, err] = readers.map(|r| r.map(|(got, _)| std::mem::take(&mut *got.lock().unwrap_or_else(std::sync::PoisonError::into_inner))).unwrap_or_default());
+    let [out, err] = readers.map(|r| {
+        r.map(|(got, _)| std::mem::take(&mut *got.lock().unwrap_or_else(std::sync::PoisonError::into_inner)))
+            .unwrap_or_default()
+    });
     Ok(Output { status, stdout: out, stderr: err })
 }
 
@@ -61,7 +67,9 @@ fn spawn_when_not_busy(cmd: &mut Command, timeout: Duration) -> io::Result<std::
     let deadline = Instant::now() + timeout;
     loop {
         match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
             other => return other,
         }
     }
@@ -75,7 +83,12 @@ pub fn version_line(prog: &str) -> Result<String, String> {
     c.arg("--version");
     let out = output_within(c, PROBE_TIMEOUT).map_err(|e| format!("`{prog} --version`: {e}"))?;
     let said = String::from_utf8_lossy(&out.stdout);
-    said.lines().next().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).ok_or_else(|| format!("`{prog} --version` printed nothing ({})", out.status))
+    said.lines()
+        .next()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| format!("`{prog} --version` printed nothing ({})", out.status))
 }
 
 /// A pipe read on a thread of its own into a buffer the caller can take
@@ -104,7 +117,10 @@ mod tests {
         let mut c = Command::new("sh");
         c.args(["-c", "echo hello; echo oops >&2; exit 3"]);
         let out = output_within(c, Duration::from_secs(5)).expect("runs");
-        assert_eq!((out.stdout.as_slice(), out.stderr.as_slice(), out.status.code()), (&b"hello\n"[..], &b"oops\n"[..], Some(3)));
+        assert_eq!(
+            (out.stdout.as_slice(), out.stderr.as_slice(), out.status.code()),
+            (&b"hello\n"[..], &b"oops\n"[..], Some(3))
+        );
         let mut c = Command::new("sh");
         c.args(["-c", "sleep 60; echo late"]);
         let started = Instant::now();
@@ -138,7 +154,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(200));
             drop(writer);
         });
-        let out = output_within(Command::new(&path), Duration::from_secs(5)).expect("runs once the file is no longer busy");
+        let out =
+            output_within(Command::new(&path), Duration::from_secs(5)).expect("runs once the file is no longer busy");
         assert_eq!(out.stdout, b"ran\n");
         releaser.join().expect("releaser");
     }

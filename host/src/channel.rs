@@ -91,7 +91,12 @@ impl fmt::Debug for ReplyHold {
 
 impl BackendChannel {
     pub fn new(sock: UnixStream) -> Self {
-        BackendChannel { sock: Mutex::new(Ok(sock)), timeout: ACK_TIMEOUT, gate: Mutex::new(None), hold: Mutex::new(None) }
+        BackendChannel {
+            sock: Mutex::new(Ok(sock)),
+            timeout: ACK_TIMEOUT,
+            gate: Mutex::new(None),
+            hold: Mutex::new(None),
+        }
     }
 
     /// Makes the backend single-threaded (`Some(gate)`: the frontend is not
@@ -121,14 +126,23 @@ impl BackendChannel {
         let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let _serving = gate.as_ref().map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
         let mut guard = self.sock.lock().unwrap_or_else(|p| p.into_inner());
-        let sock = guard.as_ref().map_err(|why| io::Error::new(io::ErrorKind::NotConnected, format!("backend channel unusable: {why}")))?;
+        let sock = guard
+            .as_ref()
+            .map_err(|why| io::Error::new(io::ErrorKind::NotConnected, format!("backend channel unusable: {why}")))?;
         let fds: Vec<RawFd> = fd.into_iter().collect();
         let start = Instant::now();
         let res = wire::send(sock, op.code(), wire::VERSION_1 | wire::FLAG_NEED_REPLY, body, &fds)
             .and_then(|()| wire::recv_ack(sock, op.code(), self.timeout));
         let hold = self.hold.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let res = match (res, hold) {
-            (Ok(0), Some(hold)) if !(hold.0)(Held { sent: start, file: fd.and_then(|f| crate::backend::FileId::of(&f).ok()) }) => Err(io::Error::new(io::ErrorKind::TimedOut, "no ack in time: the emulated frontend holds its reply until the memory table that commits the request has reached the backend, and none came")),
+            (Ok(0), Some(hold))
+                if !(hold.0)(Held { sent: start, file: fd.and_then(|f| crate::backend::FileId::of(&f).ok()) }) =>
+            {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no ack in time: the emulated frontend holds its reply until the memory table that commits the request has reached the backend, and none came",
+                ))
+            }
             (res, _) => res,
         };
         match res {

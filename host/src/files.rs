@@ -36,7 +36,13 @@ impl HostFile {
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(size).map_err(|e| io::Error::new(e.kind(), format!("sizing file {name:?} to {size:#x}: {e}")))?;
         // SAFETY: fcntl on our own fd.
-        let sealed = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL) };
+        let sealed = unsafe {
+            libc::fcntl(
+                file.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL,
+            )
+        };
         if sealed != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -116,7 +122,16 @@ impl HostMapping {
     pub fn of(file: &HostFile) -> io::Result<Self> {
         let len = file.size() as usize;
         // SAFETY: a shared mapping of our own memfd, unmapped in Drop.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.file().as_raw_fd(), 0) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.file().as_raw_fd(),
+                0,
+            )
+        };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
@@ -124,7 +139,11 @@ impl HostMapping {
     }
 
     fn word(&self, off: usize) -> *mut u64 {
-        assert!(off.is_multiple_of(8) && off + 8 <= self.len, "word {off:#x} outside a mapping of {:#x} bytes", self.len);
+        assert!(
+            off.is_multiple_of(8) && off + 8 <= self.len,
+            "word {off:#x} outside a mapping of {:#x} bytes",
+            self.len
+        );
         // SAFETY: inside the mapping (checked above).
         unsafe { self.ptr.add(off).cast() }
     }

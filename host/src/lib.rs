@@ -34,10 +34,14 @@ pub mod relay;
 pub mod server;
 pub mod spawn;
 pub mod spec;
-pub mod wire;
 pub mod vm;
+pub mod wire;
 
 /// The message a panic carried, for reporting a caught panic.
 pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_default()
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }

@@ -16,7 +16,6 @@ use crate::channel::{BackendChannel, MmapBytes, Reply, ShmemMsg, ShmemOp};
 use crate::files::HostFile;
 use crate::spec::DeviceSpec;
 
-
 /// One mapping the frontend accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
@@ -82,8 +81,15 @@ pub enum ManagerError {
     UnknownFile(String),
     FileExists(String),
     /// A view asked of a range outside its region.
-    OutOfRegion { shmid: u8, offset: u64, len: u64 },
-    Io { what: String, err: io::Error },
+    OutOfRegion {
+        shmid: u8,
+        offset: u64,
+        len: u64,
+    },
+    Io {
+        what: String,
+        err: io::Error,
+    },
 }
 
 impl fmt::Display for ManagerError {
@@ -91,7 +97,9 @@ impl fmt::Display for ManagerError {
         match self {
             ManagerError::UnknownFile(n) => write!(f, "no host file named {n:?}"),
             ManagerError::FileExists(n) => write!(f, "a host file named {n:?} already exists"),
-            ManagerError::OutOfRegion { shmid, offset, len } => write!(f, "range {offset:#x}+{len:#x} is not inside region shmid {shmid}"),
+            ManagerError::OutOfRegion { shmid, offset, len } => {
+                write!(f, "range {offset:#x}+{len:#x} is not inside region shmid {shmid}")
+            }
             ManagerError::Io { what, err } => write!(f, "{what}: {err}"),
         }
     }
@@ -134,7 +142,8 @@ impl MappingManager {
         if self.files.contains_key(name) {
             return Err(ManagerError::FileExists(name.into()));
         }
-        let f = HostFile::create(name, size).map_err(io_ctx(format!("creating host file {name:?} ({size:#x} bytes)")))?;
+        let f =
+            HostFile::create(name, size).map_err(io_ctx(format!("creating host file {name:?} ({size:#x} bytes)")))?;
         Ok(self.files.entry(name.to_string()).or_insert(f))
     }
 
@@ -149,7 +158,15 @@ impl MappingManager {
 
     /// Asks the frontend to map `len` bytes of `file` at `fd_offset` into
     /// region `shmid` at `shm_offset` (either answer is fine: [`Want::Either`]).
-    pub fn map(&mut self, shmid: u8, file: &str, fd_offset: u64, shm_offset: u64, len: u64, rw: bool) -> Result<Outcome, ManagerError> {
+    pub fn map(
+        &mut self,
+        shmid: u8,
+        file: &str,
+        fd_offset: u64,
+        shm_offset: u64,
+        len: u64,
+        rw: bool,
+    ) -> Result<Outcome, ManagerError> {
         let msg = ShmemMsg { shmid, fd_offset, shm_offset, len, flags: if rw { MAP_RW } else { 0 } };
         self.send(ShmemOp::Map, msg, Attach::File(file), Want::Either)
     }
@@ -162,7 +179,13 @@ impl MappingManager {
 
     /// Sends any request, malformed ones included (no fd, len 0, overflow,
     /// unknown flags, unknown shmid), and updates the ledger from `want`.
-    pub fn send(&mut self, op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>, want: Want) -> Result<Outcome, ManagerError> {
+    pub fn send(
+        &mut self,
+        op: ShmemOp,
+        msg: ShmemMsg,
+        attach: Attach<'_>,
+        want: Want,
+    ) -> Result<Outcome, ManagerError> {
         let reopened;
         let (fd, file_name) = match attach {
             Attach::None => (None, None),
@@ -188,7 +211,9 @@ impl MappingManager {
         };
         let conflict = match op {
             ShmemOp::Map => self.map_conflict(&entry),
-            ShmemOp::Unmap => self.position(&entry).is_none().then(|| "it is not exactly one mapping in the ledger".to_string()),
+            ShmemOp::Unmap => {
+                self.position(&entry).is_none().then(|| "it is not exactly one mapping in the ledger".to_string())
+            }
         };
         let take = match want {
             Want::Accept => true,
@@ -196,9 +221,15 @@ impl MappingManager {
             Want::Either => accepted && conflict.is_none(),
         };
         let surprise = match (want, accepted, &conflict) {
-            (Want::Accept, false, _) => Some("refused a request the scenario expects accepted; the ledger keeps it as expected".to_string()),
-            (Want::Refuse, true, _) => Some("accepted a request the scenario expects refused; the ledger ignores it".to_string()),
-            (Want::Either, true, Some(why)) => Some(format!("accepted a request the ledger cannot hold ({why}); the ledger ignores it")),
+            (Want::Accept, false, _) => {
+                Some("refused a request the scenario expects accepted; the ledger keeps it as expected".to_string())
+            }
+            (Want::Refuse, true, _) => {
+                Some("accepted a request the scenario expects refused; the ledger ignores it".to_string())
+            }
+            (Want::Either, true, Some(why)) => {
+                Some(format!("accepted a request the ledger cannot hold ({why}); the ledger ignores it"))
+            }
             (Want::Accept, true, Some(why)) => Some(format!("the scenario expects acceptance, but {why}")),
             _ => None,
         };
@@ -219,7 +250,10 @@ impl MappingManager {
     fn map_conflict(&self, new: &LedgerEntry) -> Option<String> {
         let size = self.spec.regions.get(usize::from(new.shmid)).copied().unwrap_or(0);
         if !new.shm_offset.checked_add(new.len).is_some_and(|end| new.len > 0 && end <= size) {
-            return Some(format!("{:#x}+{:#x} is not a non-empty range inside region shmid {} of {size:#x} bytes", new.shm_offset, new.len, new.shmid));
+            return Some(format!(
+                "{:#x}+{:#x} is not a non-empty range inside region shmid {} of {size:#x} bytes",
+                new.shm_offset, new.len, new.shmid
+            ));
         }
         self.ledger
             .iter()
@@ -251,7 +285,11 @@ impl MappingManager {
     /// fixed mapping over another would.
     pub fn expected(&self, shmid: u8, offset: u64, len: u64) -> Result<Vec<Expect>, ManagerError> {
         let size = self.spec.regions.get(usize::from(shmid)).copied().unwrap_or(0);
-        let end = offset.checked_add(len).filter(|&end| end <= size).ok_or(ManagerError::OutOfRegion { shmid, offset, len })?;
+        let end = offset.checked_add(len).filter(|&end| end <= size).ok_or(ManagerError::OutOfRegion {
+            shmid,
+            offset,
+            len,
+        })?;
         let mut out = vec![Expect::Unmapped; len as usize];
         for e in self.ledger.iter().filter(|e| e.shmid == shmid) {
             let lo = e.shm_offset.max(offset);
@@ -260,10 +298,10 @@ impl MappingManager {
                 continue;
             }
             let at = e.fd_offset.saturating_add(lo - e.shm_offset);
-            let bytes = self.file(&e.file)?.read(at, hi - lo).map_err(io_ctx(format!(
-                "reading file {:?} for the expected view of shmid {shmid}",
-                e.file
-            )))?;
+            let bytes = self
+                .file(&e.file)?
+                .read(at, hi - lo)
+                .map_err(io_ctx(format!("reading file {:?} for the expected view of shmid {shmid}", e.file)))?;
             for (i, b) in bytes.into_iter().enumerate() {
                 out[(lo - offset) as usize + i] = Expect::Byte(b);
             }

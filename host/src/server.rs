@@ -93,7 +93,8 @@ impl BackendServer {
     fn listen(spec: DeviceSpec, socket: PathBuf, dir: Option<TempDir>, faults: BackendFaults) -> io::Result<Self> {
         let private = dir.as_ref().map_or_else(|| socket.with_extension("d"), |d| d.path().to_path_buf());
         if dir.is_none() {
-            fs::create_dir(&private).map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", private.display())))?;
+            fs::create_dir(&private)
+                .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", private.display())))?;
             fs::set_permissions(&private, fs::Permissions::from_mode(0o700))?;
         }
         let listener = UnixListener::bind(&socket)
@@ -207,8 +208,9 @@ fn serve_one(
     let inner = UnixListener::bind(inner_path).map_err(|e| format!("bind {}: {e}", inner_path.display()))?;
     let to_daemon = UnixStream::connect(inner_path).map_err(|e| format!("connect to the daemon socket: {e}"))?;
     let device_handle = device.clone();
-    let mut daemon = VhostUserDaemon::new("shmem-test-device".into(), device, GuestMemoryAtomic::new(GuestMemoryMmap::new()))
-        .map_err(|e| format!("creating the vhost-user daemon: {e}"))?;
+    let mut daemon =
+        VhostUserDaemon::new("shmem-test-device".into(), device, GuestMemoryAtomic::new(GuestMemoryMmap::new()))
+            .map_err(|e| format!("creating the vhost-user daemon: {e}"))?;
     let mut inner = Listener::from(inner);
     daemon.start(&mut inner).map_err(|e| format!("starting the vhost-user daemon: {e}"))?;
     {
@@ -252,7 +254,13 @@ fn serve_one(
 
 type TapHandle = JoinHandle<Result<(), String>>;
 
-fn spawn_tap(from: &UnixStream, to: &UnixStream, direction: Direction, recorder: &Arc<Recorder>, shared: &Arc<Shared>) -> Result<TapHandle, String> {
+fn spawn_tap(
+    from: &UnixStream,
+    to: &UnixStream,
+    direction: Direction,
+    recorder: &Arc<Recorder>,
+    shared: &Arc<Shared>,
+) -> Result<TapHandle, String> {
     let clone = |s: &UnixStream| s.try_clone().map_err(|e| format!("dup socket: {e}"));
     let (from, to, rec, sh) = (clone(from)?, clone(to)?, recorder.clone(), shared.clone());
     thread::Builder::new()
@@ -264,14 +272,26 @@ fn spawn_tap(from: &UnixStream, to: &UnixStream, direction: Direction, recorder:
 /// Copies messages from `from` to `to`, recording each; captures the backend
 /// channel fd from SET_BACKEND_REQ_FD on the way. When either side ends, both
 /// sockets are shut down so the daemon and the other direction end too.
-fn tap(from: &UnixStream, to: &UnixStream, direction: Direction, recorder: &Recorder, shared: &Shared) -> Result<(), String> {
+fn tap(
+    from: &UnixStream,
+    to: &UnixStream,
+    direction: Direction,
+    recorder: &Recorder,
+    shared: &Shared,
+) -> Result<(), String> {
     let res = tap_loop(from, to, direction, recorder, shared);
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
     res
 }
 
-fn tap_loop(from: &UnixStream, to: &UnixStream, direction: Direction, recorder: &Recorder, shared: &Shared) -> Result<(), String> {
+fn tap_loop(
+    from: &UnixStream,
+    to: &UnixStream,
+    direction: Direction,
+    recorder: &Recorder,
+    shared: &Shared,
+) -> Result<(), String> {
     loop {
         let msg = match wire::recv(from) {
             Ok(Some(m)) => m,
@@ -307,7 +327,8 @@ fn tap_loop(from: &UnixStream, to: &UnixStream, direction: Direction, recorder: 
         } else {
             recorder.update(|r| r.messages.push(record));
         }
-        let serving = (direction == Direction::FromFrontend).then(|| shared.gate.lock().unwrap_or_else(|p| p.into_inner()));
+        let serving =
+            (direction == Direction::FromFrontend).then(|| shared.gate.lock().unwrap_or_else(|p| p.into_inner()));
         let forwarded = wire::forward(to, &msg);
         drop(serving);
         if let Err(e) = forwarded {

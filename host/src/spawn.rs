@@ -24,7 +24,9 @@ pub fn stdio_only(cmd: &mut Command) -> &mut Command {
 
 /// The children of `pid`, of all its threads (`/proc/PID/task/TID/children`).
 fn children(pid: u32) -> Vec<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|rd| rd.flatten().map(|t| t.path()).collect::<Vec<_>>()).unwrap_or_default();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| rd.flatten().map(|t| t.path()).collect::<Vec<_>>())
+        .unwrap_or_default();
     let mut kids = Vec::new();
     for t in tasks {
         let list = std::fs::read_to_string(t.join("children")).unwrap_or_default();
@@ -83,7 +85,11 @@ pub fn holding(root: u32, (dev, ino): (u64, u64)) -> std::io::Result<Vec<String>
 /// the group.
 pub fn signal_group(leader: u32, sig: libc::c_int) -> std::io::Result<()> {
     // SAFETY: kill with a negative pid signals the group our child leads.
-    if unsafe { libc::kill(-(leader as libc::pid_t), sig) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if unsafe { libc::kill(-(leader as libc::pid_t), sig) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Marks fds 3 and up close-on-exec: `close_range` (Linux 5.11), else fd by
@@ -95,7 +101,11 @@ fn cloexec_above_stderr() -> std::io::Result<()> {
     }
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes the struct we own.
-    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur.min(1 << 20) as libc::c_int } else { 4096 };
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 20) as libc::c_int
+    } else {
+        4096
+    };
     for fd in 3..max {
         // SAFETY: fcntl on a number that may not be open fails with EBADF, harmlessly.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -121,8 +131,8 @@ mod tests {
 
     #[test]
     fn a_wrapper_that_does_not_exec_is_seen_through_and_signalled_as_a_group() {
-        use std::os::unix::process::CommandExt as _;
         use std::os::unix::fs::MetadataExt;
+        use std::os::unix::process::CommandExt as _;
         // `sleep` as the wrapped program, holding a file; `sh` staying as its parent (no exec).
         let file = tempfile::NamedTempFile::new().expect("a file");
         let meta = std::fs::metadata(file.path()).expect("its inode");
@@ -146,10 +156,15 @@ mod tests {
         child.wait().expect("reaped");
         // The wrapped program went with the group, not just the wrapper.
         let gone = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::fs::read_to_string(format!("/proc/{wrapped}/stat")).is_ok_and(|s| !s.contains(") Z")) && std::time::Instant::now() < gone {
+        while std::fs::read_to_string(format!("/proc/{wrapped}/stat")).is_ok_and(|s| !s.contains(") Z"))
+            && std::time::Instant::now() < gone
+        {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert!(std::fs::read_to_string(format!("/proc/{wrapped}/stat")).map_or(true, |s| s.contains(") Z")), "the wrapped program outlived its group's kill");
+        assert!(
+            std::fs::read_to_string(format!("/proc/{wrapped}/stat")).map_or(true, |s| s.contains(") Z")),
+            "the wrapped program outlived its group's kill"
+        );
     }
 
     #[test]
@@ -160,7 +175,10 @@ mod tests {
         assert_eq!(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) }, 0);
         let name = format!("/proc/self/fd/{}", file.as_raw_fd());
         let target = std::fs::read_link(&name).expect("the fd's target").display().to_string();
-        assert!(fds_seen(false).contains(&target), "without the guard the child holds {target}: the test would show nothing");
+        assert!(
+            fds_seen(false).contains(&target),
+            "without the guard the child holds {target}: the test would show nothing"
+        );
         let seen = fds_seen(true);
         assert!(!seen.contains(&target), "{seen}");
         // Its stdio is still there (the pipe `output` reads).

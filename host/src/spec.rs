@@ -37,13 +37,20 @@ pub enum SpecError {
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SpecError::NoRegions => write!(f, "device spec has no non-empty shared-memory region; at least one is needed"),
+            SpecError::NoRegions => {
+                write!(f, "device spec has no non-empty shared-memory region; at least one is needed")
+            }
             SpecError::TooManyRegions { count } => {
                 write!(f, "device spec lists {count} regions; at most {MAX_REGIONS} are possible (shmid is a u8)")
             }
-            SpecError::ShmidOutOfRange { shmid } => write!(f, "shmid {shmid} is out of range: it must be below {MAX_REGIONS}"),
+            SpecError::ShmidOutOfRange { shmid } => {
+                write!(f, "shmid {shmid} is out of range: it must be below {MAX_REGIONS}")
+            }
             SpecError::NotPageMultiple { shmid, size } => {
-                write!(f, "region shmid {shmid} has size {size:#x}, which is not a multiple of the page size {PAGE_SIZE:#x}")
+                write!(
+                    f,
+                    "region shmid {shmid} has size {size:#x}, which is not a multiple of the page size {PAGE_SIZE:#x}"
+                )
             }
             SpecError::TotalNotPowerOfTwo { total } => write!(
                 f,

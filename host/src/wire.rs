@@ -127,7 +127,9 @@ pub fn recv_ack(sock: &UnixStream, request: u32, timeout: Duration) -> io::Resul
     sock.set_read_timeout(None)?;
     let msg = match res {
         Ok(Some(m)) => m,
-        Ok(None) => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "frontend closed the backend channel")),
+        Ok(None) => {
+            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "frontend closed the backend channel"));
+        }
         Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,

@@ -26,7 +26,9 @@ fn under_kvm(all: &[KnownDefect], scenario: &str, checks: Vec<CheckResult>) -> J
 #[test]
 fn a_kvm_crash_that_shows_a_tcg_entry_is_known_and_carried_over() {
     let all = shipped();
-    let crash = CheckResult::new("frontend-survives", false, "QEMU died").with("exit", "signal 11 (SIGSEGV)").with("step", "map-to-stopped-device");
+    let crash = CheckResult::new("frontend-survives", false, "QEMU died")
+        .with("exit", "signal 11 (SIGSEGV)")
+        .with("step", "map-to-stopped-device");
     let j = under_kvm(&all, "hazard-map-before-driver-ok", vec![crash]);
     match &j.verdict {
         Verdict::KnownFailure(judged) => {
@@ -46,13 +48,18 @@ fn a_tcg_entry_that_does_not_show_under_kvm_is_named_not_failed() {
     assert!(matches!(j.verdict, Verdict::Pass), "{:?}", j.verdict);
     assert!(j.verdict.ok());
     assert_eq!(j.unseen.len(), 1, "{:?}", j.unseen);
-    assert!(j.unseen[0].contains("map-before-driver-ok-segfaults") && j.unseen[0].contains("listed for tcg"), "{}", j.unseen[0]);
+    assert!(
+        j.unseen[0].contains("map-before-driver-ok-segfaults") && j.unseen[0].contains("listed for tcg"),
+        "{}",
+        j.unseen[0]
+    );
 }
 
 #[test]
 fn an_accelerator_specific_entry_does_not_carry_over() {
     let all = shipped();
-    let seen = CheckResult::new("guest-write-dropped", false, "the write shows").with("seen", "digest 8ef0903fef797725");
+    let seen =
+        CheckResult::new("guest-write-dropped", false, "the write shows").with("seen", "digest 8ef0903fef797725");
     let j = under_kvm(&all, "ro-basic", vec![seen]);
     match &j.verdict {
         Verdict::Fail(judged) => {
@@ -67,9 +74,19 @@ fn an_accelerator_specific_entry_does_not_carry_over() {
 #[test]
 fn a_race_under_kvm_is_known_at_any_count_and_named_when_not_seen() {
     let all = shipped();
-    let rbc = |stale: u64| CheckResult::new("rbc-rw/unmap", stale == 0, "").with("stale", stale).with("n", 1000u64).with("stale_kinds", if stale == 0 { "" } else { "the unmapped file's bytes" }).with("acked", 1000u64).with("table_first", 0u64);
+    let rbc = |stale: u64| {
+        CheckResult::new("rbc-rw/unmap", stale == 0, "")
+            .with("stale", stale)
+            .with("n", 1000u64)
+            .with("stale_kinds", if stale == 0 { "" } else { "the unmapped file's bytes" })
+            .with("acked", 1000u64)
+            .with("table_first", 0u64)
+    };
     for stale in [1, 174, 900] {
-        assert!(matches!(under_kvm(&all, "reply-before-commit", vec![rbc(stale)]).verdict, Verdict::KnownFailure(_)), "{stale} of 1000");
+        assert!(
+            matches!(under_kvm(&all, "reply-before-commit", vec![rbc(stale)]).verdict, Verdict::KnownFailure(_)),
+            "{stale} of 1000"
+        );
     }
     // Not seen under KVM: named, never a failure (the race may need TCG's timing).
     let j = under_kvm(&all, "reply-before-commit", vec![rbc(0)]);

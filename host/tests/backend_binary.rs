@@ -58,7 +58,8 @@ fn binary_refuses_a_bad_region_list_naming_it() {
 
 /// Whether process `pid` is gone (or a zombie nobody has reaped yet).
 fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
 }
 
 #[test]
@@ -67,11 +68,20 @@ fn a_backend_behind_a_wrapper_that_does_not_exec_is_stopped_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let wrapper = dir.path().join("wrapper.sh");
     // No `exec`: the shell stays the parent of the backend it runs.
-    let script = format!("#!/bin/sh\n{} --socket \"$1\" --regions 0=64K\necho the backend ended\n", env!("CARGO_BIN_EXE_shmem-backend"));
+    let script = format!(
+        "#!/bin/sh\n{} --socket \"$1\" --regions 0=64K\necho the backend ended\n",
+        env!("CARGO_BIN_EXE_shmem-backend")
+    );
     std::fs::write(&wrapper, script).unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let sock = dir.path().join("be.sock");
-    let backend = shmem_host::conformance::process::BackendProcess::start(&format!("{} {{socket}}", wrapper.display()), &sock, dir.path(), Duration::from_secs(10)).expect("the wrapped backend listens");
+    let backend = shmem_host::conformance::process::BackendProcess::start(
+        &format!("{} {{socket}}", wrapper.display()),
+        &sock,
+        dir.path(),
+        Duration::from_secs(10),
+    )
+    .expect("the wrapped backend listens");
     let processes = backend.processes();
     assert_eq!(processes.len(), 2, "the wrapper and the backend: {processes:?}");
     drop(backend);
@@ -79,5 +89,9 @@ fn a_backend_behind_a_wrapper_that_does_not_exec_is_stopped_with_it() {
     while !processes.iter().all(|&p| gone(p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(processes.iter().all(|&p| gone(p)), "still running after drop: {:?}", processes.iter().filter(|&&p| !gone(p)).collect::<Vec<_>>());
+    assert!(
+        processes.iter().all(|&p| gone(p)),
+        "still running after drop: {:?}",
+        processes.iter().filter(|&&p| !gone(p)).collect::<Vec<_>>()
+    );
 }

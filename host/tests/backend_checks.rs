@@ -5,9 +5,9 @@
 //! backend). The correct ones pass every check.
 
 use shmem_host::conformance::Variant;
-use shmem_judge::backend::judge;
 use shmem_host::conformance::own::{OwnFault, run_own};
 use shmem_host::conformance::session::{Settings, run_media};
+use shmem_judge::backend::judge;
 use shmem_judge::check::CheckResult;
 
 fn checks(fault: OwnFault) -> Vec<CheckResult> {
@@ -76,10 +76,25 @@ fn media_checks(fault: &str, variant: Variant, s: &Settings) -> Vec<CheckResult>
 
 #[test]
 fn the_correct_fake_media_backend_passes_every_check_of_every_session() {
-    for v in [Variant::Stream, Variant::RefuseMap(2), Variant::ResetMidStream, Variant::CloseChannel, Variant::Churn(20)] {
+    for v in
+        [Variant::Stream, Variant::RefuseMap(2), Variant::ResetMidStream, Variant::CloseChannel, Variant::Churn(20)]
+    {
         let all = media_checks("none", v, &Settings::default());
         let names: Vec<&str> = all.iter().map(|c| c.check.as_str()).collect();
-        let mut want = vec!["negotiation", "shmem-config", "map-valid", "unmap-valid", "all-unmapped", "buffer-fds-released", "frames", "driver-steps", "no-deadlock", "error-reported", "reaches-memory-table", "backend-alive"];
+        let mut want = vec![
+            "negotiation",
+            "shmem-config",
+            "map-valid",
+            "unmap-valid",
+            "all-unmapped",
+            "buffer-fds-released",
+            "frames",
+            "driver-steps",
+            "no-deadlock",
+            "error-reported",
+            "reaches-memory-table",
+            "backend-alive",
+        ];
         // Only a session with an injected refusal expects an errno; the churn captures nothing;
         // after a closed channel what stays mapped is the frontend's doing, and no unmap can be sent
         // (unmap-valid is not judged without one).
@@ -168,5 +183,9 @@ fn a_backend_that_accepts_and_never_answers_ends_in_a_verdict_in_time() {
     let all = judge(&rec);
     let c = failed(&all, "connect");
     assert!(c.evidence.contains("did not answer within"), "{c:?}");
-    assert!(started.elapsed() < shmem_host::model::REPLY_TIMEOUT + std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < shmem_host::model::REPLY_TIMEOUT + std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -13,9 +13,9 @@ use shmem_host::vm::lists::load_known_defects;
 use shmem_host::vm::own_boot::own_boot_run;
 use shmem_host::vm::qemu::{Accel, probe};
 use shmem_host::vm::scenario::{Scenario, SuiteFile};
+use shmem_host::vm::{AccelChoice, SuiteConfig};
 use shmem_judge::listing::Listing;
 use shmem_judge::verdict::{Verdict, judge_listed};
-use shmem_host::vm::{AccelChoice, SuiteConfig};
 
 const BUILD: &str = "11.1.3 (Debian 1:11.1.3+ds-1)";
 
@@ -35,7 +35,11 @@ fn verdict(end: &str) -> Verdict {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
     let suite = SuiteFile::load(&root.join("tests/suite.toml")).unwrap();
-    let scn = Scenario::load_dir(&root.join("tests/scenarios")).unwrap().into_iter().find(|s| s.name == "hazard-bar-not-power-of-two").unwrap();
+    let scn = Scenario::load_dir(&root.join("tests/scenarios"))
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == "hazard-bar-not-power-of-two")
+        .unwrap();
     let cfg = SuiteConfig {
         qemu: probe(&stand_in(dir.path(), end)).unwrap(),
         qemu_note: None,
@@ -61,8 +65,12 @@ fn verdict(end: &str) -> Verdict {
 
 #[test]
 fn a_clean_refusal_at_realize_passes_and_the_listed_abort_shows_as_gone() {
-    match verdict("echo 'qemu-system-x86_64: -device vhost-user-test-device-pci,chardev=vu0,virtio-id=45: regions add up to 0x140000 bytes, not a power of two' >&2; exit 1") {
-        Verdict::UnexpectedPass(drop) => assert!(drop.iter().any(|d| d.contains("`bar-not-power-of-two-aborts`")), "{drop:?}"),
+    match verdict(
+        "echo 'qemu-system-x86_64: -device vhost-user-test-device-pci,chardev=vu0,virtio-id=45: regions add up to 0x140000 bytes, not a power of two' >&2; exit 1",
+    ) {
+        Verdict::UnexpectedPass(drop) => {
+            assert!(drop.iter().any(|d| d.contains("`bar-not-power-of-two-aborts`")), "{drop:?}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -79,7 +87,9 @@ fn an_abort_matches_the_listed_signature_and_a_silent_exit_fails() {
 
 #[test]
 fn a_startup_failure_about_something_else_is_no_clean_refusal() {
-    match verdict("echo 'qemu-system-x86_64: -chardev socket,id=vu0: Failed to connect to socket: No such file or directory' >&2; exit 1") {
+    match verdict(
+        "echo 'qemu-system-x86_64: -chardev socket,id=vu0: Failed to connect to socket: No such file or directory' >&2; exit 1",
+    ) {
         Verdict::Fail(j) => assert_eq!(j[0].check.check, "frontend-survives", "{j:?}"),
         other => panic!("{other:?}"),
     }

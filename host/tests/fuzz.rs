@@ -10,9 +10,9 @@ use shmem_host::model::Faults;
 use shmem_host::spec::DeviceSpec;
 use shmem_host::vm::fuzz::{FuzzConfig, FuzzReport, Targets, fuzz};
 use shmem_host::vm::lists::load_known_defects;
-use shmem_judge::defects::KnownDefect;
 use shmem_host::vm::scenario::{Scenario, SuiteFile};
 use shmem_host::vm::{model_target, run_on, scenario_spec};
+use shmem_judge::defects::KnownDefect;
 use shmem_judge::verdict::{Verdict, judge};
 
 const MAX_OPS: u64 = 4000;
@@ -29,7 +29,11 @@ fn run(faults: Faults, out: &Path) -> FuzzReport {
 /// The fuzz entries of the shipped known-defects list whose id contains `part`.
 fn listed(part: &str) -> Vec<KnownDefect> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    load_known_defects(&root.join("tests/known-defects.toml")).unwrap().into_iter().filter(|d| d.scenario == "fuzz" && d.id.contains(part)).collect()
+    load_known_defects(&root.join("tests/known-defects.toml"))
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.scenario == "fuzz" && d.id.contains(part))
+        .collect()
 }
 
 /// A fuzz run on a model subject with `faults`, judged by `known` (entries of
@@ -80,13 +84,32 @@ fn each_fault_switch_is_found_and_its_scenario_fails_only_on_it() {
         let r = run(faults, out.path());
         let found = r.found.unwrap_or_else(|| panic!("{name}: nothing found in {} operations", r.ops));
         // Shrunk to a handful of operations (2 or 3 when this was written).
-        assert!(found.ops.len() <= 6 && found.ops.len() <= found.original_len, "{name}: {} operations left of {}", found.ops.len(), found.original_len);
+        assert!(
+            found.ops.len() <= 6 && found.ops.len() <= found.original_len,
+            "{name}: {} operations left of {}",
+            found.ops.len(),
+            found.original_len
+        );
         let text = std::fs::read_to_string(&found.scenario).unwrap();
         let scn = Scenario::parse(&found.scenario, &text).unwrap();
-        shmem_host::vm::bounds::check(&scn, &spec().regions).unwrap_or_else(|e| panic!("{name}: the written scenario is out of bounds: {e}"));
-        assert!(matches!(verdict(&scn, Faults::default()), Verdict::Pass), "{name}: the found scenario must pass on the correct model:\n{text}");
-        assert!(matches!(verdict(&scn, faults), Verdict::Fail(_)), "{name}: the found scenario must fail on the switch:\n{text}");
-        eprintln!("{name}: {} after {} operations, shrunk from {} to {} (minimal: {})", found.divergence.kind, r.ops, found.original_len, found.ops.len(), found.minimal);
+        shmem_host::vm::bounds::check(&scn, &spec().regions)
+            .unwrap_or_else(|e| panic!("{name}: the written scenario is out of bounds: {e}"));
+        assert!(
+            matches!(verdict(&scn, Faults::default()), Verdict::Pass),
+            "{name}: the found scenario must pass on the correct model:\n{text}"
+        );
+        assert!(
+            matches!(verdict(&scn, faults), Verdict::Fail(_)),
+            "{name}: the found scenario must fail on the switch:\n{text}"
+        );
+        eprintln!(
+            "{name}: {} after {} operations, shrunk from {} to {} (minimal: {})",
+            found.divergence.kind,
+            r.ops,
+            found.original_len,
+            found.ops.len(),
+            found.minimal
+        );
     }
 }
 
@@ -99,13 +122,22 @@ fn a_fixed_stopped_device_crash_is_reported_as_not_seen() {
     let r = run_knowing(Faults::default(), out.path(), known);
     assert!(r.found.is_none(), "{:?}", r.found);
     let not_seen: Vec<&str> = r.not_seen.iter().map(|n| n.id.as_str()).collect();
-    assert_eq!(not_seen, ["fuzz-map-to-stopped-device-segfaults", "fuzz-unmap-to-stopped-device-segfaults"], "{:?}", r.exercised);
+    assert_eq!(
+        not_seen,
+        ["fuzz-map-to-stopped-device-segfaults", "fuzz-unmap-to-stopped-device-segfaults"],
+        "{:?}",
+        r.exercised
+    );
 }
 
 #[test]
 fn a_stale_table_after_reset_stays_known_across_a_refused_map() {
     let out = tempfile::tempdir().unwrap();
-    let r = run_knowing(Faults { keep_table_after_reset: true, ..Faults::default() }, out.path(), listed("backend-table-stale"));
+    let r = run_knowing(
+        Faults { keep_table_after_reset: true, ..Faults::default() },
+        out.path(),
+        listed("backend-table-stale"),
+    );
     assert!(r.found.is_none(), "stopped on {:?}", r.found.map(|f| f.divergence.key()));
     assert!(r.known.values().sum::<u32>() > 0, "the listed entry showed: {:?}", r.exercised);
     assert!(r.not_seen.is_empty());

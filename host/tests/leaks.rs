@@ -43,7 +43,10 @@ fn the_leak_check_finds_what_a_child_left_running_under_it() {
     let mut wrapper = Command::new("sh").args(["-c", "sleep 31; :"]).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut wrapped = wrapper.id();
-    while (wrapped == wrapper.id() || !std::fs::read(format!("/proc/{wrapped}/cmdline")).unwrap_or_default().starts_with(b"sleep")) && std::time::Instant::now() < deadline {
+    while (wrapped == wrapper.id()
+        || !std::fs::read(format!("/proc/{wrapped}/cmdline")).unwrap_or_default().starts_with(b"sleep"))
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(10));
         wrapped = shmem_host::spawn::leaf(wrapper.id());
     }
@@ -65,7 +68,11 @@ fn the_model_half_of_an_own_boot_is_leak_checked() {
     let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let suite = shmem_host::vm::scenario::SuiteFile::load(&root.join("tests/suite.toml")).unwrap();
-    let scn = shmem_host::vm::scenario::Scenario::load_dir(&root.join("tests/scenarios")).unwrap().into_iter().find(|s| s.name == "rw-basic").unwrap();
+    let scn = shmem_host::vm::scenario::Scenario::load_dir(&root.join("tests/scenarios"))
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == "rw-basic")
+        .unwrap();
     let (dir, sockets) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let device = (suite.device.spec(), suite.device.layout());
     let (res, _) = shmem_host::vm::own_boot::model_half(&device, &scn, dir.path(), sockets.path());

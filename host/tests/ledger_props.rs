@@ -32,8 +32,24 @@ fn edge() -> impl Strategy<Value = u64> {
 }
 
 fn req() -> impl Strategy<Value = Req> {
-    (any::<bool>(), 0u8..4, edge(), edge(), prop_oneof![0u64..0x3000, any::<u64>()], prop_oneof![Just(Want::Accept), Just(Want::Refuse), Just(Want::Either)], prop_oneof![Just(0u64), Just(1), any::<u64>()])
-        .prop_map(|(map, shmid, shm_offset, len, fd_offset, want, ack)| Req { map, shmid, shm_offset, len, fd_offset, want, ack })
+    (
+        any::<bool>(),
+        0u8..4,
+        edge(),
+        edge(),
+        prop_oneof![0u64..0x3000, any::<u64>()],
+        prop_oneof![Just(Want::Accept), Just(Want::Refuse), Just(Want::Either)],
+        prop_oneof![Just(0u64), Just(1), any::<u64>()],
+    )
+        .prop_map(|(map, shmid, shm_offset, len, fd_offset, want, ack)| Req {
+            map,
+            shmid,
+            shm_offset,
+            len,
+            fd_offset,
+            want,
+            ack,
+        })
 }
 
 /// A frontend that answers the i-th request with `acks[i]`, whatever it asks.

@@ -8,10 +8,10 @@ use common::*;
 use shmem_host::backend::{Direction, offered_protocol_features};
 use shmem_host::channel::{MmapBytes, ShmemMsg, ShmemOp};
 use shmem_host::files::pattern_byte;
-use shmem_proto::MAP_RW;
 use shmem_host::manager::{Attach, Expect, Want};
 use shmem_host::memprobe::Access;
 use shmem_host::model::{Faults, MODEL_BAR_BASE};
+use shmem_proto::MAP_RW;
 
 const PAGE: u64 = 0x1000;
 
@@ -123,6 +123,10 @@ struct Case {
     errno: i32,
 }
 
+fn case(name: &'static str, op: ShmemOp, msg: ShmemMsg, fd: bool, errno: i32) -> Case {
+    Case { name, op, msg, fd, errno }
+}
+
 fn map(shmid: u8, fd_offset: u64, shm_offset: u64, len: u64, flags: u64) -> ShmemMsg {
     ShmemMsg { shmid, fd_offset, shm_offset, len, flags }
 }
@@ -135,21 +139,21 @@ fn check_error_cases(faults: Faults) -> Result<(), String> {
     // An existing mapping at 0x4000..0x8000 of region 0.
     assert_eq!(r.mgr.map(0, "e", 0, 0x4000, 0x4000, true).unwrap().reply.ack, 0);
     let cases = [
-        Case { name: "no fd", op: ShmemOp::Map, msg: map(0, 0, 0, PAGE, 0), fd: false, errno: libc::EBADF },
-        Case { name: "unknown shmid", op: ShmemOp::Map, msg: map(9, 0, 0, PAGE, 0), fd: true, errno: libc::EFAULT },
-        Case { name: "zero-sized shmid", op: ShmemOp::Map, msg: map(1, 0, 0, PAGE, 0), fd: true, errno: libc::EFAULT },
-        Case { name: "past region end", op: ShmemOp::Map, msg: map(0, 0, 0xF000, 0x2000, 0), fd: true, errno: libc::EFAULT },
-        Case { name: "offset overflow", op: ShmemOp::Map, msg: map(0, 0, u64::MAX - 0xFFF, 0x2000, 0), fd: true, errno: libc::EFAULT },
-        Case { name: "identical overlap", op: ShmemOp::Map, msg: map(0, 0, 0x4000, 0x4000, 0), fd: true, errno: libc::EFAULT },
-        Case { name: "partial overlap", op: ShmemOp::Map, msg: map(0, 0, 0x2000, 0x4000, 0), fd: true, errno: libc::EFAULT },
-        Case { name: "contained overlap", op: ShmemOp::Map, msg: map(0, 0, 0x5000, 0x1000, 0), fd: true, errno: libc::EFAULT },
-        Case { name: "len 0", op: ShmemOp::Map, msg: map(0, 0, 0, 0, 0), fd: true, errno: libc::EINVAL },
+        case("no fd", ShmemOp::Map, map(0, 0, 0, PAGE, 0), false, libc::EBADF),
+        case("unknown shmid", ShmemOp::Map, map(9, 0, 0, PAGE, 0), true, libc::EFAULT),
+        case("zero-sized shmid", ShmemOp::Map, map(1, 0, 0, PAGE, 0), true, libc::EFAULT),
+        case("past region end", ShmemOp::Map, map(0, 0, 0xF000, 0x2000, 0), true, libc::EFAULT),
+        case("offset overflow", ShmemOp::Map, map(0, 0, u64::MAX - 0xFFF, 0x2000, 0), true, libc::EFAULT),
+        case("identical overlap", ShmemOp::Map, map(0, 0, 0x4000, 0x4000, 0), true, libc::EFAULT),
+        case("partial overlap", ShmemOp::Map, map(0, 0, 0x2000, 0x4000, 0), true, libc::EFAULT),
+        case("contained overlap", ShmemOp::Map, map(0, 0, 0x5000, 0x1000, 0), true, libc::EFAULT),
+        case("len 0", ShmemOp::Map, map(0, 0, 0, 0, 0), true, libc::EINVAL),
         // Inside the existing mapping: still a zero length (the spec's "valid region"), never an overlap (QEMU 11.1.3's answer).
-        Case { name: "len 0 inside a mapping", op: ShmemOp::Map, msg: map(0, 0, 0x5000, 0, 0), fd: true, errno: libc::EINVAL },
-        Case { name: "past file end", op: ShmemOp::Map, msg: map(0, 0x6000, 0, 0x4000, 0), fd: true, errno: libc::EINVAL },
-        Case { name: "unmap part of a mapping", op: ShmemOp::Unmap, msg: map(0, 0, 0x4000, 0x1000, 0), fd: false, errno: libc::EFAULT },
-        Case { name: "unmap never mapped", op: ShmemOp::Unmap, msg: map(0, 0, 0x8000, 0x1000, 0), fd: false, errno: libc::EFAULT },
-        Case { name: "unmap unknown shmid", op: ShmemOp::Unmap, msg: map(7, 0, 0, 0x1000, 0), fd: false, errno: libc::EFAULT },
+        case("len 0 inside a mapping", ShmemOp::Map, map(0, 0, 0x5000, 0, 0), true, libc::EINVAL),
+        case("past file end", ShmemOp::Map, map(0, 0x6000, 0, 0x4000, 0), true, libc::EINVAL),
+        case("unmap part of a mapping", ShmemOp::Unmap, map(0, 0, 0x4000, 0x1000, 0), false, libc::EFAULT),
+        case("unmap never mapped", ShmemOp::Unmap, map(0, 0, 0x8000, 0x1000, 0), false, libc::EFAULT),
+        case("unmap unknown shmid", ShmemOp::Unmap, map(7, 0, 0, 0x1000, 0), false, libc::EFAULT),
     ];
     for c in &cases {
         let attach = if c.fd { Attach::File("e") } else { Attach::None };
@@ -251,9 +255,11 @@ fn memory_table_follows_map_and_unmap_with_the_file_at_bar_base_plus_offset() {
     let want = MODEL_BAR_BASE + 0x10000 + 0x3000;
     let rec = r.server.recorder();
     let found = rec.wait_for(T, |x| {
-        x.mem_tables
-            .last()
-            .is_some_and(|t| t.regions.iter().any(|m| m.guest_addr == want && m.size == 0x1000 && m.file == Some(id) && m.file_offset == 0x1000))
+        x.mem_tables.last().is_some_and(|t| {
+            t.regions
+                .iter()
+                .any(|m| m.guest_addr == want && m.size == 0x1000 && m.file == Some(id) && m.file_offset == 0x1000)
+        })
     });
     assert!(found, "mapping not in the memory table: {:?}", rec.lock().mem_tables.last());
     assert_eq!(r.mgr.unmap(1, 0x3000, 0x1000).unwrap().reply.ack, 0);

@@ -49,7 +49,8 @@ fn relayed_with(regions: Vec<u64>, faults: RelayFaults, model_faults: Faults) ->
     let spec = DeviceSpec::new(45, 1, regions).expect("valid spec");
     let server = BackendServer::start(spec.clone()).expect("backend starts");
     let dir = tempfile::tempdir().expect("temp dir");
-    let relay = Relay::start_faulty(&dir.path().join("relay.sock"), server.socket_path(), faults).expect("relay listens");
+    let relay =
+        Relay::start_faulty(&dir.path().join("relay.sock"), server.socket_path(), faults).expect("relay listens");
     let model = ModelFrontend::connect(relay.socket_path(), 1, model_faults).expect("model connects through the relay");
     model.start().expect("model starts the device");
     let chan = server.channel(T).expect("the backend channel, through the relay");
@@ -76,11 +77,33 @@ fn every_message_passes_unchanged_with_its_fds_and_is_recorded() {
     r.model.sync(T).unwrap();
     let record = r.relay.record();
     // What the backend was told, message by message, is what the relay passed on.
-    let told: Vec<(u32, u32, usize, usize)> = r.server.recorder().lock().messages.iter().filter(|m| m.direction == Direction::FromFrontend).map(|m| (m.request, m.flags, m.size, m.nfds)).collect();
-    let passed: Vec<(u32, u32, usize, usize)> = record.iter().filter(|m| m.channel == Channel::Main && m.sender == Sender::Frontend).map(|m| (m.request, m.flags, m.size as usize, m.nfds as usize)).take(told.len()).collect();
+    let told: Vec<(u32, u32, usize, usize)> = r
+        .server
+        .recorder()
+        .lock()
+        .messages
+        .iter()
+        .filter(|m| m.direction == Direction::FromFrontend)
+        .map(|m| (m.request, m.flags, m.size, m.nfds))
+        .collect();
+    let passed: Vec<(u32, u32, usize, usize)> = record
+        .iter()
+        .filter(|m| m.channel == Channel::Main && m.sender == Sender::Frontend)
+        .map(|m| (m.request, m.flags, m.size as usize, m.nfds as usize))
+        .take(told.len())
+        .collect();
     assert_eq!(passed, told);
-    let map = record.iter().find(|m| m.channel == Channel::Backend && m.name == "SHMEM_MAP").expect("the map on the backend channel");
-    assert!(matches!(map.payload, Payload::Shmem { len: 0x2000, fd_size: Some(0x4000), fd_rw: Some(true), file: Some(_), .. }), "{map:?}");
+    let map = record
+        .iter()
+        .find(|m| m.channel == Channel::Backend && m.name == "SHMEM_MAP")
+        .expect("the map on the backend channel");
+    assert!(
+        matches!(
+            map.payload,
+            Payload::Shmem { len: 0x2000, fd_size: Some(0x4000), fd_rw: Some(true), file: Some(_), .. }
+        ),
+        "{map:?}"
+    );
     assert!(record.windows(2).all(|w| w[0].at_ns <= w[1].at_ns), "the record is in time order");
     let mut rec = SessionRecord { frontend_unseen: true, ..SessionRecord::default() };
     wire::read_session(&record, &mut rec);
@@ -143,7 +166,10 @@ fn the_relay_refuses_the_kth_map_itself_and_holds_acks_when_told() {
     r.model.sync(T).unwrap();
     assert_eq!((r.model.maps_served(), r.relay.maps_seen()), (1, 2), "the frontend never saw the refused map");
     let record = r.relay.record();
-    assert!(record.iter().any(|m| m.sender == Sender::Relay && m.payload == Payload::U64 { value: 1 }), "the relay's own ack is recorded as its own");
+    assert!(
+        record.iter().any(|m| m.sender == Sender::Relay && m.payload == Payload::U64 { value: 1 }),
+        "the relay's own ack is recorded as its own"
+    );
     let mut rec = SessionRecord::default();
     wire::read_session(&record, &mut rec);
     assert_eq!(rec.served.iter().map(|s| s.accepted).collect::<Vec<_>>(), [true, false]);
@@ -153,7 +179,10 @@ fn the_relay_refuses_the_kth_map_itself_and_holds_acks_when_told() {
 fn finish_ends_a_thread_that_holds_a_reply_and_the_backend_waiting_for_it() {
     let _one = alone();
     // The frontend's ack is held far longer than finish may take.
-    let r = relayed_faulty(vec![0x10000], RelayFaults { ack_delay: Some(Duration::from_secs(30)), ..RelayFaults::default() });
+    let r = relayed_faulty(
+        vec![0x10000],
+        RelayFaults { ack_delay: Some(Duration::from_secs(30)), ..RelayFaults::default() },
+    );
     let Relayed { mut mgr, model, server, relay, _dir } = r;
     mgr.create_file("f", 0x4000).unwrap();
     let waiting = std::thread::spawn(move || mgr.map(0, "f", 0, 0, 0x1000, true).map(|m| m.reply.ack));
@@ -185,7 +214,8 @@ fn a_backend_channel_closed_on_purpose_fails_the_next_request_and_the_relay_stil
 #[test]
 fn a_frontend_that_never_sends_the_table_fails_reaches_memory_table_on_the_wire() {
     let _one = alone();
-    let mut r = relayed_with(vec![0x10000], RelayFaults::default(), Faults { no_table_update: true, ..Faults::default() });
+    let mut r =
+        relayed_with(vec![0x10000], RelayFaults::default(), Faults { no_table_update: true, ..Faults::default() });
     r.mgr.create_file("f", 0x4000).unwrap();
     assert_eq!(r.mgr.map(0, "f", 0, 0, 0x1000, true).unwrap().reply.ack, 0, "accepted");
     r.model.sync(T).unwrap();
@@ -197,7 +227,8 @@ fn a_frontend_that_never_sends_the_table_fails_reaches_memory_table_on_the_wire(
 #[test]
 fn a_request_the_frontend_never_answers_is_named_on_the_wire_as_the_backends_wait() {
     let _one = alone();
-    let r = relayed_with(vec![0x10000], RelayFaults::default(), Faults { stop_acking_after: Some(0), ..Faults::default() });
+    let r =
+        relayed_with(vec![0x10000], RelayFaults::default(), Faults { stop_acking_after: Some(0), ..Faults::default() });
     let Relayed { mut mgr, model, server, relay, _dir } = r;
     mgr.create_file("f", 0x4000).unwrap();
     // The backend's map waits for its ack on a thread of its own; the relay's record says who waits for what.

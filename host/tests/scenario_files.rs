@@ -17,13 +17,46 @@ fn root() -> std::path::PathBuf {
 }
 
 /// Values a careless or hostile file may hold, for any key.
-const VALUES: [&str; 16] = ["0", "1", "8", "0x1000", "\"4K\"", "\"64K\"", "\"1M\"", "\"0x10000000000\"", "\"0xffffffffffffffff\"", "-1", "\"12Q\"", "true", "\"f\"", "\"\"", "4294967296", "\"0123456789abcdef\""];
+const VALUES: [&str; 16] = [
+    "0",
+    "1",
+    "8",
+    "0x1000",
+    "\"4K\"",
+    "\"64K\"",
+    "\"1M\"",
+    "\"0x10000000000\"",
+    "\"0xffffffffffffffff\"",
+    "-1",
+    "\"12Q\"",
+    "true",
+    "\"f\"",
+    "\"\"",
+    "4294967296",
+    "\"0123456789abcdef\"",
+];
 
 /// Every step kind with its keys.
 const KINDS: [(&str, &[&str]); 18] = [
     ("file", &["name", "size"]),
     ("fill", &["file", "seed", "offset", "len"]),
-    ("map", &["shmid", "file", "fd_offset", "shm_offset", "len", "rw", "ack", "attach", "readonly_fd", "flags", "reason", "check"]),
+    (
+        "map",
+        &[
+            "shmid",
+            "file",
+            "fd_offset",
+            "shm_offset",
+            "len",
+            "rw",
+            "ack",
+            "attach",
+            "readonly_fd",
+            "flags",
+            "reason",
+            "check",
+        ],
+    ),
     ("unmap", &["shmid", "shm_offset", "len", "ack", "reason", "check"]),
     ("map-many", &["check", "shmid", "file", "count", "len", "expect_accepted"]),
     ("guest-reset", &["init"]),
@@ -37,7 +70,10 @@ const KINDS: [(&str, &[&str]); 18] = [
     ("expect-released", &["check", "file"]),
     ("expect-mem-table", &["check", "shmid", "shm_offset", "len", "file", "present"]),
     ("expect-no-answer", &["check", "from"]),
-    ("probe-reply-before-commit", &["check", "shmid", "shm_offset", "doorbell_shmid", "doorbell_offset", "iterations", "rw", "writes"]),
+    (
+        "probe-reply-before-commit",
+        &["check", "shmid", "shm_offset", "doorbell_shmid", "doorbell_offset", "iterations", "rw", "writes"],
+    ),
     ("inject", &["fault"]),
 ];
 

@@ -29,7 +29,11 @@ fn verdict_on_model(suite_spec: &DeviceSpec, scn: &Scenario, faults: Faults) -> 
 /// The verdict of every scenario on a model with `faults`.
 fn verdicts(faults: Faults) -> Vec<(String, Verdict)> {
     let (spec, scenarios) = suite();
-    scenarios.iter().filter(|scn| !scn.qemu_only).map(|scn| (scn.name.clone(), verdict_on_model(&spec, scn, faults))).collect()
+    scenarios
+        .iter()
+        .filter(|scn| !scn.qemu_only)
+        .map(|scn| (scn.name.clone(), verdict_on_model(&spec, scn, faults)))
+        .collect()
 }
 
 fn failing(faults: Faults) -> Vec<String> {
@@ -38,7 +42,11 @@ fn failing(faults: Faults) -> Vec<String> {
 
 #[test]
 fn every_scenario_passes_on_the_correct_model() {
-    let bad: Vec<String> = verdicts(Faults::default()).into_iter().filter(|(_, v)| !matches!(v, Verdict::Pass)).map(|(n, v)| format!("{n}: {v:?}")).collect();
+    let bad: Vec<String> = verdicts(Faults::default())
+        .into_iter()
+        .filter(|(_, v)| !matches!(v, Verdict::Pass))
+        .map(|(n, v)| format!("{n}: {v:?}"))
+        .collect();
     assert!(bad.is_empty(), "{bad:#?}");
 }
 
@@ -70,7 +78,11 @@ fn a_frontend_that_crashes_on_an_early_map_fails_the_hazards_naming_the_step() {
             Verdict::Fail(j) => {
                 let c = &j[0].check;
                 assert_eq!(c.check, "frontend-survives", "{name}: {j:?}");
-                assert_eq!(c.facts.get("step").map(ToString::to_string).as_deref(), Some("map-to-stopped-device"), "{name}: {c:?}");
+                assert_eq!(
+                    c.facts.get("step").map(ToString::to_string).as_deref(),
+                    Some("map-to-stopped-device"),
+                    "{name}: {c:?}"
+                );
             }
             other => panic!("{name}: {other:?}"),
         }
@@ -83,7 +95,8 @@ fn the_hang_check_fails_when_the_guest_answers() {
     let scn = scenarios.iter().find(|s| s.name == "fault-hang-agent").expect("fault-hang-agent.toml");
     // Without the injection the guest answers: the check must fail.
     let mut healthy = scn.clone();
-    let keep: Vec<bool> = healthy.steps.iter().map(|s| !matches!(s, shmem_host::vm::scenario::Step::Inject { .. })).collect();
+    let keep: Vec<bool> =
+        healthy.steps.iter().map(|s| !matches!(s, shmem_host::vm::scenario::Step::Inject { .. })).collect();
     let mut k = keep.iter();
     healthy.steps.retain(|_| *k.next().unwrap());
     let mut k = keep.iter();
@@ -109,7 +122,21 @@ fn short_probe(name: &str) -> (DeviceSpec, Scenario) {
 
 fn failed_checks(v: Verdict) -> Vec<String> {
     match v {
-        Verdict::Fail(j) => j.into_iter().map(|j| format!("{}={}", j.check.check, j.check.facts.get("stale_seen").or(j.check.facts.get("deadlock")).map(ToString::to_string).unwrap_or_default())).collect(),
+        Verdict::Fail(j) => j
+            .into_iter()
+            .map(|j| {
+                format!(
+                    "{}={}",
+                    j.check.check,
+                    j.check
+                        .facts
+                        .get("stale_seen")
+                        .or(j.check.facts.get("deadlock"))
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                )
+            })
+            .collect(),
         other => panic!("expected FAIL, got {other:?}"),
     }
 }
@@ -118,7 +145,13 @@ fn failed_checks(v: Verdict) -> Vec<String> {
 fn a_frontend_that_replies_before_it_commits_fails_the_probe_in_every_direction() {
     let (spec, scn) = short_probe("reply-before-commit");
     let f = failed_checks(verdict_on_model(&spec, &scn, Faults { reply_before_commit: true, ..Faults::default() }));
-    for want in ["rbc-rw/map=hole", "rbc-rw/unmap=the unmapped file's bytes", "rbc-rw/write=lost: the write did not reach the file", "rbc-ro/map=hole", "rbc-ro/unmap=the unmapped file's bytes"] {
+    for want in [
+        "rbc-rw/map=hole",
+        "rbc-rw/unmap=the unmapped file's bytes",
+        "rbc-rw/write=lost: the write did not reach the file",
+        "rbc-ro/map=hole",
+        "rbc-ro/unmap=the unmapped file's bytes",
+    ] {
         assert!(f.iter().any(|c| c == want), "{want} not in {f:?}");
     }
 }
@@ -139,7 +172,10 @@ fn a_frontend_that_commits_before_it_replies_deadlocks_only_a_single_threaded_ba
 /// The failed checks of a verdict, with their facts.
 fn failed_with_facts(v: Verdict) -> Vec<(String, std::collections::BTreeMap<String, String>)> {
     match v {
-        Verdict::Fail(j) => j.into_iter().map(|j| (j.check.check, j.check.facts.into_iter().map(|(k, v)| (k, v.to_string())).collect())).collect(),
+        Verdict::Fail(j) => j
+            .into_iter()
+            .map(|j| (j.check.check, j.check.facts.into_iter().map(|(k, v)| (k, v.to_string())).collect()))
+            .collect(),
         other => panic!("expected FAIL, got {other:?}"),
     }
 }
@@ -150,9 +186,17 @@ fn a_frontend_that_stops_acking_mid_probe_fails_no_deadlock_naming_the_iteration
     // The doorbell map, then two requests per iteration: the 8th request is
     // iteration 3's map, the 9th its unmap.
     for (answered, iteration, direction) in [(7, "3", "map"), (8, "3", "unmap")] {
-        let f = failed_with_facts(verdict_on_model(&spec, &scn, Faults { stop_acking_after: Some(answered), ..Faults::default() }));
+        let f = failed_with_facts(verdict_on_model(
+            &spec,
+            &scn,
+            Faults { stop_acking_after: Some(answered), ..Faults::default() },
+        ));
         let (_, facts) = f.iter().find(|(c, _)| c == "rbc-rw/no-deadlock").unwrap_or_else(|| panic!("{f:?}"));
-        assert_eq!((facts["iteration"].as_str(), facts["direction"].as_str(), facts["deadlock"].as_str()), (iteration, direction, "no ack"), "{facts:?}");
+        assert_eq!(
+            (facts["iteration"].as_str(), facts["direction"].as_str(), facts["deadlock"].as_str()),
+            (iteration, direction, "no ack"),
+            "{facts:?}"
+        );
         // What the probe recorded before the stall is kept.
         assert!(f.iter().all(|(c, _)| c.starts_with("rbc-rw/no-deadlock")), "only the stall fails: {f:?}");
     }
@@ -161,12 +205,16 @@ fn a_frontend_that_stops_acking_mid_probe_fails_no_deadlock_naming_the_iteration
 #[test]
 fn an_unmap_that_takes_no_effect_fails_its_check_naming_the_iteration() {
     let (spec, scn) = short_probe("reply-before-commit");
-    let f = failed_with_facts(verdict_on_model(&spec, &scn, Faults { unmap_without_effect: true, ..Faults::default() }));
+    let f =
+        failed_with_facts(verdict_on_model(&spec, &scn, Faults { unmap_without_effect: true, ..Faults::default() }));
     let (_, facts) = f.iter().find(|(c, _)| c == "rbc-rw/unmap-effect").unwrap_or_else(|| panic!("{f:?}"));
     assert_eq!(facts["iteration"], "1", "{facts:?}");
     assert!(facts["said"].contains("mapping overlap"), "{facts:?}");
     // The stale read after that UNMAP ack is recorded too, not lost to an error.
-    assert!(f.iter().any(|(c, facts)| c == "rbc-rw/unmap" && facts["stale_seen"] == "the unmapped file's bytes"), "{f:?}");
+    assert!(
+        f.iter().any(|(c, facts)| c == "rbc-rw/unmap" && facts["stale_seen"] == "the unmapped file's bytes"),
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -182,8 +230,10 @@ fn a_frontend_that_refuses_every_map_fails_map_many() {
 fn a_frontend_that_shows_garbage_where_nothing_is_mapped_fails_expect_guest_not() {
     let (spec, scenarios) = suite();
     let scn = scenarios.iter().find(|s| s.name == "unmap-remap").unwrap();
-    let f = failed_with_facts(verdict_on_model(&spec, scn, Faults { unmapped_reads_garbage: true, ..Faults::default() }));
-    let (_, facts) = f.iter().find(|(c, _)| c == "unmapped-range-no-longer-shows-file").unwrap_or_else(|| panic!("{f:?}"));
+    let f =
+        failed_with_facts(verdict_on_model(&spec, scn, Faults { unmapped_reads_garbage: true, ..Faults::default() }));
+    let (_, facts) =
+        f.iter().find(|(c, _)| c == "unmapped-range-no-longer-shows-file").unwrap_or_else(|| panic!("{f:?}"));
     assert_eq!(facts["seen_as"], "bytes the ledger does not allow there", "{facts:?}");
 }
 
@@ -221,12 +271,21 @@ fn probe_against_listed_races(faults: Faults) -> (Verdict, Vec<shmem_judge::chec
 #[test]
 fn a_frontend_that_commits_before_it_replies_shows_it_on_the_wire_and_the_listed_races_as_fixed() {
     let (v, checks) = probe_against_listed_races(Faults { commit_before_reply: true, ..Faults::default() });
-    for c in checks.iter().filter(|c| ["rbc-rw/map", "rbc-rw/unmap", "rbc-ro/map", "rbc-ro/unmap"].contains(&c.check.as_str())) {
-        assert_eq!(c.facts.get("table_first").map(ToString::to_string), c.facts.get("acked").map(ToString::to_string), "{c:?}");
+    for c in checks
+        .iter()
+        .filter(|c| ["rbc-rw/map", "rbc-rw/unmap", "rbc-ro/map", "rbc-ro/unmap"].contains(&c.check.as_str()))
+    {
+        assert_eq!(
+            c.facts.get("table_first").map(ToString::to_string),
+            c.facts.get("acked").map(ToString::to_string),
+            "{c:?}"
+        );
     }
     // 50 iterations are far too few for a rate to tell a fix; the order does.
     match v {
-        Verdict::UnexpectedPass(drop) => assert!(drop.iter().filter(|d| d.contains("did not show")).count() >= 5, "{drop:?}"),
+        Verdict::UnexpectedPass(drop) => {
+            assert!(drop.iter().filter(|d| d.contains("did not show")).count() >= 5, "{drop:?}")
+        }
         other => panic!("expected UNEXPECTED-PASS, got {other:?}"),
     }
 }
@@ -237,7 +296,12 @@ fn a_frontend_that_replies_first_shows_no_stale_read_and_stays_inconclusive() {
     // no order to tell a fix by (a table can beat the backend's reading of the ack now and then, never
     // every time), so 50 iterations leave the listed races inconclusive.
     let (v, checks) = probe_against_listed_races(Faults::default());
-    let count = |c: &shmem_judge::check::CheckResult, k: &str| c.facts.get(k).and_then(|f| f.to_string().parse::<u32>().ok()).unwrap_or(0);
-    assert!(checks.iter().filter(|c| c.check.ends_with("/map")).all(|c| count(c, "table_first") < count(c, "acked")), "{checks:?}");
+    let count = |c: &shmem_judge::check::CheckResult, k: &str| {
+        c.facts.get(k).and_then(|f| f.to_string().parse::<u32>().ok()).unwrap_or(0)
+    };
+    assert!(
+        checks.iter().filter(|c| c.check.ends_with("/map")).all(|c| count(c, "table_first") < count(c, "acked")),
+        "{checks:?}"
+    );
     assert!(matches!(v, Verdict::KnownFailure(_)), "{v:?}");
 }

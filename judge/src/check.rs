@@ -154,9 +154,15 @@ mod tests {
 
     #[test]
     fn facts_serialise_as_text_and_read_back_typed() {
-        let c = CheckResult::new("c", false, "").with("ack", 1u64).with("exit", "signal 11 (SIGSEGV)").with("first_diff", "0x0");
+        let c = CheckResult::new("c", false, "")
+            .with("ack", 1u64)
+            .with("exit", "signal 11 (SIGSEGV)")
+            .with("first_diff", "0x0");
         let json = serde_json::to_string(&c.facts).unwrap();
-        assert_eq!(json, r#"{"ack":"1","exit":"signal 11 (SIGSEGV)","first_diff":"0x0"}"#, "the same JSON as when facts were strings");
+        assert_eq!(
+            json, r#"{"ack":"1","exit":"signal 11 (SIGSEGV)","first_diff":"0x0"}"#,
+            "the same JSON as when facts were strings"
+        );
         let back: Facts = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c.facts);
         assert_eq!(back["ack"].count(), Some(1));

@@ -97,18 +97,29 @@ pub fn parse_list(path: &Path, text: &str, accels: &[&str]) -> Result<Vec<KnownD
             return Err(bad(format!("defect id {:?} is used twice", d.id)));
         }
         if d.qemu.is_empty() || d.accel.is_empty() || (d.signature.is_empty() && d.stale_kinds.is_empty()) {
-            return Err(bad(format!("defect {:?}: `qemu`, `accel` and `signature` (or, for a race, `stale_kinds`) must each name at least one build, accelerator and fact", d.id)));
+            return Err(bad(format!(
+                "defect {:?}: `qemu`, `accel` and `signature` (or, for a race, `stale_kinds`) must each name at least one build, accelerator and fact",
+                d.id
+            )));
         }
         if !d.stale_kinds.is_empty() && d.rate.is_some() {
-            return Err(bad(format!("defect {:?}: a race lists its `stale_kinds` and no `rate`: its rate is a fact of the machine it ran on, not a threshold on another", d.id)));
+            return Err(bad(format!(
+                "defect {:?}: a race lists its `stale_kinds` and no `rate`: its rate is a fact of the machine it ran on, not a threshold on another",
+                d.id
+            )));
         }
         if let Some((k, _)) = d.signature.iter().find(|(k, v)| v.is_empty() && k.as_str() == "said") {
-            return Err(bad(format!("defect {:?}: `{k} = \"\"` would match anything said: name what must be said", d.id)));
+            return Err(bad(format!(
+                "defect {:?}: `{k} = \"\"` would match anything said: name what must be said",
+                d.id
+            )));
         }
         if d.rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
             return Err(bad(format!("defect {:?}: rate must be in (0, 1]", d.id)));
         }
-        if let Some(u) = d.unmeasured.iter().find(|u| !d.qemu.iter().any(|q| d.accel.iter().any(|a| **u == format!("{q}/{a}")))) {
+        if let Some(u) =
+            d.unmeasured.iter().find(|u| !d.qemu.iter().any(|q| d.accel.iter().any(|a| **u == format!("{q}/{a}"))))
+        {
             return Err(bad(format!("defect {:?}: unmeasured {u:?} is no BUILD/ACCEL pair the entry lists", d.id)));
         }
         if let Some(a) = d.accel.iter().find(|a| !accels.contains(&a.as_str())) {
@@ -117,10 +128,16 @@ pub fn parse_list(path: &Path, text: &str, accels: &[&str]) -> Result<Vec<KnownD
         let qemu_row = d.accel.iter().any(|a| a != MODEL_ACCEL);
         let backend_list = accels.contains(&MODEL_ACCEL);
         if backend_list && qemu_row == d.frontend.is_empty() {
-            return Err(bad(format!("defect {:?}: an entry of QEMU's row (accel tcg or kvm) names the QEMU builds it was measured behind in `frontend`, and only such an entry does; one accel list per row", d.id)));
+            return Err(bad(format!(
+                "defect {:?}: an entry of QEMU's row (accel tcg or kvm) names the QEMU builds it was measured behind in `frontend`, and only such an entry does; one accel list per row",
+                d.id
+            )));
         }
         if backend_list && qemu_row && d.accel.iter().any(|a| a == MODEL_ACCEL) {
-            return Err(bad(format!("defect {:?}: the model's row and QEMU's are listed apart (accel \"model\" alone, or tcg/kvm with `frontend`)", d.id)));
+            return Err(bad(format!(
+                "defect {:?}: the model's row and QEMU's are listed apart (accel \"model\" alone, or tcg/kvm with `frontend`)",
+                d.id
+            )));
         }
         if !backend_list && !d.frontend.is_empty() {
             return Err(bad(format!("defect {:?}: `frontend` belongs in the backend list", d.id)));

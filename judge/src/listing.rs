@@ -57,7 +57,8 @@ impl KnownDefect {
     /// carried over from the accelerators it lists, unless its signature is
     /// accelerator-specific.
     fn other_accel(&self, build: &str, accel: &str) -> Applies {
-        let qemu_accels: Vec<&str> = self.accel.iter().map(String::as_str).filter(|a| QEMU_ACCELS.contains(a)).collect();
+        let qemu_accels: Vec<&str> =
+            self.accel.iter().map(String::as_str).filter(|a| QEMU_ACCELS.contains(a)).collect();
         if self.accel_specific || !QEMU_ACCELS.contains(&accel) || qemu_accels.is_empty() {
             return Applies::Elsewhere;
         }
@@ -111,14 +112,20 @@ impl KnownDefect {
 
     /// What the entry is listed for, for people: "BUILD/ACCEL, ...".
     pub fn listed_for(&self) -> String {
-        let behind = if self.frontend.is_empty() { String::new() } else { format!(" behind {}", self.frontend.join(" or ")) };
+        let behind =
+            if self.frontend.is_empty() { String::new() } else { format!(" behind {}", self.frontend.join(" or ")) };
         format!("{}{behind}", self.pairs().collect::<Vec<_>>().join(", "))
     }
 
     /// Whether a failed check's facts show this signature: every fact of
     /// it, `said` as a substring, every other fact exactly.
     pub fn matches(&self, facts: &Facts) -> bool {
-        self.signature.iter().all(|(k, want)| facts.get(k).map(Fact::to_string).is_some_and(|got| if k == "said" { got.contains(want.as_str()) } else { got == *want }))
+        self.signature.iter().all(|(k, want)| {
+            facts
+                .get(k)
+                .map(Fact::to_string)
+                .is_some_and(|got| if k == "said" { got.contains(want.as_str()) } else { got == *want })
+        })
     }
 
     /// The signature as `key=value, ...`.
@@ -238,4 +245,3 @@ impl<'a> Listing<'a> {
         self
     }
 }
-

@@ -47,4 +47,3 @@ pub fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Resu
         LoadError { path: path.to_path_buf(), line, col, message: e.message().to_string() }
     })
 }
-

@@ -37,7 +37,14 @@ pub type Run = (RunOutcome, Duration);
 
 /// A scenario's report row: both runs judged (the model by `model_defects`:
 /// a backend's, for a media scenario; none else).
-pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: (&Listing<'_>, &Listing<'_>), qlog: impl FnOnce() -> String) -> ScenarioReport {
+pub fn report(
+    scn: (&str, &str),
+    qemu_only: bool,
+    q: Run,
+    m: Run,
+    defects: (&Listing<'_>, &Listing<'_>),
+    qlog: impl FnOnce() -> String,
+) -> ScenarioReport {
     let qemu_checks = q.0.clone().unwrap_or_default();
     let model_checks = m.0.clone().unwrap_or_default();
     let Judgement { verdict: qemu, inconclusive, not_shown: qemu_gone, unseen } = judge_listed(q.0, defects.0);
@@ -48,5 +55,19 @@ pub fn report(scn: (&str, &str), qemu_only: bool, q: Run, m: Run, defects: (&Lis
         (j.verdict, j.not_shown)
     };
     let qemu_log = (!matches!(qemu, Verdict::Pass)).then(qlog);
-    ScenarioReport { name: scn.0.to_string(), description: scn.1.to_string(), qemu, qemu_inconclusive: inconclusive, not_shown: [qemu_gone, model_gone], qemu_unseen: unseen, model, qemu_time: q.1, model_time: m.1, qemu_checks, model_checks, qemu_log, qemu_wire: None }
+    ScenarioReport {
+        name: scn.0.to_string(),
+        description: scn.1.to_string(),
+        qemu,
+        qemu_inconclusive: inconclusive,
+        not_shown: [qemu_gone, model_gone],
+        qemu_unseen: unseen,
+        model,
+        qemu_time: q.1,
+        model_time: m.1,
+        qemu_checks,
+        model_checks,
+        qemu_log,
+        qemu_wire: None,
+    }
 }

@@ -103,7 +103,11 @@ pub struct Ratio {
 
 impl std::fmt::Display for Ratio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "B/A = {:.2} ({:.2}-{:.2}, {} boots of A, {} of B)", self.ratio, self.low, self.high, self.boots.0, self.boots.1)
+        write!(
+            f,
+            "B/A = {:.2} ({:.2}-{:.2}, {} boots of A, {} of B)",
+            self.ratio, self.low, self.high, self.boots.0, self.boots.1
+        )
     }
 }
 
@@ -189,7 +193,11 @@ fn incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
         return x.clamp(0.0, 1.0);
     }
     let front = (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
-    if x < (a + 1.0) / (a + b + 2.0) { front * beta_fraction(a, b, x) / a } else { 1.0 - front * beta_fraction(b, a, 1.0 - x) / b }
+    if x < (a + 1.0) / (a + b + 2.0) {
+        front * beta_fraction(a, b, x) / a
+    } else {
+        1.0 - front * beta_fraction(b, a, 1.0 - x) / b
+    }
 }
 
 /// The continued fraction of the incomplete beta function (modified Lentz).
@@ -200,7 +208,10 @@ fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
     let mut h = d;
     for m in 1..300 {
         let m = m as f64;
-        for num in [m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)), -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0))] {
+        for num in [
+            m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)),
+        ] {
             d = 1.0 + num * d;
             d = 1.0 / if d.abs() < tiny { tiny } else { d };
             c = 1.0 + num / c;
@@ -216,7 +227,17 @@ fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
 
 /// ln Γ(x) for x > 0 (Lanczos, g = 7).
 fn ln_gamma(x: f64) -> f64 {
-    const C: [f64; 9] = [0.999_999_999_999_809_9, 676.520_368_121_885_1, -1_259.139_216_722_402_8, 771.323_428_777_653_1, -176.615_029_162_140_6, 12.507_343_278_686_905, -0.138_571_095_265_720_12, 9.984_369_578_019_572e-6, 1.505_632_735_149_311_6e-7];
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
     let x = x - 1.0;
     let t = x + 7.5;
     let s: f64 = C[0] + C[1..].iter().enumerate().map(|(i, c)| c / (x + i as f64 + 1.0)).sum::<f64>();
@@ -253,7 +274,9 @@ mod tests {
         // 15-25 against 5-8 of 1000 (the unmap race with replies held 1 ms).
         let (a, b) = (boots(20.0, 1.25, 6), boots(6.5, 1.25, 6));
         match call_rates(&a, &b, 5, Look::Final) {
-            RateCall::Fixed(r) => assert!(r.low < r.ratio && r.ratio < r.high && r.high < 1.0 && (r.ratio - 0.325).abs() < 0.05, "{r}"),
+            RateCall::Fixed(r) => {
+                assert!(r.low < r.ratio && r.ratio < r.high && r.high < 1.0 && (r.ratio - 0.325).abs() < 0.05, "{r}")
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(call_rates(&b, &a, 5, Look::Final), RateCall::Regressed(_)));

@@ -103,17 +103,25 @@ impl std::fmt::Display for Verdict {
 /// from another accelerator among them).
 fn judge_failed(c: &CheckResult, listing: &Listing<'_>) -> Judged {
     let carried = listing.other_accel.iter().map(|(d, on)| (*d, Some(on.clone())));
-    let listed: Vec<(&KnownDefect, Option<String>)> = listing.applicable.iter().cloned().chain(carried).filter(|(d, _)| d.check == c.check).collect();
+    let listed: Vec<(&KnownDefect, Option<String>)> =
+        listing.applicable.iter().cloned().chain(carried).filter(|(d, _)| d.check == c.check).collect();
     let shows = listed.iter().find(|(d, _)| d.matches(&c.facts));
     let worse = shows.and_then(|(d, _)| d.worse_than_listed(&c.facts));
     let matched = shows.filter(|_| worse.is_none());
-    let elsewhere = listing.elsewhere.iter().find(|d| d.check == c.check && d.matches(&c.facts) && d.worse_than_listed(&c.facts).is_none());
+    let elsewhere = listing
+        .elsewhere
+        .iter()
+        .find(|d| d.check == c.check && d.matches(&c.facts) && d.worse_than_listed(&c.facts).is_none());
     Judged {
         check: c.clone(),
         defect: matched.map(|(d, _)| d.id.clone()),
         measured_on: matched.and_then(|(_, on)| on.clone()),
         other_accel: matched.is_some_and(|(d, _)| listing.other_accel.iter().any(|(o, _)| o.id == d.id)),
-        listed: if matched.is_none() { shows.or(listed.first()).map(|(d, _)| (d.id.clone(), d.signature_text())) } else { None },
+        listed: if matched.is_none() {
+            shows.or(listed.first()).map(|(d, _)| (d.id.clone(), d.signature_text()))
+        } else {
+            None
+        },
         listed_elsewhere: if matched.is_none() { elsewhere.map(|d| (d.id.clone(), d.listed_for())) } else { None },
         worse,
     }
@@ -149,7 +157,10 @@ pub fn judge_listed(result: RunOutcome, listing: &Listing<'_>) -> Judgement {
             }),
             found => {
                 let how = if found.is_some() { "the check passed" } else { "the check never ran" };
-                unexpected.push(format!("known defect `{}` ({}{measured}) did not show: {how}; drop it from the known-defects list", d.id, d.check));
+                unexpected.push(format!(
+                    "known defect `{}` ({}{measured}) did not show: {how}; drop it from the known-defects list",
+                    d.id, d.check
+                ));
             }
         }
     }
@@ -190,11 +201,17 @@ fn not_told(c: &CheckResult, d: &KnownDefect, measured: &str) -> CheckResult {
         )
     } else {
         let order = match wire_order(&c.facts) {
-            Some(_) => format!("the memory table reached the backend before the ack for {} of {} acked requests", fact("table_first"), fact("acked")),
+            Some(_) => format!(
+                "the memory table reached the backend before the ack for {} of {} acked requests",
+                fact("table_first"),
+                fact("acked")
+            ),
             None => format!("{} acked requests, fewer than the {MIN_ACKED} the order on the wire needs", fact("acked")),
         };
-        format!("race not seen in {n} trials{measured}: a count is a fact of this machine, not a fix; {order}; `--compare` against a baseline tells a change of rate: {}", c.evidence)
+        format!(
+            "race not seen in {n} trials{measured}: a count is a fact of this machine, not a fix; {order}; `--compare` against a baseline tells a change of rate: {}",
+            c.evidence
+        )
     };
     c
 }
-

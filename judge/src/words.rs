@@ -24,7 +24,12 @@ pub fn target_lines(v: &Verdict, inconclusive: &[Judged], not_shown: &[String]) 
 
 /// A listed intermittent defect whose check passed in a run too short to tell a fix.
 fn inconclusive_line(j: &Judged) -> String {
-    format!("{} inconclusive: {} [known defect `{}` stays listed]", j.check.check, j.check.evidence, j.defect.as_deref().unwrap_or("?"))
+    format!(
+        "{} inconclusive: {} [known defect `{}` stays listed]",
+        j.check.check,
+        j.check.evidence,
+        j.defect.as_deref().unwrap_or("?")
+    )
 }
 
 fn judged_line(j: &Judged) -> String {
@@ -35,8 +40,13 @@ fn judged_line(j: &Judged) -> String {
         _ => {}
     }
     match (&j.listed, &j.worse) {
-        (Some((id, _)), Some(worse)) => line.push_str(&format!("\nlisted as known defect `{id}`, but worse than listed: {worse}")),
-        (Some((id, sig)), None) => line.push_str(&format!("\nlisted as known defect `{id}` with signature {{{sig}}}, but seen {{{}}}: it fails differently", facts_text(&j.check.facts))),
+        (Some((id, _)), Some(worse)) => {
+            line.push_str(&format!("\nlisted as known defect `{id}`, but worse than listed: {worse}"))
+        }
+        (Some((id, sig)), None) => line.push_str(&format!(
+            "\nlisted as known defect `{id}` with signature {{{sig}}}, but seen {{{}}}: it fails differently",
+            facts_text(&j.check.facts)
+        )),
         _ => {}
     }
     if let Some((id, listed_for)) = &j.listed_elsewhere {

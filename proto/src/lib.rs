@@ -60,7 +60,11 @@ impl fmt::Display for ShmemMsg {
             MAP_RW => "rw".to_string(),
             other => format!("unknown bits {:#x}", other & !MAP_RW),
         };
-        write!(f, "shmid {} shm_offset {:#x} len {:#x} fd_offset {:#x} flags {:#x} ({mode})", self.shmid, self.shm_offset, self.len, self.fd_offset, self.flags)
+        write!(
+            f,
+            "shmid {} shm_offset {:#x} len {:#x} fd_offset {:#x} flags {:#x} ({mode})",
+            self.shmid, self.shm_offset, self.len, self.fd_offset, self.flags
+        )
     }
 }
 

@@ -26,7 +26,11 @@ pub fn first_mismatch(frame: &[u8], sequence: u32) -> Option<(usize, u8, u8)> {
     if frame.len() < FRAME_LEN {
         return Some((frame.len(), expected(sequence, frame.len()), 0));
     }
-    frame[..FRAME_LEN].iter().enumerate().find(|&(i, &b)| b != expected(sequence, i)).map(|(i, &b)| (i, expected(sequence, i), b))
+    frame[..FRAME_LEN]
+        .iter()
+        .enumerate()
+        .find(|&(i, &b)| b != expected(sequence, i))
+        .map(|(i, &b)| (i, expected(sequence, i), b))
 }
 
 #[cfg(test)]

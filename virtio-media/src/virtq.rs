@@ -46,7 +46,14 @@ impl SplitQueue {
         let avail = page + 16 * n;
         let used = (avail + 6 + 2 * n).next_multiple_of(4);
         assert!(used + 6 + 8 * n <= page + 4096, "a queue of {size} entries does not fit in a page");
-        SplitQueue { size, addrs: QueueAddrs { desc: page, avail, used }, free: (0..size).rev().collect(), chains: BTreeMap::new(), next_avail: 0, last_used: 0 }
+        SplitQueue {
+            size,
+            addrs: QueueAddrs { desc: page, avail, used },
+            free: (0..size).rev().collect(),
+            chains: BTreeMap::new(),
+            next_avail: 0,
+            last_used: 0,
+        }
     }
 
     /// Zeroes the rings (a queue starts empty).

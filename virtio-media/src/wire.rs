@@ -14,7 +14,9 @@ pub fn buffer_text(b: &BufferInfo) -> String {
 pub fn buffer_parse(s: &str) -> Option<BufferInfo> {
     let v: Vec<u32> = s.split(':').map(str::parse).collect::<Result<_, _>>().ok()?;
     match v[..] {
-        [index, sequence, flags, mem_offset, length, bytesused] => Some(BufferInfo { index, sequence, flags, mem_offset, length, bytesused }),
+        [index, sequence, flags, mem_offset, length, bytesused] => {
+            Some(BufferInfo { index, sequence, flags, mem_offset, length, bytesused })
+        }
         _ => None,
     }
 }
@@ -72,12 +74,23 @@ mod tests {
 
     #[test]
     fn every_form_reads_back_and_garbage_does_not() {
-        let b = BufferInfo { index: 3, sequence: 77, flags: 1, mem_offset: 0x3000, length: 460_800, bytesused: 460_800 };
+        let b =
+            BufferInfo { index: 3, sequence: 77, flags: 1, mem_offset: 0x3000, length: 460_800, bytesused: 460_800 };
         assert_eq!(buffer_parse(&buffer_text(&b)), Some(b));
-        for e in [Event::Dqbuf { session: 1, buffer: b }, Event::Error { session: 2, errno: -5 }, Event::Other { kind: 9, session: 4 }] {
+        for e in [
+            Event::Dqbuf { session: 1, buffer: b },
+            Event::Error { session: 2, errno: -5 },
+            Event::Other { kind: 9, session: 4 },
+        ] {
             assert_eq!(event_parse(&event_text(&e)), Some(e));
         }
-        for e in [MediaError::Timeout("OPEN".into()), MediaError::Errno("MMAP offset 0x0".into(), 16), MediaError::Malformed("S_FMT".into()), MediaError::Full("QBUF 1".into()), MediaError::Stale("QBUF 2 (after OPEN)".into())] {
+        for e in [
+            MediaError::Timeout("OPEN".into()),
+            MediaError::Errno("MMAP offset 0x0".into(), 16),
+            MediaError::Malformed("S_FMT".into()),
+            MediaError::Full("QBUF 1".into()),
+            MediaError::Stale("QBUF 2 (after OPEN)".into()),
+        ] {
             assert_eq!(error_parse(&error_text(&e)), e);
         }
         assert_eq!(buffer_parse("1:2:3"), None);

@@ -17,7 +17,11 @@ pub fn is_root() -> bool {
 
 fn package_installed(sh: &Shell, name: &str) -> bool {
     let fmt = "-f=${Status}";
-    cmd!(sh, "dpkg-query -W {fmt} {name}").quiet().ignore_stderr().read().is_ok_and(|s| s.contains("install ok installed"))
+    cmd!(sh, "dpkg-query -W {fmt} {name}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .is_ok_and(|s| s.contains("install ok installed"))
 }
 
 /// Installs what is missing of `packages`; calls apt only when something is.
@@ -36,7 +40,9 @@ pub fn apt_install(sh: &Shell, packages: &[&str]) -> Result<(), String> {
     let m = &missing;
     if cmd!(sh, "apt-get install -y -q {m...}").quiet().run().is_err() {
         cmd!(sh, "apt-get update -q").quiet().run().map_err(err("apt-get update"))?;
-        cmd!(sh, "apt-get install -y -q {m...}").run().map_err(|e| format!("installing {list} failed ({e}); as root, run: apt-get install -y {list}"))?;
+        cmd!(sh, "apt-get install -y -q {m...}")
+            .run()
+            .map_err(|e| format!("installing {list} failed ({e}); as root, run: apt-get install -y {list}"))?;
     }
     Ok(())
 }
@@ -50,8 +56,13 @@ pub fn package_version(sh: &Shell, name: &str) -> Result<String, String> {
         return cmd!(sh, "dpkg-query -W {fmt} {name}").read().map_err(err("dpkg-query"));
     }
     let candidate = |sh: &Shell| -> Result<(Option<String>, String), String> {
-        let policy = cmd!(sh, "apt-cache policy {name}").quiet().ignore_stderr().read().map_err(err("apt-cache policy"))?;
-        let found = policy.lines().find_map(|l| l.trim().strip_prefix("Candidate:").map(str::trim)).filter(|v| !v.is_empty() && *v != "(none)").map(str::to_string);
+        let policy =
+            cmd!(sh, "apt-cache policy {name}").quiet().ignore_stderr().read().map_err(err("apt-cache policy"))?;
+        let found = policy
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Candidate:").map(str::trim))
+            .filter(|v| !v.is_empty() && *v != "(none)")
+            .map(str::to_string);
         Ok((found, policy))
     };
     let (found, mut said) = candidate(sh)?;
@@ -70,14 +81,18 @@ pub fn package_version(sh: &Shell, name: &str) -> Result<String, String> {
     }
     let said = if said.trim().is_empty() { "nothing".to_string() } else { format!("{:?}", said.trim()) };
     let update = if is_root() { "after apt-get update, " } else { "(not root, so the lists were not updated) " };
-    Err(format!("{name} is not installed and apt knows no version of it {update}`apt-cache policy {name}` said {said}: pass --kernel or --kernel-src"))
+    Err(format!(
+        "{name} is not installed and apt knows no version of it {update}`apt-cache policy {name}` said {said}: pass --kernel or --kernel-src"
+    ))
 }
 
 /// The base mirror this machine's apt already uses (never a hardcoded host).
 fn machine_mirror(sh: &Shell) -> Result<String, String> {
     let fmt = "$(REPO_URI)\t$(RELEASE)\t$(TARGET_OF)";
     // --no-release-info: from the sources alone, so it works before the first `apt-get update`.
-    let targets = cmd!(sh, "apt-get indextargets --no-release-info --format {fmt}").read().map_err(err("apt-get indextargets"))?;
+    let targets = cmd!(sh, "apt-get indextargets --no-release-info --format {fmt}")
+        .read()
+        .map_err(err("apt-get indextargets"))?;
     targets
         .lines()
         .filter_map(|l| {
@@ -86,7 +101,9 @@ fn machine_mirror(sh: &Shell) -> Result<String, String> {
         })
         .find(|(_, release, kind)| *kind == "deb" && !release.contains('-') && !release.contains('/'))
         .map(|(uri, _, _)| uri.to_string())
-        .ok_or_else(|| "the machine's apt configuration names no Debian base suite to take a mirror from; pass --qemu".into())
+        .ok_or_else(|| {
+            "the machine's apt configuration names no Debian base suite to take a mirror from; pass --qemu".into()
+        })
 }
 
 /// apt with a private state under the cache, reading Debian unstable from
@@ -101,7 +118,10 @@ impl PrivateApt {
     /// A private state with unstable's package lists, freshly updated.
     pub fn update(sh: &Shell, cache: &Path) -> Result<Self, String> {
         if cmd!(sh, "which apt-get dpkg-deb").quiet().ignore_stdout().ignore_stderr().run().is_err() {
-            return Err(format!("no QEMU >= 11.1 with {} found, and this is not a Debian machine to provision one: pass --qemu PATH", shmem_host::vm::qemu::DEVICE));
+            return Err(format!(
+                "no QEMU >= 11.1 with {} found, and this is not a Debian machine to provision one: pass --qemu PATH",
+                shmem_host::vm::qemu::DEVICE
+            ));
         }
         let mirror = machine_mirror(sh)?;
         let dir = tempfile::Builder::new().prefix("qemu-apt-").tempdir_in(cache).map_err(|e| e.to_string())?;
@@ -110,7 +130,11 @@ impl PrivateApt {
             fs::create_dir_all(t.join(d)).map_err(|e| e.to_string())?;
         }
         fs::write(t.join("state/status"), "").map_err(|e| e.to_string())?;
-        fs::write(t.join("etc/sources.list"), format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} unstable main\n")).map_err(|e| e.to_string())?;
+        fs::write(
+            t.join("etc/sources.list"),
+            format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} unstable main\n"),
+        )
+        .map_err(|e| e.to_string())?;
         let d = t.display();
         let opts: Vec<String> = [
             format!("Dir::State={d}/state"),
@@ -129,7 +153,11 @@ impl PrivateApt {
         .flat_map(|o| ["-o".to_string(), o])
         .collect();
         let o = &opts;
-        cmd!(sh, "apt-get -q {o...} update").quiet().ignore_stdout().run().map_err(err("apt-get update (unstable, private state)"))?;
+        cmd!(sh, "apt-get -q {o...} update")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .map_err(err("apt-get update (unstable, private state)"))?;
         Ok(PrivateApt { dir, opts })
     }
 
@@ -138,7 +166,11 @@ impl PrivateApt {
         let sh = Shell::new().map_err(|e| e.to_string())?;
         let o = &self.opts;
         let text = cmd!(sh, "apt-cache {o...} madison {package}").quiet().read().map_err(err("apt-cache madison"))?;
-        Ok(text.lines().filter_map(|l| Some(l.split('|').nth(1)?.trim().to_string())).filter(|v| !v.is_empty()).collect())
+        Ok(text
+            .lines()
+            .filter_map(|l| Some(l.split('|').nth(1)?.trim().to_string()))
+            .filter(|v| !v.is_empty())
+            .collect())
     }
 
     /// Downloads `package` at `version` and its whole dependency closure

@@ -3,7 +3,8 @@
 
 use shmem_host::vm::{self, report};
 
-use crate::opts::{parse_opts, take_opt};
+use crate::exit::Failure;
+use crate::opts::{BenchArgs, VmTestArgs};
 use crate::suite_setup::suite_config;
 use crate::{self_compare, vm_test};
 
@@ -16,23 +17,17 @@ const BOOTS_ALONE: usize = 3;
 /// and scenarios failed; what could not be measured (a run that could not
 /// start, a failed boot, bandwidth on a coarse clock) is said in the
 /// report; it fails only when nothing was measured.
-pub fn bench(args: &[String]) -> Result<bool, String> {
-    let mut rest = args.to_vec();
-    if let Some(n) = take_opt::<usize>(&mut rest, "--self-compare")? {
-        return self_compare::run(n.max(1), &rest);
+pub fn bench(a: &BenchArgs) -> Result<bool, Failure> {
+    if let Some(n) = a.self_compare {
+        return self_compare::run(n as usize, a);
     }
-    let runs: usize = take_opt(&mut rest, "--runs")?.unwrap_or(3);
-    if runs == 0 {
-        return Err("--runs 0: a number of runs, at least 1".into());
-    }
-    if rest.iter().any(|a| a == "--compare") {
-        return Err("bench measures one QEMU; --compare is for vm-test".into());
-    }
-    let (cfg, _) = suite_config(&parse_opts(&rest)?)?;
+    let runs = a.runs;
+    let opts = VmTestArgs::plain(a.guest.clone(), a.suite.clone());
+    let (cfg, _) = suite_config(&opts)?;
     let (mut reports, mut alone, mut not_measured, mut failed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for k in 1..=runs {
         println!("bench: run {k} of {runs}");
-        let accel = match vm_test::vm_test(&rest) {
+        let accel = match vm_test::vm_test(&opts) {
             Ok(outcome) if outcome.ok() => {
                 let accel = outcome.run.accel;
                 reports.push(outcome.run);
@@ -40,14 +35,20 @@ pub fn bench(args: &[String]) -> Result<bool, String> {
             }
             Ok(outcome) => {
                 // Its timings are still timings: kept, the run marked.
-                let bad: Vec<String> = outcome.run.scenarios.iter().filter(|s| !s.qemu.ok() || !s.model.ok()).map(|s| format!("{} (QEMU {}, model {})", s.name, s.qemu.label(), s.model.label())).collect();
+                let bad: Vec<String> = outcome
+                    .run
+                    .scenarios
+                    .iter()
+                    .filter(|s| !s.qemu.ok() || !s.model.ok())
+                    .map(|s| format!("{} (QEMU {}, model {})", s.name, s.qemu.label(), s.model.label()))
+                    .collect();
                 failed.push(format!("run {k}: verdicts failed: {}", bad.join(", ")));
                 let accel = outcome.run.accel;
                 reports.push(outcome.run);
                 accel
             }
             Err(e) => {
-                not_measured.push(format!("run {k}: could not run: {e}"));
+                not_measured.push(format!("run {k}: could not run: {}", crate::exit::text(&e)));
                 continue;
             }
         };
@@ -71,6 +72,6 @@ pub fn bench(args: &[String]) -> Result<bool, String> {
             println!("{json}");
             Ok(true)
         }
-        None => Err("bench: nothing could be measured".into()),
+        None => Err(Failure::Run("bench: nothing could be measured".into())),
     }
 }

@@ -28,7 +28,8 @@ pub fn matched_elsewhere(r: &SuiteReport) -> BTreeSet<String> {
 /// line is not such an array on one line.
 fn with_added(line: &str, key: &str, add: &str) -> Option<String> {
     let table: toml::Table = toml::from_str(line).ok()?;
-    let mut items: Vec<String> = table.get(key)?.as_array()?.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<_>>()?;
+    let mut items: Vec<String> =
+        table.get(key)?.as_array()?.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<_>>()?;
     if !items.iter().any(|i| i == add) {
         items.push(add.to_string());
     }
@@ -44,7 +45,9 @@ fn blocks(lines: &[&str]) -> (Vec<Option<usize>>, Vec<Option<String>>) {
         if l.trim() == "[[defect]]" {
             ids.push(None);
         }
-        if let (Some(id), Some(last)) = (l.trim().strip_prefix("id").and_then(|r| r.trim_start().strip_prefix('=')), ids.last_mut()) {
+        if let (Some(id), Some(last)) =
+            (l.trim().strip_prefix("id").and_then(|r| r.trim_start().strip_prefix('=')), ids.last_mut())
+        {
             *last = Some(id.trim().trim_matches('"').to_string());
         }
         of_line.push(ids.len().checked_sub(1));
@@ -63,7 +66,13 @@ pub fn ids_in(path: &Path) -> Result<BTreeSet<String>, String> {
 /// list at `path`; to an entry with measured figures (`rate`) also the
 /// pair to `unmeasured` (its figures were measured elsewhere). Returns the
 /// changed lines as a diff (`path:line: -old` / `+new`).
-pub fn bless(path: &Path, ids: &BTreeSet<String>, build_key: &str, build: &str, accel: &str) -> Result<Vec<String>, String> {
+pub fn bless(
+    path: &Path,
+    ids: &BTreeSet<String>,
+    build_key: &str,
+    build: &str,
+    accel: &str,
+) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let lines: Vec<&str> = text.lines().collect();
     let (of_line, block_ids) = blocks(&lines);
@@ -84,7 +93,13 @@ pub fn bless(path: &Path, ids: &BTreeSet<String>, build_key: &str, build: &str, 
                     "unmeasured" => &pair,
                     _ => build,
                 };
-                with_added(line.trim(), key, add).ok_or_else(|| format!("{}:{}: `{key}` of entry {id:?} is not an array of strings on one line: add {add:?} by hand", path.display(), n + 1))?
+                with_added(line.trim(), key, add).ok_or_else(|| {
+                    format!(
+                        "{}:{}: `{key}` of entry {id:?} is not an array of strings on one line: add {add:?} by hand",
+                        path.display(),
+                        n + 1
+                    )
+                })?
             }
             _ => line.to_string(),
         }];
@@ -102,7 +117,10 @@ pub fn bless(path: &Path, ids: &BTreeSet<String>, build_key: &str, build: &str, 
         }
         out.push(joined);
     }
-    if let Some(id) = ids.iter().find(|id| !touched.contains(&((*id).clone(), build_key)) || !touched.contains(&((*id).clone(), "accel"))) {
+    if let Some(id) = ids
+        .iter()
+        .find(|id| !touched.contains(&((*id).clone(), build_key)) || !touched.contains(&((*id).clone(), "accel")))
+    {
         return Err(format!("{}: entry {id:?} has no one-line `{build_key}` and `accel` to add to", path.display()));
     }
     std::fs::write(path, out.join("\n") + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -129,11 +147,19 @@ mod tests {
         let path = dir.path().join("kd.toml");
         let text = "# keep me\n[[defect]]\nid = \"a\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\naccel = [\"tcg\"]\n\n[[defect]]\nid = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\naccel = [\"tcg\"]\n";
         std::fs::write(&path, text).unwrap();
-        let diff = bless(&path, &BTreeSet::from(["b".to_string()]), "qemu", "11.2.0 (Debian 1:11.2.0+ds-1)", "tcg").unwrap();
+        let diff =
+            bless(&path, &BTreeSet::from(["b".to_string()]), "qemu", "11.2.0 (Debian 1:11.2.0+ds-1)", "tcg").unwrap();
         assert_eq!(diff.len(), 1, "{diff:?}");
         let after = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(after, text.replace("id = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]", "id = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\", \"11.2.0 (Debian 1:11.2.0+ds-1)\"]"));
-        let diff = bless(&path, &BTreeSet::from(["a".to_string()]), "qemu", "11.1.3 (Debian 1:11.1.3+ds-1)", "kvm").unwrap();
+        assert_eq!(
+            after,
+            text.replace(
+                "id = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]",
+                "id = \"b\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\", \"11.2.0 (Debian 1:11.2.0+ds-1)\"]"
+            )
+        );
+        let diff =
+            bless(&path, &BTreeSet::from(["a".to_string()]), "qemu", "11.1.3 (Debian 1:11.1.3+ds-1)", "kvm").unwrap();
         assert!(diff.len() == 1 && diff[0].contains("+ accel = [\"tcg\", \"kvm\"]"), "{diff:?}");
     }
 
@@ -141,7 +167,8 @@ mod tests {
     fn bless_marks_copied_figures_unmeasured() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kd.toml");
-        let text = "[[defect]]\nid = \"race\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\naccel = [\"tcg\"]\nrate = 0.01\n";
+        let text =
+            "[[defect]]\nid = \"race\"\nqemu = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\naccel = [\"tcg\"]\nrate = 0.01\n";
         std::fs::write(&path, text).unwrap();
         bless(&path, &BTreeSet::from(["race".to_string()]), "qemu", "11.2.0", "tcg").unwrap();
         bless(&path, &BTreeSet::from(["race".to_string()]), "qemu", "11.1.3 (Debian 1:11.1.3+ds-1)", "kvm").unwrap();
@@ -158,10 +185,15 @@ mod tests {
         let text = "[[defect]]\nid = \"m\"\nbackend = [\"fake 0.1.0\"]\naccel = [\"tcg\"]\nfrontend = [\"11.1.3 (Debian 1:11.1.3+ds-1)\"]\n";
         std::fs::write(&path, text).unwrap();
         assert_eq!(ids_in(&path).unwrap(), BTreeSet::from(["m".to_string()]));
-        let diff = bless(&path, &BTreeSet::from(["m".to_string()]), "frontend", "11.2.0 (Debian 1:11.2.0+ds-1)", "tcg").unwrap();
+        let diff = bless(&path, &BTreeSet::from(["m".to_string()]), "frontend", "11.2.0 (Debian 1:11.2.0+ds-1)", "tcg")
+            .unwrap();
         assert_eq!(diff.len(), 1, "{diff:?}");
         let after = std::fs::read_to_string(&path).unwrap();
-        assert!(after.contains("backend = [\"fake 0.1.0\"]\n") && after.contains("frontend = [\"11.1.3 (Debian 1:11.1.3+ds-1)\", \"11.2.0 (Debian 1:11.2.0+ds-1)\"]"), "{after}");
+        assert!(
+            after.contains("backend = [\"fake 0.1.0\"]\n")
+                && after.contains("frontend = [\"11.1.3 (Debian 1:11.1.3+ds-1)\", \"11.2.0 (Debian 1:11.2.0+ds-1)\"]"),
+            "{after}"
+        );
         // QEMU's key on the backend list finds nothing to add to: said, file untouched.
         let err = bless(&path, &BTreeSet::from(["m".to_string()]), "qemu", "11.3.0", "tcg").unwrap_err();
         assert!(err.contains("no one-line `qemu`"), "{err}");

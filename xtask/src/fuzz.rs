@@ -1,13 +1,13 @@
 //! `cargo xtask fuzz`: the differential fuzzer, QEMU against the model, with
 //! its options, leak check and summary. The fuzzer itself is `shmem_host::vm::fuzz`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use shmem_host::vm::scenario::SuiteFile;
 use shmem_host::vm::{self, SuiteConfig};
 
-use crate::opts::{Opts, parse_opts, take_opt};
+use crate::exit::Failure;
+use crate::opts::FuzzArgs;
 use crate::shell::root;
 use crate::suite_setup::{Artefacts, guest_artefacts, known_defects};
 
@@ -15,30 +15,28 @@ use crate::suite_setup::{Artefacts, guest_artefacts, known_defects};
 /// [--qemu ...] [--accel ...]`: the differential fuzzer, QEMU against the
 /// model. Fails when it finds a divergence that is not listed, or leaves
 /// anything behind.
-pub fn fuzz(args: &[String]) -> Result<bool, String> {
+pub fn fuzz(a: &FuzzArgs) -> Result<bool, Failure> {
     use shmem_host::vm::fuzz::{FuzzConfig, Targets};
-    let mut rest = args.to_vec();
-    let seed = match take_opt::<u64>(&mut rest, "--seed")? {
-        Some(s) => s,
-        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
-    };
-    let time = Duration::from_secs(take_opt(&mut rest, "--time")?.unwrap_or(60));
-    let max_ops = take_opt(&mut rest, "--ops")?.unwrap_or(u64::MAX);
-    let shrink_time = Duration::from_secs(take_opt(&mut rest, "--shrink-time")?.unwrap_or(180));
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
+    let (time, shrink_time) = (Duration::from_secs(a.time), Duration::from_secs(a.shrink_time));
+    let max_ops = a.ops.unwrap_or(u64::MAX);
     let root = root();
-    let out_dir = take_opt::<PathBuf>(&mut rest, "--out")?.unwrap_or_else(|| root.join("tests/scenarios"));
-    let o = parse_opts(&rest)?;
-    refuse_for_fuzz(&o)?;
+    let out_dir = a.out.clone().unwrap_or_else(|| root.join("tests/scenarios"));
     let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
     let spec = suite.device.spec();
-    let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(&o, &root)?;
-    let vm::accel::AccelPlan { first: accel, note: why, .. } = vm::accel::AccelPlan::of(o.accel);
-    let (listed, _) = known_defects(&o)?;
-    let known: Vec<_> = listed
-        .into_iter()
-        .filter(|d| d.applies(&qemu.build, accel.name(), "fuzz"))
-        .collect();
-    println!("fuzz: seed {seed}, {}s, accel {}{}, {} known divergences listed for this build", time.as_secs(), accel.name(), why.map(|w| format!(" ({w})")).unwrap_or_default(), known.len());
+    let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(&a.guest, false, &root)?;
+    let vm::accel::AccelPlan { first: accel, note: why, .. } = vm::accel::AccelPlan::of(a.guest.accel.choice());
+    let (listed, _) = known_defects(a.known_defects.as_deref())?;
+    let known: Vec<_> = listed.into_iter().filter(|d| d.applies(&qemu.build, accel.name(), "fuzz")).collect();
+    println!(
+        "fuzz: seed {seed}, {}s, accel {}{}, {} known divergences listed for this build",
+        time.as_secs(),
+        accel.name(),
+        why.map(|w| format!(" ({w})")).unwrap_or_default(),
+        known.len()
+    );
     vm::install_interrupt_handler();
     let logs = tempfile::Builder::new().prefix("fuzz-").tempdir_in(root.join("target")).map_err(|e| e.to_string())?;
     let sockets = tempfile::Builder::new().prefix("shmem-fuzz-").tempdir().map_err(|e| format!("socket dir: {e}"))?;
@@ -47,7 +45,7 @@ pub fn fuzz(args: &[String]) -> Result<bool, String> {
         qemu_note,
         kernel,
         initramfs,
-        accel: o.accel,
+        accel: a.guest.accel.choice(),
         spec: spec.clone(),
         layout: suite.device.layout(),
         scenarios: Vec::new(),
@@ -74,12 +72,21 @@ pub fn fuzz(args: &[String]) -> Result<bool, String> {
 /// The fuzz run's summary; whether it passed (no unlisted divergence, no
 /// listed entry exercised enough without showing, nothing left behind).
 fn print_fuzz(seed: u64, report: &shmem_host::vm::fuzz::FuzzReport, leaks: &[String]) -> bool {
-    println!("fuzz: seed {seed}: {} operations, {} distinct states, {} fresh starts", report.ops, report.states, report.fresh_starts);
+    println!(
+        "fuzz: seed {seed}: {} operations, {} distinct states, {} fresh starts",
+        report.ops, report.states, report.fresh_starts
+    );
     for (id, n) in &report.exercised {
-        println!("fuzz: listed `{id}`: exercised {n} times, shown {} times", report.known.get(id).copied().unwrap_or(0));
+        println!(
+            "fuzz: listed `{id}`: exercised {n} times, shown {} times",
+            report.known.get(id).copied().unwrap_or(0)
+        );
     }
     for n in &report.not_seen {
-        println!("fuzz: NOT SEEN `{}`: exercised {} times (at least {} needed) and never shown: fixed? drop it from the known-defects list", n.id, n.exercised, n.needed);
+        println!(
+            "fuzz: NOT SEEN `{}`: exercised {} times (at least {} needed) and never shown: fixed? drop it from the known-defects list",
+            n.id, n.exercised, n.needed
+        );
     }
     if !leaks.is_empty() {
         println!("fuzz: left behind: {}", leaks.join("; "));
@@ -88,30 +95,17 @@ fn print_fuzz(seed: u64, report: &shmem_host::vm::fuzz::FuzzReport, leaks: &[Str
         Some(f) => {
             println!("fuzz: DIVERGENCE {}: {}", f.divergence.kind, f.divergence.check.evidence);
             let minimal = if f.minimal { "" } else { " (not minimal: shrinking ran out of time)" };
-            println!("fuzz: shrunk from {} to {} operations{minimal}; wrote {}", f.original_len, f.ops.len(), f.scenario.display());
+            println!(
+                "fuzz: shrunk from {} to {} operations{minimal}; wrote {}",
+                f.original_len,
+                f.ops.len(),
+                f.scenario.display()
+            );
             false
         }
         None => {
             println!("fuzz: no divergence beyond the listed ones");
             leaks.is_empty() && report.not_seen.is_empty()
         }
-    }
-}
-
-/// The vm-test options `fuzz` has no use for: refused, never ignored.
-fn refuse_for_fuzz(o: &Opts) -> Result<(), String> {
-    let given = [
-        ("--filter", !o.filter.is_empty()),
-        ("--backend-defects", o.backend_defects.is_some()),
-        ("--scenarios", !o.scenarios.is_empty()),
-        ("--json", o.json.is_some()),
-        ("--junit", o.junit.is_some()),
-        ("--compare", o.compare.is_some()),
-        ("--list", o.list),
-        ("--probe-scale", o.probe_scale != 1),
-    ];
-    match given.iter().find(|(_, g)| *g) {
-        Some((opt, _)) => Err(format!("fuzz does not take {opt}: it generates its own operations and prints its report (see --out)")),
-        None => Ok(()),
     }
 }

@@ -9,6 +9,7 @@ use shmem_host::files::fnv1a64;
 use xshell::{Shell, cmd};
 
 use crate::apt::{apt_install, package_version};
+use crate::progress;
 use crate::shell::err;
 
 pub const KERNEL_PACKAGE: &str = "linux-source-6.12";
@@ -22,7 +23,8 @@ pub fn build_kernel(sh: &Shell, root: &Path, src: Option<&Path>, cache: &Path) -
     let source_id = match src {
         Some(dir) => {
             let _d = sh.push_dir(dir);
-            let v = cmd!(sh, "make -s kernelversion").read().map_err(err("reading the kernel version of --kernel-src"))?;
+            let v =
+                cmd!(sh, "make -s kernelversion").read().map_err(err("reading the kernel version of --kernel-src"))?;
             format!("{}:{v}", dir.display())
         }
         // The cache is looked at before anything is installed: a cached kernel needs no root.
@@ -57,7 +59,11 @@ pub fn build_kernel(sh: &Shell, root: &Path, src: Option<&Path>, cache: &Path) -
     let jobs = format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()));
     cmd!(sh, "make -s {o} tinyconfig").run().map_err(err("make tinyconfig"))?;
     let config = build.join(".config");
-    cmd!(sh, "scripts/kconfig/merge_config.sh -m -O {build} {config} {fragment_path}").quiet().ignore_stdout().run().map_err(err("merging images/kernel.config"))?;
+    cmd!(sh, "scripts/kconfig/merge_config.sh -m -O {build} {config} {fragment_path}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .map_err(err("merging images/kernel.config"))?;
     cmd!(sh, "make -s {o} olddefconfig").run().map_err(err("make olddefconfig"))?;
     let merged = fs::read_to_string(&config).map_err(|e| e.to_string())?;
     for line in fragment.lines().filter(|l| l.starts_with("CONFIG_")) {
@@ -69,7 +75,8 @@ pub fn build_kernel(sh: &Shell, root: &Path, src: Option<&Path>, cache: &Path) -
             return Err(format!("kernel option {line} from images/kernel.config did not survive olddefconfig"));
         }
     }
-    cmd!(sh, "make -s {o} {jobs} bzImage").run().map_err(err("building bzImage"))?;
+    // Without -s: the make lines are the phase's progress.
+    progress::run("kernel: make bzImage", cmd!(sh, "make {o} {jobs} bzImage"))?;
     fs::create_dir_all(out.parent().unwrap_or(cache)).map_err(|e| e.to_string())?;
     fs::copy(build.join("arch/x86/boot/bzImage"), &out).map_err(|e| format!("copy bzImage: {e}"))?;
     Ok(out)

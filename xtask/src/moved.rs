@@ -12,9 +12,10 @@ use std::path::Path;
 use shmem_host::vm::qemu::QemuInfo;
 use xshell::Shell;
 
-use crate::opts::parse_opts;
-use crate::suite_setup::BACKEND_LIST_ACCELS;
+use crate::exit::{self, Failure};
+use crate::opts::{GuestOpts, MovedArgs};
 use crate::shell::root;
+use crate::suite_setup::BACKEND_LIST_ACCELS;
 use crate::{qemu, shell};
 
 /// A media scenario whose entries behind QEMU live in the backends' list
@@ -26,19 +27,34 @@ const FROM_BACKEND_LIST: &str = "media-fake-hide-refusal";
 /// parent, as many a user's wrapper does.
 fn wrapper(dir: &Path, name: &str, build: &str, real: &Path, exec: bool) -> Result<std::path::PathBuf, String> {
     let path = dir.join(name);
-    let run = if exec { format!("exec \"{}\" \"$@\"", real.display()) } else { format!("\"{}\" \"$@\"\nexit $?", real.display()) };
-    let script = format!("#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo \"QEMU emulator version {build}\"; exit 0; fi\n{run}\n");
+    let run = if exec {
+        format!("exec \"{}\" \"$@\"", real.display())
+    } else {
+        format!("\"{}\" \"$@\"\nexit $?", real.display())
+    };
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo \"QEMU emulator version {build}\"; exit 0; fi\n{run}\n"
+    );
     std::fs::write(&path, script).map_err(|e| format!("write {}: {e}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
     Ok(path)
 }
 
-/// Runs this binary's `vm-test` with `args`; whether it exited 0, and its JSON report.
-fn vm_test(args: &[&str], json: &Path) -> Result<(bool, serde_json::Value), String> {
+/// Runs this binary's `vm-test` with `args` (and the kernel and accelerator
+/// options of `guest`); its exit status (`exit`), and its JSON report.
+fn vm_test(args: &[&str], guest: &[String], json: &Path) -> Result<(u8, serde_json::Value), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let status = std::process::Command::new(exe).arg("vm-test").args(args).arg("--json").arg(json).status().map_err(|e| e.to_string())?;
+    let status = std::process::Command::new(exe)
+        .arg("vm-test")
+        .args(args)
+        .args(guest)
+        .arg("--json")
+        .arg(json)
+        .status()
+        .map_err(|e| e.to_string())?;
+    let code = status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::COULD_NOT_RUN);
     let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
-    Ok((status.success(), serde_json::from_str(&text).map_err(|e| e.to_string())?))
+    Ok((code, serde_json::from_str(&text).map_err(|e| e.to_string())?))
 }
 
 /// The judged failures of the QEMU verdicts of a JSON report.
@@ -54,7 +70,10 @@ fn measured_on(report: &serde_json::Value) -> BTreeSet<String> {
 
 /// The entries listed elsewhere whose signatures the report's failures showed.
 fn matched_elsewhere(report: &serde_json::Value) -> BTreeSet<String> {
-    judged(report).iter().filter_map(|j| j["matches_entry_listed_elsewhere"]["id"].as_str().map(str::to_string)).collect()
+    judged(report)
+        .iter()
+        .filter_map(|j| j["matches_entry_listed_elsewhere"]["id"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// Every build a known-defects file lists of upstream version `upstream`.
@@ -79,7 +98,7 @@ fn behind(bd: &Path, is: impl Fn(&str) -> bool) -> Result<BTreeSet<String>, Stri
 }
 
 /// The checks; prints each outcome, Ok(true) when all hold.
-pub fn run(real: &QemuInfo, root: &Path) -> Result<bool, String> {
+pub fn run(real: &QemuInfo, root: &Path, guest: &[String]) -> Result<bool, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let upstream = real.build.split_whitespace().next().unwrap_or("0.0.0").to_string();
     let (maj, min, _) = real.version;
@@ -92,36 +111,62 @@ pub fn run(real: &QemuInfo, root: &Path) -> Result<bool, String> {
     };
     // Without exec: QEMU is the wrapper's child, and what it holds, its death and its stop are still QEMU's.
     let w = wrapper(dir.path(), "same-upstream", &same, &real.path, false)?;
-    let (passed, report) = vm_test(&["--qemu", &w.to_string_lossy()], &dir.path().join("same.json"))?;
+    let (code, report) = vm_test(&["--qemu", &w.to_string_lossy()], guest, &dir.path().join("same.json"))?;
     // Carried over from the builds the list names for this upstream version
     // (the QEMU in use may itself be another Debian build than the pinned one).
     let listed = listed_builds(&root.join("tests/known-defects.toml"), &upstream)?;
     let measured = measured_on(&report);
-    say(&format!("{same} (a wrapper that does not exec): the run passes with the entries carried over, measured on {}", measured.iter().cloned().collect::<Vec<_>>().join(", ")), passed && !measured.is_empty() && measured.is_subset(&listed));
+    say(
+        &format!(
+            "{same} (a wrapper that does not exec): the run passes with the entries carried over, measured on {}",
+            measured.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        code == exit::PASSED && !measured.is_empty() && measured.is_subset(&listed),
+    );
     // Both lists an entry can live in, copied: QEMU's and the backends' (a media scenario behind QEMU).
     let (kd, bd) = (dir.path().join("known-defects.toml"), dir.path().join("backend-defects.toml"));
     for (from, to) in [("tests/known-defects.toml", &kd), ("tests/backend-defects.toml", &bd)] {
         std::fs::copy(root.join(from), to).map_err(|e| format!("copying {from}: {e}"))?;
     }
     let w = wrapper(dir.path(), "other-upstream", &other, &real.path, true)?;
-    let args = ["--qemu", &w.to_string_lossy(), "--filter", "hazard", "--filter", FROM_BACKEND_LIST, "--known-defects", &kd.to_string_lossy(), "--backend-defects", &bd.to_string_lossy()].map(|s| s.to_string());
+    let args = [
+        "--qemu",
+        &w.to_string_lossy(),
+        "--filter",
+        "hazard",
+        "--filter",
+        FROM_BACKEND_LIST,
+        "--known-defects",
+        &kd.to_string_lossy(),
+        "--backend-defects",
+        &bd.to_string_lossy(),
+    ]
+    .map(|s| s.to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (passed, report) = vm_test(&args, &dir.path().join("other.json"))?;
+    let (code, report) = vm_test(&args, guest, &dir.path().join("other.json"))?;
     let matched = matched_elsewhere(&report);
     let of_backends = behind(&bd, |q| q.split_whitespace().next() == Some(upstream.as_str()))?;
-    say(&format!("{other}: the run fails naming the entries it matches ({}, {} of them in the backends' list)", matched.len(), matched.intersection(&of_backends).count()), !passed && !matched.is_empty() && !matched.is_disjoint(&of_backends));
-    let blessed = vm_test(&[args.as_slice(), &["--bless"]].concat(), &dir.path().join("bless.json")).is_ok() && listing(&kd, &bd, &other)? == matched;
+    say(
+        &format!(
+            "{other}: the run fails naming the entries it matches ({}, {} of them in the backends' list)",
+            matched.len(),
+            matched.intersection(&of_backends).count()
+        ),
+        code == exit::VERDICT_FAILED && !matched.is_empty() && !matched.is_disjoint(&of_backends),
+    );
+    let blessed = vm_test(&[args.as_slice(), &["--bless"]].concat(), guest, &dir.path().join("bless.json")).is_ok()
+        && listing(&kd, &bd, &other)? == matched;
     say("--bless adds the build to exactly those entries, in both lists", blessed);
-    let (passed, _) = vm_test(&args, &dir.path().join("again.json"))?;
-    say("the next run passes", passed);
+    let (code, _) = vm_test(&args, guest, &dir.path().join("again.json"))?;
+    say("the next run passes", code == exit::PASSED);
     Ok(ok)
 }
 
-/// `moved-qemu [--qemu PATH]`: verdicts that follow a QEMU that changed,
-/// against wrappers of the QEMU in use (see this module).
-pub fn command(args: &[String]) -> Result<bool, String> {
-    let o = parse_opts(args)?;
+/// `moved-qemu`: verdicts that follow a QEMU that changed, against
+/// wrappers of the QEMU in use (see this module).
+pub fn command(a: &MovedArgs) -> Result<bool, Failure> {
+    let o = &a.guest;
     let sh = Shell::new().map_err(|e| e.to_string())?;
     let (qemu, _) = qemu::find_qemu(&sh, o.qemu.as_deref(), &shell::cache_dir()?, &qemu::pinned_qemu(&root())?, false)?;
-    run(&qemu, &root())
+    Ok(run(&qemu, &root(), &GuestOpts { qemu: None, ..o.clone() }.to_args())?)
 }

@@ -1,54 +1,50 @@
 //! `cargo xtask own-boot-worker`: one own-boot scenario in a process of its
 //! own, started by the runner with everything it needs; prints its run as JSON.
 
-use std::path::PathBuf;
-
 use shmem_host::conformance::BackendUnderTest;
 use shmem_host::vm::qemu::{Accel, QemuInfo};
 use shmem_host::vm::scenario::{MediaBuild, Scenario, SuiteFile};
 use shmem_host::vm::{self, AccelChoice, SuiteConfig};
 
-use crate::opts::{parse_probe_scale, take_opt};
+use crate::opts::WorkerArgs;
 use crate::shell::root;
 use crate::suite_setup::prepare_scenario;
 
 /// `own-boot-worker`: one own-boot scenario in this process (started by the
 /// runner, which passes everything it needs); prints its run as JSON.
-pub fn own_boot_worker(args: &[String]) -> Result<bool, String> {
+pub fn own_boot_worker(a: &WorkerArgs) -> Result<bool, String> {
     // First: what this process holds before it opens anything is what it inherited.
     let inherited = vm::leaks::inherited();
-    let mut args = args.to_vec();
-    // `--qemu-only`: QEMU's half alone (`--compare`'s replicated probe boots).
-    let qemu_only = args.iter().any(|a| a == "--qemu-only");
-    args.retain(|a| a != "--qemu-only");
-    let mut get = |key: &str| -> Result<String, String> { take_opt(&mut args, key)?.ok_or_else(|| format!("own-boot-worker: {key} missing")) };
-    let (qemu, build, kernel, initramfs) = (get("--qemu")?, get("--build")?, get("--kernel")?, get("--initramfs")?);
-    let (scenario, accel, logs) = (PathBuf::from(get("--scenario")?), get("--accel")?, PathBuf::from(get("--logs")?));
-    let probe_scale = parse_probe_scale(&get("--probe-scale")?)?;
+    let (scenario, logs) = (&a.scenario, a.logs.clone());
     let mut media_backends = Vec::new();
-    for b in MediaBuild::ALL {
-        let command = take_opt::<String>(&mut args, &format!("--media-command-{}", b.name()))?;
-        let version = take_opt::<String>(&mut args, &format!("--media-version-{}", b.name()))?;
-        if let (Some(command), Some(version)) = (command, version) {
-            media_backends.push((b, Ok(BackendUnderTest { command, version })));
-        }
+    for ((build, command), version) in a.media_build.iter().zip(&a.media_command).zip(&a.media_version) {
+        let b = MediaBuild::ALL
+            .into_iter()
+            .find(|b| b.name() == build)
+            .ok_or_else(|| format!("own-boot-worker: --media-build {build:?}"))?;
+        media_backends.push((b, Ok(BackendUnderTest { command: command.clone(), version: version.clone() })));
     }
-    let accel = match accel.as_str() {
+    let accel = match a.accel.as_str() {
         "kvm" => Accel::Kvm,
         "tcg" => Accel::Tcg,
         other => return Err(format!("own-boot-worker: --accel {other:?}")),
     };
-    let text = std::fs::read_to_string(&scenario).map_err(|e| format!("{}: {e}", scenario.display()))?;
-    let mut scn = Scenario::parse(&scenario, &text).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(scenario).map_err(|e| format!("{}: {e}", scenario.display()))?;
+    let mut scn = Scenario::parse(scenario, &text).map_err(|e| e.to_string())?;
     let suite = SuiteFile::load(&root().join("tests/suite.toml")).map_err(|e| e.to_string())?;
-    prepare_scenario(&mut scn, probe_scale, &suite.device).map_err(|e| e.to_string())?;
-    scn.qemu_only |= qemu_only;
+    prepare_scenario(&mut scn, a.probe_scale, &suite.device).map_err(|e| e.to_string())?;
+    scn.qemu_only |= a.qemu_only;
     vm::install_interrupt_handler();
     let cfg = SuiteConfig {
-        qemu: QemuInfo { path: qemu.into(), version: (0, 0, 0), version_text: String::new(), build },
+        qemu: QemuInfo {
+            path: a.qemu.clone(),
+            version: (0, 0, 0),
+            version_text: String::new(),
+            build: a.build.clone(),
+        },
         qemu_note: None,
-        kernel: kernel.into(),
-        initramfs: initramfs.into(),
+        kernel: a.kernel.clone(),
+        initramfs: a.initramfs.clone(),
         accel: AccelChoice::Tcg,
         spec: suite.device.spec(),
         layout: suite.device.layout(),

@@ -19,7 +19,13 @@ const QEMU_PACKAGE: &str = "qemu-system-x86";
 /// one (see [`provisioned_qemu`]). With a note when it is not the pinned build.
 /// With `pinned_first` (a `--compare` baseline), a QEMU on PATH is passed
 /// over for the provisioned pinned build, whose defects are measured.
-pub fn find_qemu(sh: &Shell, explicit: Option<&Path>, cache: &Path, pin: &str, pinned_first: bool) -> Result<(QemuInfo, Option<String>), String> {
+pub fn find_qemu(
+    sh: &Shell,
+    explicit: Option<&Path>,
+    cache: &Path,
+    pin: &str,
+    pinned_first: bool,
+) -> Result<(QemuInfo, Option<String>), String> {
     if let Some(p) = explicit {
         return probe(p).map(|i| (i, None)).map_err(|e| format!("--qemu refused: {e}"));
     }
@@ -53,7 +59,10 @@ fn provisioned_qemu(sh: &Shell, cache: &Path, pin: &str) -> Result<(QemuInfo, Op
     let cached = if prefix_intact(&prefix) {
         // Rewritten every time, so a cached prefix gets the current wrapper.
         write_wrapper(&prefix)?;
-        Some(probe(&wrapper).map_err(|e| format!("the provisioned QEMU in {} failed the probe: {e}", prefix.display()))?)
+        Some(
+            probe(&wrapper)
+                .map_err(|e| format!("the provisioned QEMU in {} failed the probe: {e}", prefix.display()))?,
+        )
     } else {
         None
     };
@@ -68,7 +77,11 @@ fn provisioned_qemu(sh: &Shell, cache: &Path, pin: &str) -> Result<(QemuInfo, Op
         }
     };
     let versions = apt.versions(QEMU_PACKAGE)?;
-    let want = if versions.iter().any(|v| v == pin) { pin.to_string() } else { versions.first().cloned().ok_or(format!("the mirror has no {QEMU_PACKAGE}"))? };
+    let want = if versions.iter().any(|v| v == pin) {
+        pin.to_string()
+    } else {
+        versions.first().cloned().ok_or(format!("the mirror has no {QEMU_PACKAGE}"))?
+    };
     let note = (want != pin).then(|| format!("not the pinned build: the mirror has no {QEMU_PACKAGE} {pin} (what tests/known-defects.toml was measured on), so {want} was provisioned"));
     if let Some(info) = cached.filter(|i| debian_version(&i.build) == Some(want.as_str())) {
         return Ok((info, note));
@@ -95,7 +108,13 @@ pub fn pinned_qemu(root: &Path) -> Result<String, String> {
     let path = root.join("tests/qemu.toml");
     let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("debian_version")?.trim_start().strip_prefix('=').map(|v| v.trim().trim_matches('"').to_string()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("debian_version")?
+                .trim_start()
+                .strip_prefix('=')
+                .map(|v| v.trim().trim_matches('"').to_string())
+        })
         .filter(|v| !v.is_empty())
         .ok_or_else(|| format!("{}: no `debian_version = \"...\"`", path.display()))
 }
@@ -109,7 +128,10 @@ fn prefix_intact(prefix: &Path) -> bool {
     let binary = prefix.join("root/usr/bin/qemu-system-x86_64");
     let answers = binary.is_file()
         && write_wrapper(prefix).is_ok()
-        && std::process::Command::new(prefix.join("qemu-system-x86_64")).arg("--version").output().is_ok_and(|o| o.status.success());
+        && std::process::Command::new(prefix.join("qemu-system-x86_64"))
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
     answers && fs::write(prefix.join(COMPLETE), "").is_ok()
 }
 
@@ -157,9 +179,12 @@ exec "$R/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$R/usr/l
     );
     // Written beside it and renamed over it: another run sharing the cache may be starting QEMU through it.
     let wrapper = prefix.join("qemu-system-x86_64");
-    let mut new = tempfile::NamedTempFile::new_in(prefix).map_err(|e| format!("a temp file in {}: {e}", prefix.display()))?;
-    std::io::Write::write_all(&mut new, script.as_bytes()).map_err(|e| format!("write {}: {e}", new.path().display()))?;
-    fs::set_permissions(new.path(), fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {}: {e}", new.path().display()))?;
+    let mut new =
+        tempfile::NamedTempFile::new_in(prefix).map_err(|e| format!("a temp file in {}: {e}", prefix.display()))?;
+    std::io::Write::write_all(&mut new, script.as_bytes())
+        .map_err(|e| format!("write {}: {e}", new.path().display()))?;
+    fs::set_permissions(new.path(), fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", new.path().display()))?;
     new.persist(&wrapper).map(drop).map_err(|e| format!("rename over {}: {e}", wrapper.display()))
 }
 
@@ -176,12 +201,17 @@ mod tests {
         let prefix = tempfile::tempdir().expect("a prefix");
         let lib = prefix.path().join("root/usr/lib/x86_64-linux-gnu");
         // As install_prefix leaves it: the module directory the wrapper binds over a system QEMU's.
-        std::fs::create_dir_all(prefix.path().join("root").join(MODULE_DIR.trim_start_matches('/'))).expect("module dir");
+        std::fs::create_dir_all(prefix.path().join("root").join(MODULE_DIR.trim_start_matches('/')))
+            .expect("module dir");
         let loader = lib.join("ld-linux-x86-64.so.2");
         std::fs::write(&loader, "#!/bin/sh\nreadlink /proc/self/ns/user; id -u\n").expect("stand-in loader");
         std::fs::set_permissions(&loader, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         write_wrapper(prefix.path()).expect("wrapper");
-        let out = std::process::Command::new(prefix.path().join("qemu-system-x86_64")).arg("--version").env_remove("SHMEM_QEMU_PRIVATE_MODULES").output().expect("runs");
+        let out = std::process::Command::new(prefix.path().join("qemu-system-x86_64"))
+            .arg("--version")
+            .env_remove("SHMEM_QEMU_PRIVATE_MODULES")
+            .output()
+            .expect("runs");
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
         let ours = std::fs::read_link("/proc/self/ns/user").expect("our user namespace").display().to_string();
         // SAFETY: getuid has no preconditions.

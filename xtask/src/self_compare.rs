@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use shmem_judge::compare::Comparison;
 
-use crate::opts::take_opt;
+use crate::exit::Failure;
+use crate::opts::{BenchArgs, VmTestArgs};
 
 /// When the hog starts, counted from the start of the comparison.
 const HOG_AFTER: Duration = Duration::from_secs(12);
@@ -25,7 +26,13 @@ struct Hog(Vec<Child>);
 impl Hog {
     fn start() -> Result<Self, String> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let spawn = || Command::new("sh").args(["-c", "while :; do :; done"]).stdin(Stdio::null()).spawn().map_err(|e| format!("starting the CPU hog: {e}"));
+        let spawn = || {
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("starting the CPU hog: {e}"))
+        };
         (0..cores).map(|_| spawn()).collect::<Result<Vec<_>, _>>().map(Hog)
     }
 }
@@ -54,7 +61,8 @@ impl Tally {
     fn add(&mut self, c: &Comparison, secs: f64) {
         self.runs += 1;
         self.secs.push(secs);
-        let calls: Vec<&String> = c.lines.iter().filter(|l| l.starts_with("fixed:") || l.starts_with("REGRESSED:")).collect();
+        let calls: Vec<&String> =
+            c.lines.iter().filter(|l| l.starts_with("fixed:") || l.starts_with("REGRESSED:")).collect();
         self.called += usize::from(!calls.is_empty());
         for l in &c.lines {
             let Some((word, rest)) = l.split_once(": ") else { continue };
@@ -66,7 +74,14 @@ impl Tally {
         for l in c.lines.iter().filter(|l| l.starts_with("replicated") || l.contains("B/A")) {
             println!("bench:   {l}");
         }
-        println!("bench:   {secs:.0} s; called: {}", if calls.is_empty() { "nothing".to_string() } else { calls.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("; ") });
+        println!(
+            "bench:   {secs:.0} s; called: {}",
+            if calls.is_empty() {
+                "nothing".to_string()
+            } else {
+                calls.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("; ")
+            }
+        );
     }
 
     fn json(&self) -> serde_json::Value {
@@ -88,24 +103,21 @@ fn held_b(qemu: &std::path::Path, us: u64, dir: &std::path::Path) -> Result<std:
     let link = dir.join("qemu-held");
     let script = format!("#!/bin/sh\nexec '{}' \"$@\"\n", qemu.display().to_string().replace('\'', "'\\''"));
     std::fs::write(&link, script).map_err(|e| format!("writing B's wrapper {}: {e}", link.display()))?;
-    std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {}: {e}", link.display()))?;
+    std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", link.display()))?;
     // SAFETY: set before any thread of this command is started; the workers inherit it.
     unsafe { std::env::set_var(shmem_host::vm::boot::EMULATE_VAR, format!("hold-reply-us={us}@{}", link.display())) };
     Ok(link)
 }
 
-/// N comparisons of the QEMU of `rest` with itself (idle, then with the
+/// N comparisons of the QEMU of `a` with itself (idle, then with the
 /// hog), or with itself with held replies (`--hold-reply-us`, idle).
-pub fn run(n: usize, rest: &[String]) -> Result<bool, String> {
-    let mut rest = rest.to_vec();
-    let hold = take_opt::<u64>(&mut rest, "--hold-reply-us")?;
-    let mut o = crate::opts::parse_opts(&rest)?;
-    if o.compare.is_some() || o.bless {
-        return Err("bench --self-compare compares one QEMU with itself: no --compare or --bless".into());
-    }
+pub fn run(n: usize, a: &BenchArgs) -> Result<bool, Failure> {
+    let hold = a.hold_reply_us;
+    let mut o = VmTestArgs::plain(a.guest.clone(), a.suite.clone());
     let (cfg, _) = crate::suite_setup::suite_config(&o)?;
     let links = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    o.qemu = Some(cfg.qemu.path.clone());
+    o.guest.qemu = Some(cfg.qemu.path.clone());
     o.compare = Some(match hold {
         Some(us) => held_b(&cfg.qemu.path, us, links.path())?,
         None => cfg.qemu.path.clone(),
@@ -115,7 +127,10 @@ pub fn run(n: usize, rest: &[String]) -> Result<bool, String> {
     for &cond in conditions {
         let mut t = Tally::default();
         for k in 1..=n {
-            println!("bench: self-compare {k} of {n}, {cond}{}", if cond == "hog" { " (a busy loop on every core from 12 s on)" } else { "" });
+            println!(
+                "bench: self-compare {k} of {n}, {cond}{}",
+                if cond == "hog" { " (a busy loop on every core from 12 s on)" } else { "" }
+            );
             let start = Instant::now();
             let hog_thread = (cond == "hog").then(|| {
                 std::thread::spawn(|| {
@@ -126,7 +141,9 @@ pub fn run(n: usize, rest: &[String]) -> Result<bool, String> {
             let res = crate::vm_test::prepare_and_run(&o);
             drop(hog_thread.map(|h| h.join()));
             let outcome = res?;
-            let Some((_, c)) = &outcome.baseline else { return Err("self-compare ran no baseline".into()) };
+            let Some((_, c)) = &outcome.baseline else {
+                return Err(Failure::Run("self-compare ran no baseline".into()));
+            };
             t.add(c, start.elapsed().as_secs_f64());
         }
         out.insert(cond.into(), t.json());

@@ -14,19 +14,21 @@ use shmem_host::vm::{self, SuiteConfig, bounds};
 use shmem_judge::defects::KnownDefect;
 use xshell::{Shell, cmd};
 
-use crate::opts::Opts;
+use crate::opts::{GuestOpts, SuiteOpts, VmTestArgs};
 use crate::shell::root;
 use crate::{initramfs, kernel, qemu, shell, vhost_device_media};
 
 /// The scenarios to run: every `*.toml` of each `--scenarios` directory
 /// (default `tests/scenarios`) whose name contains a `--filter`, their probes
 /// scaled, every value bounded against the device it runs with.
-pub fn load_scenarios(root: &Path, o: &Opts, suite: &SuiteDevice) -> Result<Vec<Scenario>, String> {
+pub fn load_scenarios(root: &Path, o: &SuiteOpts, suite: &SuiteDevice) -> Result<Vec<Scenario>, String> {
     let dirs = if o.scenarios.is_empty() { vec![root.join("tests/scenarios")] } else { o.scenarios.clone() };
     let mut picked: Vec<Scenario> = Vec::new();
     for dir in &dirs {
         let all = Scenario::load_dir(dir).map_err(|e| e.to_string())?;
-        picked.extend(all.into_iter().filter(|s| o.filter.is_empty() || o.filter.iter().any(|f| s.name.contains(f.as_str()))));
+        picked.extend(
+            all.into_iter().filter(|s| o.filter.is_empty() || o.filter.iter().any(|f| picks(o.exact, f, &s.name))),
+        );
     }
     if picked.is_empty() {
         let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
@@ -34,7 +36,12 @@ pub fn load_scenarios(root: &Path, o: &Opts, suite: &SuiteDevice) -> Result<Vec<
     }
     for (i, s) in picked.iter().enumerate() {
         if let Some(t) = picked[..i].iter().find(|t| t.name == s.name) {
-            return Err(format!("two scenarios are named {:?}: {} and {}; reports and known defects name a scenario by its file name", s.name, t.path.display(), s.path.display()));
+            return Err(format!(
+                "two scenarios are named {:?}: {} and {}; reports and known defects name a scenario by its file name",
+                s.name,
+                t.path.display(),
+                s.path.display()
+            ));
         }
     }
     for s in &mut picked {
@@ -45,31 +52,40 @@ pub fn load_scenarios(root: &Path, o: &Opts, suite: &SuiteDevice) -> Result<Vec<
 
 /// Scales a loaded scenario's probes and bounds its values against the
 /// device it runs with (its own, or the suite's).
-pub fn prepare_scenario(s: &mut Scenario, probe_scale: u32, suite: &SuiteDevice) -> Result<(), shmem_judge::parse::LoadError> {
+pub fn prepare_scenario(
+    s: &mut Scenario,
+    probe_scale: u32,
+    suite: &SuiteDevice,
+) -> Result<(), shmem_judge::parse::LoadError> {
     bounds::scale_probes(s, probe_scale)?;
     let regions = s.device.as_ref().unwrap_or(suite).spec().regions;
     bounds::check(s, &regions)
 }
 
+/// Whether `--filter TEXT` picks the scenario `name` (with `--exact`: only that name).
+pub fn picks(exact: bool, text: &str, name: &str) -> bool {
+    if exact { name == text } else { name.contains(text) }
+}
+
 /// The known-defects list `--known-defects` names (default `tests/known-defects.toml`).
-pub fn known_defects_path(o: &Opts) -> PathBuf {
-    o.known_defects.as_ref().map_or_else(|| root().join("tests/known-defects.toml"), PathBuf::from)
+pub fn known_defects_path(list: Option<&str>) -> PathBuf {
+    list.map_or_else(|| root().join("tests/known-defects.toml"), PathBuf::from)
 }
 
 /// The backends' list of known defects: `--backend-defects`, else tests/backend-defects.toml.
-pub fn backend_defects_path(o: &Opts) -> PathBuf {
+pub fn backend_defects_path(o: &SuiteOpts) -> PathBuf {
     o.backend_defects.clone().unwrap_or_else(|| root().join("tests/backend-defects.toml"))
 }
 
 /// The known defects to judge by, and where they came from ("none" with
 /// `--known-defects none`).
-pub fn known_defects(o: &Opts) -> Result<(Vec<KnownDefect>, String), String> {
-    if o.known_defects.as_deref() == Some("none") {
+pub fn known_defects(given: Option<&str>) -> Result<(Vec<KnownDefect>, String), String> {
+    if given == Some("none") {
         return Ok((Vec::new(), "none".into()));
     }
-    let path = known_defects_path(o);
+    let path = known_defects_path(given);
     let list = load_known_defects(&path).map_err(|e| e.to_string())?;
-    let source = o.known_defects.clone().unwrap_or_else(|| "tests/known-defects.toml".into());
+    let source = given.map_or_else(|| "tests/known-defects.toml".into(), str::to_string);
     Ok((list, source))
 }
 
@@ -82,11 +98,16 @@ pub struct Artefacts {
     pub initramfs: PathBuf,
 }
 
-pub fn guest_artefacts(o: &Opts, root: &Path) -> Result<Artefacts, String> {
+pub fn guest_artefacts(o: &GuestOpts, compare: bool, root: &Path) -> Result<Artefacts, String> {
     let sh = Shell::new().map_err(|e| e.to_string())?;
     let cache = shell::cache_dir()?;
-    let (qemu, qemu_note) = qemu::find_qemu(&sh, o.qemu.as_deref(), &cache, &qemu::pinned_qemu(root)?, o.compare.is_some())?;
-    println!("vm-test: QEMU {} at {}{}", qemu.build, qemu.path.display(), qemu_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default());
+    let (qemu, qemu_note) = qemu::find_qemu(&sh, o.qemu.as_deref(), &cache, &qemu::pinned_qemu(root)?, compare)?;
+    println!(
+        "vm-test: QEMU {} at {}{}",
+        qemu.build,
+        qemu.path.display(),
+        qemu_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default()
+    );
     let agent = initramfs::build_agent(&sh, root)?;
     let kernel = match &o.kernel {
         Some(k) if !k.is_file() => return Err(format!("--kernel {}: no such file", k.display())),
@@ -98,11 +119,11 @@ pub fn guest_artefacts(o: &Opts, root: &Path) -> Result<Artefacts, String> {
 }
 
 /// The suite `o` asks for, ready to run, and the QEMU of `--compare`.
-pub fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
+pub fn suite_config(o: &VmTestArgs) -> Result<(SuiteConfig, Option<QemuInfo>), String> {
     let root = root();
     let suite = SuiteFile::load(&root.join("tests/suite.toml")).map_err(|e| e.to_string())?;
-    let scenarios = load_scenarios(&root, o, &suite.device)?;
-    if o.list {
+    let scenarios = load_scenarios(&root, &o.suite, &suite.device)?;
+    if o.suite.list {
         for s in &scenarios {
             println!("{:<28} {}", s.name, s.description);
         }
@@ -110,24 +131,32 @@ pub fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String>
     }
     let spec = suite.device.spec();
     spec.validate().map_err(|e| format!("tests/suite.toml: {e}"))?;
-    let (known_defects, known_defects_source) = known_defects(o)?;
-    let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(o, &root)?;
+    let (known_defects, known_defects_source) = known_defects(o.suite.known_defects.as_deref())?;
+    let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(&o.guest, o.compare.is_some(), &root)?;
     // A's own note when it is a build no entry lists (B's is said in the comparison).
-    let qemu_note = join_notes([qemu_note, entries_note(&qemu, &known_defects, false).filter(|_| o.compare.is_none()), emulation_note(&qemu)?]);
+    let qemu_note = join_notes([
+        qemu_note,
+        entries_note(&qemu, &known_defects, false).filter(|_| o.compare.is_none()),
+        emulation_note(&qemu)?,
+    ]);
     let other = match &o.compare {
         Some(p) => Some(probe(p).map_err(|e| format!("--compare refused: {e}"))?),
         None => None,
     };
     let work_dir = root.join("target/vm-test");
-    let (media_backends, backend_defects) = media_for(o, &scenarios)?;
-    let known_defects_source = if media_backends.is_empty() || known_defects_source == "none" { known_defects_source } else { format!("{known_defects_source}, tests/backend-defects.toml") };
+    let (media_backends, backend_defects) = media_for(&o.suite, &scenarios)?;
+    let known_defects_source = if media_backends.is_empty() || known_defects_source == "none" {
+        known_defects_source
+    } else {
+        format!("{known_defects_source}, tests/backend-defects.toml")
+    };
     let cfg = SuiteConfig {
-        worker: Some(worker_command(&qemu, &kernel, &initramfs, o.probe_scale, &media_backends)?),
+        worker: Some(worker_command(&qemu, &kernel, &initramfs, o.suite.probe_scale, &media_backends)?),
         qemu,
         qemu_note,
         kernel,
         initramfs,
-        accel: o.accel,
+        accel: o.guest.accel.choice(),
         spec,
         layout: suite.device.layout(),
         scenarios,
@@ -144,7 +173,7 @@ pub fn suite_config(o: &Opts) -> Result<(SuiteConfig, Option<QemuInfo>), String>
 /// `scenarios` run against (built once and cached; `--media-backend` for the
 /// published one) and their known defects. A build that cannot be had is not
 /// an error here: each media scenario of it then reports why.
-pub fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec<KnownDefect>), String> {
+pub fn media_for(o: &SuiteOpts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec<KnownDefect>), String> {
     let mut builds: Vec<MediaBuild> = scenarios.iter().filter_map(|s| s.media.map(|m| m.build)).collect();
     builds.sort_unstable();
     builds.dedup();
@@ -163,7 +192,11 @@ pub fn media_for(o: &Opts, scenarios: &[Scenario]) -> Result<(MediaBackends, Vec
         })
         .collect();
     // `--known-defects none` empties both lists; `--backend-defects PATH` names the backend's.
-    let list = if o.known_defects.as_deref() == Some("none") { Some("none".into()) } else { o.backend_defects.as_ref().map(|p| p.display().to_string()) };
+    let list = if o.known_defects.as_deref() == Some("none") {
+        Some("none".into())
+    } else {
+        o.backend_defects.as_ref().map(|p| p.display().to_string())
+    };
     let defects = backend_defects(list.as_deref())?;
     Ok((backends, defects))
 }
@@ -193,7 +226,10 @@ pub fn media_under_test(sh: &Shell, binary: Option<&Path>, build: MediaBuild) ->
         return fake_media(sh, fault);
     }
     let b = vhost_device_media::media_backend(sh, binary, &shell::cache_dir()?, build)?;
-    Ok(BackendUnderTest { command: format!("{} --socket-path {{socket}} --backend simple-capture", b.path.display()), version: b.version })
+    Ok(BackendUnderTest {
+        command: format!("{} --socket-path {{socket}} --backend simple-capture", b.path.display()),
+        version: b.version,
+    })
 }
 
 /// The appliance's `fake-media-backend` with `--fault FAULT`, built in the
@@ -202,20 +238,46 @@ fn fake_media(sh: &Shell, fault: &str) -> Result<BackendUnderTest, String> {
     let _at = sh.push_dir(root());
     // Where the binary is looked for, whatever CARGO_TARGET_DIR says.
     let target = root().join("target");
-    cmd!(sh, "cargo build --quiet -p shmem-host --bin fake-media-backend --target-dir {target}").run().map_err(shell::err("building fake-media-backend"))?;
+    cmd!(sh, "cargo build --quiet -p shmem-host --bin fake-media-backend --target-dir {target}")
+        .run()
+        .map_err(shell::err("building fake-media-backend"))?;
     let bin = target.join("debug/fake-media-backend");
-    let version = cmd!(sh, "{bin} --fault {fault} --version").read().map_err(shell::err("fake-media-backend --version"))?;
-    Ok(BackendUnderTest { command: format!("{} --socket-path {{socket}} --fault {fault}", bin.display()), version: version.trim().to_string() })
+    let version =
+        cmd!(sh, "{bin} --fault {fault} --version").read().map_err(shell::err("fake-media-backend --version"))?;
+    Ok(BackendUnderTest {
+        command: format!("{} --socket-path {{socket}} --fault {fault}", bin.display()),
+        version: version.trim().to_string(),
+    })
 }
 
 /// Own boots run in parallel, each in a worker process of this binary: its command.
-pub fn worker_command(q: &QemuInfo, kernel: &Path, initramfs: &Path, probe_scale: u32, media: &MediaBackends) -> Result<Vec<String>, String> {
+pub fn worker_command(
+    q: &QemuInfo,
+    kernel: &Path,
+    initramfs: &Path,
+    probe_scale: u32,
+    media: &MediaBackends,
+) -> Result<Vec<String>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating the xtask binary: {e}"))?;
-    let mut w = vec![exe.display().to_string(), "own-boot-worker".into(), "--qemu".into(), q.path.display().to_string(), "--build".into(), q.build.clone()];
+    let mut w = vec![
+        exe.display().to_string(),
+        "own-boot-worker".into(),
+        "--qemu".into(),
+        q.path.display().to_string(),
+        "--build".into(),
+        q.build.clone(),
+    ];
     w.extend(["--kernel".into(), kernel.display().to_string(), "--initramfs".into(), initramfs.display().to_string()]);
     w.extend(["--probe-scale".into(), probe_scale.to_string()]);
     for (b, m) in media.iter().filter_map(|(b, m)| Some((b, m.as_ref().ok()?))) {
-        w.extend([format!("--media-command-{}", b.name()), m.command.clone(), format!("--media-version-{}", b.name()), m.version.clone()]);
+        w.extend([
+            "--media-build".into(),
+            b.name().to_string(),
+            "--media-command".into(),
+            m.command.clone(),
+            "--media-version".into(),
+            m.version.clone(),
+        ]);
     }
     Ok(w)
 }
@@ -233,7 +295,10 @@ pub fn entries_note(q: &QemuInfo, list: &[KnownDefect], compared: bool) -> Optio
     Some(if compared {
         format!("{what}; --compare judges it against A instead")
     } else {
-        format!("{what}; to judge it against the pinned build, whose defects are measured: cargo xtask vm-test --compare {}", q.path.display())
+        format!(
+            "{what}; to judge it against the pinned build, whose defects are measured: cargo xtask vm-test --compare {}",
+            q.path.display()
+        )
     })
 }
 
@@ -242,7 +307,9 @@ pub fn entries_note(q: &QemuInfo, list: &[KnownDefect], compared: bool) -> Optio
 /// that behaviour, not of the QEMU alone.
 pub fn emulation_note(q: &QemuInfo) -> Result<Option<String>, String> {
     let e = vm::boot::Emulation::for_qemu(&q.path).map_err(|e| e.to_string())?;
-    Ok(e.map(|e| format!("EMULATED at its socket: {e:?} ({}); the verdicts are of that behaviour", vm::boot::EMULATE_VAR)))
+    Ok(e.map(|e| {
+        format!("EMULATED at its socket: {e:?} ({}); the verdicts are of that behaviour", vm::boot::EMULATE_VAR)
+    }))
 }
 
 pub fn join_notes(notes: impl IntoIterator<Item = Option<String>>) -> Option<String> {

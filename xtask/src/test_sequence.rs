@@ -1,21 +1,36 @@
-//! `cargo xtask test`: the whole test sequence `.ci/run` calls: clippy, the
-//! workspace tests, the VM suite, a short fuzz, moved-qemu and backend-test.
+//! `cargo xtask test`: the whole test sequence `.ci/run` calls: the format
+//! check, clippy, the workspace tests, the VM suite, a short fuzz,
+//! moved-qemu and backend-test.
 
 use xshell::{Shell, cmd};
 
+use crate::exit::Failure;
+use crate::opts::{BackendTestArgs, FuzzArgs, MovedArgs, SuiteOpts, TestArgs, VmTestArgs};
 use crate::shell::root;
 use crate::{backend_test, fuzz, moved, vm_test};
 
 /// Every step runs; the sequence passes when each did.
-pub fn test(args: &[String]) -> Result<bool, String> {
+pub fn test(a: &TestArgs) -> Result<bool, Failure> {
     let sh = Shell::new().map_err(|e| e.to_string())?;
     sh.change_dir(root());
-    cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run().map_err(|e| e.to_string())?;
-    cmd!(sh, "cargo test --workspace").run().map_err(|e| e.to_string())?;
-    let suite_ok = vm_test::vm_test(args)?.ok();
+    fn step(what: &'static str) -> impl FnOnce(xshell::Error) -> Failure {
+        move |e| Failure::Run(format!("{what}: {e}"))
+    }
+    cmd!(sh, "cargo fmt --all --check").run().map_err(step("cargo fmt --check (run `cargo fmt` to format)"))?;
+    cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run().map_err(step("clippy"))?;
+    cmd!(sh, "cargo test --workspace").run().map_err(step("cargo test"))?;
+    let suite_ok = vm_test::vm_test(&VmTestArgs::plain(a.guest.clone(), SuiteOpts::defaults()))?.ok();
     // A short fuzz keeps the fuzzer working: fixed seed, found scenarios under target/.
-    let fuzz_ok = fuzz::fuzz(&["--seed", "1", "--time", "45", "--shrink-time", "120", "--out", "target/fuzz-found"].map(String::from))?;
-    let moved_ok = moved::command(args)?;
-    let backend_ok = backend_test::backend_test(&[])?;
+    let fuzz_ok = fuzz::fuzz(&FuzzArgs {
+        guest: a.guest.clone(),
+        seed: Some(1),
+        time: 45,
+        ops: None,
+        shrink_time: 120,
+        out: Some("target/fuzz-found".into()),
+        known_defects: None,
+    })?;
+    let moved_ok = moved::command(&MovedArgs { guest: a.guest.clone() })?;
+    let backend_ok = backend_test::backend_test(&BackendTestArgs::defaults())?;
     Ok(suite_ok && fuzz_ok && moved_ok && backend_ok)
 }

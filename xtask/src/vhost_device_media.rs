@@ -14,6 +14,7 @@ use shmem_host::vm::scenario::MediaBuild;
 
 use crate::apt::apt_install;
 use crate::kernel::{KERNEL_PACKAGE, KERNEL_TARBALL};
+use crate::progress;
 use crate::shell::err;
 
 pub const MEDIA_CRATE: &str = "vhost-device-media";
@@ -36,7 +37,8 @@ pub struct MediaBackend {
 /// The change the page-rounded build makes to virtio-media's `src/memfd.rs`
 /// (what is there, what replaces it): QEMU 11.1.3 maps whole pages and
 /// refuses a file shorter than that.
-const PAGE_ROUNDING: (&str, &str) = ("file.set_len(size.into())", "file.set_len(u64::from(size).next_multiple_of(4096))");
+const PAGE_ROUNDING: (&str, &str) =
+    ("file.set_len(size.into())", "file.set_len(u64::from(size).next_multiple_of(4096))");
 
 /// The suffix of a build's cache entry (`media-0.1.1-page-rounded/`).
 fn suffix(which: MediaBuild) -> &'static str {
@@ -50,7 +52,12 @@ fn suffix(which: MediaBuild) -> &'static str {
 
 /// `--media-backend PATH` (the published build only), else the cached
 /// build, else builds it (a few minutes once).
-pub fn media_backend(sh: &Shell, explicit: Option<&Path>, cache: &Path, which: MediaBuild) -> Result<MediaBackend, String> {
+pub fn media_backend(
+    sh: &Shell,
+    explicit: Option<&Path>,
+    cache: &Path,
+    which: MediaBuild,
+) -> Result<MediaBackend, String> {
     let path = match explicit.filter(|_| which == MediaBuild::Published) {
         Some(p) if !p.is_file() => return Err(format!("--media-backend {}: no such file", p.display())),
         Some(p) => p.to_path_buf(),
@@ -66,7 +73,8 @@ pub fn media_backend(sh: &Shell, explicit: Option<&Path>, cache: &Path, which: M
             bin
         }
     };
-    let version = version_line(&path.display().to_string()).map_err(|e| format!("{e}: not a backend this appliance knows"))?;
+    let version =
+        version_line(&path.display().to_string()).map_err(|e| format!("{e}: not a backend this appliance knows"))?;
     // The known defects of the published build must not apply to the changed one.
     let version = if which == MediaBuild::PageRounded { format!("{version} + page-rounded memfds") } else { version };
     Ok(MediaBackend { path, version })
@@ -74,7 +82,10 @@ pub fn media_backend(sh: &Shell, explicit: Option<&Path>, cache: &Path, which: M
 
 fn build(sh: &Shell, cache: &Path, bin: &Path, which: MediaBuild) -> Result<(), String> {
     apt_install(sh, &MEDIA_BUILD_DEPS)?;
-    println!("xtask: building {MEDIA_CRATE} {MEDIA_VERSION}{} (the backend under test); this takes a few minutes once", suffix(which));
+    println!(
+        "xtask: building {MEDIA_CRATE} {MEDIA_VERSION}{} (the backend under test); this takes a few minutes once",
+        suffix(which)
+    );
     let tmp = tempfile::Builder::new().prefix("media-build-").tempdir_in(cache).map_err(|e| e.to_string())?;
     let headers = v4l2_headers(sh, tmp.path())?;
     let root = tmp.path().join("root");
@@ -82,11 +93,17 @@ fn build(sh: &Shell, cache: &Path, bin: &Path, which: MediaBuild) -> Result<(), 
     let _c = sh.push_env("BINDGEN_EXTRA_CLANG_ARGS", format!("-I{}", headers.display()));
     let _t = sh.push_env("CARGO_TARGET_DIR", tmp.path().join("target"));
     match which {
-        MediaBuild::Published => cmd!(sh, "cargo install --quiet --locked {MEDIA_CRATE} --version {MEDIA_VERSION} --no-default-features --features simple-capture --root {root}")
-            .run()
-            .map_err(err("building vhost-device-media (cargo install)"))?,
+        MediaBuild::Published => progress::run(
+            "vhost-device-media: cargo install",
+            cmd!(
+                sh,
+                "cargo install --locked {MEDIA_CRATE} --version {MEDIA_VERSION} --no-default-features --features simple-capture --root {root}"
+            ),
+        )?,
         MediaBuild::PageRounded => build_page_rounded(sh, tmp.path(), &root)?,
-        fake => return Err(format!("{} is the appliance's fake-media-backend, not a build of {MEDIA_CRATE}", fake.name())),
+        fake => {
+            return Err(format!("{} is the appliance's fake-media-backend, not a build of {MEDIA_CRATE}", fake.name()));
+        }
     }
     let dest = bin.parent().and_then(Path::parent).ok_or("cache path has no parent")?;
     // Renamed into place whole: a build cut short leaves no half entry in the cache.
@@ -98,8 +115,11 @@ fn v4l2_headers(sh: &Shell, dir: &Path) -> Result<PathBuf, String> {
     let headers = dir.join("include");
     let linux = headers.join("linux");
     fs::create_dir_all(&linux).map_err(|e| e.to_string())?;
-    let members: Vec<String> = V4L2_HEADERS.iter().map(|h| format!("linux-source-6.12/include/uapi/linux/{h}")).collect();
-    cmd!(sh, "tar -xf {KERNEL_TARBALL} --strip-components=4 -C {linux} {members...}").run().map_err(err("unpacking the V4L2 headers"))?;
+    let members: Vec<String> =
+        V4L2_HEADERS.iter().map(|h| format!("linux-source-6.12/include/uapi/linux/{h}")).collect();
+    cmd!(sh, "tar -xf {KERNEL_TARBALL} --strip-components=4 -C {linux} {members...}")
+        .run()
+        .map_err(err("unpacking the V4L2 headers"))?;
     for h in V4L2_HEADERS {
         let p = linux.join(h);
         let text = fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))?;
@@ -116,14 +136,24 @@ fn v4l2_headers(sh: &Shell, dir: &Path) -> Result<PathBuf, String> {
 
 /// Where cargo unpacked a registry crate (`$CARGO_HOME/registry/src/*/NAME-VERSION`), if it did.
 fn registry_source(name: &str, version: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-    fs::read_dir(home.join("registry/src")).ok()?.flatten().map(|d| d.path().join(format!("{name}-{version}"))).find(|p| p.is_dir())
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    fs::read_dir(home.join("registry/src"))
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join(format!("{name}-{version}")))
+        .find(|p| p.is_dir())
 }
 
 /// Builds the published sources (copied into `tmp`) with virtio-media's
 /// memfds page-rounded, through `[patch.crates-io]`; installs into `root/bin`.
 fn build_page_rounded(sh: &Shell, tmp: &Path, root: &Path) -> Result<(), String> {
-    let missing = || format!("the sources of {MEDIA_CRATE} {MEDIA_VERSION} and virtio-media {VIRTIO_MEDIA_VERSION} are not in cargo's registry (fetched by the published build)");
+    let missing = || {
+        format!(
+            "the sources of {MEDIA_CRATE} {MEDIA_VERSION} and virtio-media {VIRTIO_MEDIA_VERSION} are not in cargo's registry (fetched by the published build)"
+        )
+    };
     let backend = registry_source(MEDIA_CRATE, MEDIA_VERSION).ok_or_else(missing)?;
     let lib = registry_source("virtio-media", VIRTIO_MEDIA_VERSION).ok_or_else(missing)?;
     let (src, patched) = (tmp.join("backend"), tmp.join("virtio-media"));
@@ -132,15 +162,24 @@ fn build_page_rounded(sh: &Shell, tmp: &Path, root: &Path) -> Result<(), String>
     let memfd = patched.join("src/memfd.rs");
     let text = fs::read_to_string(&memfd).map_err(|e| format!("read {}: {e}", memfd.display()))?;
     if text.matches(PAGE_ROUNDING.0).count() != 1 {
-        return Err(format!("{}: `{}` is not there exactly once; the page rounding does not apply to this version", memfd.display(), PAGE_ROUNDING.0));
+        return Err(format!(
+            "{}: `{}` is not there exactly once; the page rounding does not apply to this version",
+            memfd.display(),
+            PAGE_ROUNDING.0
+        ));
     }
-    fs::write(&memfd, text.replace(PAGE_ROUNDING.0, PAGE_ROUNDING.1)).map_err(|e| format!("write {}: {e}", memfd.display()))?;
+    fs::write(&memfd, text.replace(PAGE_ROUNDING.0, PAGE_ROUNDING.1))
+        .map_err(|e| format!("write {}: {e}", memfd.display()))?;
     fs::create_dir_all(src.join(".cargo")).map_err(|e| e.to_string())?;
     let config = format!("[patch.crates-io]\nvirtio-media = {{ path = {:?} }}\n", patched.display().to_string());
     fs::write(src.join(".cargo/config.toml"), config).map_err(|e| format!("write the patch config: {e}"))?;
     let _d = sh.push_dir(&src);
-    cmd!(sh, "cargo build --quiet --release --offline --no-default-features --features simple-capture").run().map_err(err("building the page-rounded vhost-device-media"))?;
+    progress::run(
+        "vhost-device-media (page-rounded): cargo build",
+        cmd!(sh, "cargo build --release --offline --no-default-features --features simple-capture"),
+    )?;
     fs::create_dir_all(root.join("bin")).map_err(|e| e.to_string())?;
-    fs::copy(tmp.join("target/release").join(MEDIA_CRATE), root.join("bin").join(MEDIA_CRATE)).map_err(|e| format!("copying the page-rounded build: {e}"))?;
+    fs::copy(tmp.join("target/release").join(MEDIA_CRATE), root.join("bin").join(MEDIA_CRATE))
+        .map_err(|e| format!("copying the page-rounded build: {e}"))?;
     Ok(())
 }

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
     let fault = match value("--fault").as_deref().map_or(Some(MediaFault::None), MediaFault::parse) {
         Some(f) => f,
         None => {
-            eprintln!("fake-media-backend: unknown --fault; one of {}", MediaFault::ALL.map(MediaFault::name).join(", "));
+            eprintln!(
+                "fake-media-backend: unknown --fault; one of {}",
+                MediaFault::ALL.map(MediaFault::name).join(", ")
+            );
             return ExitCode::from(2);
         }
     };
@@ -30,7 +33,9 @@ fn main() -> ExitCode {
     };
     let run = || -> Result<(), String> {
         let backend = FakeMedia::new(fault).map_err(|e| e.to_string())?;
-        let mut daemon = VhostUserDaemon::new("fake-media".into(), backend, GuestMemoryAtomic::new(GuestMemoryMmap::new())).map_err(|e| format!("{e:?}"))?;
+        let mut daemon =
+            VhostUserDaemon::new("fake-media".into(), backend, GuestMemoryAtomic::new(GuestMemoryMmap::new()))
+                .map_err(|e| format!("{e:?}"))?;
         daemon.serve(&socket).map_err(|e| format!("{e:?}"))
     };
     match run() {

@@ -52,12 +52,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("listening on {} for one frontend; regions {:?}, virtio id {}", socket.display(), spec.regions, spec.virtio_id);
+    println!(
+        "listening on {} for one frontend; regions {:?}, virtio id {}",
+        socket.display(),
+        spec.regions,
+        spec.virtio_id
+    );
     let recorder = server.recorder().clone();
     let res = server.wait();
     let rec = recorder.lock();
     for m in &rec.messages {
-        println!("{:?} {} flags={:#x} size={} fds={} value={:?}", m.direction, m.name, m.flags, m.size, m.nfds, m.value);
+        println!(
+            "{:?} {} flags={:#x} size={} fds={} value={:?}",
+            m.direction, m.name, m.flags, m.size, m.nfds, m.value
+        );
     }
     println!("memory tables received: {}", rec.mem_tables.len());
     match res {

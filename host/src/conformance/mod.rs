@@ -20,7 +20,6 @@ use shmem_judge::verdict::judge_listed;
 
 use crate::model::ModelFrontend;
 
-
 /// What the frontend does to the backend during a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
@@ -43,7 +42,14 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [Variant::Stream, Variant::RefuseMap(2), Variant::AckDelay(300), Variant::ResetMidStream, Variant::CloseChannel, Variant::Churn(50000)];
+    pub const ALL: [Variant; 6] = [
+        Variant::Stream,
+        Variant::RefuseMap(2),
+        Variant::AckDelay(300),
+        Variant::ResetMidStream,
+        Variant::CloseChannel,
+        Variant::Churn(50000),
+    ];
 
     /// The variant's name: the "scenario" its checks and known defects belong to.
     pub fn name(self) -> String {
@@ -61,11 +67,8 @@ impl Variant {
 /// What the model frontend served and still holds, into the session's record.
 pub fn record_frontend(model: &ModelFrontend, rec: &mut SessionRecord) {
     rec.live_at_end = HeldAtEnd::Read(model.mappings().len());
-    rec.served = model
-        .served_since(0)
-        .into_iter()
-        .map(|s| Served { sent: s.sent, accepted: s.result.is_ok() })
-        .collect();
+    rec.served =
+        model.served_since(0).into_iter().map(|s| Served { sent: s.sent, accepted: s.result.is_ok() }).collect();
 }
 
 /// A backend under test: how to start it, and the version its known defects are keyed on.
@@ -78,19 +81,39 @@ pub struct BackendUnderTest {
 /// The appliance's own backend, as the backend list names it.
 pub const OWN_BACKEND: &str = "shmem-backend (own)";
 
-/// Every variant against `backend`, then the own backend's session; each judged against `defects`.
-pub fn run_all(backend: &BackendUnderTest, defects: &[KnownDefect], dir: &std::path::Path, s: &session::Settings) -> Vec<report::SessionVerdict> {
+/// The own backend's session, run after the variants.
+pub const OWN_SESSION: &str = "own-session";
+
+/// Every session's name, in the order `run_all` runs them.
+pub fn session_names() -> Vec<String> {
+    Variant::ALL.iter().map(|v| v.name()).chain([OWN_SESSION.to_string()]).collect()
+}
+
+/// Every variant against `backend`, then the own backend's session (those
+/// named in `only`, when it names any); each judged against `defects`.
+pub fn run_all(
+    backend: &BackendUnderTest,
+    defects: &[KnownDefect],
+    (dir, only): (&std::path::Path, &[String]),
+    s: &session::Settings,
+) -> Vec<report::SessionVerdict> {
+    let picked = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut out = Vec::new();
-    for v in Variant::ALL {
+    for v in Variant::ALL.into_iter().filter(|v| picked(&v.name())) {
         let sub = dir.join(v.name());
         let rec = match std::fs::create_dir_all(&sub) {
             Ok(()) => session::run_media(&backend.command, v, &sub, s),
-            Err(e) => SessionRecord { connect_error: Some(format!("create {}: {e}", sub.display())), ..SessionRecord::default() },
+            Err(e) => SessionRecord {
+                connect_error: Some(format!("create {}: {e}", sub.display())),
+                ..SessionRecord::default()
+            },
         };
         out.push(verdict(&backend.version, &v.name(), &rec, defects));
     }
-    let rec = own::run_own(own::OwnFault::None, dir, s);
-    out.push(verdict(OWN_BACKEND, "own-session", &rec, defects));
+    if picked(OWN_SESSION) {
+        let rec = own::run_own(own::OwnFault::None, dir, s);
+        out.push(verdict(OWN_BACKEND, OWN_SESSION, &rec, defects));
+    }
     out
 }
 

@@ -7,7 +7,6 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use shmem_judge::backend::record::SessionRecord;
 use super::session::{Settings, region_sizes};
 use crate::backend::BackendFaults;
 use crate::channel::{MmapBytes, ShmemMsg, ShmemOp};
@@ -15,6 +14,7 @@ use crate::files::HostFile;
 use crate::model::{Faults, ModelFrontend};
 use crate::server::BackendServer;
 use crate::spec::DeviceSpec;
+use shmem_judge::backend::record::SessionRecord;
 
 /// One way the own backend can be wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +78,9 @@ fn script(server: &BackendServer, fault: OwnFault, s: &Settings) -> Result<(), S
     };
     let msg = |shm_offset: u64| ShmemMsg { shmid: 0, fd_offset: 0, shm_offset, len: LEN, flags: 0 };
     let send = |op: ShmemOp, m: ShmemMsg, fd: Option<&HostFile>| {
-        chan.request(op, &m.to_bytes(), fd.map(|f| f.file().as_raw_fd())).map(|_| ()).map_err(|e| format!("{op:?} {m}: {e}"))
+        chan.request(op, &m.to_bytes(), fd.map(|f| f.file().as_raw_fd()))
+            .map(|_| ())
+            .map_err(|e| format!("{op:?} {m}: {e}"))
     };
     send(ShmemOp::Map, msg(0), Some(&a))?;
     send(ShmemOp::Map, msg(second_at), Some(&b))?;

@@ -8,9 +8,9 @@ use shmem_virtio_media::driver::{self, Driver, MediaError};
 use shmem_virtio_media::frame;
 use shmem_virtio_media::proto::{BufferInfo, Event};
 
-use shmem_judge::backend::record::FrameSeen;
 use super::transport::ModelTransport;
 use crate::model::ModelFrontend;
+use shmem_judge::backend::record::FrameSeen;
 
 /// The virtio-media driver's steps a session takes, and a look at a frame through its mapping.
 pub trait MediaPort {
@@ -87,7 +87,8 @@ impl MediaPort for ModelPort<'_> {
         Ok(())
     }
     fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen {
-        let mut f = FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };
+        let mut f =
+            FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };
         match self.t.model.read(0, addr, frame::FRAME_LEN as u64) {
             Ok(Ok(bytes)) => f.mismatch = frame::first_mismatch(&bytes, b.sequence),
             Ok(Err(a)) => f.unreadable = Some(format!("nothing readable mapped there ({a:?})")),

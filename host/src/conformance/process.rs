@@ -6,8 +6,8 @@
 //! is read from `/proc` for every process of its tree.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,8 @@ impl BackendProcess {
     /// Starts `command` (words split on spaces, `{socket}` replaced) and
     /// waits up to `timeout` for it to listen at `socket`.
     pub fn start(command: &str, socket: &Path, log_dir: &Path, timeout: Duration) -> Result<Self, String> {
-        let words: Vec<String> = command.split_whitespace().map(|w| w.replace("{socket}", &socket.display().to_string())).collect();
+        let words: Vec<String> =
+            command.split_whitespace().map(|w| w.replace("{socket}", &socket.display().to_string())).collect();
         let (prog, args) = words.split_first().ok_or("the backend command is empty")?;
         if !command.contains("{socket}") {
             return Err(format!("backend command {command:?} has no {{socket}} to put the socket path in"));
@@ -108,7 +109,10 @@ impl BackendProcess {
             }
             let dir = format!("/proc/{pid}/fd");
             let rd = fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?;
-            total += rd.flatten().filter(|e| fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:"))).count();
+            total += rd
+                .flatten()
+                .filter(|e| fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:")))
+                .count();
         }
         Ok(total)
     }
@@ -138,7 +142,11 @@ mod tests {
             for (d, s) in addr.sun_path.iter_mut().zip(path.display().to_string().bytes()) {
                 *d = s as libc::c_char;
             }
-            let rc = libc::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), std::ptr::addr_of!(addr).cast(), std::mem::size_of::<libc::sockaddr_un>() as u32);
+            let rc = libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                std::ptr::addr_of!(addr).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as u32,
+            );
             assert_eq!(rc, 0, "bind {}", path.display());
             fd
         }

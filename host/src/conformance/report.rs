@@ -2,8 +2,8 @@
 //! checks under it; `--json` and `--junit`. Formats; decides nothing.
 
 use shmem_judge::check::CheckResult;
-use shmem_judge::words::target_lines;
 use shmem_judge::verdict::Judgement;
+use shmem_judge::words::target_lines;
 
 /// One judged session.
 pub struct SessionVerdict {
@@ -48,7 +48,10 @@ fn xml(s: &str) -> String {
 
 pub fn junit(sessions: &[SessionVerdict]) -> String {
     let failures = sessions.iter().filter(|s| !s.judgement.verdict.ok()).count();
-    let mut out = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"backend-test\" tests=\"{}\" failures=\"{failures}\">\n", sessions.len());
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"backend-test\" tests=\"{}\" failures=\"{failures}\">\n",
+        sessions.len()
+    );
     for s in sessions {
         let name = format!("{} ({})", s.session, s.backend);
         out.push_str(&format!("  <testcase classname=\"backend-test\" name=\"{}\">", xml(&name)));

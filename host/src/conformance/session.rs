@@ -36,7 +36,13 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { answer: Duration::from_secs(5), start: Duration::from_secs(10), buffers: 4, frames: 3, churn_time: Duration::from_secs(600) }
+        Settings {
+            answer: Duration::from_secs(5),
+            start: Duration::from_secs(10),
+            buffers: 4,
+            frames: 3,
+            churn_time: Duration::from_secs(600),
+        }
     }
 }
 
@@ -71,7 +77,8 @@ pub fn run_media(command: &str, variant: Variant, dir: &Path, s: &Settings) -> S
     match ModelFrontend::connect_seeing(relay.socket_path(), MEDIA_QUEUES, faults, &mut rec.offered) {
         Ok(mut model) => {
             rec.regions = region_sizes(&model);
-            let mut d = Session { front: &model, rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
+            let mut d =
+                Session { front: &model, rec: &mut rec, s: *s, proc: &proc, memfds_before: None, settling: true };
             d.capture(&model, variant);
             rec.memfds = d.memfds_around();
             // Before the frontend hangs up: a backend may end when its frontend goes
@@ -103,7 +110,14 @@ pub fn region_sizes(model: &ModelFrontend) -> Vec<u64> {
 /// the record: it says so until the caller reads it from the relay's record
 /// (`shmem_judge::backend::wire`). `up` is how bringing the device up
 /// (queues, DRIVER_OK) went; nothing else runs when it failed.
-pub fn run_port(port: &mut dyn MediaPort, up: Result<String, MediaError>, proc: &BackendProcess, front: &dyn FrontendSide, variant: Variant, s: &Settings) -> SessionRecord {
+pub fn run_port(
+    port: &mut dyn MediaPort,
+    up: Result<String, MediaError>,
+    proc: &BackendProcess,
+    front: &dyn FrontendSide,
+    variant: Variant,
+    s: &Settings,
+) -> SessionRecord {
     let refused_map = if let Variant::RefuseMap(k) = variant { Some(k) } else { None };
     let mut rec = SessionRecord { media: true, frontend_unseen: true, refused_map, ..SessionRecord::default() };
     let mut d = Session { front, rec: &mut rec, s: *s, proc, memfds_before: None, settling: true };
@@ -139,7 +153,13 @@ impl Session<'_> {
         self.memfds_before.take().map(|b| b.and_then(|b| self.proc.memfds().map(|a| (b, a))))
     }
 
-    fn step<T>(&mut self, what: &str, expect: Expect, r: Result<T, MediaError>, detail: impl Fn(&T) -> String) -> Option<T> {
+    fn step<T>(
+        &mut self,
+        what: &str,
+        expect: Expect,
+        r: Result<T, MediaError>,
+        detail: impl Fn(&T) -> String,
+    ) -> Option<T> {
         let outcome = r.as_ref().map(&detail).map_err(Clone::clone);
         if matches!(outcome, Err(MediaError::Timeout(_))) && self.rec.waiting_at_timeout.is_none() {
             self.rec.waiting_at_timeout = Some(self.front.waiting_for());
@@ -171,7 +191,12 @@ impl Session<'_> {
         if variant == Variant::ResetMidStream && stopped {
             self.rec.resets.push(self.front.requests_seen());
             let r = port.reset();
-            if self.step("device reset (mappings dropped), then DRIVER_OK and queues", Expect::Success, r, |()| String::new()).is_some() {
+            if self
+                .step("device reset (mappings dropped), then DRIVER_OK and queues", Expect::Success, r, |()| {
+                    String::new()
+                })
+                .is_some()
+            {
                 self.one_capture(port, Variant::Stream, false);
             }
         }
@@ -185,13 +210,17 @@ impl Session<'_> {
         if self.step("OPEN", Expect::Success, d.open(), |id| format!("session {id}")).is_none() {
             return false;
         }
-        let Some(bufs) = self.step("S_FMT, REQBUFS, QUERYBUF", Expect::Success, d.setup_capture(self.s.buffers), |b| format!("{} buffers", b.len())) else {
+        let Some(bufs) = self.step("S_FMT, REQBUFS, QUERYBUF", Expect::Success, d.setup_capture(self.s.buffers), |b| {
+            format!("{} buffers", b.len())
+        }) else {
             return false;
         };
         // Close-channel keeps the last buffer unmapped, to map it once the channel is gone.
         let held_back = usize::from(variant == Variant::CloseChannel);
         let mut mapped = self.map_buffers(d, &bufs[..bufs.len().saturating_sub(held_back)], variant);
-        let streaming = !mapped.is_empty() && self.queue_all(d, &mapped) && self.step("STREAMON", Expect::Success, d.stream(true), |()| String::new()).is_some();
+        let streaming = !mapped.is_empty()
+            && self.queue_all(d, &mapped)
+            && self.step("STREAMON", Expect::Success, d.stream(true), |()| String::new()).is_some();
         let first = streaming && self.read_frames(d, &mapped, 1);
         if stop_early && first {
             if variant == Variant::ResetMidStream {
@@ -201,7 +230,9 @@ impl Session<'_> {
             self.rec.channel_closed = true;
             if let Some(b) = bufs.last() {
                 let r = d.mmap(b.mem_offset, self.rec.asked_rw);
-                self.step(&format!("MMAP buffer {} after the channel closed", b.index), Expect::Errno, r, |m| format!("{m:x?}"));
+                self.step(&format!("MMAP buffer {} after the channel closed", b.index), Expect::Errno, r, |m| {
+                    format!("{m:x?}")
+                });
             }
         } else if streaming {
             self.read_frames(d, &mapped, self.s.frames.saturating_sub(1));
@@ -224,34 +255,64 @@ impl Session<'_> {
         if self.step("OPEN", Expect::Success, d.open(), |id| format!("session {id}")).is_none() {
             return;
         }
-        let Some(bufs) = self.step("S_FMT, REQBUFS, QUERYBUF", Expect::Success, d.setup_capture(1), |b| format!("{} buffers", b.len())) else { return };
+        let Some(bufs) = self
+            .step("S_FMT, REQBUFS, QUERYBUF", Expect::Success, d.setup_capture(1), |b| format!("{} buffers", b.len()))
+        else {
+            return;
+        };
         let Some(b) = bufs.first().copied() else { return };
         let started = std::time::Instant::now();
         let done = match d.churn(b.mem_offset, n, self.s.churn_time) {
             Ok(done) => done,
             Err((done, e)) => {
                 // The step that failed, named by its command (the hang's `step_kind`).
-                let op = e.what().split_whitespace().next().filter(|w| ["MMAP", "MUNMAP"].contains(w)).unwrap_or("MMAP/MUNMAP cycle");
+                let op = e
+                    .what()
+                    .split_whitespace()
+                    .next()
+                    .filter(|w| ["MMAP", "MUNMAP"].contains(w))
+                    .unwrap_or("MMAP/MUNMAP cycle");
                 self.step::<()>(&format!("{op} #{done}"), Expect::Success, Err(e), |()| String::new());
                 return;
             }
         };
         let secs = started.elapsed().as_secs_f64();
-        let bound = if done < n { format!(" (stopped at the time bound, {:?}, of {n})", self.s.churn_time) } else { String::new() };
-        self.step(&format!("{done} MMAP/MUNMAP cycles in {secs:.1} s, {:.0} a second{bound}", done as f64 / secs.max(1e-9)), Expect::Success, Ok(()), |()| String::new());
+        let bound = if done < n {
+            format!(" (stopped at the time bound, {:?}, of {n})", self.s.churn_time)
+        } else {
+            String::new()
+        };
+        self.step(
+            &format!("{done} MMAP/MUNMAP cycles in {secs:.1} s, {:.0} a second{bound}", done as f64 / secs.max(1e-9)),
+            Expect::Success,
+            Ok(()),
+            |()| String::new(),
+        );
         self.step("CLOSE", Expect::Success, d.close(), |()| String::new());
     }
 
-    fn map_buffers(&mut self, d: &mut dyn MediaPort, bufs: &[BufferInfo], variant: Variant) -> Vec<(BufferInfo, u64, u64)> {
+    fn map_buffers(
+        &mut self,
+        d: &mut dyn MediaPort,
+        bufs: &[BufferInfo],
+        variant: Variant,
+    ) -> Vec<(BufferInfo, u64, u64)> {
         let mut mapped = Vec::new();
         for b in bufs {
             let refused = matches!(variant, Variant::RefuseMap(k) if self.front.maps_seen() + 1 == k);
             let expect = if refused { Expect::Errno } else { Expect::Success };
             let what = format!("MMAP buffer {} (offset {:#x})", b.index, b.mem_offset);
-            let mut got = self.step(&what, expect, d.mmap(b.mem_offset, self.rec.asked_rw), |m| format!("at {:#x} len {:#x}", m.0, m.1));
+            let mut got = self.step(&what, expect, d.mmap(b.mem_offset, self.rec.asked_rw), |m| {
+                format!("at {:#x} len {:#x}", m.0, m.1)
+            });
             if refused && got.is_none() {
                 // The backend must have kept its allocations straight: the same buffer maps again.
-                got = self.step(&format!("{what} again, after the refusal"), Expect::Success, d.mmap(b.mem_offset, self.rec.asked_rw), |m| format!("at {:#x} len {:#x}", m.0, m.1));
+                got = self.step(
+                    &format!("{what} again, after the refusal"),
+                    Expect::Success,
+                    d.mmap(b.mem_offset, self.rec.asked_rw),
+                    |m| format!("at {:#x} len {:#x}", m.0, m.1),
+                );
             }
             if let Some((addr, len)) = got {
                 mapped.push((*b, addr, len));
@@ -261,7 +322,9 @@ impl Session<'_> {
     }
 
     fn queue_all(&mut self, d: &mut dyn MediaPort, mapped: &[(BufferInfo, u64, u64)]) -> bool {
-        mapped.iter().all(|(b, _, _)| self.step(&format!("QBUF {}", b.index), Expect::Success, d.qbuf(b.index), |()| String::new()).is_some())
+        mapped.iter().all(|(b, _, _)| {
+            self.step(&format!("QBUF {}", b.index), Expect::Success, d.qbuf(b.index), |()| String::new()).is_some()
+        })
     }
 
     /// Waits for `n` DQBUF events, reads each frame through the model's view
@@ -269,15 +332,27 @@ impl Session<'_> {
     fn read_frames(&mut self, d: &mut dyn MediaPort, mapped: &[(BufferInfo, u64, u64)], n: usize) -> bool {
         for _ in 0..n {
             let ev = d.next_event();
-            let Some(Event::Dqbuf { buffer, .. }) = self.step("wait for a frame", Expect::Success, ev, |e| format!("{e:?}")) else {
+            let Some(Event::Dqbuf { buffer, .. }) =
+                self.step("wait for a frame", Expect::Success, ev, |e| format!("{e:?}"))
+            else {
                 return false;
             };
             let Some((_, addr, _)) = mapped.iter().find(|(b, _, _)| b.index == buffer.index) else {
-                self.step::<()>("frame of a mapped buffer", Expect::Success, Err(MediaError::Malformed(format!("DQBUF of buffer {}, which is not mapped", buffer.index))), |()| String::new());
+                self.step::<()>(
+                    "frame of a mapped buffer",
+                    Expect::Success,
+                    Err(MediaError::Malformed(format!("DQBUF of buffer {}, which is not mapped", buffer.index))),
+                    |()| String::new(),
+                );
                 return false;
             };
             self.rec.frames.push(d.see_frame(*addr, buffer));
-            if self.step(&format!("QBUF {} again", buffer.index), Expect::Success, d.qbuf(buffer.index), |()| String::new()).is_none() {
+            if self
+                .step(&format!("QBUF {} again", buffer.index), Expect::Success, d.qbuf(buffer.index), |()| {
+                    String::new()
+                })
+                .is_none()
+            {
                 return false;
             }
         }

@@ -119,7 +119,15 @@ fn errno(e: u32) -> Answer {
 
 impl Device {
     pub fn new(fault: MediaFault) -> Self {
-        Device { fault, session: None, buffers: Vec::new(), kept: Vec::new(), streaming: false, sequence: 0, next_shm: 0 }
+        Device {
+            fault,
+            session: None,
+            buffers: Vec::new(),
+            kept: Vec::new(),
+            streaming: false,
+            sequence: 0,
+            next_shm: 0,
+        }
     }
 
     /// A device reset (the frontend stopped the command queue): sessions and
@@ -146,7 +154,11 @@ impl Device {
                 Answer::Bytes(Vec::new())
             }
             Some(proto::CMD_IOCTL) => self.ioctl(u32_at(req, 12).unwrap_or(0), req.get(16..).unwrap_or_default()),
-            Some(proto::CMD_MMAP) => self.mmap(u32_at(req, 16).unwrap_or(u32::MAX), u32_at(req, 12).unwrap_or(0) & proto::MMAP_FLAG_RW != 0, shmem),
+            Some(proto::CMD_MMAP) => self.mmap(
+                u32_at(req, 16).unwrap_or(u32::MAX),
+                u32_at(req, 12).unwrap_or(0) & proto::MMAP_FLAG_RW != 0,
+                shmem,
+            ),
             Some(proto::CMD_MUNMAP) => self.munmap(u64_at(req, 8).unwrap_or(u64::MAX), shmem),
             _ => errno(EINVAL),
         }
@@ -207,7 +219,15 @@ impl Device {
     }
 
     fn reqbufs(&mut self, count: u32) -> Answer {
-        let made: std::io::Result<Vec<Buffer>> = (0..count).map(|i| HostFile::create(&format!("fake-media-buffer-{i}"), BUF_LEN).map(|file| Buffer { file, at: None, queued: false })).collect();
+        let made: std::io::Result<Vec<Buffer>> = (0..count)
+            .map(|i| {
+                HostFile::create(&format!("fake-media-buffer-{i}"), BUF_LEN).map(|file| Buffer {
+                    file,
+                    at: None,
+                    queued: false,
+                })
+            })
+            .collect();
         match made {
             Ok(b) => {
                 self.buffers = b;

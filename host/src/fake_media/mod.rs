@@ -38,7 +38,13 @@ pub struct FakeMedia {
 impl FakeMedia {
     pub fn new(fault: MediaFault) -> io::Result<Arc<Self>> {
         let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
-        Ok(Arc::new(FakeMedia { device: Mutex::new(Device::new(fault)), mem: Mutex::default(), channel: Mutex::default(), events: Mutex::default(), exit }))
+        Ok(Arc::new(FakeMedia {
+            device: Mutex::new(Device::new(fault)),
+            mem: Mutex::default(),
+            channel: Mutex::default(),
+            events: Mutex::default(),
+            exit,
+        }))
     }
 
     fn device(&self) -> MutexGuard<'_, Device> {
@@ -51,7 +57,8 @@ impl FakeMedia {
 
     /// Answers every command posted on queue 0; withheld ones keep their chain.
     fn serve_commands(&self, vrings: &[VringRwLock], mem: &Mem) -> io::Result<()> {
-        let chains: Vec<Chain> = vrings[0].get_mut().get_queue_mut().iter(mem.clone()).map_err(io::Error::other)?.collect();
+        let chains: Vec<Chain> =
+            vrings[0].get_mut().get_queue_mut().iter(mem.clone()).map_err(io::Error::other)?.collect();
         let channel = Channel(&self.channel);
         for chain in chains {
             let req = read_chain(&chain, mem);
@@ -68,7 +75,8 @@ impl FakeMedia {
 
     /// Takes the driver's new event buffers, then sends a DQBUF for each frame ready.
     fn serve_events(&self, vrings: &[VringRwLock], mem: &Mem) -> io::Result<()> {
-        let posted: Vec<Chain> = vrings[1].get_mut().get_queue_mut().iter(mem.clone()).map_err(io::Error::other)?.collect();
+        let posted: Vec<Chain> =
+            vrings[1].get_mut().get_queue_mut().iter(mem.clone()).map_err(io::Error::other)?.collect();
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         for chain in posted {
             let buf = chain.clone().writable().next().map_or((GuestAddress(0), 0), |d| (d.addr(), d.len()));
@@ -155,7 +163,13 @@ impl VhostUserBackend for FakeMedia {
         let sizes = self.device().regions();
         Ok(VhostUserShMemConfig::new(sizes.len() as u32, &sizes))
     }
-    fn handle_event(&self, device_event: u16, _evset: EventSet, vrings: &[VringRwLock], _thread: usize) -> io::Result<()> {
+    fn handle_event(
+        &self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread: usize,
+    ) -> io::Result<()> {
         let Some(mem) = self.memory() else { return Ok(()) };
         // An error here would end the crate's worker thread for good (a queue
         // kicked before it is ready is one): said, and the next kick is served.

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-
 /// Ways to make the model wrong on purpose.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Faults {

@@ -9,9 +9,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use vhost::VhostBackend;
 use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserShMemConfig};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
-use vhost::VhostBackend;
 
 use crate::backend::offered_features;
 
@@ -50,7 +50,12 @@ impl Watchdog {
         let _ = self.disarm.send(());
         match self.thread.join() {
             Ok(false) => Ok(()),
-            _ => Err(io::Error::new(io::ErrorKind::TimedOut, format!("model frontend: {what}: the backend did not answer within {REPLY_TIMEOUT:?}, so the model hung up"))),
+            _ => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "model frontend: {what}: the backend did not answer within {REPLY_TIMEOUT:?}, so the model hung up"
+                ),
+            )),
         }
     }
 }
@@ -61,7 +66,10 @@ pub(super) fn ctx(what: &str) -> impl FnOnce(vhost::Error) -> io::Error + '_ {
 
 /// What QEMU does at device realize, up to GET_SHMEM_CONFIG: the model's
 /// end of the backend channel, and the backend's regions.
-pub(super) fn handshake(fe: &mut Frontend, offered: &mut Option<(u64, u64)>) -> io::Result<(UnixStream, VhostUserShMemConfig)> {
+pub(super) fn handshake(
+    fe: &mut Frontend,
+    offered: &mut Option<(u64, u64)>,
+) -> io::Result<(UnixStream, VhostUserShMemConfig)> {
     let features = fe.get_features().map_err(ctx("GET_FEATURES"))?;
     if features & offered_features() != offered_features() {
         return Err(io::Error::other(format!(

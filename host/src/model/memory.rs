@@ -55,7 +55,14 @@ impl Region {
         let at = (self.base + offset as usize) as *mut libc::c_void;
         // SAFETY: the range is inside our own reservation; we fill what we just mapped.
         unsafe {
-            let p = libc::mmap(at, len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED, -1, 0);
+            let p = libc::mmap(
+                at,
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            );
             if p == libc::MAP_FAILED {
                 return Err(io::Error::last_os_error());
             }
@@ -112,7 +119,14 @@ pub(super) fn guest_ram() -> io::Result<GuestRam> {
     file.set_len(GUEST_RAM)?;
     // SAFETY: shared mapping of our own memfd, unmapped when GuestRam drops.
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), GUEST_RAM as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            GUEST_RAM as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
     };
     if p == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());

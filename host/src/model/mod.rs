@@ -25,8 +25,8 @@ use vhost::VhostBackend;
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 
 use crate::backend::{FileId, offered_features};
-use shmem_proto::BackendRequest;
 use crate::memprobe::{self, Access};
+use shmem_proto::BackendRequest;
 
 pub use faults::{COMMIT_DELAY, Faults, Rejection};
 pub use handshake::REPLY_TIMEOUT;
@@ -120,7 +120,6 @@ pub struct ModelFrontend {
     server: Option<JoinHandle<()>>,
 }
 
-
 impl ModelFrontend {
     /// Connects to a backend socket and does what QEMU does at device
     /// realize: features, protocol features, backend channel, owner,
@@ -132,8 +131,14 @@ impl ModelFrontend {
     /// As [`Self::connect`], and says in `offered` what the backend offered
     /// (features, protocol features) even when the handshake then fails.
     /// The handshake's answers come within [`REPLY_TIMEOUT`], or it fails saying so.
-    pub fn connect_seeing(socket: &Path, num_queues: u64, faults: Faults, offered: &mut Option<(u64, u64)>) -> io::Result<Self> {
-        let stream = UnixStream::connect(socket).map_err(|e| io::Error::new(e.kind(), format!("model frontend: connect {}: {e}", socket.display())))?;
+    pub fn connect_seeing(
+        socket: &Path,
+        num_queues: u64,
+        faults: Faults,
+        offered: &mut Option<(u64, u64)>,
+    ) -> io::Result<Self> {
+        let stream = UnixStream::connect(socket)
+            .map_err(|e| io::Error::new(e.kind(), format!("model frontend: connect {}: {e}", socket.display())))?;
         let watchdog = Watchdog::arm(&stream)?;
         // Kept to unblock the model at shut-down when a backend never answers (QEMU would wait forever).
         let fe_sock = stream.try_clone()?;
@@ -209,8 +214,8 @@ impl ModelFrontend {
     }
 
     fn start_queues_unwatched(&self, queues: &[shmem_virtio_media::virtq::QueueAddrs], size: u16) -> io::Result<()> {
-        use vhost::vhost_user::message::VhostUserVringAddrFlags;
         use vhost::VringConfigData;
+        use vhost::vhost_user::message::VhostUserVringAddrFlags;
         use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
         let mut fe = self.inner.frontend.lock().unwrap_or_else(|p| p.into_inner());
         let mut fds = self.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -240,7 +245,10 @@ impl ModelFrontend {
     /// Rings queue `queue`'s doorbell (its kick eventfd).
     pub fn kick(&self, queue: u16) -> io::Result<()> {
         let fds = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        fds.get(usize::from(queue)).ok_or_else(|| io::Error::other(format!("queue {queue} was not started")))?.0.write(1)
+        fds.get(usize::from(queue))
+            .ok_or_else(|| io::Error::other(format!("queue {queue} was not started")))?
+            .0
+            .write(1)
     }
 
     /// Reads the model's guest RAM at `gpa` (the virtqueues live there).
@@ -262,7 +270,10 @@ impl ModelFrontend {
     fn ram_range(&self, gpa: u64, len: usize) -> io::Result<usize> {
         match gpa.checked_add(len as u64) {
             Some(end) if end <= GUEST_RAM => Ok(self.inner.guest_ram.addr + gpa as usize),
-            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{gpa:#x}+{len:#x} is outside the model's guest RAM"))),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{gpa:#x}+{len:#x} is outside the model's guest RAM"),
+            )),
         }
     }
 
@@ -276,16 +287,16 @@ impl ModelFrontend {
     /// (`(shmid, offset, size)`), packed from what GET_SHMEM_CONFIG reported
     /// as QEMU packs them.
     pub fn region_windows(&self) -> Vec<(u8, u64, u64)> {
-        crate::spec::pack_regions(&self.inner.regions.iter().map(|r| r.as_ref().map_or(0, |r| r.size)).collect::<Vec<_>>())
+        crate::spec::pack_regions(
+            &self.inner.regions.iter().map(|r| r.as_ref().map_or(0, |r| r.size)).collect::<Vec<_>>(),
+        )
     }
 
     fn region(&self, shmid: u8, offset: u64, len: u64) -> io::Result<&Region> {
-        let r = self
-            .inner
-            .regions
-            .get(usize::from(shmid))
-            .and_then(Option::as_ref)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("model has no region shmid {shmid}")))?;
+        let r =
+            self.inner.regions.get(usize::from(shmid)).and_then(Option::as_ref).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("model has no region shmid {shmid}"))
+            })?;
         match offset.checked_add(len) {
             Some(end) if end <= r.size => Ok(r),
             _ => Err(io::Error::new(
@@ -323,9 +334,17 @@ impl ModelFrontend {
         while !st.pending.is_empty() {
             let now = Instant::now();
             if now >= deadline {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("model did not apply acked requests within {timeout:?}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("model did not apply acked requests within {timeout:?}"),
+                ));
             }
-            st = self.inner.applied.wait_timeout(st, deadline - now).map_err(|_| io::Error::other("model state poisoned"))?.0;
+            st = self
+                .inner
+                .applied
+                .wait_timeout(st, deadline - now)
+                .map_err(|_| io::Error::other("model state poisoned"))?
+                .0;
         }
         Ok(())
     }
@@ -365,7 +384,13 @@ impl ModelFrontend {
             .state()
             .mappings
             .iter()
-            .map(|m| MappingInfo { shmid: m.shmid, shm_offset: m.shm_offset, len: m.len, fd_offset: m.fd_offset, rw: m.rw })
+            .map(|m| MappingInfo {
+                shmid: m.shmid,
+                shm_offset: m.shm_offset,
+                len: m.len,
+                fd_offset: m.fd_offset,
+                rw: m.rw,
+            })
             .collect()
     }
 
@@ -406,7 +431,9 @@ impl ModelFrontend {
             let _ = t.join();
         }
         if stuck {
-            return Err(format!("the model's channel thread was waiting for the backend to answer the frontend for more than {timeout:?}"));
+            return Err(format!(
+                "the model's channel thread was waiting for the backend to answer the frontend for more than {timeout:?}"
+            ));
         }
         self.death().map_or(Ok(()), |d| Err(format!("the model had died: {d}")))
     }

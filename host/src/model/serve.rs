@@ -44,7 +44,9 @@ fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) ->
     // must correspond with a valid, free region of the VIRTIO Shared Memory
     // Region". An empty range is no valid region, and it holds no byte that
     // could overlap: its answer is its length, wherever it lies.
-    let inside = |m: &Mapping| m.shmid == msg.shmid && m.shm_offset < msg.shm_offset && msg.shm_offset < m.shm_offset.saturating_add(m.len);
+    let inside = |m: &Mapping| {
+        m.shmid == msg.shmid && m.shm_offset < msg.shm_offset && msg.shm_offset < m.shm_offset.saturating_add(m.len)
+    };
     if msg.len == 0 && st.faults.zero_length_as_overlap && st.mappings.iter().any(inside) {
         return Err(reject(libc::EFAULT, "mapping overlap"));
     }
@@ -53,7 +55,10 @@ fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) ->
     }
     // Same sentence, "free": and "Mapping over an already existing map is not allowed".
     if !st.faults.skip_overlap_check
-        && st.mappings.iter().any(|m| m.shmid == msg.shmid && shmem_proto::overlaps((m.shm_offset, m.len), (msg.shm_offset, msg.len)))
+        && st
+            .mappings
+            .iter()
+            .any(|m| m.shmid == msg.shmid && shmem_proto::overlaps((m.shm_offset, m.len), (msg.shm_offset, msg.len)))
     {
         return Err(reject(libc::EFAULT, "mapping overlap"));
     }
@@ -66,7 +71,9 @@ fn check_map(inner: &Inner, st: &State, msg: &ShmemMsg, fd: Option<&OwnedFd>) ->
     // and an unaligned length would show the guest bytes of the file past
     // the requested range (or, past the file's end, fault). The spec says no
     // more; this is the model's reading of it, and README says so.
-    if !st.faults.accept_unaligned && ![msg.shm_offset, msg.fd_offset, msg.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE)) {
+    if !st.faults.accept_unaligned
+        && ![msg.shm_offset, msg.fd_offset, msg.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE))
+    {
         return Err(reject(libc::EINVAL, "offsets and length must be page aligned"));
     }
     let size = fd_size(fd).map_err(|_| reject(libc::EBADF, "fd cannot be examined"))?;
@@ -201,7 +208,13 @@ pub(super) fn serve(inner: &Inner, sock: &UnixStream) {
 }
 
 /// What the model decides for one request (no change made yet).
-fn decide(inner: &Inner, st: &State, request: u32, msg: Option<ShmemMsg>, fd: Option<OwnedFd>) -> Result<Change, Rejection> {
+fn decide(
+    inner: &Inner,
+    st: &State,
+    request: u32,
+    msg: Option<ShmemMsg>,
+    fd: Option<OwnedFd>,
+) -> Result<Change, Rejection> {
     match (request, msg) {
         (r, Some(m)) if r == ShmemOp::Map.code() => check_map(inner, st, &m, fd.as_ref()).and_then(|()| {
             let fd = fd.ok_or(reject(libc::EBADF, "Bad fd for map"))?;
@@ -215,7 +228,9 @@ fn decide(inner: &Inner, st: &State, request: u32, msg: Option<ShmemMsg>, fd: Op
             }))
         }),
         (r, Some(m)) if r == ShmemOp::Unmap.code() => check_unmap(inner, st, &m).map(Change::Unmap),
-        (r, _) if r == ShmemOp::Map.code() || r == ShmemOp::Unmap.code() => Err(reject(libc::EINVAL, "payload is not 40 bytes")),
+        (r, _) if r == ShmemOp::Map.code() || r == ShmemOp::Unmap.code() => {
+            Err(reject(libc::EINVAL, "payload is not 40 bytes"))
+        }
         _ => Err(reject(libc::ENOSYS, "request not handled by the model")),
     }
 }

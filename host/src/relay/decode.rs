@@ -23,7 +23,8 @@ const REGION_LEN: usize = 32;
 pub fn record(msg: &Message, channel: Channel, sender: Sender, at_ns: u64) -> WireMsg {
     let name = match channel {
         Channel::Main => crate::server::request_name(msg.request),
-        Channel::Backend => ShmemOp::of_code(msg.request).map_or_else(|| format!("BACKEND_REQUEST_{}", msg.request), |op| op.to_string()),
+        Channel::Backend => ShmemOp::of_code(msg.request)
+            .map_or_else(|| format!("BACKEND_REQUEST_{}", msg.request), |op| op.to_string()),
     };
     WireMsg {
         at_ns,
@@ -41,10 +42,14 @@ pub fn record(msg: &Message, channel: Channel, sender: Sender, at_ns: u64) -> Wi
 fn payload(msg: &Message, channel: Channel, sender: Sender) -> Payload {
     let body = &msg.body;
     match (channel, sender, msg.is_reply()) {
-        (Channel::Backend, Sender::Backend, false) if ShmemOp::of_code(msg.request).is_some() => shmem(body, msg.fds.first()),
+        (Channel::Backend, Sender::Backend, false) if ShmemOp::of_code(msg.request).is_some() => {
+            shmem(body, msg.fds.first())
+        }
         (Channel::Main, Sender::Backend, true) if msg.request == GET_SHMEM_CONFIG => shmem_config(body),
         (Channel::Main, Sender::Frontend, false) if msg.request == SET_MEM_TABLE => mem_table(body),
-        (Channel::Main, Sender::Frontend, false) if matches!(msg.request, ADD_MEM_REG | REM_MEM_REG) => single_region(body, msg.request == ADD_MEM_REG),
+        (Channel::Main, Sender::Frontend, false) if matches!(msg.request, ADD_MEM_REG | REM_MEM_REG) => {
+            single_region(body, msg.request == ADD_MEM_REG)
+        }
         _ => msg.body_u64().map_or(Payload::Raw, |value| Payload::U64 { value }),
     }
 }
@@ -54,13 +59,27 @@ fn u64_at(body: &[u8], at: usize) -> Option<u64> {
 }
 
 fn region_at(body: &[u8], at: usize) -> Option<TableRegion> {
-    Some(TableRegion { guest_phys_addr: u64_at(body, at)?, memory_size: u64_at(body, at + 8)?, userspace_addr: u64_at(body, at + 16)?, mmap_offset: u64_at(body, at + 24)? })
+    Some(TableRegion {
+        guest_phys_addr: u64_at(body, at)?,
+        memory_size: u64_at(body, at + 8)?,
+        userspace_addr: u64_at(body, at + 16)?,
+        mmap_offset: u64_at(body, at + 24)?,
+    })
 }
 
 fn shmem(body: &[u8], fd: Option<&OwnedFd>) -> Payload {
     let Some(m) = ShmemMsg::from_bytes(body).filter(|_| body.len() == 40) else { return Payload::Raw };
     let (fd_size, fd_rw, file) = fd.map_or((None, None, None), fd_facts);
-    Payload::Shmem { shmid: m.shmid, shm_offset: m.shm_offset, len: m.len, fd_offset: m.fd_offset, flags: m.flags, fd_size, fd_rw, file }
+    Payload::Shmem {
+        shmid: m.shmid,
+        shm_offset: m.shm_offset,
+        len: m.len,
+        fd_offset: m.fd_offset,
+        flags: m.flags,
+        fd_size,
+        fd_rw,
+        file,
+    }
 }
 
 /// Size, whether opened read-write, and (st_dev, st_ino) of an fd.
@@ -75,14 +94,18 @@ fn fd_facts(fd: &OwnedFd) -> (Option<u64>, Option<bool>, Option<(u64, u64)>) {
 
 /// GET_SHMEM_CONFIG's reply: u32 count, u32 padding, then 256 u64 sizes.
 fn shmem_config(body: &[u8]) -> Payload {
-    let Some(n) = body.get(..4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize) else { return Payload::Raw };
+    let Some(n) = body.get(..4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize) else {
+        return Payload::Raw;
+    };
     let sizes: Option<Vec<u64>> = (0..n.min(256)).map(|i| u64_at(body, 8 + 8 * i)).collect();
     sizes.map_or(Payload::Raw, |sizes| Payload::ShmemConfig { sizes })
 }
 
 /// SET_MEM_TABLE: u32 count, u32 padding, then the regions.
 fn mem_table(body: &[u8]) -> Payload {
-    let Some(n) = body.get(..4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize) else { return Payload::Raw };
+    let Some(n) = body.get(..4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize) else {
+        return Payload::Raw;
+    };
     let regions: Option<Vec<TableRegion>> = (0..n.min(256)).map(|i| region_at(body, 8 + REGION_LEN * i)).collect();
     regions.map_or(Payload::Raw, |regions| Payload::MemTable { regions })
 }

@@ -125,7 +125,8 @@ impl Relay {
 
     /// As [`Self::start`], wrong on purpose as `faults` says.
     pub fn start_faulty(socket: &Path, backend: &Path, faults: RelayFaults) -> io::Result<Self> {
-        let listener = UnixListener::bind(socket).map_err(|e| io::Error::new(e.kind(), format!("relay: bind {}: {e}", socket.display())))?;
+        let listener = UnixListener::bind(socket)
+            .map_err(|e| io::Error::new(e.kind(), format!("relay: bind {}: {e}", socket.display())))?;
         let shared = Arc::new(Shared { faults, ..Shared::default() });
         let backend = backend.to_path_buf();
         let sh = shared.clone();
@@ -180,7 +181,11 @@ impl Relay {
             while !t.is_finished() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(2));
             }
-            let ended = if t.is_finished() { t.join().unwrap_or_else(|_| Err("a relay thread panicked".into())) } else { Err(format!("a relay thread did not end within {timeout:?}")) };
+            let ended = if t.is_finished() {
+                t.join().unwrap_or_else(|_| Err("a relay thread panicked".into()))
+            } else {
+                Err(format!("a relay thread did not end within {timeout:?}"))
+            };
             if result.is_ok() {
                 result = ended;
             }
@@ -215,7 +220,8 @@ fn accept(listener: &UnixListener, backend: &Path, shared: &Arc<Shared>) -> Resu
     if shared.stop.load(Ordering::SeqCst) {
         return Ok(());
     }
-    let to_backend = UnixStream::connect(backend).map_err(|e| format!("relay: connect to the backend at {}: {e}", backend.display()))?;
+    let to_backend = UnixStream::connect(backend)
+        .map_err(|e| format!("relay: connect to the backend at {}: {e}", backend.display()))?;
     start_pumps(shared, frontend, to_backend, Channel::Main).map_err(|e| format!("relay: {e}"))
 }
 
@@ -225,14 +231,22 @@ fn start_pumps(shared: &Arc<Shared>, frontend: UnixStream, backend: UnixStream, 
     shared.keep(&backend, channel)?;
     let (f2, b2) = (frontend.try_clone()?, backend.try_clone()?);
     let sh = shared.clone();
-    shared.spawn(&format!("relay-{channel:?}-from-frontend"), move || pump(&frontend, &backend, channel, Sender::Frontend, &sh))?;
+    shared.spawn(&format!("relay-{channel:?}-from-frontend"), move || {
+        pump(&frontend, &backend, channel, Sender::Frontend, &sh)
+    })?;
     let sh = shared.clone();
     shared.spawn(&format!("relay-{channel:?}-from-backend"), move || pump(&b2, &f2, channel, Sender::Backend, &sh))
 }
 
 /// Relays messages `from` → `to`, recording each, until either side ends;
 /// then shuts both down so the other direction ends too.
-fn pump(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sender, shared: &Arc<Shared>) -> Result<(), String> {
+fn pump(
+    from: &UnixStream,
+    to: &UnixStream,
+    channel: Channel,
+    sender: Sender,
+    shared: &Arc<Shared>,
+) -> Result<(), String> {
     let res = pump_loop(from, to, channel, sender, shared);
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
@@ -240,7 +254,13 @@ fn pump(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sender, sh
     if shared.stop.load(Ordering::SeqCst) || closed_on_purpose { Ok(()) } else { res }
 }
 
-fn pump_loop(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sender, shared: &Arc<Shared>) -> Result<(), String> {
+fn pump_loop(
+    from: &UnixStream,
+    to: &UnixStream,
+    channel: Channel,
+    sender: Sender,
+    shared: &Arc<Shared>,
+) -> Result<(), String> {
     loop {
         let msg = match wire::recv(from) {
             Ok(Some(m)) => m,
@@ -251,7 +271,11 @@ fn pump_loop(from: &UnixStream, to: &UnixStream, channel: Channel, sender: Sende
         if (channel, sender) == (Channel::Backend, Sender::Backend) && !msg.is_reply() {
             shared.requests.fetch_add(1, Ordering::SeqCst);
         }
-        let takes_channel = channel == Channel::Main && sender == Sender::Frontend && !msg.is_reply() && msg.request == SET_BACKEND_REQ_FD && !msg.fds.is_empty();
+        let takes_channel = channel == Channel::Main
+            && sender == Sender::Frontend
+            && !msg.is_reply()
+            && msg.request == SET_BACKEND_REQ_FD
+            && !msg.fds.is_empty();
         let request = msg.request;
         let sent = match (channel, sender) {
             _ if takes_channel => take_backend_channel(msg, to, shared),
@@ -283,7 +307,12 @@ fn refuse(msg: &Message, backend: &UnixStream, shared: &Shared) -> io::Result<()
     if !msg.needs_reply() {
         return Ok(());
     }
-    let ack = Message { request: msg.request, flags: wire::VERSION_1 | wire::FLAG_REPLY, body: 1u64.to_le_bytes().to_vec(), fds: Vec::new() };
+    let ack = Message {
+        request: msg.request,
+        flags: wire::VERSION_1 | wire::FLAG_REPLY,
+        body: 1u64.to_le_bytes().to_vec(),
+        fds: Vec::new(),
+    };
     shared.note(&ack, Channel::Backend, Sender::Relay);
     let _writing = shared.to_backend_channel.lock().unwrap_or_else(|p| p.into_inner());
     wire::forward(backend, &ack)

@@ -28,7 +28,10 @@ fn why_no_kvm() -> Option<String> {
         Ok(c) => c,
         Err(e) => return Some(format!("/proc/cpuinfo: {e}")),
     };
-    let hw = cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let hw = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
     (!hw).then(|| "/dev/kvm exists but the CPU has no vmx/svm flag: not hardware virtualization".into())
 }
 

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use super::boot::{BootError, Dirs, boot, shutdown_check};
+use super::config::SuiteConfig;
 use super::guest::{CopyRounds, GuestError};
 use super::qemu::Accel;
 use super::steps::target::Target;
-use super::config::SuiteConfig;
 use crate::manager::ManagerError;
 
 /// Why a boot alone gave no figures.
@@ -61,8 +61,14 @@ const BANDWIDTH_ATTEMPTS: usize = 3;
 /// calibration when the clock was too coarse), then a clean shutdown (else
 /// an error).
 pub fn boot_alone(cfg: &SuiteConfig, accel: Accel) -> Result<BootAlone, BenchError> {
-    let logs = tempfile::Builder::new().prefix("boot-alone-").tempdir_in(&cfg.work_dir).map_err(|source| BenchError::Io { what: "log dir", source })?;
-    let sockets = tempfile::Builder::new().prefix("shmem-boot-").tempdir().map_err(|source| BenchError::Io { what: "socket dir", source })?;
+    let logs = tempfile::Builder::new()
+        .prefix("boot-alone-")
+        .tempdir_in(&cfg.work_dir)
+        .map_err(|source| BenchError::Io { what: "log dir", source })?;
+    let sockets = tempfile::Builder::new()
+        .prefix("shmem-boot-")
+        .tempdir()
+        .map_err(|source| BenchError::Io { what: "socket dir", source })?;
     let device = (cfg.spec.clone(), cfg.layout.clone());
     let mut qt = boot(&cfg.boot_spec(&device, None), accel, Dirs { logs: logs.path(), sockets: sockets.path() })?;
     let mut bandwidth = Err(Unfit::NotMeasured);

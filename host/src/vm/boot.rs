@@ -9,12 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::accel::AccelPlan;
-use shmem_judge::check::{CheckResult, FRONTEND_SURVIVES, said_fact};
 use super::guest::{Death, Guest, GuestError, ModelGuest, QemuGuest, RegionWindow};
+use super::interrupted;
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu, QemuError, QemuInfo};
 use super::steps::target::Target;
-use super::interrupted;
-use shmem_judge::outcome::ErrorKind;
 use crate::backend::Recorder;
 use crate::channel::{Held, ReplyHold};
 use crate::manager::MappingManager;
@@ -22,6 +20,8 @@ use crate::model::{Faults, ModelFrontend};
 use crate::relay::Relay;
 use crate::server::BackendServer;
 use crate::spec::DeviceSpec;
+use shmem_judge::check::{CheckResult, FRONTEND_SURVIVES, said_fact};
+use shmem_judge::outcome::ErrorKind;
 
 const READY_TCG: Duration = Duration::from_secs(120);
 /// A KVM guest reaches its agent in about a second; past this, fall back to TCG.
@@ -104,11 +104,14 @@ pub struct QemuTarget {
 /// Check `layout-matches-spec`: the regions the guest found (capabilities in
 /// the shared-memory BAR) are where the suite or scenario file says.
 pub fn layout_check(want: &[RegionWindow], guest: &dyn Guest) -> CheckResult {
-    let show = |l: &[RegionWindow]| l.iter().map(|(id, off, len)| format!("{id}@{off:#x}+{len:#x}")).collect::<Vec<_>>().join(" ");
+    let show = |l: &[RegionWindow]| {
+        l.iter().map(|(id, off, len)| format!("{id}@{off:#x}+{len:#x}")).collect::<Vec<_>>().join(" ")
+    };
     match guest.layout() {
         Ok(mut got) => {
             got.sort();
-            let evidence = format!("{} found regions [{}]; the device file states [{}]", guest.kind(), show(&got), show(want));
+            let evidence =
+                format!("{} found regions [{}]; the device file states [{}]", guest.kind(), show(&got), show(want));
             CheckResult::new("layout-matches-spec", got == want, evidence).with("found", show(&got))
         }
         Err(e) => CheckResult::new("layout-matches-spec", false, e.to_string()),
@@ -119,8 +122,13 @@ pub fn layout_check(want: &[RegionWindow], guest: &dyn Guest) -> CheckResult {
 /// and no signal (QEMU unrealizes the device, live mappings and all).
 pub fn shutdown_check(guest: &mut dyn Guest) -> CheckResult {
     match guest.shutdown() {
-        Ok(exit) => CheckResult::new("clean-shutdown", true, format!("{} quit on request ({exit})", guest.kind())).with("exit", exit),
-        Err(d) => CheckResult::new("clean-shutdown", false, format!("asked to quit, the {} ended badly: {d}", guest.kind())).with("exit", &d.exit).with("said", said_fact(&d.said)),
+        Ok(exit) => CheckResult::new("clean-shutdown", true, format!("{} quit on request ({exit})", guest.kind()))
+            .with("exit", exit),
+        Err(d) => {
+            CheckResult::new("clean-shutdown", false, format!("asked to quit, the {} ended badly: {d}", guest.kind()))
+                .with("exit", &d.exit)
+                .with("said", said_fact(&d.said))
+        }
     }
 }
 
@@ -136,8 +144,16 @@ pub fn finish(t: &mut Target, checks: &mut Vec<CheckResult>) {
 /// Boots QEMU with `b`'s device under `accel`, connects the backend
 /// channel, checks the layout and initialises the device.
 pub fn boot(b: &BootSpec<'_>, accel: Accel, dirs: Dirs<'_>) -> Result<QemuTarget, BootError> {
-    let server = BackendServer::start_unvalidated_in(b.spec.clone(), dirs.sockets).map_err(BootError::io("starting the backend"))?;
-    let relay = if b.relay { Some(Relay::start(&server.private_dir().join("relay.sock"), server.socket_path()).map_err(BootError::io("starting the recording relay"))?) } else { None };
+    let server = BackendServer::start_unvalidated_in(b.spec.clone(), dirs.sockets)
+        .map_err(BootError::io("starting the backend"))?;
+    let relay = if b.relay {
+        Some(
+            Relay::start(&server.private_dir().join("relay.sock"), server.socket_path())
+                .map_err(BootError::io("starting the recording relay"))?,
+        )
+    } else {
+        None
+    };
     let cfg = BootConfig {
         qemu: b.qemu.path.clone(),
         kernel: b.kernel.to_path_buf(),
@@ -164,7 +180,9 @@ pub fn boot(b: &BootSpec<'_>, accel: Accel, dirs: Dirs<'_>) -> Result<QemuTarget
     let boot_checks = vec![layout_check(b.layout, &guest)];
     guest.reset(b.init).map_err(BootError::Init)?;
     match Emulation::for_qemu(&b.qemu.path)? {
-        Some(Emulation::CommitBeforeReply) => chan.set_reply_hold(Some(Emulation::commit_before_reply(server.recorder().clone()))),
+        Some(Emulation::CommitBeforeReply) => {
+            chan.set_reply_hold(Some(Emulation::commit_before_reply(server.recorder().clone())))
+        }
         Some(Emulation::HoldReply(d)) => chan.set_reply_hold(Some(ReplyHold(Arc::new(move |_| {
             std::thread::sleep(d);
             true
@@ -198,7 +216,9 @@ pub enum Emulation {
 
 /// `SHMEM_APPLIANCE_EMULATE` names no emulation there is.
 #[derive(Debug, thiserror::Error)]
-#[error("{EMULATE_VAR}={value:?}: the emulations are \"commit-before-reply\" and \"hold-reply-us=N\" (N up to 1000000); for one QEMU add @PATH")]
+#[error(
+    "{EMULATE_VAR}={value:?}: the emulations are \"commit-before-reply\" and \"hold-reply-us=N\" (N up to 1000000); for one QEMU add @PATH"
+)]
 pub struct UnknownEmulation {
     pub value: String,
 }
@@ -224,7 +244,9 @@ impl Emulation {
     /// (for a map, one that holds the mapped file).
     fn commit_before_reply(recorder: Arc<Recorder>) -> ReplyHold {
         ReplyHold(Arc::new(move |h: Held| {
-            let commits = |m: &crate::backend::MemTable| m.at > h.sent && h.file.is_none_or(|f| m.regions.iter().any(|r| r.file == Some(f)));
+            let commits = |m: &crate::backend::MemTable| {
+                m.at > h.sent && h.file.is_none_or(|f| m.regions.iter().any(|r| r.file == Some(f)))
+            };
             recorder.wait_for(crate::channel::ACK_TIMEOUT, |r| r.mem_tables.iter().rev().any(commits))
         }))
     }
@@ -232,11 +254,17 @@ impl Emulation {
 
 /// Boots as `plan` says: KVM first where planned, TCG after a failed KVM
 /// boot when the plan falls back. Returns the accelerator and why it was chosen.
-pub fn boot_with_fallback(b: &BootSpec<'_>, plan: &AccelPlan, dirs: Dirs<'_>) -> Result<(QemuTarget, Accel, Option<String>), BootError> {
+pub fn boot_with_fallback(
+    b: &BootSpec<'_>,
+    plan: &AccelPlan,
+    dirs: Dirs<'_>,
+) -> Result<(QemuTarget, Accel, Option<String>), BootError> {
     if plan.first == Accel::Kvm {
         match boot(b, Accel::Kvm, dirs) {
             Ok(t) => return Ok((t, Accel::Kvm, None)),
-            Err(e) if !plan.fallback || interrupted() => return Err(BootError::Accel { accel: "KVM", source: Box::new(e) }),
+            Err(e) if !plan.fallback || interrupted() => {
+                return Err(BootError::Accel { accel: "KVM", source: Box::new(e) });
+            }
             Err(e) => {
                 let note = format!("KVM boot failed ({e}); fell back to TCG");
                 eprintln!("vm-test: {note}");
@@ -249,8 +277,10 @@ pub fn boot_with_fallback(b: &BootSpec<'_>, plan: &AccelPlan, dirs: Dirs<'_>) ->
 
 /// The reference model behind its own backend (socket under `sockets`), as a target.
 pub fn model_target(spec: &DeviceSpec, faults: Faults, init: bool, sockets: &Path) -> Result<Target, BootError> {
-    let server = BackendServer::start_unvalidated_in(spec.clone(), sockets).map_err(BootError::io("starting the model's backend"))?;
-    let model = ModelFrontend::connect(server.socket_path(), u64::from(spec.num_queues), faults).map_err(BootError::io("connecting the model"))?;
+    let server = BackendServer::start_unvalidated_in(spec.clone(), sockets)
+        .map_err(BootError::io("starting the model's backend"))?;
+    let model = ModelFrontend::connect(server.socket_path(), u64::from(spec.num_queues), faults)
+        .map_err(BootError::io("connecting the model"))?;
     if init {
         model.start().map_err(BootError::io("starting the model"))?;
     }
@@ -354,7 +384,8 @@ mod tests {
     fn the_shutdown_check_fails_on_a_signal_a_status_or_a_hang() {
         let mut g = Stub { layout: Vec::new(), exit: Ok("status 0".into()) };
         assert!(shutdown_check(&mut g).passed);
-        for exit in ["status 1", "signal 11 (SIGSEGV)", "QEMU did not exit within 10s of the agent's power-off; killed"] {
+        for exit in ["status 1", "signal 11 (SIGSEGV)", "QEMU did not exit within 10s of the agent's power-off; killed"]
+        {
             g.exit = Err(Death { exit: exit.into(), said: "bye".into() });
             let c = shutdown_check(&mut g);
             assert!(!c.passed && c.facts["exit"] == exit, "{c:?}");

@@ -37,29 +37,41 @@ struct At<'a> {
 impl At<'_> {
     fn refuse(&self, what: String) -> LoadError {
         let step = &self.scn.steps[self.i];
-        LoadError { path: self.scn.path.clone(), line: self.scn.lines.get(self.i).copied().unwrap_or(0), col: 1, message: format!("step {} (`do = \"{}\"`): {what}", self.i + 1, step.kind()) }
+        LoadError {
+            path: self.scn.path.clone(),
+            line: self.scn.lines.get(self.i).copied().unwrap_or(0),
+            col: 1,
+            message: format!("step {} (`do = \"{}\"`): {what}", self.i + 1, step.kind()),
+        }
     }
 
     /// `offset + len` inside region `shmid`, and `len` at most `cap`.
     fn in_region(&self, shmid: u8, offset: u64, len: u64, cap: u64) -> Result<(), LoadError> {
         let size = self.regions.get(usize::from(shmid)).copied().unwrap_or(0);
         if size == 0 {
-            return Err(self.refuse(format!("shmid {shmid} is no region of this device (regions by shmid: {:#x?})", self.regions)));
+            return Err(self.refuse(format!(
+                "shmid {shmid} is no region of this device (regions by shmid: {:#x?})",
+                self.regions
+            )));
         }
         if len > cap {
             return Err(self.refuse(format!("len {len:#x} is more than the {cap:#x} bytes one look may cover")));
         }
         match offset.checked_add(len) {
             Some(end) if end <= size => Ok(()),
-            _ => Err(self.refuse(format!("range {offset:#x}+{len:#x} is not inside region shmid {shmid} of {size:#x} bytes"))),
+            _ => Err(self
+                .refuse(format!("range {offset:#x}+{len:#x} is not inside region shmid {shmid} of {size:#x} bytes"))),
         }
     }
 
     /// `offset + len` inside file `name` (created by an earlier step), and `len` at most `cap`.
     fn in_file(&self, name: &str, offset: u64, len: u64, cap: u64) -> Result<(), LoadError> {
-        let size = *self.files.get(name).ok_or_else(|| self.refuse(format!("no earlier `file` step creates {name:?}")))?;
+        let size =
+            *self.files.get(name).ok_or_else(|| self.refuse(format!("no earlier `file` step creates {name:?}")))?;
         if len > cap {
-            return Err(self.refuse(format!("len {len:#x} is more than the {cap:#x} bytes one look at a file may cover")));
+            return Err(
+                self.refuse(format!("len {len:#x} is more than the {cap:#x} bytes one look at a file may cover"))
+            );
         }
         match offset.checked_add(len) {
             Some(end) if end <= size => Ok(()),
@@ -92,7 +104,9 @@ pub fn check(scn: &Scenario, regions: &[u64]) -> Result<(), LoadError> {
 fn check_step(at: &At<'_>) -> Result<Option<(String, u64)>, LoadError> {
     let whole = u64::MAX;
     match &at.scn.steps[at.i] {
-        Step::File { name, size } if size.0 > FILE_CAP => return Err(at.refuse(format!("file {name:?} of {:#x} bytes: at most {FILE_CAP:#x}", size.0))),
+        Step::File { name, size } if size.0 > FILE_CAP => {
+            return Err(at.refuse(format!("file {name:?} of {:#x} bytes: at most {FILE_CAP:#x}", size.0)));
+        }
         Step::File { name, size } => return Ok(Some((name.clone(), size.0))),
         Step::Fill { file, offset, len, .. } => {
             // Without `len`, to the end of the file.
@@ -110,19 +124,26 @@ fn check_step(at: &At<'_>) -> Result<Option<(String, u64)>, LoadError> {
         Step::MapMany { file, count, len, expect_accepted, .. } => {
             at.in_file(file, 0, 0, whole)?;
             if *count > MAP_MANY_CAP || u64::from(*count).checked_mul(len.0).is_none() {
-                return Err(at.refuse(format!("{count} maps of {:#x} bytes: at most {MAP_MANY_CAP} maps, side by side within 2^64", len.0)));
+                return Err(at.refuse(format!(
+                    "{count} maps of {:#x} bytes: at most {MAP_MANY_CAP} maps, side by side within 2^64",
+                    len.0
+                )));
             }
             if expect_accepted > count {
                 return Err(at.refuse(format!("expect_accepted = {expect_accepted}: more than the {count} maps sent")));
             }
         }
-        Step::GuestWrite { shmid, offset, len, .. } | Step::ExpectGuest { shmid, offset, len, .. } => at.in_region(*shmid, offset.0, len.0, GUEST_LOOK_CAP)?,
+        Step::GuestWrite { shmid, offset, len, .. } | Step::ExpectGuest { shmid, offset, len, .. } => {
+            at.in_region(*shmid, offset.0, len.0, GUEST_LOOK_CAP)?
+        }
         Step::ExpectGuestNot { shmid, offset, len, file, fd_offset, .. } => {
             at.in_region(*shmid, offset.0, len.0, GUEST_LOOK_CAP)?;
             at.in_file(file, fd_offset.0, len.0, GUEST_LOOK_CAP)?;
         }
         Step::ExpectFile { file, offset, len, .. } => at.in_file(file, offset.0, len.0, FILE_LOOK_CAP)?,
-        Step::ExpectDigest { shmid, file, offset, len, digest, .. } => check_digest(at, (*shmid, file.as_deref()), offset.0, len.0, digest)?,
+        Step::ExpectDigest { shmid, file, offset, len, digest, .. } => {
+            check_digest(at, (*shmid, file.as_deref()), offset.0, len.0, digest)?
+        }
         Step::ExpectReleased { file, .. } => at.in_file(file, 0, 0, whole)?,
         Step::ExpectMemTable { shmid, shm_offset, len, file, .. } => {
             at.in_file(file, 0, 0, whole)?;
@@ -140,7 +161,13 @@ fn check_step(at: &At<'_>) -> Result<Option<(String, u64)>, LoadError> {
     Ok(None)
 }
 
-fn check_digest(at: &At<'_>, of: (Option<u8>, Option<&str>), offset: u64, len: u64, digest: &str) -> Result<(), LoadError> {
+fn check_digest(
+    at: &At<'_>,
+    of: (Option<u8>, Option<&str>),
+    offset: u64,
+    len: u64,
+    digest: &str,
+) -> Result<(), LoadError> {
     match of {
         (Some(shmid), None) => at.in_region(shmid, offset, len, GUEST_LOOK_CAP)?,
         (None, Some(file)) => at.in_file(file, offset, len, FILE_LOOK_CAP)?,
@@ -159,7 +186,14 @@ pub fn scale_probes(scn: &mut Scenario, k: u32) -> Result<(), LoadError> {
     if let Some(n) = scn.media.and_then(|m| m.churn) {
         let scaled = n as u64 * u64::from(k);
         if scaled > MAX_CHURN as u64 {
-            return Err(LoadError { path: scn.path.clone(), line: 0, col: 1, message: format!("[media]: --probe-scale {k} makes a churn of {n} cycles {scaled}: at most {MAX_CHURN}") });
+            return Err(LoadError {
+                path: scn.path.clone(),
+                line: 0,
+                col: 1,
+                message: format!(
+                    "[media]: --probe-scale {k} makes a churn of {n} cycles {scaled}: at most {MAX_CHURN}"
+                ),
+            });
         }
         if let Some(m) = scn.media.as_mut() {
             m.churn = Some(scaled as usize);
@@ -170,7 +204,9 @@ pub fn scale_probes(scn: &mut Scenario, k: u32) -> Result<(), LoadError> {
             let scaled = u64::from(*iterations) * u64::from(k);
             if scaled > PROBE_CAP {
                 let at = At { scn, i, regions: &[], files: &BTreeMap::new() };
-                return Err(at.refuse(format!("--probe-scale {k} makes {iterations} iterations {scaled}: at most {PROBE_CAP}")));
+                return Err(
+                    at.refuse(format!("--probe-scale {k} makes {iterations} iterations {scaled}: at most {PROBE_CAP}"))
+                );
             }
             if let Step::ProbeReplyBeforeCommit { iterations, .. } = &mut scn.steps[i] {
                 *iterations = scaled as u32;

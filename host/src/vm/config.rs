@@ -69,7 +69,11 @@ impl SuiteConfig {
     }
 
     /// What a boot of scenario `scn` needs (its own device, or the suite's).
-    pub fn boot_spec<'a>(&'a self, device: &'a (DeviceSpec, Vec<RegionWindow>), scn: Option<&Scenario>) -> BootSpec<'a> {
+    pub fn boot_spec<'a>(
+        &'a self,
+        device: &'a (DeviceSpec, Vec<RegionWindow>),
+        scn: Option<&Scenario>,
+    ) -> BootSpec<'a> {
         BootSpec {
             qemu: &self.qemu,
             kernel: &self.kernel,

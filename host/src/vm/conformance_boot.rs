@@ -13,21 +13,21 @@ use shmem_virtio_media::proto::{BufferInfo, Event};
 use shmem_virtio_media::wire as agent_wire;
 
 use super::boot::{ready_timeout, shutdown_check};
-use shmem_judge::check::CheckResult;
-use shmem_judge::outcome::{ErrorKind, Failure, RunOutcome};
+use super::config::SuiteConfig;
 use super::guest::{Guest, GuestError, QemuGuest};
 use super::own_run::{OwnBootRun, finish_relay, leak_checked};
 use super::qemu::{Accel, BootConfig, BootFailure, Qemu};
 use super::scenario::MediaScenario;
-use super::config::SuiteConfig;
 use super::steps::target::held_after_release;
+use crate::backend::FileId;
 use crate::conformance::port::MediaPort;
 use crate::conformance::process::BackendProcess;
 use crate::conformance::session::{self, Settings};
+use crate::relay::{Relay, RelayFaults};
 use shmem_judge::backend::record::{FrameSeen, HeldAtEnd};
 use shmem_judge::backend::wire::{self, WireRecord};
-use crate::backend::FileId;
-use crate::relay::{Relay, RelayFaults};
+use shmem_judge::check::CheckResult;
+use shmem_judge::outcome::{ErrorKind, Failure, RunOutcome};
 
 use crate::conformance::{BackendUnderTest, Variant};
 
@@ -51,7 +51,9 @@ impl AgentPort<'_> {
 
     fn field(&mut self, cmd: &str, key: &str) -> Result<String, MediaError> {
         let text = self.ask(cmd)?;
-        super::guest::agent::field(&text, key).map(str::to_string).ok_or_else(|| MediaError::Malformed(format!("`{cmd}` answered {text:?}, no {key}=")))
+        super::guest::agent::field(&text, key)
+            .map(str::to_string)
+            .ok_or_else(|| MediaError::Malformed(format!("`{cmd}` answered {text:?}, no {key}=")))
     }
 }
 
@@ -62,7 +64,10 @@ impl MediaPort for AgentPort<'_> {
     }
     fn setup_capture(&mut self, count: u32) -> Result<Vec<BufferInfo>, MediaError> {
         let v = self.field(&format!("media-setup {count}"), "buffers")?;
-        v.split(',').filter(|b| !b.is_empty()).map(|b| agent_wire::buffer_parse(b).ok_or_else(|| MediaError::Malformed(format!("QUERYBUF: {b:?}")))).collect()
+        v.split(',')
+            .filter(|b| !b.is_empty())
+            .map(|b| agent_wire::buffer_parse(b).ok_or_else(|| MediaError::Malformed(format!("QUERYBUF: {b:?}"))))
+            .collect()
     }
     fn mmap(&mut self, offset: u32, rw: bool) -> Result<(u64, u64), MediaError> {
         let cmd = format!("media-mmap {offset:#x} {}", if rw { "rw" } else { "ro" });
@@ -89,8 +94,13 @@ impl MediaPort for AgentPort<'_> {
     fn churn(&mut self, offset: u32, cycles: usize, time: std::time::Duration) -> Result<usize, (usize, MediaError)> {
         // The loop runs in the guest (no serial round trip between commands); the answer comes at its end.
         let cmd = format!("media-churn {offset:#x} {cycles} {}", time.as_secs());
-        let text = self.guest.command_within(&cmd, time + CHURN_SLACK).map_err(|e| (0, MediaError::Timeout(format!("`{cmd}`: {e}"))))?;
-        let done = super::guest::agent::field(&text, "done").and_then(|d| d.parse().ok()).ok_or_else(|| (0, MediaError::Malformed(format!("`{cmd}` answered {text:?}"))))?;
+        let text = self
+            .guest
+            .command_within(&cmd, time + CHURN_SLACK)
+            .map_err(|e| (0, MediaError::Timeout(format!("`{cmd}`: {e}"))))?;
+        let done = super::guest::agent::field(&text, "done")
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| (0, MediaError::Malformed(format!("`{cmd}` answered {text:?}"))))?;
         match text.split_once("error=") {
             Some((_, e)) => Err((done, agent_wire::error_parse(e.trim()))),
             None => Ok(done),
@@ -101,8 +111,12 @@ impl MediaPort for AgentPort<'_> {
         self.ask("media-up").map(|_| ())
     }
     fn see_frame(&mut self, addr: u64, b: BufferInfo) -> FrameSeen {
-        let mut f = FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };
-        match self.ask(&format!("media-frame {addr:#x} {}", b.sequence)).map(|t| super::guest::agent::field(&t, "mismatch").map(str::to_string)) {
+        let mut f =
+            FrameSeen { index: b.index, sequence: b.sequence, shm_offset: addr, mismatch: None, unreadable: None };
+        match self
+            .ask(&format!("media-frame {addr:#x} {}", b.sequence))
+            .map(|t| super::guest::agent::field(&t, "mismatch").map(str::to_string))
+        {
             Ok(Some(m)) if m == "none" => {}
             Ok(Some(m)) => match m.split(':').map(str::parse).collect::<Result<Vec<usize>, _>>().as_deref() {
                 Ok([at, want, got]) => f.mismatch = Some((*at, *want as u8, *got as u8)),
@@ -149,27 +163,47 @@ fn variant(m: &MediaScenario) -> Variant {
 fn relay_faults(variant: Variant) -> RelayFaults {
     match variant {
         Variant::RefuseMap(k) => RelayFaults { refuse_map_number: Some(k), ..RelayFaults::default() },
-        Variant::AckDelay(ms) => RelayFaults { ack_delay: Some(std::time::Duration::from_millis(ms)), ..RelayFaults::default() },
+        Variant::AckDelay(ms) => {
+            RelayFaults { ack_delay: Some(std::time::Duration::from_millis(ms)), ..RelayFaults::default() }
+        }
         _ => RelayFaults::default(),
     }
 }
 
 /// Both halves of a media scenario: QEMU with the agent as driver, then the model.
-pub fn conformance_boot_run(cfg: &SuiteConfig, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path) -> OwnBootRun {
+pub fn conformance_boot_run(
+    cfg: &SuiteConfig,
+    m: &MediaScenario,
+    accel: Accel,
+    dir: &Path,
+    sockets: &Path,
+) -> OwnBootRun {
     let backend = match cfg.media_backend(m.build) {
         Ok(b) => b,
-        Err(why) => return OwnBootRun::failed(ErrorKind::BadInput, format!("a media scenario needs the virtio-media backend under test, and there is none: {why}")),
+        Err(why) => {
+            return OwnBootRun::failed(
+                ErrorKind::BadInput,
+                format!("a media scenario needs the virtio-media backend under test, and there is none: {why}"),
+            );
+        }
     };
     let s = settings(m);
     let start = Instant::now();
-    let (qemu, (qemu_log, boot_secs, qemu_wire)) = leak_checked(dir, sockets, || qemu_half(cfg, backend, m, accel, dir, sockets, &s));
+    let (qemu, (qemu_log, boot_secs, qemu_wire)) =
+        leak_checked(dir, sockets, || qemu_half(cfg, backend, m, accel, dir, sockets, &s));
     let qemu_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let model_dir = dir.join("model");
     let (model, ()) = leak_checked(dir, sockets, || {
-        let made = std::fs::create_dir_all(&model_dir).map_err(|e| Failure { kind: ErrorKind::Io, message: format!("create {}: {e}", model_dir.display()) });
+        let made = std::fs::create_dir_all(&model_dir)
+            .map_err(|e| Failure { kind: ErrorKind::Io, message: format!("create {}: {e}", model_dir.display()) });
         let on_model = Settings { answer: MODEL_ANSWER, ..s };
-        (made.map(|()| shmem_judge::backend::judge(&session::run_media(&backend.command, variant(m), &model_dir, &on_model))), ())
+        (
+            made.map(|()| {
+                shmem_judge::backend::judge(&session::run_media(&backend.command, variant(m), &model_dir, &on_model))
+            }),
+            (),
+        )
     });
     OwnBootRun { qemu, qemu_secs, model, model_secs: start.elapsed().as_secs_f64(), qemu_log, boot_secs, qemu_wire }
 }
@@ -180,7 +214,15 @@ type QemuSide = (String, Option<f64>, Option<WireRecord>);
 
 /// QEMU against a fresh backend process through the recording relay, the
 /// agent's session, QEMU's clean shutdown; the checks, and what QEMU's side left.
-fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, accel: Accel, dir: &Path, sockets: &Path, s: &Settings) -> (RunOutcome, QemuSide) {
+fn qemu_half(
+    cfg: &SuiteConfig,
+    backend: &BackendUnderTest,
+    m: &MediaScenario,
+    accel: Accel,
+    dir: &Path,
+    sockets: &Path,
+    s: &Settings,
+) -> (RunOutcome, QemuSide) {
     let fail = |kind, message: String| (Err(Failure { kind, message }), (String::new(), None, None));
     let socks = match tempfile::Builder::new().prefix("media-").tempdir_in(sockets) {
         Ok(d) => d,
@@ -215,18 +257,33 @@ fn qemu_half(cfg: &SuiteConfig, backend: &BackendUnderTest, m: &MediaScenario, a
 
 /// QEMU booted against `boot`, the agent's session, QEMU's clean shutdown:
 /// the checks, QEMU's logs, and the boot time.
-fn boot_and_session(boot: &BootConfig, proc: &mut BackendProcess, relay: &Relay, variant: Variant, s: &Settings) -> (RunOutcome, String, Option<f64>) {
+fn boot_and_session(
+    boot: &BootConfig,
+    proc: &mut BackendProcess,
+    relay: &Relay,
+    variant: Variant,
+    s: &Settings,
+) -> (RunOutcome, String, Option<f64>) {
     let mut guest = match Qemu::boot(boot) {
         Ok(q) => QemuGuest::new(q),
         Err(BootFailure::Died { exit, said }) => {
             let death = super::guest::Death { exit, said };
             return (Ok(vec![death.check("boot")]), death.said, None);
         }
-        Err(BootFailure::Other(e)) => return (Err(Failure { kind: e.kind(), message: format!("booting QEMU: {e}") }), String::new(), None),
+        Err(BootFailure::Other(e)) => {
+            return (Err(Failure { kind: e.kind(), message: format!("booting QEMU: {e}") }), String::new(), None);
+        }
     };
     let boot_secs = Some(guest.qemu.boot_time.as_secs_f64());
     if !guest.ready().has_device() {
-        return (Err(Failure { kind: ErrorKind::Protocol, message: format!("the guest agent found no device: {}", guest.qemu.ready_line) }), guest.log_text(), boot_secs);
+        return (
+            Err(Failure {
+                kind: ErrorKind::Protocol,
+                message: format!("the guest agent found no device: {}", guest.qemu.ready_line),
+            }),
+            guest.log_text(),
+            boot_secs,
+        );
     }
     let mut checks = session_checks(&mut guest, proc, relay, variant, s);
     // What QEMU said is the reason a driver step failed (a refused SHMEM_MAP is only on its stderr).
@@ -245,7 +302,13 @@ fn boot_and_session(boot: &BootConfig, proc: &mut BackendProcess, relay: &Relay,
 /// frontend's side of it read from the relay's record (what the backend
 /// offered and asked, what QEMU answered, which of the mapped files QEMU
 /// still holds), judged as the model's session is, and the wire order.
-fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, relay: &Relay, variant: Variant, s: &Settings) -> Vec<CheckResult> {
+fn session_checks(
+    guest: &mut QemuGuest,
+    proc: &mut BackendProcess,
+    relay: &Relay,
+    variant: Variant,
+    s: &Settings,
+) -> Vec<CheckResult> {
     let mut port = AgentPort { guest };
     let up = port.ask("media-up");
     let mut rec = session::run_port(&mut port, up, proc, relay, variant, s);
@@ -267,5 +330,6 @@ fn session_checks(guest: &mut QemuGuest, proc: &mut BackendProcess, relay: &Rela
 /// be read.
 fn still_held(guest: &QemuGuest, files: &[(u64, u64)]) -> HeldAtEnd {
     let ids: Vec<FileId> = files.iter().map(|&(dev, ino)| FileId { dev, ino }).collect();
-    held_after_release(guest, &ids).map_or_else(|e| HeldAtEnd::Unread(format!("QEMU's /proc: {e}")), |h| HeldAtEnd::Read(h.len()))
+    held_after_release(guest, &ids)
+        .map_or_else(|e| HeldAtEnd::Unread(format!("QEMU's /proc: {e}")), |h| HeldAtEnd::Read(h.len()))
 }

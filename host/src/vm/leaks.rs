@@ -55,7 +55,11 @@ fn leftovers(dir: &Path, out: &mut Vec<String>) {
 /// worker's start, what it inherited (the runner's children get their
 /// stdio only, `crate::spawn`).
 pub fn inherited() -> Vec<String> {
-    fds().into_iter().filter(|(n, t)| n.parse::<u32>().is_ok_and(|n| n > 2) && !t.starts_with("/proc/")).map(|(n, t)| format!("fd {n} -> {t}")).collect()
+    fds()
+        .into_iter()
+        .filter(|(n, t)| n.parse::<u32>().is_ok_and(|n| n > 2) && !t.starts_with("/proc/"))
+        .map(|(n, t)| format!("fd {n} -> {t}"))
+        .collect()
 }
 
 impl Snapshot {

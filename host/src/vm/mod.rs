@@ -26,8 +26,8 @@ pub mod guest;
 pub mod leaks;
 pub mod lists;
 pub mod own_boot;
-pub mod pool;
 pub mod own_run;
+pub mod pool;
 pub mod qemu;
 pub mod qemu_exit;
 pub mod replicate;
@@ -42,8 +42,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use accel::AccelChoice;
 pub use bench::{BootAlone, boot_alone};
 pub use boot::{BootError, model_target};
-pub use error::RunError;
 pub use config::{SuiteConfig, scenario_spec};
+pub use error::RunError;
 pub use own_run::OwnBootRun;
 pub use run::run_on;
 pub use suite::{Measurements, SHARED_BOOT, SuiteError, SuiteReport, run_suite};
@@ -54,10 +54,13 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// Makes Ctrl-C end the run cleanly (every wait checks [`interrupted`]).
+/// Makes Ctrl-C (SIGINT) and SIGTERM (a CI job cancelled) end the run
+/// cleanly: every wait checks [`interrupted`], every child is reaped.
 pub fn install_interrupt_handler() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_sigint as *const () as libc::sighandler_t) };
+    }
 }
 
 pub fn interrupted() -> bool {
@@ -66,7 +69,12 @@ pub fn interrupted() -> bool {
 
 /// A QEMU booted with the suite's device, initialised, as a target (the
 /// fuzzer's subject); logs under `logs`, sockets under `sockets`.
-pub fn qemu_target(cfg: &SuiteConfig, accel: qemu::Accel, logs: &std::path::Path, sockets: &std::path::Path) -> Result<steps::target::Target, BootError> {
+pub fn qemu_target(
+    cfg: &SuiteConfig,
+    accel: qemu::Accel,
+    logs: &std::path::Path,
+    sockets: &std::path::Path,
+) -> Result<steps::target::Target, BootError> {
     let device = (cfg.spec.clone(), cfg.layout.clone());
     boot::boot(&cfg.boot_spec(&device, None), accel, boot::Dirs { logs, sockets }).map(|qt| qt.target)
 }

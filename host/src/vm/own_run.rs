@@ -33,7 +33,15 @@ impl OwnBootRun {
     /// A run that could not happen, on both targets.
     pub fn failed(kind: ErrorKind, why: String) -> Self {
         let f = Failure { kind, message: why };
-        OwnBootRun { qemu: Err(f.clone()), qemu_secs: 0.0, model: Err(f), model_secs: 0.0, qemu_log: String::new(), boot_secs: None, qemu_wire: None }
+        OwnBootRun {
+            qemu: Err(f.clone()),
+            qemu_secs: 0.0,
+            model: Err(f),
+            model_secs: 0.0,
+            qemu_log: String::new(),
+            boot_secs: None,
+            qemu_wire: None,
+        }
     }
 }
 
@@ -45,7 +53,11 @@ const RELAY_TAIL: usize = 16;
 pub fn finish_relay(relay: Relay, log: &mut String) -> WireRecord {
     let (msgs, relayed) = relay.finish(crate::relay::FINISH_WITHIN);
     let wire = WireRecord::of(&msgs);
-    log.push_str(&format!("\n-- the relay's last {RELAY_TAIL} messages of {} --\n{}", msgs.len(), wire.tail(RELAY_TAIL)));
+    log.push_str(&format!(
+        "\n-- the relay's last {RELAY_TAIL} messages of {} --\n{}",
+        msgs.len(),
+        wire.tail(RELAY_TAIL)
+    ));
     if let Err(e) = relayed {
         log.push_str(&format!("\n-- the relay: {e}"));
     }
@@ -68,7 +80,11 @@ pub fn leak_checked<T>(dir: &Path, sockets: &Path, half: impl FnOnce() -> (RunOu
 /// neither its QEMU nor its backend could hold the shared boot's memory
 /// table, eventfds or mapped files.
 pub fn no_inherited_fds(inherited: &[String]) -> CheckResult {
-    let evidence = if inherited.is_empty() { "the worker started with its stdio and no other fd".into() } else { format!("the worker inherited {}", inherited.join("; ")) };
+    let evidence = if inherited.is_empty() {
+        "the worker started with its stdio and no other fd".into()
+    } else {
+        format!("the worker inherited {}", inherited.join("; "))
+    };
     CheckResult::new("no-inherited-fds", inherited.is_empty(), evidence).with("inherited", inherited.len())
 }
 
@@ -77,6 +93,7 @@ pub fn no_inherited_fds(inherited: &[String]) -> CheckResult {
 fn no_leaks(before: &leaks::Snapshot, dir: &Path, sockets: &Path) -> CheckResult {
     let mut leaks = before.leaks_after(dir, Duration::from_secs(1));
     leaks.extend(before.leftovers_in(sockets));
-    let evidence = if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
+    let evidence =
+        if leaks.is_empty() { "no child process, fd, socket or temp dir left".into() } else { leaks.join("; ") };
     CheckResult::new("no-leaks", leaks.is_empty(), evidence).with("leaks", leaks.len())
 }

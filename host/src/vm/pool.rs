@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use shmem_judge::outcome::ErrorKind;
 use super::interrupted;
 use super::own_run::OwnBootRun;
 use super::qemu::{self, Accel};
 use super::scenario::{self, Scenario};
+use shmem_judge::outcome::ErrorKind;
 
 /// How long one own-boot worker process may take before it is killed.
 pub(super) const WORKER_LIMIT: Duration = Duration::from_secs(900);
@@ -21,7 +21,9 @@ pub(super) const WORKER_LIMIT: Duration = Duration::from_secs(900);
 /// log dir), which has its own fd table, so its leak self-check is its own.
 pub(super) fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: &Path, limit: Duration) -> OwnBootRun {
     let failed = OwnBootRun::failed;
-    let Some((program, args)) = worker.split_first() else { return failed(ErrorKind::Appliance, "no own-boot worker command".into()) };
+    let Some((program, args)) = worker.split_first() else {
+        return failed(ErrorKind::Appliance, "no own-boot worker command".into());
+    };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args)
         .arg("--scenario")
@@ -52,7 +54,15 @@ pub(super) fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: 
         match child.try_wait() {
             Ok(Some(s)) => break Ok(s),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => break Err((ErrorKind::Timeout, format!("the own-boot worker for {} did not end within {limit:?}; it and its QEMU were killed", scn.name))),
+            Ok(None) => {
+                break Err((
+                    ErrorKind::Timeout,
+                    format!(
+                        "the own-boot worker for {} did not end within {limit:?}; it and its QEMU were killed",
+                        scn.name
+                    ),
+                ));
+            }
             Err(e) => break Err((ErrorKind::Io, format!("waiting for the own-boot worker: {e}"))),
         }
     };
@@ -66,7 +76,16 @@ pub(super) fn run_worker(worker: &[String], scn: &Scenario, accel: Accel, logs: 
     let text = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
     match status {
         Err((kind, e)) => failed(kind, e),
-        Ok(s) => serde_json::from_str(text.trim()).unwrap_or_else(|e| failed(ErrorKind::Appliance, format!("the own-boot worker for {} ended ({}) without a readable result: {e}", scn.name, qemu::describe_status(s)))),
+        Ok(s) => serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            failed(
+                ErrorKind::Appliance,
+                format!(
+                    "the own-boot worker for {} ended ({}) without a readable result: {e}",
+                    scn.name,
+                    qemu::describe_status(s)
+                ),
+            )
+        }),
     }
 }
 
@@ -113,17 +132,18 @@ fn expected_cost(scn: &Scenario) -> u64 {
         // A capture: two backend processes and the model's session beside the boot.
         _ => 1500,
     });
-    2000 + media + scn
-        .steps
-        .iter()
-        .map(|s| match s {
-            Step::ProbeReplyBeforeCommit { iterations, .. } => u64::from(*iterations) * 4,
-            Step::MapMany { count, .. } => u64::from(*count) * 5,
-            Step::ExpectNoAnswer { .. } => 1000,
-            Step::ExpectMemTable { .. } | Step::ExpectReleased { .. } => 500,
-            _ => 10,
-        })
-        .sum::<u64>()
+    2000 + media
+        + scn
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::ProbeReplyBeforeCommit { iterations, .. } => u64::from(*iterations) * 4,
+                Step::MapMany { count, .. } => u64::from(*count) * 5,
+                Step::ExpectNoAnswer { .. } => 1000,
+                Step::ExpectMemTable { .. } | Step::ExpectReleased { .. } => 500,
+                _ => 10,
+            })
+            .sum::<u64>()
 }
 
 /// VMs at a time: a thread takes its share before it boots and gives it
@@ -180,6 +200,10 @@ impl Drop for Share<'_> {
     }
 }
 
+/// What a pool hands each run to as it ends: the scenario's index in
+/// `own`, and its run.
+pub(super) type Done<'d> = &'d (dyn Fn(usize, OwnBootRun) + Sync);
+
 /// The own boots of a run, as a queue of worker-process runs, the most
 /// expensive first, that any number of threads take from, within a budget
 /// of VMs at a time (the shared boot's among them).
@@ -189,7 +213,6 @@ pub(super) struct Pool<'a> {
     logs: &'a Path,
     order: Vec<usize>,
     next: AtomicUsize,
-    results: Vec<Mutex<Option<OwnBootRun>>>,
     /// Once set (the shared boot failed), no further own boot starts.
     pub cancel: AtomicBool,
     /// How long one worker may take before it (and its QEMU) is killed.
@@ -204,9 +227,17 @@ impl<'a> Pool<'a> {
         let mut order: Vec<usize> = (0..own.len()).collect();
         // The most expensive first; a race's probe, which runs alone, last.
         order.sort_by_key(|&i| (own[i].measures_a_race(), std::cmp::Reverse(expected_cost(own[i]))));
-        let results = own.iter().map(|_| Mutex::new(None)).collect();
         let budget = Budget::new(vms.max(2));
-        Pool { worker, own, logs, order, next: AtomicUsize::new(0), results, cancel: AtomicBool::new(false), limit: WORKER_LIMIT, budget }
+        Pool {
+            worker,
+            own,
+            logs,
+            order,
+            next: AtomicUsize::new(0),
+            cancel: AtomicBool::new(false),
+            limit: WORKER_LIMIT,
+            budget,
+        }
     }
 
     /// One VM of the budget, for a boot outside the pool (the shared boot).
@@ -214,8 +245,9 @@ impl<'a> Pool<'a> {
         self.budget.share(1)
     }
 
-    /// Runs own boots, one at a time, until none is left to start.
-    pub fn work(&self, accel: Accel) {
+    /// Runs own boots, one at a time, until none is left to start; hands
+    /// each run to `done` with its scenario's index in `own` as it ends.
+    pub fn work(&self, accel: Accel, done: Done<'_>) {
         while let Some(&i) = self.order.get(self.next.fetch_add(1, Ordering::SeqCst)) {
             let run = if interrupted() {
                 OwnBootRun::failed(ErrorKind::Interrupted, "interrupted".into())
@@ -225,14 +257,8 @@ impl<'a> Pool<'a> {
                 let _share = self.budget.share_for(self.own[i]);
                 run_worker(self.worker, self.own[i], accel, self.logs, self.limit)
             };
-            *self.results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+            done(i, run);
         }
-    }
-
-    /// Takes the runs, in the scenarios' order, once every `work` has returned.
-    pub fn take_results(&self) -> Vec<OwnBootRun> {
-        let not_run = || OwnBootRun::failed(ErrorKind::Appliance, "not run".into());
-        self.results.iter().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(not_run)).collect()
     }
 }
 
@@ -249,8 +275,13 @@ mod tests {
     fn scenarios(dir: &Path) -> Vec<Scenario> {
         (0..5)
             .map(|n| {
-                let steps: String = (0..=n).map(|k| format!("[[step]]\ndo = \"expect-alive\"\ncheck = \"alive{k}\"\n")).collect();
-                Scenario::parse(&dir.join(format!("s{n}.toml")), &format!("description = \"x\"\nown_boot = true\n{steps}")).expect("scenario")
+                let steps: String =
+                    (0..=n).map(|k| format!("[[step]]\ndo = \"expect-alive\"\ncheck = \"alive{k}\"\n")).collect();
+                Scenario::parse(
+                    &dir.join(format!("s{n}.toml")),
+                    &format!("description = \"x\"\nown_boot = true\n{steps}"),
+                )
+                .expect("scenario")
             })
             .collect()
     }
@@ -259,6 +290,18 @@ mod tests {
     fn stand_in() -> Vec<String> {
         let script = r#"printf '{"qemu":{"Err":{"kind":"bad-input","message":"%s"}},"qemu_secs":0,"model":{"Err":{"kind":"bad-input","message":""}},"model_secs":0,"qemu_log":"","boot_secs":null}' "$2""#;
         ["sh", "-c", script, "worker"].iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Runs `pool` on this thread and `helpers` more; the runs in the scenarios' order.
+    fn runs(pool: &Pool<'_>, helpers: usize) -> Vec<OwnBootRun> {
+        let slots: Vec<Mutex<Option<OwnBootRun>>> = pool.own.iter().map(|_| Mutex::new(None)).collect();
+        let done = |i: usize, run: OwnBootRun| *slots[i].lock().expect("slot") = Some(run);
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..helpers).map(|_| s.spawn(|| pool.work(Accel::Tcg, &done))).collect();
+            pool.work(Accel::Tcg, &done);
+            threads.into_iter().for_each(|h| h.join().expect("pool thread"));
+        });
+        slots.into_iter().map(|m| m.into_inner().expect("slot").expect("every scenario ran")).collect()
     }
 
     /// Calls `f` with a pool of the five scenarios and the stand-in worker.
@@ -273,12 +316,8 @@ mod tests {
     #[test]
     fn every_scenario_runs_once_and_its_result_lands_in_its_slot() {
         with_pool(|pool, all| {
-            std::thread::scope(|s| {
-                let helpers: Vec<_> = (0..2).map(|_| s.spawn(move || pool.work(Accel::Tcg))).collect();
-                pool.work(Accel::Tcg);
-                helpers.into_iter().for_each(|h| h.join().expect("pool thread"));
-            });
-            let got: Vec<String> = pool.take_results().into_iter().map(|r| r.qemu.expect_err("stand-in result").message).collect();
+            let got: Vec<String> =
+                runs(pool, 2).into_iter().map(|r| r.qemu.expect_err("stand-in result").message).collect();
             let want: Vec<String> = all.iter().map(|s| s.path.display().to_string()).collect();
             assert_eq!(got, want);
         });
@@ -288,8 +327,7 @@ mod tests {
     fn a_cancelled_pool_starts_no_worker() {
         with_pool(|pool, _| {
             pool.cancel.store(true, Ordering::SeqCst);
-            pool.work(Accel::Tcg);
-            for r in pool.take_results() {
+            for r in runs(pool, 0) {
                 assert_eq!(r.qemu.expect_err("not run").message, "not run: the shared boot failed");
             }
         });
@@ -306,12 +344,17 @@ mod tests {
         let worker: Vec<String> = ["sh", "-c", &script, "worker"].iter().map(|s| s.to_string()).collect();
         let mut pool = Pool::new(&worker, &own, dir.path(), 3);
         pool.limit = Duration::from_secs(1);
-        pool.work(Accel::Tcg);
-        let run = pool.take_results().pop().expect("one run");
+        let run = runs(&pool, 0).pop().expect("one run");
         let err = run.qemu.expect_err("killed");
         assert_eq!(err.kind, ErrorKind::Timeout, "{err:?}");
         std::thread::sleep(Duration::from_millis(200));
-        let left: Vec<u32> = parents().into_iter().map(|(p, _)| p).filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))).collect();
+        let left: Vec<u32> = parents()
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            })
+            .collect();
         assert!(left.is_empty(), "left running: {left:?}");
     }
 }

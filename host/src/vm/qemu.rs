@@ -96,16 +96,26 @@ pub fn development_kind(build: &str) -> Option<String> {
     }
 }
 
-
 fn run_probe(path: &Path, args: &[&str]) -> Result<String, QemuError> {
     let mut cmd = Command::new(path);
     cmd.args(args);
     let out = crate::bounded::output_within(cmd, crate::bounded::PROBE_TIMEOUT).map_err(|e| match e.kind() {
-        std::io::ErrorKind::TimedOut => QemuError::Unusable(format!("`{} {}` gave no answer within {:?}", path.display(), args.join(" "), crate::bounded::PROBE_TIMEOUT)),
+        std::io::ErrorKind::TimedOut => QemuError::Unusable(format!(
+            "`{} {}` gave no answer within {:?}",
+            path.display(),
+            args.join(" "),
+            crate::bounded::PROBE_TIMEOUT
+        )),
         _ => QemuError::Unusable(format!("{} cannot be run: {e}", path.display())),
     })?;
     if !out.status.success() {
-        return Err(QemuError::Unusable(format!("`{} {}` failed with {}: {}", path.display(), args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(QemuError::Unusable(format!(
+            "`{} {}` failed with {}: {}",
+            path.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -115,11 +125,9 @@ pub fn probe(path: &Path) -> Result<QemuInfo, QemuError> {
     let text = run_probe(path, &["--version"])?;
     let first = text.lines().next().unwrap_or("").to_string();
     let build = first.split_once(" version ").map(|(_, b)| b.trim().to_string()).unwrap_or_default();
-    let version = build
-        .split_whitespace()
-        .next()
-        .and_then(super::scenario::parse_version)
-        .ok_or_else(|| QemuError::Unusable(format!("{} is not a QEMU: `--version` printed {first:?}", path.display())))?;
+    let version = build.split_whitespace().next().and_then(super::scenario::parse_version).ok_or_else(|| {
+        QemuError::Unusable(format!("{} is not a QEMU: `--version` printed {first:?}", path.display()))
+    })?;
     if version < MIN_VERSION {
         return Err(QemuError::Unusable(format!(
             "{} is QEMU {}.{}.{}; vhost-user shared memory needs QEMU >= {}.{}.{}",
@@ -231,7 +239,8 @@ impl Qemu {
 
     fn boot_inner(cfg: &BootConfig) -> Result<Self, (QemuError, Option<ExitStatus>)> {
         let agent_sock = cfg.agent_socket.clone();
-        let listener = UnixListener::bind(&agent_sock).map_err(|e| (io_err(format!("bind {}", agent_sock.display()))(e), None))?;
+        let listener =
+            UnixListener::bind(&agent_sock).map_err(|e| (io_err(format!("bind {}", agent_sock.display()))(e), None))?;
         // The socket file goes when boot ends, however it ends.
         struct Unlink<'a>(&'a Path);
         impl Drop for Unlink<'_> {
@@ -243,7 +252,8 @@ impl Qemu {
         listener.set_nonblocking(true).map_err(|e| (io_err("agent socket")(e), None))?;
         let console_log = cfg.log_dir.join(format!("console-{:?}.log", cfg.accel).to_lowercase());
         let stderr_log = stderr_log(cfg);
-        let stderr = File::create(&stderr_log).map_err(|e| (io_err(format!("create {}", stderr_log.display()))(e), None))?;
+        let stderr =
+            File::create(&stderr_log).map_err(|e| (io_err(format!("create {}", stderr_log.display()))(e), None))?;
         let accel = cfg.accel.name();
         let mut cmd = Command::new(&cfg.qemu);
         cmd.args(["-machine", &format!("q35,accel={accel},memory-backend=mem")])
@@ -256,7 +266,10 @@ impl Qemu {
             .arg(&cfg.initramfs)
             // noapictimer: no 0.2 s local APIC timer calibration (timer ticks come from the PIT);
             // noreplace-smp: a one-vCPU guest does not patch its lock prefixes away (60 ms of TB invalidation under TCG).
-            .args(["-append", &format!("console=ttyS0 reboot=t panic=-1 noapictimer noreplace-smp agent.virtio_id={}", cfg.virtio_id)])
+            .args([
+                "-append",
+                &format!("console=ttyS0 reboot=t panic=-1 noapictimer noreplace-smp agent.virtio_id={}", cfg.virtio_id),
+            ])
             .args(["-serial", &format!("file:{}", console_log.display())])
             .args(["-chardev", &format!("socket,id=agent,path={}", agent_sock.display())])
             .args(["-device", "isa-serial,chardev=agent"])
@@ -301,10 +314,14 @@ impl Qemu {
             }
             self.check_running("connecting the agent serial port")?;
             if interrupted() {
-                return Err(QemuError::Interrupted { during: "while waiting for QEMU to connect the agent serial port".into() });
+                return Err(QemuError::Interrupted {
+                    during: "while waiting for QEMU to connect the agent serial port".into(),
+                });
             }
             if Instant::now() > deadline {
-                return Err(QemuError::Timeout { during: format!("after {timeout:?} waiting for QEMU to connect the agent serial port") });
+                return Err(QemuError::Timeout {
+                    during: format!("after {timeout:?} waiting for QEMU to connect the agent serial port"),
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -400,7 +417,10 @@ impl Qemu {
     /// if it does not go. Returns how it ended, or why it had to be killed.
     pub fn stop(&mut self, agent_answers: bool, timeout: Duration) -> Result<ExitStatus, QemuError> {
         if let Some(status) = self.exit {
-            return Err(QemuError::Exited { exit: describe_status(status), during: "asked to quit (it had already ended)".into() });
+            return Err(QemuError::Exited {
+                exit: describe_status(status),
+                during: "asked to quit (it had already ended)".into(),
+            });
         }
         let how = if agent_answers {
             self.send_line("0 poweroff").map(|()| "the agent's power-off")
@@ -419,7 +439,9 @@ impl Qemu {
         match (how, self.exit) {
             (Err(e), _) => Err(QemuError::Agent(format!("could not ask QEMU to quit: {e}; killed"))),
             (Ok(_), Some(status)) if !running => Ok(status),
-            (Ok(how), _) => Err(QemuError::Timeout { during: format!("QEMU did not exit within {timeout:?} of {how}; killed") }),
+            (Ok(how), _) => {
+                Err(QemuError::Timeout { during: format!("QEMU did not exit within {timeout:?} of {how}; killed") })
+            }
         }
     }
 

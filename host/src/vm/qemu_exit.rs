@@ -64,6 +64,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("a dir");
         std::fs::write(dir.path().join("w"), "#!/bin/sh\n").expect("a script");
         std::fs::write(dir.path().join("b"), "\x7fELF").expect("a binary");
-        assert!(is_script(&dir.path().join("w")) && !is_script(&dir.path().join("b")) && !is_script(&dir.path().join("none")));
+        assert!(
+            is_script(&dir.path().join("w"))
+                && !is_script(&dir.path().join("b"))
+                && !is_script(&dir.path().join("none"))
+        );
     }
 }

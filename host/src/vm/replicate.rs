@@ -75,8 +75,20 @@ impl Replicates {
 /// (`workers[1]`) in turn, one VM at a time, within `budget` (a boot is
 /// not started when the last one's time would overrun it); `progress`
 /// hears of each boot.
-pub fn replicate(workers: [&[String]; 2], probes: &[&Scenario], family: BTreeSet<String>, accel: Accel, logs: &Path, budget: Duration, mut progress: impl FnMut(&str)) -> Replicates {
-    let probes: Vec<&Scenario> = probes.iter().copied().filter(|s| family.iter().any(|at| at.strip_prefix(s.name.as_str()).is_some_and(|c| c.starts_with('/')))).collect();
+pub fn replicate(
+    workers: [&[String]; 2],
+    probes: &[&Scenario],
+    family: BTreeSet<String>,
+    accel: Accel,
+    logs: &Path,
+    budget: Duration,
+    mut progress: impl FnMut(&str),
+) -> Replicates {
+    let probes: Vec<&Scenario> = probes
+        .iter()
+        .copied()
+        .filter(|s| family.iter().any(|at| at.strip_prefix(s.name.as_str()).is_some_and(|c| c.starts_with('/'))))
+        .collect();
     let start = Instant::now();
     let mut r = Replicates { family, ..Replicates::default() };
     let (mut last, mut halfway) = (Duration::ZERO, false);
@@ -88,11 +100,19 @@ pub fn replicate(workers: [&[String]; 2], probes: &[&Scenario], family: BTreeSet
         let boot_start = Instant::now();
         r.boots[side] += 1;
         for scn in &probes {
-            let run = run_worker(workers[side], scn, accel, &logs.join(format!("replicate-{i}")), WORKER_LIMIT.min(budget));
+            let run =
+                run_worker(workers[side], scn, accel, &logs.join(format!("replicate-{i}")), WORKER_LIMIT.min(budget));
             r.add(side, scn, run);
         }
         last = boot_start.elapsed();
-        progress(&format!("replicated boot {} ({}): {:.1} s, {:.0} s of {:.0} s spent", i + 1, ["A", "B"][side], last.as_secs_f64(), start.elapsed().as_secs_f64(), budget.as_secs_f64()));
+        progress(&format!(
+            "replicated boot {} ({}): {:.1} s, {:.0} s of {:.0} s spent",
+            i + 1,
+            ["A", "B"][side],
+            last.as_secs_f64(),
+            start.elapsed().as_secs_f64(),
+            budget.as_secs_f64()
+        ));
         if !halfway && (start.elapsed() * 2 >= budget || r.boots.iter().all(|&n| n >= MAX_BOOTS / 2)) {
             halfway = true;
             if !r.look(Look::Interim) {

@@ -29,7 +29,8 @@ pub fn run_on(scn: &Scenario, t: &mut Target, prepare: bool) -> Run {
             t.guest.reset(scn.init).map_err(RunError::Prepare)?;
         }
         t.mgr.forget_all();
-        let gate = t.server.as_ref().filter(|_| scn.backend == BackendMode::SingleThreaded).map(BackendServer::serve_gate);
+        let gate =
+            t.server.as_ref().filter(|_| scn.backend == BackendMode::SingleThreaded).map(BackendServer::serve_gate);
         t.single_threaded = gate.is_some();
         t.mgr.channel().set_serve_gate(gate);
         run_steps(scn, t)

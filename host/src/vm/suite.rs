@@ -4,11 +4,12 @@
 //! runner decides nothing itself.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shmem_judge::outcome::{ErrorKind, Failure};
 use shmem_judge::listing::Listing;
+use shmem_judge::outcome::{ErrorKind, Failure};
 use shmem_judge::scenario::{ScenarioReport, report};
 
 use super::accel::AccelPlan;
@@ -16,6 +17,7 @@ use super::boot::{BootError, Dirs, QemuTarget, boot_with_fallback, layout_check,
 use super::config::{SuiteConfig, defects_for};
 use super::interrupted;
 use super::own_boot::{own_boot_report, own_boot_run};
+use super::own_run::OwnBootRun;
 use super::pool::Pool;
 use super::qemu::{Accel, QemuInfo};
 use super::run::run_on;
@@ -75,10 +77,14 @@ impl SuiteReport {
 /// The report row of the shared boot's own checks (layout at boot, clean shutdown).
 pub const SHARED_BOOT: &str = "shared-boot";
 
+/// What is told of each scenario's row as soon as it is judged (the
+/// progress lines): called from any thread, in the order rows finish.
+pub type OnRow<'a> = &'a (dyn Fn(&ScenarioReport) + Sync);
+
 /// Boots once for the shared scenarios (own-boot ones get their own QEMU),
-/// runs each on QEMU and on the model, reports. The run directory is kept
-/// when something failed.
-pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
+/// runs each on QEMU and on the model, reports (each row to `on_row` as it
+/// is judged). The run directory is kept when something failed.
+pub fn run_suite(cfg: &SuiteConfig, on_row: OnRow<'_>) -> Result<SuiteReport, SuiteError> {
     let io = |what: String| move |source| SuiteError::Io { what, source };
     std::fs::create_dir_all(&cfg.work_dir).map_err(io(format!("create {}", cfg.work_dir.display())))?;
     let run_dir = tempfile::Builder::new().prefix("run-").tempdir_in(&cfg.work_dir).map_err(io("run dir".into()))?;
@@ -86,7 +92,7 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
     // below 108 bytes, and a clone's target/ may be deep.
     let sockets = tempfile::Builder::new().prefix("shmem-vm-").tempdir().map_err(io("socket dir".into()))?;
     let suite_start = Instant::now();
-    let result = run_in(cfg, Dirs { logs: run_dir.path(), sockets: sockets.path() }, suite_start);
+    let result = run_in(cfg, Dirs { logs: run_dir.path(), sockets: sockets.path() }, suite_start, on_row);
     if result.as_ref().is_ok_and(SuiteReport::ok) {
         return result;
     }
@@ -100,27 +106,61 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
     }
 }
 
-/// The own boots' rows: the pool's results (once its work is done), or
-/// each run here, one after another.
-fn own_rows(cfg: &SuiteConfig, own: &[&Scenario], pool: Option<&Pool<'_>>, accel: Accel, dirs: Dirs<'_>, m: &mut Measurements) -> Result<Vec<ScenarioReport>, SuiteError> {
-    let runs = match pool {
-        // Every worker thread has returned: the runs are all there.
-        Some(p) => p.take_results(),
-        None => {
-            let mut runs = Vec::new();
-            for scn in own {
-                if interrupted() {
-                    return Err(SuiteError::Interrupted);
-                }
-                runs.push(own_boot_run(cfg, scn, accel, dirs.logs, dirs.sockets));
-            }
-            runs
-        }
-    };
-    Ok(own.iter().zip(runs).map(|(scn, run)| own_boot_report(cfg, scn, accel, run, &mut m.boot_times)).collect())
+/// The own boots' rows as their runs end (from the pool's threads, or
+/// here one after another when there is no worker), judged at once and
+/// told to `on_row`; the boot times into `boot_times`.
+struct OwnRows<'a> {
+    cfg: &'a SuiteConfig,
+    own: &'a [&'a Scenario],
+    rows: Mutex<Vec<Option<ScenarioReport>>>,
+    boot_times: Mutex<Vec<Duration>>,
+    on_row: OnRow<'a>,
 }
 
-fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<SuiteReport, SuiteError> {
+impl<'a> OwnRows<'a> {
+    fn new(cfg: &'a SuiteConfig, own: &'a [&'a Scenario], on_row: OnRow<'a>) -> Self {
+        let rows = Mutex::new(own.iter().map(|_| None).collect());
+        OwnRows { cfg, own, rows, boot_times: Mutex::new(Vec::new()), on_row }
+    }
+
+    /// Judges the run of `own[i]` into its row.
+    fn done(&self, i: usize, accel: Accel, run: OwnBootRun) {
+        let mut times = self.boot_times.lock().unwrap_or_else(|p| p.into_inner());
+        let row = own_boot_report(self.cfg, self.own[i], accel, run, &mut times);
+        drop(times);
+        (self.on_row)(&row);
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(row);
+    }
+
+    /// Without a pool: each own boot here, one after another.
+    fn run_here(&self, accel: Accel, dirs: Dirs<'_>) -> Result<(), SuiteError> {
+        for (i, scn) in self.own.iter().enumerate() {
+            if interrupted() {
+                return Err(SuiteError::Interrupted);
+            }
+            self.done(i, accel, own_boot_run(self.cfg, scn, accel, dirs.logs, dirs.sockets));
+        }
+        Ok(())
+    }
+
+    /// The rows in the scenarios' order (one never run says so), and the boot times.
+    fn finish(&self, accel: Accel, m: &mut Measurements) -> Vec<ScenarioReport> {
+        m.boot_times.extend(std::mem::take(&mut *self.boot_times.lock().unwrap_or_else(|p| p.into_inner())));
+        let rows = std::mem::take(&mut *self.rows.lock().unwrap_or_else(|p| p.into_inner()));
+        let not_run = |scn: &Scenario| {
+            let run = OwnBootRun::failed(ErrorKind::Appliance, "not run".into());
+            own_boot_report(self.cfg, scn, accel, run, &mut Vec::new())
+        };
+        rows.into_iter().zip(self.own).map(|(row, scn)| row.unwrap_or_else(|| not_run(scn))).collect()
+    }
+}
+
+fn run_in(
+    cfg: &SuiteConfig,
+    dirs: Dirs<'_>,
+    suite_start: Instant,
+    on_row: OnRow<'_>,
+) -> Result<SuiteReport, SuiteError> {
     let shared: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| !s.own_boot).collect();
     let own: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| s.own_boot).collect();
     let mut measurements = Measurements::default();
@@ -132,6 +172,8 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pool = cfg.worker.as_deref().map(|w| Pool::new(w, &own, dirs.logs, cores + 2));
     let plan = AccelPlan::of(cfg.accel);
+    let own_rows = OwnRows::new(cfg, &own, on_row);
+    let own_rows = &own_rows;
     std::thread::scope(|scope| {
         // Own boots go to worker processes beside the shared boot, which
         // holds a VM of the budget till it is done; then this thread joins
@@ -141,7 +183,11 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
         let shared_share = pool.as_ref().filter(|_| !shared.is_empty()).map(Pool::share);
         let start_pool = |accel: Accel| {
             let threads = (cores + 1).min(own.len());
-            pool.as_ref().map_or_else(Vec::new, |p| (0..threads).map(|_| scope.spawn(move || p.work(accel))).collect())
+            pool.as_ref().map_or_else(Vec::new, |p| {
+                (0..threads)
+                    .map(|_| scope.spawn(move || p.work(accel, &|i, run| own_rows.done(i, accel, run))))
+                    .collect()
+            })
         };
         let mut workers = plan.settled().map(start_pool).unwrap_or_default();
         let (accel, accel_note, boot_time) = if shared.is_empty() {
@@ -152,13 +198,16 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
             (plan.first, plan.note.clone(), None)
         } else {
             let device = (cfg.spec.clone(), cfg.layout.clone());
-            let booted = boot_with_fallback(&cfg.boot_spec(&device, None), &plan, dirs).map_err(SuiteError::from).and_then(|(qt, accel, note)| {
-                if plan.settled().is_none() {
-                    workers = start_pool(accel);
-                }
-                let boot_time = qt.boot_time;
-                run_shared(cfg, dirs, qt, accel, &shared, &mut reports, &mut measurements).map(|()| (accel, note, Some(boot_time)))
-            });
+            let booted = boot_with_fallback(&cfg.boot_spec(&device, None), &plan, dirs)
+                .map_err(SuiteError::from)
+                .and_then(|(qt, accel, note)| {
+                    if plan.settled().is_none() {
+                        workers = start_pool(accel);
+                    }
+                    let boot_time = qt.boot_time;
+                    run_shared(cfg, dirs, qt, accel, &shared, (&mut reports, &mut measurements), on_row)
+                        .map(|()| (accel, note, Some(boot_time)))
+                });
             // No own boot starts after the shared one failed (those under way end on their own).
             booted.inspect_err(|_| {
                 if let Some(p) = &pool {
@@ -168,12 +217,14 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
         };
         drop(shared_share);
         if let Some(p) = &pool {
-            p.work(accel);
+            p.work(accel, &|i, run| own_rows.done(i, accel, run));
+        } else {
+            own_rows.run_here(accel, dirs)?;
         }
         for w in workers {
             w.join().map_err(|p| SuiteError::PoolPanicked(crate::panic_text(p.as_ref())))?;
         }
-        reports.extend(own_rows(cfg, &own, pool.as_ref(), accel, dirs, &mut measurements)?);
+        reports.extend(own_rows.finish(accel, &mut measurements));
         if interrupted() {
             return Err(SuiteError::Interrupted);
         }
@@ -195,7 +246,15 @@ fn run_in(cfg: &SuiteConfig, dirs: Dirs<'_>, suite_start: Instant) -> Result<Sui
 
 /// The shared scenarios on one QEMU boot and one model, and the shared
 /// boot's own row (first in `reports`).
-fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, shared: &[&Scenario], reports: &mut Vec<ScenarioReport>, measurements: &mut Measurements) -> Result<(), SuiteError> {
+fn run_shared(
+    cfg: &SuiteConfig,
+    dirs: Dirs<'_>,
+    mut qt: QemuTarget,
+    a: Accel,
+    shared: &[&Scenario],
+    (reports, measurements): (&mut Vec<ScenarioReport>, &mut Measurements),
+    on_row: OnRow<'_>,
+) -> Result<(), SuiteError> {
     measurements.boot_times.push(qt.boot_time);
     let model_start = Instant::now();
     let mut model = model_target(&cfg.spec, Faults::default(), true, dirs.sockets)?;
@@ -209,7 +268,10 @@ fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, s
         }
         let defects = defects_for(cfg, a, scn);
         let q = match &qemu_dead {
-            Some(name) => (Err(Failure { kind: ErrorKind::Dead, message: format!("not run: QEMU died in scenario {name}") }), Duration::ZERO),
+            Some(name) => (
+                Err(Failure { kind: ErrorKind::Dead, message: format!("not run: QEMU died in scenario {name}") }),
+                Duration::ZERO,
+            ),
             None => run_on(scn, &mut qt.target, true),
         };
         let m = run_on(scn, &mut model, true);
@@ -217,7 +279,11 @@ fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, s
             qemu_dead = Some(scn.name.clone());
         }
         let guest = &qt.target.guest;
-        rows.push(report((&scn.name, &scn.description), scn.qemu_only, q, m, (&defects, &Listing::default()), || guest.log_text()));
+        let row = report((&scn.name, &scn.description), scn.qemu_only, q, m, (&defects, &Listing::default()), || {
+            guest.log_text()
+        });
+        on_row(&row);
+        rows.push(row);
     }
     take_measurements(measurements, &mut qt.target, &mut model);
     // The shared boot's own row: a QEMU that died in a scenario has its
@@ -229,8 +295,18 @@ fn run_shared(cfg: &SuiteConfig, dirs: Dirs<'_>, mut qt: QemuTarget, a: Accel, s
     model_boot.push(shutdown_check(model.guest.as_mut()));
     let defects = Listing::of(&cfg.known_defects, &cfg.qemu.build, a.name(), SHARED_BOOT);
     let guest = &qt.target.guest;
-    let description = "the boot the shared scenarios run in: regions where the device file states them, a clean shutdown";
-    reports.push(report((SHARED_BOOT, description), false, (Ok(qemu_boot), qt.boot_time), (Ok(model_boot), model_boot_time), (&defects, &Listing::default()), || guest.log_text()));
+    let description =
+        "the boot the shared scenarios run in: regions where the device file states them, a clean shutdown";
+    let row = report(
+        (SHARED_BOOT, description),
+        false,
+        (Ok(qemu_boot), qt.boot_time),
+        (Ok(model_boot), model_boot_time),
+        (&defects, &Listing::default()),
+        || guest.log_text(),
+    );
+    on_row(&row);
+    reports.push(row);
     reports.extend(rows);
     Ok(())
 }

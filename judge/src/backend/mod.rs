@@ -23,7 +23,10 @@ pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
         checks.push(negotiation(rec));
     }
     if let Some(e) = &rec.connect_error {
-        checks.push(CheckResult::new("connect", false, format!("the frontend could not set the backend up: {e}")).with("said", said_fact(e)));
+        checks.push(
+            CheckResult::new("connect", false, format!("the frontend could not set the backend up: {e}"))
+                .with("said", said_fact(e)),
+        );
         return checks;
     }
     let hung = rec.steps.iter().any(timed_out);
@@ -45,9 +48,19 @@ pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
     match rec.memfds.as_ref().filter(|_| ended) {
         Some(Ok((before, after))) => {
             let ok = after <= before;
-            checks.push(CheckResult::new("buffer-fds-released", ok, format!("the backend held {before} memfds before OPEN and {after} after CLOSE")).with("left", after.saturating_sub(*before) as u64));
+            checks.push(
+                CheckResult::new(
+                    "buffer-fds-released",
+                    ok,
+                    format!("the backend held {before} memfds before OPEN and {after} after CLOSE"),
+                )
+                .with("left", after.saturating_sub(*before) as u64),
+            );
         }
-        Some(Err(why)) => checks.push(CheckResult::new("buffer-fds-released", false, format!("the backend's memfds could not be counted: {why}")).with("left", "unknown")),
+        Some(Err(why)) => checks.push(
+            CheckResult::new("buffer-fds-released", false, format!("the backend's memfds could not be counted: {why}"))
+                .with("left", "unknown"),
+        ),
         None => {}
     }
     if rec.media {
@@ -64,7 +77,14 @@ pub fn judge(rec: &SessionRecord) -> Vec<CheckResult> {
         checks.push(wire::reaches_table_check(lags));
     }
     let alive = rec.dead.is_none();
-    checks.push(CheckResult::new("backend-alive", alive, rec.dead.clone().map_or_else(|| "the backend was running and answering at the end".into(), |d| format!("the backend is gone: {d}"))));
+    checks.push(CheckResult::new(
+        "backend-alive",
+        alive,
+        rec.dead.clone().map_or_else(
+            || "the backend was running and answering at the end".into(),
+            |d| format!("the backend is gone: {d}"),
+        ),
+    ));
     checks
 }
 
@@ -78,27 +98,51 @@ pub fn reached_its_end(rec: &SessionRecord) -> bool {
 
 fn negotiation(rec: &SessionRecord) -> CheckResult {
     let Some((_, proto)) = rec.offered else {
-        return CheckResult::new("negotiation", false, "the backend never said which protocol features it offers").with("shmem_bit", "none");
+        return CheckResult::new("negotiation", false, "the backend never said which protocol features it offers")
+            .with("shmem_bit", "none");
     };
     let has = |bit: u32| proto & (1 << bit) != 0;
     let (ok, bit, what) = match (has(SHMEM_BIT), has(GPA_ADDRESSES_BIT)) {
         (true, _) => (true, "22", format!("SHMEM offered at bit {SHMEM_BIT} (protocol features {proto:#x})")),
-        (false, true) => (false, "21", format!("SHMEM is not offered at bit {SHMEM_BIT}, and bit 21 (GPA_ADDRESSES) is: the old vhost 0.16 bit; QEMU 11.1 will not map for it (protocol features {proto:#x})")),
+        (false, true) => (
+            false,
+            "21",
+            format!(
+                "SHMEM is not offered at bit {SHMEM_BIT}, and bit 21 (GPA_ADDRESSES) is: the old vhost 0.16 bit; QEMU 11.1 will not map for it (protocol features {proto:#x})"
+            ),
+        ),
         (false, false) => (false, "none", format!("SHMEM is not offered (protocol features {proto:#x})")),
     };
     CheckResult::new("negotiation", ok, what).with("shmem_bit", bit)
 }
 
 fn shmem_config(regions: &[u64]) -> CheckResult {
-    let bad: Vec<String> = regions.iter().enumerate().filter(|(_, s)| !s.is_multiple_of(PAGE_SIZE)).map(|(i, s)| format!("shmid {i}: {s:#x}")).collect();
+    let bad: Vec<String> = regions
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_multiple_of(PAGE_SIZE))
+        .map(|(i, s)| format!("shmid {i}: {s:#x}"))
+        .collect();
     let used = regions.iter().filter(|&&s| s > 0).count();
     let ok = used > 0 && bad.is_empty();
-    let what = if ok { format!("{used} region(s): {}", sizes_text(regions)) } else if used == 0 { "GET_SHMEM_CONFIG reported no region".into() } else { format!("region sizes not page multiples: {}", bad.join(", ")) };
+    let what = if ok {
+        format!("{used} region(s): {}", sizes_text(regions))
+    } else if used == 0 {
+        "GET_SHMEM_CONFIG reported no region".into()
+    } else {
+        format!("region sizes not page multiples: {}", bad.join(", "))
+    };
     CheckResult::new("shmem-config", ok, what).with("regions", used as u64)
 }
 
 fn sizes_text(regions: &[u64]) -> String {
-    regions.iter().enumerate().filter(|(_, s)| **s > 0).map(|(i, s)| format!("shmid {i} {s:#x}")).collect::<Vec<_>>().join(", ")
+    regions
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s > 0)
+        .map(|(i, s)| format!("shmid {i} {s:#x}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The backend's requests replayed: what was live, what was wrong.
@@ -112,13 +156,15 @@ struct Replay {
 
 impl Replay {
     fn of(rec: &SessionRecord) -> Self {
-        let mut r = Replay { maps: 0, unmaps: 0, live: Vec::new(), map_problems: Vec::new(), unmap_problems: Vec::new() };
+        let mut r =
+            Replay { maps: 0, unmaps: 0, live: Vec::new(), map_problems: Vec::new(), unmap_problems: Vec::new() };
         for (i, s) in rec.served.iter().enumerate() {
             if rec.resets.contains(&i) {
                 r.live.clear();
             }
             let Some(m) = s.sent.msg else {
-                r.map_problems.push((format!("request {i} ({})", served_text(s)), "payload is not a 40-byte SHMEM message"));
+                r.map_problems
+                    .push((format!("request {i} ({})", served_text(s)), "payload is not a 40-byte SHMEM message"));
                 continue;
             };
             if s.sent.request == ShmemOp::Map.code() {
@@ -133,10 +179,17 @@ impl Replay {
                 r.unmaps += 1;
                 match r.live.iter().position(|l| (l.shmid, l.shm_offset, l.len) == (m.shmid, m.shm_offset, m.len)) {
                     Some(at) => drop(r.live.remove(at)),
-                    None if r.live.iter().any(|l| l.shmid == m.shmid && shmem_proto::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))) => {
-                        r.unmap_problems.push((format!("SHMEM_UNMAP {m}"), "covers part of a live mapping, not exactly one"));
+                    None if r.live.iter().any(|l| {
+                        l.shmid == m.shmid && shmem_proto::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))
+                    }) =>
+                    {
+                        r.unmap_problems
+                            .push((format!("SHMEM_UNMAP {m}"), "covers part of a live mapping, not exactly one"));
                     }
-                    None => r.unmap_problems.push((format!("SHMEM_UNMAP {m}"), "is not a live mapping (never mapped, unmapped already, or dropped by a reset)")),
+                    None => r.unmap_problems.push((
+                        format!("SHMEM_UNMAP {m}"),
+                        "is not a live mapping (never mapped, unmapped already, or dropped by a reset)",
+                    )),
                 }
             }
         }
@@ -158,11 +211,24 @@ fn map_problem(m: &ShmemMsg, s: &Served, regions: &[u64], live: &[ShmemMsg], ask
         (m.len == 0, "zero length"),
         (![m.shm_offset, m.fd_offset, m.len].iter().all(|v| v.is_multiple_of(PAGE_SIZE)), "not page aligned"),
         (m.flags & !MAP_RW != 0, "unknown flags"),
-        (live.iter().any(|l| l.shmid == m.shmid && shmem_proto::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))), "overlaps a live mapping"),
-        (s.sent.fd_size.is_some_and(|z| m.fd_offset.checked_add(m.len).is_none_or(|end| end > z)), "past the end of its fd"),
+        (
+            live.iter()
+                .any(|l| l.shmid == m.shmid && shmem_proto::overlaps((l.shm_offset, l.len), (m.shm_offset, m.len))),
+            "overlaps a live mapping",
+        ),
+        (
+            s.sent.fd_size.is_some_and(|z| m.fd_offset.checked_add(m.len).is_none_or(|end| end > z)),
+            "past the end of its fd",
+        ),
         (rw && s.sent.fd_rw == Some(false), "read-write map of a read-only fd"),
     ];
-    checks.iter().find(|(bad, _)| *bad).map(|(_, p)| *p).or_else(|| (rw != asked_rw).then_some(if rw { "writable where the driver asked read-only" } else { "read-only where the driver asked writable" }))
+    checks.iter().find(|(bad, _)| *bad).map(|(_, p)| *p).or_else(|| {
+        (rw != asked_rw).then_some(if rw {
+            "writable where the driver asked read-only"
+        } else {
+            "read-only where the driver asked writable"
+        })
+    })
 }
 
 /// `map-valid` / `unmap-valid`: every request of its kind valid; none at
@@ -170,7 +236,9 @@ fn map_problem(m: &ShmemMsg, s: &Served, regions: &[u64], live: &[ShmemMsg], ask
 /// maps buffers (`unmap-valid` is not judged without an unmap, see `judge`).
 fn problems_check(name: &str, what: &str, total: usize, problems: &[(String, &'static str)]) -> CheckResult {
     if total == 0 {
-        return CheckResult::new(name, false, format!("the backend sent no {what} request: nothing to check")).with("invalid", 0u64).with("problem", "none sent");
+        return CheckResult::new(name, false, format!("the backend sent no {what} request: nothing to check"))
+            .with("invalid", 0u64)
+            .with("problem", "none sent");
     }
     let evidence = match problems.first() {
         None => format!("all {total} {what} requests valid"),
@@ -193,10 +261,21 @@ fn all_unmapped(live: &[ShmemMsg], rec: &SessionRecord) -> CheckResult {
     let left: Vec<String> = live.iter().map(ToString::to_string).collect();
     let frontend = match &rec.live_at_end {
         HeldAtEnd::Read(n) => *n,
-        HeldAtEnd::Unread(why) => return CheckResult::new("all-unmapped", false, format!("what the frontend still holds at the end could not be read: {why}")).with("left", "unknown"),
+        HeldAtEnd::Unread(why) => {
+            return CheckResult::new(
+                "all-unmapped",
+                false,
+                format!("what the frontend still holds at the end could not be read: {why}"),
+            )
+            .with("left", "unknown");
+        }
     };
     let ok = left.is_empty() && frontend == 0;
-    let what = if ok { "nothing the backend mapped is left mapped at the end".to_string() } else { format!("left mapped at the end: {} (the frontend holds {frontend})", left.join("; ")) };
+    let what = if ok {
+        "nothing the backend mapped is left mapped at the end".to_string()
+    } else {
+        format!("left mapped at the end: {} (the frontend holds {frontend})", left.join("; "))
+    };
     CheckResult::new("all-unmapped", ok, what).with("left", left.len().max(frontend) as u64)
 }
 
@@ -207,12 +286,27 @@ fn frames(rec: &SessionRecord) -> CheckResult {
     let (ok, what, problem) = match (rec.frames.is_empty(), bad, advancing) {
         (true, _, _) => (false, "no frame was read through a mapping".to_string(), "none"),
         (_, Some(f), _) => match (&f.unreadable, f.mismatch) {
-            (Some(u), _) => (false, format!("frame of buffer {} (sequence {}) at {:#x}: {u}", f.index, f.sequence, f.shm_offset), "unreadable"),
-            (None, Some((at, want, got))) => (false, format!("frame of buffer {} (sequence {}) at {:#x}: byte {at} is {got:#04x}, the pattern says {want:#04x}", f.index, f.sequence, f.shm_offset), "pattern"),
+            (Some(u), _) => (
+                false,
+                format!("frame of buffer {} (sequence {}) at {:#x}: {u}", f.index, f.sequence, f.shm_offset),
+                "unreadable",
+            ),
+            (None, Some((at, want, got))) => (
+                false,
+                format!(
+                    "frame of buffer {} (sequence {}) at {:#x}: byte {at} is {got:#04x}, the pattern says {want:#04x}",
+                    f.index, f.sequence, f.shm_offset
+                ),
+                "pattern",
+            ),
             (None, None) => unreachable!("a bad frame has a mismatch or is unreadable"),
         },
         (_, None, false) => (false, format!("sequence numbers do not advance: {seqs:?}"), "sequence"),
-        (_, None, true) => (true, format!("{} frames read through the mappings match the pattern, sequences {seqs:?}", rec.frames.len()), "none"),
+        (_, None, true) => (
+            true,
+            format!("{} frames read through the mappings match the pattern, sequences {seqs:?}", rec.frames.len()),
+            "none",
+        ),
     };
     CheckResult::new("frames", ok, what).with("frames", rec.frames.len() as u64).with("problem", problem)
 }
@@ -225,11 +319,18 @@ fn steps(rec: &SessionRecord, hung: bool) -> Vec<CheckResult> {
         Err(e) => format!("{}: {e}", s.what),
     };
     // A step not sent because an earlier one timed out is the hang's doing: no-deadlock names it.
-    let failed = rec.steps.iter().find(|s| s.expect == Expect::Success && s.outcome.is_err() && !timed_out(s) && !matches!(s.outcome, Err(MediaError::Stale(_))));
+    let failed = rec.steps.iter().find(|s| {
+        s.expect == Expect::Success
+            && s.outcome.is_err()
+            && !timed_out(s)
+            && !matches!(s.outcome, Err(MediaError::Stale(_)))
+    });
     let mut out = vec![match failed {
         None => CheckResult::new("driver-steps", true, format!("{} driver steps as expected", rec.steps.len())),
         Some(s) => {
-            let c = CheckResult::new("driver-steps", false, text(s)).with("step", s.what.as_str()).with("outcome", outcome_kind(&s.outcome));
+            let c = CheckResult::new("driver-steps", false, text(s))
+                .with("step", s.what.as_str())
+                .with("outcome", outcome_kind(&s.outcome));
             match &s.outcome {
                 Err(MediaError::Errno(_, n)) => c.with("errno", n.to_string()),
                 _ => c,
@@ -241,17 +342,25 @@ fn steps(rec: &SessionRecord, hung: bool) -> Vec<CheckResult> {
     if let (Some(k), true, false) = (rec.refused_map, faulted.is_empty(), hung) {
         let maps = rec.served.iter().filter(|s| s.sent.request == ShmemOp::Map.code()).count();
         let evidence = if maps < k {
-            format!("the frontend was to refuse SHMEM_MAP #{k}, but the backend sent only {maps}: the refusal was never tested")
+            format!(
+                "the frontend was to refuse SHMEM_MAP #{k}, but the backend sent only {maps}: the refusal was never tested"
+            )
         } else {
-            format!("the frontend refused SHMEM_MAP #{k}, but no MMAP the driver sent asked for it: the refusal reached no driver step, so nothing was tested")
+            format!(
+                "the frontend refused SHMEM_MAP #{k}, but no MMAP the driver sent asked for it: the refusal reached no driver step, so nothing was tested"
+            )
         };
         out.push(CheckResult::new("error-reported", false, evidence).with("step", "none").with("outcome", "untested"));
     }
     if !faulted.is_empty() && !hung {
         let wrong = faulted.iter().find(|s| !matches!(s.outcome, Err(MediaError::Errno(..))));
         out.push(match wrong {
-            None => CheckResult::new("error-reported", true, faulted.iter().map(|s| text(s)).collect::<Vec<_>>().join("; ")),
-            Some(s) => CheckResult::new("error-reported", false, format!("expected an errno: {}", text(s))).with("step", s.what.as_str()).with("outcome", outcome_kind(&s.outcome)),
+            None => {
+                CheckResult::new("error-reported", true, faulted.iter().map(|s| text(s)).collect::<Vec<_>>().join("; "))
+            }
+            Some(s) => CheckResult::new("error-reported", false, format!("expected an errno: {}", text(s)))
+                .with("step", s.what.as_str())
+                .with("outcome", outcome_kind(&s.outcome)),
         });
     }
     out
@@ -259,11 +368,20 @@ fn steps(rec: &SessionRecord, hung: bool) -> Vec<CheckResult> {
 
 /// SHMEM requests the frontend answered: each one a chance for the hang.
 fn requests(rec: &SessionRecord) -> usize {
-    rec.served.iter().filter(|s| s.sent.request == ShmemOp::Map.code() || s.sent.request == ShmemOp::Unmap.code()).count()
+    rec.served
+        .iter()
+        .filter(|s| s.sent.request == ShmemOp::Map.code() || s.sent.request == ShmemOp::Unmap.code())
+        .count()
 }
 
 fn served_text(s: &Served) -> String {
-    let name = if s.sent.request == ShmemOp::Map.code() { "SHMEM_MAP".to_string() } else if s.sent.request == ShmemOp::Unmap.code() { "SHMEM_UNMAP".to_string() } else { format!("backend request {}", s.sent.request) };
+    let name = if s.sent.request == ShmemOp::Map.code() {
+        "SHMEM_MAP".to_string()
+    } else if s.sent.request == ShmemOp::Unmap.code() {
+        "SHMEM_UNMAP".to_string()
+    } else {
+        format!("backend request {}", s.sent.request)
+    };
     s.sent.msg.map_or(name.clone(), |m| format!("{name} {m}"))
 }
 
@@ -275,10 +393,24 @@ pub(crate) fn timed_out(s: &Step) -> bool {
 /// message the backend left unanswered when the frontend was stuck on one.
 fn no_deadlock(rec: &SessionRecord) -> CheckResult {
     let Some(first) = rec.steps.iter().find(|s| timed_out(s)) else {
-        let seen = if rec.frontend_unseen { "the frontend's side is not in view".to_string() } else { format!("{} SHMEM requests", requests(rec)) };
+        let seen = if rec.frontend_unseen {
+            "the frontend's side is not in view".to_string()
+        } else {
+            format!("{} SHMEM requests", requests(rec))
+        };
         // A churn says how far it went and how fast.
-        let churned = rec.steps.iter().find(|s| s.what.contains("MMAP/MUNMAP cycles in")).map(|s| format!("; {}", s.what)).unwrap_or_default();
-        return CheckResult::new("no-deadlock", true, format!("every driver step was answered in time ({seen}){churned}")).with("n", requests(rec) as u64);
+        let churned = rec
+            .steps
+            .iter()
+            .find(|s| s.what.contains("MMAP/MUNMAP cycles in"))
+            .map(|s| format!("; {}", s.what))
+            .unwrap_or_default();
+        return CheckResult::new(
+            "no-deadlock",
+            true,
+            format!("every driver step was answered in time ({seen}){churned}"),
+        )
+        .with("n", requests(rec) as u64);
     };
     let timeouts = rec.steps.iter().filter(|s| timed_out(s)).count();
     let waits = rec.waiting_at_timeout.clone().unwrap_or_default();
@@ -286,8 +418,16 @@ fn no_deadlock(rec: &SessionRecord) -> CheckResult {
         Some((w, d)) => (w.as_str(), format!(" for {:.1} s", d.as_secs_f64())),
         None => ("nothing", String::new()),
     };
-    let backend = waits.backend.as_ref().map(|(w, d)| format!("; the backend was waiting {:.1} s for the frontend's answer to {w}", d.as_secs_f64())).unwrap_or_default();
-    let last = rec.served.last().map(|s| format!("; the backend's last request the frontend answered: {}", served_text(s))).unwrap_or_default();
+    let backend = waits
+        .backend
+        .as_ref()
+        .map(|(w, d)| format!("; the backend was waiting {:.1} s for the frontend's answer to {w}", d.as_secs_f64()))
+        .unwrap_or_default();
+    let last = rec
+        .served
+        .last()
+        .map(|s| format!("; the backend's last request the frontend answered: {}", served_text(s)))
+        .unwrap_or_default();
     let evidence = format!(
         "{}: no answer; {timeouts} step(s) timed out; the frontend was waiting{how_long} for the backend to answer {waiting}{backend}{last}; the checks of a session's end, and whether its tables reached the backend, are not judged after a hang",
         first.what
@@ -314,70 +454,4 @@ fn outcome_kind(o: &Result<String, MediaError>) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use record::FrameSeen;
-
-    fn frame(sequence: u32, mismatch: Option<(usize, u8, u8)>) -> FrameSeen {
-        FrameSeen { index: sequence % 4, sequence, shm_offset: 0, mismatch, unreadable: None }
-    }
-
-    fn frames_check(frames: Vec<FrameSeen>) -> CheckResult {
-        let rec = SessionRecord { media: true, captures: true, offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], frames, ..SessionRecord::default() };
-        judge(&rec).into_iter().find(|c| c.check == "frames").expect("a frames check")
-    }
-
-    #[test]
-    fn frames_fail_on_a_wrong_byte_a_sequence_that_does_not_advance_or_none_at_all() {
-        assert!(frames_check(vec![frame(0, None), frame(1, None)]).passed);
-        let wrong = frames_check(vec![frame(0, None), frame(1, Some((10, 1, 7)))]);
-        assert!(!wrong.passed && wrong.evidence.contains("byte 10 is 0x07"), "{wrong:?}");
-        assert!(!frames_check(vec![frame(2, None), frame(2, None)]).passed);
-        assert!(!frames_check(Vec::new()).passed);
-    }
-
-    #[test]
-    fn a_hang_names_what_each_side_was_waiting_for() {
-        let hung = Step { what: "MMAP #7".into(), expect: record::Expect::Success, outcome: Err(MediaError::Timeout("no answer".into())) };
-        let secs = std::time::Duration::from_secs;
-        let waits = record::Waiting { frontend: Some(("SET_MEM_TABLE".into(), secs(2))), backend: Some(("SHMEM_UNMAP".into(), secs(2))) };
-        let rec = SessionRecord { media: true, steps: vec![hung], waiting_at_timeout: Some(waits), ..SessionRecord::default() };
-        let c = judge(&rec).into_iter().find(|c| c.check == "no-deadlock").expect("a no-deadlock check");
-        assert!(!c.passed && c.facts["frontend_waiting_for"] == "SET_MEM_TABLE" && c.facts["backend_waiting_for"] == "SHMEM_UNMAP", "{c:?}");
-        assert!(c.evidence.contains("the backend was waiting 2.0 s for the frontend's answer to SHMEM_UNMAP"), "{c:?}");
-        let model_only = SessionRecord { waiting_at_timeout: Some(record::Waiting { frontend: Some(("SET_MEM_TABLE".into(), secs(2))), backend: None }), ..rec };
-        let c = judge(&model_only).into_iter().find(|c| c.check == "no-deadlock").expect("a no-deadlock check");
-        assert!(!c.facts.contains_key("backend_waiting_for"), "{c:?}");
-    }
-
-    #[test]
-    fn a_refusal_no_driver_step_met_fails_error_reported() {
-        let rec = SessionRecord { media: true, refused_map: Some(2), offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], ..SessionRecord::default() };
-        let c = judge(&rec).into_iter().find(|c| c.check == "error-reported").expect("an error-reported check");
-        assert!(!c.passed && c.evidence.contains("never tested"), "{c:?}");
-    }
-
-    #[test]
-    fn all_unmapped_fails_when_what_the_frontend_holds_was_not_read() {
-        let rec = |held| SessionRecord { offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], live_at_end: held, ..SessionRecord::default() };
-        let check = |r: &SessionRecord| judge(r).into_iter().find(|c| c.check == "all-unmapped").expect("an all-unmapped check");
-        assert!(check(&rec(HeldAtEnd::Read(0))).passed);
-        assert!(!check(&rec(HeldAtEnd::Read(1))).passed);
-        let unread = check(&rec(HeldAtEnd::Unread("QEMU's /proc: permission denied".into())));
-        assert!(!unread.passed && unread.facts["left"] == "unknown" && unread.evidence.contains("permission denied"), "{unread:?}");
-        // A record nobody filled in is no evidence either.
-        assert!(!check(&SessionRecord { live_at_end: HeldAtEnd::default(), ..rec(HeldAtEnd::Read(0)) }).passed);
-    }
-
-    #[test]
-    fn no_request_to_check_is_no_pass() {
-        let rec = SessionRecord { offered: Some((0, 1 << SHMEM_BIT)), regions: vec![1 << 32], live_at_end: HeldAtEnd::Read(0), ..SessionRecord::default() };
-        let checks = judge(&rec);
-        let find = |name: &str| checks.iter().find(|c| c.check == name).unwrap_or_else(|| panic!("a {name} check: {checks:?}"));
-        let c = find("map-valid");
-        assert!(!c.passed && c.facts["problem"] == "none sent" && c.evidence.contains("nothing to check"), "{c:?}");
-        // No unmap, nothing accepted to look for in a table: neither judged, so neither passes.
-        let relayed = judge(&SessionRecord { wire_lags: Some(Vec::new()), ..rec });
-        assert!(!relayed.iter().any(|c| c.check == "unmap-valid" || c.check == "reaches-memory-table"), "{relayed:?}");
-    }
-}
+mod tests;

@@ -28,7 +28,13 @@ impl Divergence {
     /// every fact but the volatile ones (context included, so shrinking
     /// never lands on another bug, a listed one say).
     pub fn key(&self) -> String {
-        let facts: Vec<String> = self.check.facts.iter().filter(|(k, _)| !VOLATILE.contains(&k.as_str())).map(|(k, v)| format!("{k}={v:?}")).collect();
+        let facts: Vec<String> = self
+            .check
+            .facts
+            .iter()
+            .filter(|(k, _)| !VOLATILE.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
         format!("{} {}", self.kind, facts.join(" "))
     }
 }
@@ -62,7 +68,11 @@ pub(super) fn context_facts(op: &Op, said: &str, cx: &Context, concerned: &[usiz
 /// of operation, and every context fact of its signature as listed.
 pub(super) fn exercises(entry: &KnownDefect, op: &Op, context: &Facts) -> bool {
     let kind_ok = entry.check == FRONTEND_SURVIVES || entry.check.split('/').next() == Some(op.kind());
-    kind_ok && CONTEXT_KEYS.iter().filter_map(|k| Some((*k, entry.signature.get(*k)?))).all(|(k, v)| context.get(k).map_or(String::new(), Fact::to_string) == *v)
+    kind_ok
+        && CONTEXT_KEYS
+            .iter()
+            .filter_map(|k| Some((*k, entry.signature.get(*k)?)))
+            .all(|(k, v)| context.get(k).map_or(String::new(), Fact::to_string) == *v)
 }
 
 /// How many times an entry must be exercised without showing before it is
@@ -112,7 +122,6 @@ impl Context {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     //! Fuzz entries are scoped: another operation, another file or another
@@ -123,7 +132,20 @@ mod tests {
 
     fn entry(check: &str, signature: &[(&str, &str)]) -> KnownDefect {
         let sig = signature.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        KnownDefect { id: "e".into(), scenario: "fuzz".into(), check: check.into(), qemu: vec![], frontend: vec![], accel: vec![], unmeasured: vec![], signature: sig, rate: None, stale_kinds: vec![], accel_specific: false, evidence: String::new() }
+        KnownDefect {
+            id: "e".into(),
+            scenario: "fuzz".into(),
+            check: check.into(),
+            qemu: vec![],
+            frontend: vec![],
+            accel: vec![],
+            unmeasured: vec![],
+            signature: sig,
+            rate: None,
+            stale_kinds: vec![],
+            accel_specific: false,
+            evidence: String::new(),
+        }
     }
 
     #[test]
@@ -142,7 +164,16 @@ mod tests {
     fn a_crash_entry_covers_only_its_operation_and_device_state() {
         let mut cx = Context::fresh();
         cx.started = false;
-        let map = Op::Map { shmid: 0, file: 0, fd_offset: 0, shm_offset: 0, len: 0x1000, rw: false, attach: AttachKind::File, flags: None };
+        let map = Op::Map {
+            shmid: 0,
+            file: 0,
+            fd_offset: 0,
+            shm_offset: 0,
+            len: 0x1000,
+            rw: false,
+            attach: AttachKind::File,
+            flags: None,
+        };
         let write = Op::HostWrite { file: 0, offset: 0, len: 8, seed: 1 };
         let e = entry(FRONTEND_SURVIVES, &[("exit", "signal 11 (SIGSEGV)"), ("device", "stopped"), ("op_kind", "map")]);
         let crash = |op: &Op, cx: &Context| {

@@ -22,16 +22,16 @@ pub use ops::{AttachKind, Op, Rng};
 pub use oracle::Targets;
 
 use super::boot::BootError;
-use shmem_judge::defects::KnownDefect;
 use super::error::RunError;
 use super::guest::GuestError;
+use super::scenario::Step;
 use super::steps::target::{StepError, Target};
+use crate::manager::LedgerEntry;
 use crate::manager::ManagerError;
 use divergence::{Context, context_facts, divergences, exercises, exercises_needed, known_id};
 use ops::{FILES, View, concerned_files, file_index, generate, resync, touched};
-use crate::manager::LedgerEntry;
-use super::scenario::Step;
 use oracle::{expect, fresh, run_one};
+use shmem_judge::defects::KnownDefect;
 use shrink::shrink;
 
 /// Why a fuzz run could not go on (a divergence is a finding, not this).
@@ -115,7 +115,15 @@ fn follow(cx: &mut Context, op: &Op, step: &Step, ledger: &[LedgerEntry]) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn play(ops: &[Op], s: &mut Target, o: &mut Target, known: &[KnownDefect], target: Option<&str>, from: usize, cx: &mut Context) -> Result<Replay, FuzzError> {
+fn play(
+    ops: &[Op],
+    s: &mut Target,
+    o: &mut Target,
+    known: &[KnownDefect],
+    target: Option<&str>,
+    from: usize,
+    cx: &mut Context,
+) -> Result<Replay, FuzzError> {
     let mut r = Replay::default();
     for (i, op) in ops.iter().enumerate() {
         let ledger = o.mgr.ledger().to_vec();
@@ -205,7 +213,17 @@ impl<'c> Session<'c> {
     fn new(cfg: &'c FuzzConfig, t: &mut Targets<'_>) -> Result<Self, FuzzError> {
         let (s, o) = fresh(t)?;
         let report = FuzzReport { fresh_starts: 1, ..FuzzReport::default() };
-        Ok(Session { cfg, rng: Rng::new(cfg.seed), report, states: HashSet::new(), s, o, history: Vec::new(), cx: Context::fresh(), dropped: Vec::new() })
+        Ok(Session {
+            cfg,
+            rng: Rng::new(cfg.seed),
+            report,
+            states: HashSet::new(),
+            s,
+            o,
+            history: Vec::new(),
+            cx: Context::fresh(),
+            dropped: Vec::new(),
+        })
     }
 
     /// Plays `ops` and adds what they exercised and showed to the report.
@@ -226,7 +244,10 @@ impl<'c> Session<'c> {
     fn next(&mut self, t: &mut Targets<'_>) -> Result<Option<Divergence>, FuzzError> {
         let before = self.o.mgr.ledger().to_vec();
         let regions = self.o.mgr.spec().regions.clone();
-        let op = generate(&mut self.rng, &View { regions: &regions, ledger: &before, dropped: &self.dropped, started: self.cx.started });
+        let op = generate(
+            &mut self.rng,
+            &View { regions: &regions, ledger: &before, dropped: &self.dropped, started: self.cx.started },
+        );
         if matches!(op, Op::Reset { .. }) && !before.is_empty() {
             self.dropped = before.clone();
         }
@@ -240,7 +261,8 @@ impl<'c> Session<'c> {
             r = self.play(std::slice::from_ref(&look))?;
             self.report.ops += 1;
         }
-        let mut shape: Vec<(u8, u64, u64, bool)> = self.o.mgr.ledger().iter().map(|e| (e.shmid, e.shm_offset, e.len, e.rw)).collect();
+        let mut shape: Vec<(u8, u64, u64, bool)> =
+            self.o.mgr.ledger().iter().map(|e| (e.shmid, e.shm_offset, e.len, e.rw)).collect();
         shape.sort_unstable();
         self.states.insert(format!("{}{shape:?}", self.cx.started));
         if !r.known.is_empty() && !r.died {
@@ -267,7 +289,11 @@ impl<'c> Session<'c> {
         self.cfg
             .known
             .iter()
-            .map(|e| NotSeen { id: e.id.clone(), exercised: self.report.exercised.get(&e.id).copied().unwrap_or(0), needed: exercises_needed(e) })
+            .map(|e| NotSeen {
+                id: e.id.clone(),
+                exercised: self.report.exercised.get(&e.id).copied().unwrap_or(0),
+                needed: exercises_needed(e),
+            })
             .filter(|n| n.exercised >= n.needed && !shown(&n.id))
             .collect()
     }
@@ -281,7 +307,13 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, FuzzErr
     while start.elapsed() < cfg.time && ses.report.ops < cfg.max_ops && !crate::vm::interrupted() {
         if let Some(d) = ses.next(t)? {
             if cfg.progress {
-                println!("fuzz: divergence at operation {} (the {}th since the last fresh start, which shrinking replays): {}; shrinking for at most {}s", ses.report.ops, ses.history.len(), d.key(), cfg.shrink_time.as_secs());
+                println!(
+                    "fuzz: divergence at operation {} (the {}th since the last fresh start, which shrinking replays): {}; shrinking for at most {}s",
+                    ses.report.ops,
+                    ses.history.len(),
+                    d.key(),
+                    cfg.shrink_time.as_secs()
+                );
             }
             let Session { mut report, states, s, o, history, .. } = ses;
             report.states = states.len();
@@ -292,7 +324,14 @@ pub fn fuzz(cfg: &FuzzConfig, t: &mut Targets<'_>) -> Result<FuzzReport, FuzzErr
         if cfg.progress && last_progress.elapsed() > Duration::from_secs(5) {
             last_progress = Instant::now();
             let left = cfg.time.saturating_sub(start.elapsed());
-            println!("fuzz: {} operations, {} distinct states, {} known divergences, {} fresh starts, {}s left", ses.report.ops, ses.states.len(), ses.report.known.values().sum::<u32>(), ses.report.fresh_starts, left.as_secs());
+            println!(
+                "fuzz: {} operations, {} distinct states, {} known divergences, {} fresh starts, {}s left",
+                ses.report.ops,
+                ses.states.len(),
+                ses.report.known.values().sum::<u32>(),
+                ses.report.fresh_starts,
+                left.as_secs()
+            );
         }
     }
     ses.report.not_seen = ses.not_seen();

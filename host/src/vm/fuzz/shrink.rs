@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::oracle::{create_files, expect, first_seed, fresh};
 use super::ops::{FILES, Op};
-use super::{Context, Divergence, FuzzConfig, FuzzError, Found, Targets, play};
+use super::oracle::{create_files, expect, first_seed, fresh};
+use super::{Context, Divergence, Found, FuzzConfig, FuzzError, Targets, play};
 use crate::files::fnv1a64;
-use shmem_judge::check::facts_text;
 use crate::vm::scenario::{Scenario, Size, Step};
+use shmem_judge::check::facts_text;
 
 /// Whether `ops`, replayed on fresh targets, shows the divergence `key`.
 fn reproduces(t: &mut Targets<'_>, ops: &[Op], key: &str) -> Result<bool, FuzzError> {
@@ -22,7 +22,12 @@ fn reproduces(t: &mut Targets<'_>, ops: &[Op], key: &str) -> Result<bool, FuzzEr
 
 /// Delta debugging (ddmin): drops chunks of operations while the shorter
 /// sequence, replayed on fresh frontends, still shows the divergence.
-pub(super) fn shrink(cfg: &FuzzConfig, t: &mut Targets<'_>, history: Vec<Op>, d: Divergence) -> Result<Found, FuzzError> {
+pub(super) fn shrink(
+    cfg: &FuzzConfig,
+    t: &mut Targets<'_>,
+    history: Vec<Op>,
+    d: Divergence,
+) -> Result<Found, FuzzError> {
     let key = d.key();
     let original_len = history.len();
     let deadline = Instant::now() + cfg.shrink_time;
@@ -81,7 +86,14 @@ struct ScenarioOut {
 /// Writes `found-HASH.toml`: the files, then each operation as a step with
 /// the oracle's expectation. It fails where the subject diverged and passes
 /// on the correct model.
-fn write_scenario(cfg: &FuzzConfig, t: &mut Targets<'_>, ops: &[Op], d: &Divergence, original_len: usize, minimal: bool) -> Result<PathBuf, FuzzError> {
+fn write_scenario(
+    cfg: &FuzzConfig,
+    t: &mut Targets<'_>,
+    ops: &[Op],
+    d: &Divergence,
+    original_len: usize,
+    minimal: bool,
+) -> Result<PathBuf, FuzzError> {
     let mut oracle = (t.oracle)()?;
     let mut steps = Vec::new();
     create_files(&mut oracle)?;
@@ -103,12 +115,13 @@ fn write_scenario(cfg: &FuzzConfig, t: &mut Targets<'_>, ops: &[Op], d: &Diverge
         d.kind,
         facts_text(&facts)
     );
-    let text = toml::to_string(&ScenarioOut { description, own_boot: true, step: steps }).map_err(|e| FuzzError::Write(e.to_string()))?;
+    let text = toml::to_string(&ScenarioOut { description, own_boot: true, step: steps })
+        .map_err(|e| FuzzError::Write(e.to_string()))?;
     let name = format!("found-{:08x}", fnv1a64(text.as_bytes()) as u32);
-    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| FuzzError::Write(format!("create {}: {e}", cfg.out_dir.display())))?;
+    std::fs::create_dir_all(&cfg.out_dir)
+        .map_err(|e| FuzzError::Write(format!("create {}: {e}", cfg.out_dir.display())))?;
     let path = cfg.out_dir.join(format!("{name}.toml"));
     Scenario::parse(&path, &text).map_err(|e| FuzzError::Write(format!("the written scenario does not load: {e}")))?;
     std::fs::write(&path, text).map_err(|e| FuzzError::Write(format!("write {}: {e}", path.display())))?;
     Ok(path)
 }
-

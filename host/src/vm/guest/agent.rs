@@ -40,7 +40,9 @@ impl Refusal<'_> {
     pub fn into_error(self, cmd: &str) -> GuestError {
         match self {
             Refusal::Err(text) => GuestError::AgentRefused { cmd: cmd.to_string(), text: text.to_string() },
-            Refusal::Garbled(line) => GuestError::BadAnswer { what: format!("agent answered `{cmd}` with"), text: line.to_string() },
+            Refusal::Garbled(line) => {
+                GuestError::BadAnswer { what: format!("agent answered `{cmd}` with"), text: line.to_string() }
+            }
         }
     }
 }
@@ -63,7 +65,10 @@ impl ReadyLine<'_> {
                 _ => None,
             }
         };
-        list.split(',').filter(|r| !r.is_empty()).map(|r| window(r).ok_or_else(|| self.bad("has no readable regions"))).collect()
+        list.split(',')
+            .filter(|r| !r.is_empty())
+            .map(|r| window(r).ok_or_else(|| self.bad("has no readable regions")))
+            .collect()
     }
 
     /// Whether the agent found the test device at all.

@@ -18,7 +18,13 @@ pub struct GuestClock {
 
 impl fmt::Display for GuestClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "guest TSC at {:.1} MHz, calibrated against the host over {:?} (±{:.3} %)", self.hz / 1e6, self.window, self.uncertainty * 100.0)
+        write!(
+            f,
+            "guest TSC at {:.1} MHz, calibrated against the host over {:?} (±{:.3} %)",
+            self.hz / 1e6,
+            self.window,
+            self.uncertainty * 100.0
+        )
     }
 }
 
@@ -42,13 +48,23 @@ fn reading(read_tsc: &mut dyn FnMut() -> Result<u64, GuestError>) -> Result<(Ins
 
 /// Calibrates the guest's TSC against the host's clock: two readings
 /// `window` apart (the longer, the smaller the uncertainty the round trips leave).
-pub fn calibrate(read_tsc: &mut dyn FnMut() -> Result<u64, GuestError>, window: Duration) -> Result<GuestClock, GuestError> {
+pub fn calibrate(
+    read_tsc: &mut dyn FnMut() -> Result<u64, GuestError>,
+    window: Duration,
+) -> Result<GuestClock, GuestError> {
     let (t0, c0, rtt0) = reading(read_tsc)?;
     std::thread::sleep(window);
     let (t1, c1, rtt1) = reading(read_tsc)?;
     let window = t1 - t0;
-    let ticks = c1.checked_sub(c0).filter(|&t| t > 0).ok_or_else(|| GuestError::BadAnswer { what: "the guest TSC did not advance".into(), text: format!("{c0} then {c1}") })?;
-    Ok(GuestClock { hz: ticks as f64 / window.as_secs_f64(), uncertainty: (rtt0 + rtt1).as_secs_f64() / 2.0 / window.as_secs_f64(), window })
+    let ticks = c1.checked_sub(c0).filter(|&t| t > 0).ok_or_else(|| GuestError::BadAnswer {
+        what: "the guest TSC did not advance".into(),
+        text: format!("{c0} then {c1}"),
+    })?;
+    Ok(GuestClock {
+        hz: ticks as f64 / window.as_secs_f64(),
+        uncertainty: (rtt0 + rtt1).as_secs_f64() / 2.0 / window.as_secs_f64(),
+        window,
+    })
 }
 
 /// One bandwidth measurement: `rounds` alternating timed copy runs of

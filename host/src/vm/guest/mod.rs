@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use super::qemu::QemuError;
 use super::scenario::Fault;
-use shmem_judge::check::{CheckResult, FRONTEND_SURVIVES, said_fact};
-use shmem_judge::outcome::ErrorKind;
 use crate::backend::FileId;
 use crate::files::{HostMapping, fnv1a64};
+use shmem_judge::check::{CheckResult, FRONTEND_SURVIVES, said_fact};
+use shmem_judge::outcome::ErrorKind;
 
 pub use clock::{CopyRounds, GuestClock};
 pub use model_guest::ModelGuest;
@@ -115,7 +115,9 @@ impl Observed {
 
     pub fn describe(&self) -> String {
         match self {
-            Observed::Bytes { digest, zero, head } => format!("digest {digest:016x}{} first bytes {head}", if *zero { " (all zero)" } else { "" }),
+            Observed::Bytes { digest, zero, head } => {
+                format!("digest {digest:016x}{} first bytes {head}", if *zero { " (all zero)" } else { "" })
+            }
             Observed::Inaccessible => "inaccessible".into(),
         }
     }
@@ -133,7 +135,10 @@ pub struct Death {
 impl Death {
     /// `frontend-survives`, failed: how the frontend died and at which step.
     pub fn check(&self, step: &str) -> CheckResult {
-        CheckResult::new(FRONTEND_SURVIVES, false, format!("died at step {step:?}: {self}")).with("exit", &self.exit).with("step", step).with("said", said_fact(&self.said))
+        CheckResult::new(FRONTEND_SURVIVES, false, format!("died at step {step:?}: {self}"))
+            .with("exit", &self.exit)
+            .with("step", step)
+            .with("said", said_fact(&self.said))
     }
 }
 
@@ -171,7 +176,10 @@ pub type RegionWindow = (u8, u64, u64);
 /// The guest-physical address of region `shmid`, given the BAR's address
 /// and the regions as the guest found them.
 fn region_addr_in(bar: u64, layout: &[RegionWindow], shmid: u8) -> Result<u64, GuestError> {
-    let (_, offset, _) = layout.iter().find(|r| r.0 == shmid).ok_or_else(|| GuestError::BadRequest(format!("the guest found no region shmid {shmid}")))?;
+    let (_, offset, _) = layout
+        .iter()
+        .find(|r| r.0 == shmid)
+        .ok_or_else(|| GuestError::BadRequest(format!("the guest found no region shmid {shmid}")))?;
     Ok(bar + offset)
 }
 

@@ -47,7 +47,9 @@ impl Guest for ModelGuest {
 
     fn fill(&mut self, shmid: u8, offset: u64, len: u64, seed: u8) -> Result<(), GuestError> {
         if len > GUEST_LOOK_CAP {
-            return Err(GuestError::BadRequest(format!("a guest write of {len:#x} bytes; at most {GUEST_LOOK_CAP:#x}")));
+            return Err(GuestError::BadRequest(format!(
+                "a guest write of {len:#x} bytes; at most {GUEST_LOOK_CAP:#x}"
+            )));
         }
         self.model.sync(SYNC).map_err(GuestError::model("applying what it acked"))?;
         let data: Vec<u8> = (0..len).map(|i| pattern_byte(seed, i)).collect();
@@ -123,7 +125,12 @@ impl Guest for ModelGuest {
     }
 
     /// The model's guest side needs no doorbell: it reads the region at once.
-    fn probe_start(&mut self, _host: HostMapping, _doorbell: (u8, u64), target: (u8, u64)) -> Result<String, GuestError> {
+    fn probe_start(
+        &mut self,
+        _host: HostMapping,
+        _doorbell: (u8, u64),
+        target: (u8, u64),
+    ) -> Result<String, GuestError> {
         self.probe_target = Some(target);
         Ok("the model reads in the ringing thread, right after the ack".into())
     }

@@ -99,7 +99,9 @@ impl QemuGuest {
         let clock = clock::calibrate(
             &mut || {
                 let text = self.command("tsc")?;
-                agent::field(&text, "tsc").and_then(|v| v.parse().ok()).ok_or(GuestError::BadAnswer { what: "bad tsc reply".into(), text })
+                agent::field(&text, "tsc")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or(GuestError::BadAnswer { what: "bad tsc reply".into(), text })
             },
             window,
         )?;
@@ -122,7 +124,10 @@ impl QemuGuest {
             if spins.is_multiple_of(256) {
                 let waited = start.elapsed();
                 if waited > RING_TIMEOUT {
-                    return Err(GuestError::Timeout { what: format!("the guest did not answer ring {seq}"), after: RING_TIMEOUT });
+                    return Err(GuestError::Timeout {
+                        what: format!("the guest did not answer ring {seq}"),
+                        after: RING_TIMEOUT,
+                    });
                 }
                 if waited > RING_SPIN {
                     std::thread::sleep(RING_POLL);
@@ -145,8 +150,13 @@ impl Guest for QemuGuest {
         }
         let text = self.command(&format!("digest {shmid} {offset:#x} {len:#x}"))?;
         let digest = text.split_whitespace().next().and_then(|d| u64::from_str_radix(d, 16).ok());
-        let digest = digest.ok_or_else(|| GuestError::BadAnswer { what: "bad digest reply".into(), text: text.clone() })?;
-        Ok(Observed::Bytes { digest, zero: agent::field(&text, "zero") == Some("true"), head: agent::field(&text, "head").unwrap_or("").to_string() })
+        let digest =
+            digest.ok_or_else(|| GuestError::BadAnswer { what: "bad digest reply".into(), text: text.clone() })?;
+        Ok(Observed::Bytes {
+            digest,
+            zero: agent::field(&text, "zero") == Some("true"),
+            head: agent::field(&text, "head").unwrap_or("").to_string(),
+        })
     }
 
     fn fill(&mut self, shmid: u8, offset: u64, len: u64, seed: u8) -> Result<(), GuestError> {
@@ -160,7 +170,10 @@ impl Guest for QemuGuest {
         }
         match self.command("init")?.as_str() {
             "status=0xf" => Ok(()),
-            other => Err(GuestError::BadAnswer { what: "device status after init is not 0xf".into(), text: other.to_string() }),
+            other => Err(GuestError::BadAnswer {
+                what: "device status after init is not 0xf".into(),
+                text: other.to_string(),
+            }),
         }
     }
 
@@ -185,8 +198,10 @@ impl Guest for QemuGuest {
     /// What QEMU holds of `file`, in every process of its tree (a wrapper
     /// that does not `exec` holds nothing of it; the QEMU under it does).
     fn holds(&self, file: FileId) -> Result<Vec<String>, GuestError> {
-        let pid = self.qemu.pid().ok_or_else(|| QemuError::NotRunning { during: "looking at what QEMU holds".into() })?;
-        let found = crate::spawn::holding(pid, (file.dev, file.ino)).map_err(|source| QemuError::Io { what: format!("what QEMU's processes (from {pid}) hold"), source })?;
+        let pid =
+            self.qemu.pid().ok_or_else(|| QemuError::NotRunning { during: "looking at what QEMU holds".into() })?;
+        let found = crate::spawn::holding(pid, (file.dev, file.ino))
+            .map_err(|source| QemuError::Io { what: format!("what QEMU's processes (from {pid}) hold"), source })?;
         Ok(found)
     }
 
@@ -199,13 +214,18 @@ impl Guest for QemuGuest {
     fn log_text(&self) -> String {
         let console = std::fs::read_to_string(&self.qemu.console_log).unwrap_or_default();
         let tail: Vec<&str> = console.lines().rev().take(10).collect();
-        format!("qemu stderr:\n{}\nguest console:\n{}", self.qemu.stderr_tail(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+        format!(
+            "qemu stderr:\n{}\nguest console:\n{}",
+            self.qemu.stderr_tail(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     }
 
     fn bandwidth(&mut self, shmid: u8, len: u64, iterations: u32, rounds: u32) -> Result<CopyRounds, GuestError> {
         let clock = self.clock()?;
         let text = self.command(&format!("bw {shmid} {len:#x} {iterations} {rounds}"))?;
-        let ticks = |k: &str| -> Option<Vec<u64>> { agent::field(&text, k)?.split(',').map(|t| t.parse().ok()).collect() };
+        let ticks =
+            |k: &str| -> Option<Vec<u64>> { agent::field(&text, k)?.split(',').map(|t| t.parse().ok()).collect() };
         let bad = || GuestError::BadAnswer { what: "bad bandwidth reply".into(), text: text.clone() };
         let bytes = agent::field(&text, "bytes").and_then(|b| b.parse().ok()).ok_or_else(bad)?;
         let (shm_ticks, ram_ticks) = ticks("shm_ticks").zip(ticks("ram_ticks")).ok_or_else(bad)?;
@@ -254,12 +274,25 @@ impl Guest for QemuGuest {
         host.write64(doorbell::RING, 1);
         self.seq += 1;
         let id = self.seq.to_string();
-        self.qemu.send_line(&format!("{id} probe {} {:#x} {} {:#x} {}", doorbell.0, doorbell.1, target.0, target.1, PROBE_IDLE.as_millis()))?;
+        self.qemu.send_line(&format!(
+            "{id} probe {} {:#x} {} {:#x} {}",
+            doorbell.0,
+            doorbell.1,
+            target.0,
+            target.1,
+            PROBE_IDLE.as_millis()
+        ))?;
         let deadline = Instant::now() + PROBE_START_TIMEOUT;
         while host.read64(doorbell::DONE) != 1 {
             if Instant::now() > deadline {
-                let said = self.qemu.read_line(Instant::now() + Duration::from_secs(6), "reading why the probe did not start").unwrap_or_default();
-                return Err(GuestError::Timeout { what: format!("the guest probe did not start (the agent said {said:?})"), after: PROBE_START_TIMEOUT });
+                let said = self
+                    .qemu
+                    .read_line(Instant::now() + Duration::from_secs(6), "reading why the probe did not start")
+                    .unwrap_or_default();
+                return Err(GuestError::Timeout {
+                    what: format!("the guest probe did not start (the agent said {said:?})"),
+                    after: PROBE_START_TIMEOUT,
+                });
             }
             self.qemu.check_running("starting the guest probe")?;
             std::thread::sleep(Duration::from_millis(1));
@@ -270,7 +303,11 @@ impl Guest for QemuGuest {
     }
 
     fn probe_ring(&mut self, mode: RingMode) -> Result<ProbeReads, GuestError> {
-        let hz = self.clock.as_ref().map(|c| c.hz).ok_or_else(|| GuestError::BadRequest("the guest clock is not calibrated".into()))?;
+        let hz = self
+            .clock
+            .as_ref()
+            .map(|c| c.hz)
+            .ok_or_else(|| GuestError::BadRequest("the guest clock is not calibrated".into()))?;
         let p = self.probe.as_mut().ok_or_else(|| GuestError::BadRequest("no probe under way".into()))?;
         p.seq += 1;
         let (m, marker) = match mode {

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use shmem_judge::parse::{LoadError, parse_toml};
 
 use super::step::{Step, step_labels};
-use super::{BackendMode, MAX_ACK_DELAY_MS, MAX_BUFFERS, MAX_CHURN, MAX_FRAMES, MediaScenario, Scenario, SuiteDevice, SuiteFile, one, yes};
+use super::{
+    BackendMode, MAX_ACK_DELAY_MS, MAX_BUFFERS, MAX_CHURN, MAX_FRAMES, MediaScenario, Scenario, SuiteDevice, SuiteFile,
+    one, yes,
+};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -48,20 +51,28 @@ struct ScenarioFile {
 }
 
 /// Checks the runner adds to every scenario or boot; a step may not take their names.
-pub const RESERVED_CHECKS: [&str; 6] = ["frontend-survives", "clean-shutdown", "layout-matches-spec", "no-leaks", "shared-boot", "boot-refused-cleanly"];
+pub const RESERVED_CHECKS: [&str; 6] =
+    ["frontend-survives", "clean-shutdown", "layout-matches-spec", "no-leaks", "shared-boot", "boot-refused-cleanly"];
 
 /// The line where `key = ...` (or the table `[key]`) is first written, 0 if nowhere.
 fn key_line(text: &str, key: &str) -> usize {
-    let is_key = |l: &str| l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')) || l == format!("[{key}]");
+    let is_key =
+        |l: &str| l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')) || l == format!("[{key}]");
     text.lines().position(|l| is_key(l.trim())).map_or(0, |i| i + 1)
 }
 
 /// What the file's own keys allow together; an error names the key's line.
 fn check_file_keys(path: &Path, text: &str, f: &ScenarioFile) -> Result<(), LoadError> {
-    let at = |key: &str, message: String| LoadError { path: path.to_path_buf(), line: key_line(text, key), col: 1, message };
+    let at =
+        |key: &str, message: String| LoadError { path: path.to_path_buf(), line: key_line(text, key), col: 1, message };
     if f.step.iter().any(|s| matches!(s, Step::Inject { .. })) && !(f.own_boot && f.qemu_only) {
         let line = text.lines().position(|l| l.trim().replace(' ', "") == "do=\"inject\"").map_or(0, |i| i + 1);
-        return Err(LoadError { path: path.to_path_buf(), line, col: 1, message: "`inject` needs `own_boot = true` and `qemu_only = true`".into() });
+        return Err(LoadError {
+            path: path.to_path_buf(),
+            line,
+            col: 1,
+            message: "`inject` needs `own_boot = true` and `qemu_only = true`".into(),
+        });
     }
     if f.smp != 1 && !f.own_boot {
         return Err(at("smp", "`smp` needs `own_boot = true`: one boot runs every shared scenario".into()));
@@ -70,7 +81,10 @@ fn check_file_keys(path: &Path, text: &str, f: &ScenarioFile) -> Result<(), Load
         return Err(at("smp", format!("`smp = {}`: the guest kernel takes 1 to 4 vCPUs", f.smp)));
     }
     if f.boot_refusal_ok && !f.own_boot {
-        return Err(at("boot_refusal_ok", "`boot_refusal_ok` needs `own_boot = true`: a refused boot runs nothing else".into()));
+        return Err(at(
+            "boot_refusal_ok",
+            "`boot_refusal_ok` needs `own_boot = true`: a refused boot runs nothing else".into(),
+        ));
     }
     if f.device.is_some() && !f.own_boot {
         return Err(at("device", "`device` needs `own_boot = true`: one boot runs every shared scenario".into()));
@@ -82,20 +96,50 @@ fn check_file_keys(path: &Path, text: &str, f: &ScenarioFile) -> Result<(), Load
 /// device of the appliance's own backend. An error names the key at fault.
 fn check_media_keys(f: &ScenarioFile) -> Result<(), (&'static str, &'static str)> {
     match &f.media {
-        None if f.step.is_empty() => Err(("description", "no `[[step]]`: a scenario needs steps, or a `[media]` table")),
+        None if f.step.is_empty() => {
+            Err(("description", "no `[[step]]`: a scenario needs steps, or a `[media]` table"))
+        }
         None => Ok(()),
         Some(_) if !f.own_boot => Err(("media", "`[media]` needs `own_boot = true`: it boots a device of its own")),
         Some(_) if !f.step.is_empty() => Err(("media", "`[media]` runs a session of its own: no `[[step]]` with it")),
-        Some(_) if f.device.is_some() || f.qemu_only || f.boot_refusal_ok => Err(("media", "`[media]` takes no `device`, `qemu_only` or `boot_refusal_ok`")),
-        Some(m) if m.buffers == 0 || m.buffers > MAX_BUFFERS => Err(("media", "`buffers` is 1 to 32 (what a V4L2 queue holds)")),
-        Some(m) if m.frames == 0 || m.frames > MAX_FRAMES => Err(("media", "`frames` is 1 to 1000")),
-        Some(m) if m.churn.is_some_and(|n| n == 0 || n > MAX_CHURN) => Err(("media", "`churn` is a number of MMAP/MUNMAP cycles, 1 to 100000")),
-        Some(m) if [m.churn.is_some(), m.refuse_map.is_some(), m.ack_delay_ms.is_some(), m.reset_mid_stream, m.close_channel].iter().filter(|x| **x).count() > 1 => {
-            Err(("media", "`churn`, `refuse_map`, `ack_delay_ms`, `reset_mid_stream` and `close_channel` are sessions of their own: one at most"))
+        Some(_) if f.device.is_some() || f.qemu_only || f.boot_refusal_ok => {
+            Err(("media", "`[media]` takes no `device`, `qemu_only` or `boot_refusal_ok`"))
         }
-        Some(m) if (m.reset_mid_stream || m.close_channel) && (m.frames < 2 || m.buffers < 2) => Err(("media", "`reset_mid_stream` and `close_channel` act after the first frame and hold a buffer back: 2 frames and 2 buffers at least")),
-        Some(m) if m.refuse_map.is_some_and(|k| k == 0 || k > m.buffers as usize) => Err(("media", "`refuse_map` is the k-th SHMEM_MAP, 1 to the number of buffers")),
-        Some(m) if m.ack_delay_ms.is_some_and(|d| d == 0 || d > MAX_ACK_DELAY_MS) => Err(("media", "`ack_delay_ms` is 1 to 2000")),
+        Some(m) if m.buffers == 0 || m.buffers > MAX_BUFFERS => {
+            Err(("media", "`buffers` is 1 to 32 (what a V4L2 queue holds)"))
+        }
+        Some(m) if m.frames == 0 || m.frames > MAX_FRAMES => Err(("media", "`frames` is 1 to 1000")),
+        Some(m) if m.churn.is_some_and(|n| n == 0 || n > MAX_CHURN) => {
+            Err(("media", "`churn` is a number of MMAP/MUNMAP cycles, 1 to 100000"))
+        }
+        Some(m)
+            if [
+                m.churn.is_some(),
+                m.refuse_map.is_some(),
+                m.ack_delay_ms.is_some(),
+                m.reset_mid_stream,
+                m.close_channel,
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count()
+                > 1 =>
+        {
+            Err((
+                "media",
+                "`churn`, `refuse_map`, `ack_delay_ms`, `reset_mid_stream` and `close_channel` are sessions of their own: one at most",
+            ))
+        }
+        Some(m) if (m.reset_mid_stream || m.close_channel) && (m.frames < 2 || m.buffers < 2) => Err((
+            "media",
+            "`reset_mid_stream` and `close_channel` act after the first frame and hold a buffer back: 2 frames and 2 buffers at least",
+        )),
+        Some(m) if m.refuse_map.is_some_and(|k| k == 0 || k > m.buffers as usize) => {
+            Err(("media", "`refuse_map` is the k-th SHMEM_MAP, 1 to the number of buffers"))
+        }
+        Some(m) if m.ack_delay_ms.is_some_and(|d| d == 0 || d > MAX_ACK_DELAY_MS) => {
+            Err(("media", "`ack_delay_ms` is 1 to 2000"))
+        }
         Some(_) => Ok(()),
     }
 }
@@ -127,7 +171,8 @@ fn check_names(path: &Path, steps: &[Step], lines: &[usize]) -> Result<(), LoadE
 /// The line of each of the first `n` `[[step]]` headers of `text` (0 for
 /// steps written another way).
 fn step_lines(text: &str, n: usize) -> Vec<usize> {
-    let mut lines: Vec<usize> = text.lines().enumerate().filter(|(_, l)| l.trim() == "[[step]]").map(|(i, _)| i + 1).collect();
+    let mut lines: Vec<usize> =
+        text.lines().enumerate().filter(|(_, l)| l.trim() == "[[step]]").map(|(i, _)| i + 1).collect();
     lines.resize(n, 0);
     lines
 }

@@ -121,7 +121,8 @@ pub enum MediaBuild {
 }
 
 impl MediaBuild {
-    pub const ALL: [MediaBuild; 4] = [MediaBuild::Published, MediaBuild::PageRounded, MediaBuild::FakeWrongFrames, MediaBuild::FakeHideRefusal];
+    pub const ALL: [MediaBuild; 4] =
+        [MediaBuild::Published, MediaBuild::PageRounded, MediaBuild::FakeWrongFrames, MediaBuild::FakeHideRefusal];
 
     /// As written in a scenario file and on a worker's command line.
     pub fn name(self) -> &'static str {
@@ -216,7 +217,11 @@ pub struct Window(pub u8, pub u64, pub u64);
 impl<'de> Deserialize<'de> for Window {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        let bad = |why: &str| serde::de::Error::custom(format!("window {text:?}: {why}; write SHMID@OFFSET+LEN, e.g. \"2@0xc0000+0x40000\""));
+        let bad = |why: &str| {
+            serde::de::Error::custom(format!(
+                "window {text:?}: {why}; write SHMID@OFFSET+LEN, e.g. \"2@0xc0000+0x40000\""
+            ))
+        };
         let (id, rest) = text.split_once('@').ok_or_else(|| bad("no `@`"))?;
         let (off, len) = rest.split_once('+').ok_or_else(|| bad("no `+`"))?;
         let id = id.trim().parse().map_err(|_| bad("shmid is not a number below 256"))?;

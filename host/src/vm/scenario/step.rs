@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Size, is_false, one_u32, yes};
 
-
 /// One step of a scenario. `check` names a verdict-bearing step; the
 /// known-defects list refers to it.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -195,7 +194,9 @@ impl Step {
         match self {
             Step::Map { check: Some(c), .. } | Step::Unmap { check: Some(c), .. } => Some(c.clone()),
             Step::Map { shmid, shm_offset, len, .. } => Some(format!("map {shmid}:{:#x}+{:#x}", shm_offset.0, len.0)),
-            Step::Unmap { shmid, shm_offset, len, .. } => Some(format!("unmap {shmid}:{:#x}+{:#x}", shm_offset.0, len.0)),
+            Step::Unmap { shmid, shm_offset, len, .. } => {
+                Some(format!("unmap {shmid}:{:#x}+{:#x}", shm_offset.0, len.0))
+            }
             _ => None,
         }
     }
@@ -228,7 +229,8 @@ impl Step {
                 v
             }
             Step::ProbeReplyBeforeCommit { check, rw, writes, .. } => {
-                let mut v: Vec<String> = ["map", "unmap", "unmap-effect", "no-deadlock"].iter().map(|d| format!("{check}/{d}")).collect();
+                let mut v: Vec<String> =
+                    ["map", "unmap", "unmap-effect", "no-deadlock"].iter().map(|d| format!("{check}/{d}")).collect();
                 if *rw && *writes {
                     v.push(format!("{check}/write"));
                 }

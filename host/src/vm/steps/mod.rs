@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use shmem_judge::check::{CheckResult, FRONTEND_SURVIVES};
 
-use target::{StepError, Target};
 use super::error::RunError;
 use super::qemu::DEATH_GRACE;
 use super::scenario::{Scenario, Step};
+use target::{StepError, Target};
 
 /// Runs the scenario's steps. A frontend that dies is recorded as the
 /// failed check `frontend-survives` (with the step that killed it) and ends
@@ -38,7 +38,11 @@ pub fn run_steps(scn: &Scenario, t: &mut Target) -> Result<Vec<CheckResult>, Run
         // After a deadlock the backend channel is unusable (a late ack would
         // be taken for the next request's): no later step could say anything.
         if checks.iter().any(|c| !c.passed && c.facts.contains_key("deadlock")) {
-            ended = format!("the {} lived until a deadlock at step {} ({label:?}) ended the scenario", t.guest.kind(), n + 1);
+            ended = format!(
+                "the {} lived until a deadlock at step {} ({label:?}) ended the scenario",
+                t.guest.kind(),
+                n + 1
+            );
             break;
         }
     }
@@ -49,7 +53,13 @@ pub fn run_steps(scn: &Scenario, t: &mut Target) -> Result<Vec<CheckResult>, Run
 }
 
 /// Carries out one step: the function of its kind.
-fn run_step(scn: &Scenario, label: &str, step: &Step, t: &mut Target, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+fn run_step(
+    scn: &Scenario,
+    label: &str,
+    step: &Step,
+    t: &mut Target,
+    checks: &mut Vec<CheckResult>,
+) -> Result<(), StepError> {
     let file = |name: &str| Target::file_name(scn, name);
     match step {
         Step::File { name, size } => setup::file(t, &file(name), size.0),
@@ -60,14 +70,26 @@ fn run_step(scn: &Scenario, label: &str, step: &Step, t: &mut Target, checks: &m
         Step::Inject { fault } => setup::inject(t, *fault),
         Step::Map { .. } => requests::map(t, &file, label, step, checks),
         Step::Unmap { .. } => requests::unmap(t, label, step, checks),
-        Step::MapMany { check, shmid, file: f, count, len, expect_accepted } => requests::map_many(t, check, (*shmid, &file(f)), (*count, len.0, *expect_accepted), checks),
-        Step::ExpectGuest { check, shmid, offset, len, seed } => looks::expect_guest(t, check, (*shmid, offset.0, len.0), *seed, checks),
-        Step::ExpectGuestNot { check, shmid, offset, len, file: f, fd_offset } => looks::expect_guest_not(t, check, (*shmid, offset.0, len.0), &file(f), fd_offset.0, checks),
-        Step::ExpectFile { check, file: f, offset, len, seed } => looks::expect_file(t, check, &file(f), (offset.0, len.0), *seed, checks),
+        Step::MapMany { check, shmid, file: f, count, len, expect_accepted } => {
+            requests::map_many(t, check, (*shmid, &file(f)), (*count, len.0, *expect_accepted), checks)
+        }
+        Step::ExpectGuest { check, shmid, offset, len, seed } => {
+            looks::expect_guest(t, check, (*shmid, offset.0, len.0), *seed, checks)
+        }
+        Step::ExpectGuestNot { check, shmid, offset, len, file: f, fd_offset } => {
+            looks::expect_guest_not(t, check, (*shmid, offset.0, len.0), &file(f), fd_offset.0, checks)
+        }
+        Step::ExpectFile { check, file: f, offset, len, seed } => {
+            looks::expect_file(t, check, &file(f), (offset.0, len.0), *seed, checks)
+        }
         Step::ExpectAlive { check } => looks::expect_alive(t, check, checks),
-        Step::ExpectDigest { check, shmid, file: f, offset, len, digest } => looks::expect_digest(t, check, (*shmid, f.as_deref().map(file)), (offset.0, len.0), digest, checks),
+        Step::ExpectDigest { check, shmid, file: f, offset, len, digest } => {
+            looks::expect_digest(t, check, (*shmid, f.as_deref().map(file)), (offset.0, len.0), digest, checks)
+        }
         Step::ExpectReleased { check, file: f } => looks::expect_released(t, check, &file(f), f, checks),
-        Step::ExpectMemTable { check, shmid, shm_offset, len, file: f, present } => looks::expect_mem_table(t, check, (*shmid, shm_offset.0, len.0), (&file(f), f), *present, checks),
+        Step::ExpectMemTable { check, shmid, shm_offset, len, file: f, present } => {
+            looks::expect_mem_table(t, check, (*shmid, shm_offset.0, len.0), (&file(f), f), *present, checks)
+        }
         Step::ExpectNoAnswer { check, .. } => looks::expect_no_answer(t, check, checks),
         Step::ProbeReplyBeforeCommit { .. } => probe::run(t, &scn.name, step, checks),
     }

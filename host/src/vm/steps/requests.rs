@@ -7,13 +7,20 @@ use std::time::Instant;
 use super::target::{MEM_TABLE_TIMEOUT, StepError, Target, table_holds};
 use crate::backend::MemTable;
 use crate::channel::{ShmemMsg, ShmemOp};
-use shmem_proto::MAP_RW;
 use crate::manager::{Attach, Outcome, Want};
-use shmem_judge::check::{CheckResult, said_fact};
 use crate::vm::scenario::Step;
+use shmem_judge::check::{CheckResult, said_fact};
+use shmem_proto::MAP_RW;
 
 /// The checks of one answered request: its ack, and what the frontend said.
-fn ack_checks(label: &str, kind: &str, o: &Outcome, (want, reason, stated): (u64, Option<&str>, bool), said: &str, checks: &mut Vec<CheckResult>) {
+fn ack_checks(
+    label: &str,
+    kind: &str,
+    o: &Outcome,
+    (want, reason, stated): (u64, Option<&str>, bool),
+    said: &str,
+    checks: &mut Vec<CheckResult>,
+) {
     let evidence = format!(
         "{} {}{}: ack {} (expected {want}) after {:.3} ms{}",
         o.op,
@@ -23,10 +30,19 @@ fn ack_checks(label: &str, kind: &str, o: &Outcome, (want, reason, stated): (u64
         o.reply.latency.as_secs_f64() * 1e3,
         o.surprise.as_ref().map(|s| format!("; {s}")).unwrap_or_default()
     );
-    checks.push(CheckResult::new(format!("{label}/ack"), o.reply.ack == want, evidence).with("ack", o.reply.ack).with("said", said_fact(said)));
+    checks.push(
+        CheckResult::new(format!("{label}/ack"), o.reply.ack == want, evidence)
+            .with("ack", o.reply.ack)
+            .with("said", said_fact(said)),
+    );
     let reason_check = match reason {
-        Some(reason) => Some((said.contains(reason), format!("{kind} said {said:?}; expected it to mention {reason:?}"))),
-        None if stated => Some((stated_reason(said).is_some(), format!("{kind} said {said:?}; expected it to state a reason, any reason (a line that is no warning)"))),
+        Some(reason) => {
+            Some((said.contains(reason), format!("{kind} said {said:?}; expected it to mention {reason:?}")))
+        }
+        None if stated => Some((
+            stated_reason(said).is_some(),
+            format!("{kind} said {said:?}; expected it to state a reason, any reason (a line that is no warning)"),
+        )),
         None => None,
     };
     if let Some((passed, evidence)) = reason_check {
@@ -42,7 +58,15 @@ fn stated_reason(said: &str) -> Option<&str> {
 }
 
 /// Sends one request, records its answer, and checks ack and reason.
-fn request(t: &mut Target, label: &str, op: ShmemOp, msg: ShmemMsg, how: Attach<'_>, (ack, reason, stated): (u64, Option<&str>, bool), checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+fn request(
+    t: &mut Target,
+    label: &str,
+    op: ShmemOp,
+    msg: ShmemMsg,
+    how: Attach<'_>,
+    (ack, reason, stated): (u64, Option<&str>, bool),
+    checks: &mut Vec<CheckResult>,
+) -> Result<(), StepError> {
     let mark = t.guest.log_mark();
     let want = if ack == 0 { Want::Accept } else { Want::Refuse };
     let o = t.mgr.send(op, msg, how, want)?;
@@ -54,12 +78,39 @@ fn request(t: &mut Target, label: &str, op: ShmemOp, msg: ShmemMsg, how: Attach<
 
 /// `map`: SHMEM_MAP, with the file, without an fd, or with the file
 /// re-opened read-only; `flags` override what `rw` implies.
-pub fn map(t: &mut Target, file: &dyn Fn(&str) -> String, label: &str, step: &Step, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
-    let Step::Map { shmid, file: f, fd_offset, shm_offset, len, rw, ack, attach, readonly_fd, flags, reason, stated, .. } = step else {
+pub fn map(
+    t: &mut Target,
+    file: &dyn Fn(&str) -> String,
+    label: &str,
+    step: &Step,
+    checks: &mut Vec<CheckResult>,
+) -> Result<(), StepError> {
+    let Step::Map {
+        shmid,
+        file: f,
+        fd_offset,
+        shm_offset,
+        len,
+        rw,
+        ack,
+        attach,
+        readonly_fd,
+        flags,
+        reason,
+        stated,
+        ..
+    } = step
+    else {
         return Err(StepError::BadInput(format!("not a map step: {}", step.kind())));
     };
     let name = file(f);
-    let msg = ShmemMsg { shmid: *shmid, fd_offset: fd_offset.0, shm_offset: shm_offset.0, len: len.0, flags: flags.unwrap_or(if *rw { MAP_RW } else { 0 }) };
+    let msg = ShmemMsg {
+        shmid: *shmid,
+        fd_offset: fd_offset.0,
+        shm_offset: shm_offset.0,
+        len: len.0,
+        flags: flags.unwrap_or(if *rw { MAP_RW } else { 0 }),
+    };
     let how = match (attach, readonly_fd) {
         (false, _) => Attach::None,
         (true, false) => Attach::File(&name),
@@ -80,7 +131,13 @@ pub fn unmap(t: &mut Target, label: &str, step: &Step, checks: &mut Vec<CheckRes
 /// `map-many`: `count` read-only maps of `len` bytes side by side from
 /// offset 0; the first `expect_accepted` must be accepted, and every
 /// accepted one must reach the backend's memory table.
-pub fn map_many(t: &mut Target, check: &str, (shmid, name): (u8, &str), (count, len, expect_accepted): (u32, u64, u32), checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
+pub fn map_many(
+    t: &mut Target,
+    check: &str,
+    (shmid, name): (u8, &str),
+    (count, len, expect_accepted): (u32, u64, u32),
+    checks: &mut Vec<CheckResult>,
+) -> Result<(), StepError> {
     let id = t.mgr.file(name)?.id();
     let base = t.guest.region_addr(shmid)?;
     let mark = t.guest.log_mark();
@@ -103,16 +160,27 @@ pub fn map_many(t: &mut Target, check: &str, (shmid, name): (u8, &str), (count, 
     let in_table = |m: &MemTable, addr: u64| table_holds(m, addr, len, id);
     let all_there = |m: &MemTable| accepted.iter().all(|&a| in_table(m, a));
     t.recorder.wait_for(MEM_TABLE_TIMEOUT, |r| r.mem_tables.last().is_some_and(all_there));
-    let missing = t.recorder.lock().mem_tables.last().map_or(accepted.len(), |m| accepted.iter().filter(|&&a| !in_table(m, a)).count());
+    let missing = t
+        .recorder
+        .lock()
+        .mem_tables
+        .last()
+        .map_or(accepted.len(), |m| accepted.iter().filter(|&&a| !in_table(m, a)).count());
     let said = t.guest.log_since(mark);
     let refused = count as usize - accepted.len();
-    let early = refused_early.map(|i| format!("; map {i} was refused, but the first {expect_accepted} must be accepted")).unwrap_or_default();
+    let early = refused_early
+        .map(|i| format!("; map {i} was refused, but the first {expect_accepted} must be accepted"))
+        .unwrap_or_default();
     let evidence = format!(
         "{count} maps of {len:#x} bytes in {elapsed:?}: {} accepted, {refused} refused{early}; {missing} accepted mappings missing from the backend's memory table{}",
         accepted.len(),
         said.lines().next().map(|l| format!("; {} said: {l}", t.guest.kind())).unwrap_or_default()
     );
-    let mut c = CheckResult::new(check, missing == 0 && refused_early.is_none(), evidence).with("accepted", accepted.len()).with("refused", refused).with("missing", missing).with("said", said_fact(&said));
+    let mut c = CheckResult::new(check, missing == 0 && refused_early.is_none(), evidence)
+        .with("accepted", accepted.len())
+        .with("refused", refused)
+        .with("missing", missing)
+        .with("said", said_fact(&said));
     if let Some(i) = refused_early {
         c = c.with("first_refused", i);
     }
@@ -128,7 +196,15 @@ mod tests {
     fn a_warning_or_nothing_states_no_reason() {
         assert_eq!(stated_reason(""), None);
         assert_eq!(stated_reason("  \n"), None);
-        assert_eq!(stated_reason("qemu-system-x86_64: warning: vhost-user backend supports VHOST_USER_PROTOCOL_F_CONFIG but QEMU does not."), None);
-        assert_eq!(stated_reason("qemu-system-x86_64: warning: x\nqemu-system-x86_64: device not started"), Some("qemu-system-x86_64: device not started"));
+        assert_eq!(
+            stated_reason(
+                "qemu-system-x86_64: warning: vhost-user backend supports VHOST_USER_PROTOCOL_F_CONFIG but QEMU does not."
+            ),
+            None
+        );
+        assert_eq!(
+            stated_reason("qemu-system-x86_64: warning: x\nqemu-system-x86_64: device not started"),
+            Some("qemu-system-x86_64: device not started")
+        );
     }
 }

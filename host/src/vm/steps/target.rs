@@ -30,7 +30,13 @@ pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn held_after_release<G: Guest + ?Sized>(guest: &G, files: &[FileId]) -> Result<Vec<Vec<String>>, GuestError> {
     let start = Instant::now();
     loop {
-        let held: Vec<Vec<String>> = files.iter().map(|&f| guest.holds(f)).collect::<Result<Vec<_>, _>>()?.into_iter().filter(|h| !h.is_empty()).collect();
+        let held: Vec<Vec<String>> = files
+            .iter()
+            .map(|&f| guest.holds(f))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|h| !h.is_empty())
+            .collect();
         if held.is_empty() || start.elapsed() >= RELEASE_TIMEOUT {
             return Ok(held);
         }
@@ -68,7 +74,9 @@ impl StepError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StepError::Guest(g) => g.kind(),
-            StepError::Manager(ManagerError::Io { .. }) | StepError::HostFile { .. } | StepError::Backend(_) => ErrorKind::Io,
+            StepError::Manager(ManagerError::Io { .. }) | StepError::HostFile { .. } | StepError::Backend(_) => {
+                ErrorKind::Io
+            }
             StepError::Manager(_) | StepError::BadInput(_) => ErrorKind::BadInput,
             StepError::Refused(_) => ErrorKind::Refused,
             StepError::FrontendDied(_) => ErrorKind::Dead,
@@ -110,7 +118,19 @@ const SETTLE: Duration = Duration::from_secs(1);
 impl Target {
     pub fn new(mgr: MappingManager, guest: Box<dyn Guest>, server: BackendServer) -> Self {
         let recorder = server.recorder().clone();
-        Target { mgr, guest, recorder, server: Some(server), expected_death: false, map_latencies: Vec::new(), unmap_latencies: Vec::new(), table_lags: Vec::new(), last_ack: None, single_threaded: false, relay: None }
+        Target {
+            mgr,
+            guest,
+            recorder,
+            server: Some(server),
+            expected_death: false,
+            map_latencies: Vec::new(),
+            unmap_latencies: Vec::new(),
+            table_lags: Vec::new(),
+            last_ack: None,
+            single_threaded: false,
+            relay: None,
+        }
     }
 
     /// Whether a fault was injected that kills the frontend on purpose.
@@ -167,4 +187,3 @@ impl Target {
 pub(crate) fn table_holds(m: &MemTable, addr: u64, len: u64, id: FileId) -> bool {
     m.regions.iter().any(|r| r.guest_addr == addr && r.size == len && r.file == Some(id))
 }
-

@@ -61,8 +61,14 @@ mod tests {
         assert_eq!(after_unmap(Some(MARK | 7), 7), "the unmapped file's bytes");
         assert_eq!(after_unmap(Some(TAG | 3), 7), "an earlier mapping's bytes");
         assert!(after_unmap(Some(0), 7).starts_with("fresh"));
-        assert!(after_unmap(Some(u64::MAX), 7).starts_with("fresh"), "all-ones where nothing is mapped is not the file's bytes");
-        assert!(!after_unmap(Some(0xa5a5_a5a5_a5a5_a5a5), 7).starts_with("fresh"), "bytes of nobody's where nothing is mapped are no empty range");
+        assert!(
+            after_unmap(Some(u64::MAX), 7).starts_with("fresh"),
+            "all-ones where nothing is mapped is not the file's bytes"
+        );
+        assert!(
+            !after_unmap(Some(0xa5a5_a5a5_a5a5_a5a5), 7).starts_with("fresh"),
+            "bytes of nobody's where nothing is mapped are no empty range"
+        );
         assert!(after_unmap(None, 7).starts_with("fresh"));
     }
 }

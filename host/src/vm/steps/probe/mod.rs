@@ -12,14 +12,14 @@ use std::time::Instant;
 
 pub use stats::{Tally, rate_upper_bound};
 
-use shmem_judge::check::{CheckResult, said_fact};
-use crate::vm::guest::{GuestError, RingMode};
-use crate::vm::scenario::Step;
 use super::target::{StepError, Target};
 use crate::channel::{ShmemMsg, ShmemOp};
-use shmem_proto::MAP_RW;
 use crate::manager::{Attach, ManagerError, Want};
+use crate::vm::guest::{GuestError, RingMode};
+use crate::vm::scenario::Step;
 use classify::{MARK, TAG};
+use shmem_judge::check::{CheckResult, said_fact};
+use shmem_proto::MAP_RW;
 
 /// Blocks of consecutive iterations each direction's count is kept in.
 const BLOCKS: u64 = 10;
@@ -64,12 +64,24 @@ fn table_first(t: &Target, op: ShmemOp, file: crate::backend::FileId, reply: &cr
     let sent = reply.at.checked_sub(reply.latency).unwrap_or(reply.at);
     let holds = |m: &crate::backend::MemTable| m.regions.iter().any(|r| r.file == Some(file));
     // The newest first, back to the request's sending: a long probe has thousands of tables.
-    t.recorder.lock().mem_tables.iter().rev().take_while(|m| m.at > sent).any(|m| m.at <= reply.at && holds(m) == (op == ShmemOp::Map))
+    t.recorder
+        .lock()
+        .mem_tables
+        .iter()
+        .rev()
+        .take_while(|m| m.at > sent)
+        .any(|m| m.at <= reply.at && holds(m) == (op == ShmemOp::Map))
 }
 
 /// Records the order on the wire of an acked request, once the guest has
 /// been rung (never between the ack and the ring: that is the race's window).
-fn record_order(t: &Target, tallies: &mut Tallies, op: ShmemOp, file: &str, reply: &crate::channel::Reply) -> Result<(), StepError> {
+fn record_order(
+    t: &Target,
+    tallies: &mut Tallies,
+    op: ShmemOp,
+    file: &str,
+    reply: &crate::channel::Reply,
+) -> Result<(), StepError> {
     let first = table_first(t, op, t.mgr.file(file)?.id(), reply);
     let order = &mut tallies.order[usize::from(op == ShmemOp::Unmap)];
     order.0 += 1;
@@ -86,7 +98,9 @@ enum Stop {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "?".into())
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn page_msg(shmid: u8, shm_offset: u64, rw: bool) -> ShmemMsg {
@@ -102,15 +116,28 @@ fn no_ack_in_time(e: &ManagerError) -> bool {
 /// Sends one probe request. `Ok(Err(stop))` when it got no ack in time, or
 /// when a map after an acked unmap was refused; any other refusal or a dead
 /// channel is an error. The ack's reply, for its order on the wire.
-fn request(t: &mut Target, tallies: &mut Tallies, i: u32, op: ShmemOp, msg: ShmemMsg, attach: Attach<'_>) -> Result<Result<crate::channel::Reply, Stop>, StepError> {
+fn request(
+    t: &mut Target,
+    tallies: &mut Tallies,
+    i: u32,
+    op: ShmemOp,
+    msg: ShmemMsg,
+    attach: Attach<'_>,
+) -> Result<Result<crate::channel::Reply, Stop>, StepError> {
     let mark = t.guest.log_mark();
     tallies.sent += 1;
     let (request, direction) = if op == ShmemOp::Map { ("SHMEM_MAP", "map") } else { ("SHMEM_UNMAP", "unmap") };
     match t.mgr.send(op, msg, attach, Want::Accept) {
-        Err(e) if no_ack_in_time(&e) => Ok(Err(Stop::Stall { i, request, direction, why: format!("{request} got no ack: {e}") })),
+        Err(e) if no_ack_in_time(&e) => {
+            Ok(Err(Stop::Stall { i, request, direction, why: format!("{request} got no ack: {e}") }))
+        }
         Err(e) => Err(e.into()),
-        Ok(o) if o.reply.ack != 0 && op == ShmemOp::Map && i > 0 => Ok(Err(Stop::Remap { i, ack: o.reply.ack, said: t.guest.log_since(mark) })),
-        Ok(o) if o.reply.ack != 0 => Err(StepError::Refused(format!("iteration {i}: {op} refused (ack {})", o.reply.ack))),
+        Ok(o) if o.reply.ack != 0 && op == ShmemOp::Map && i > 0 => {
+            Ok(Err(Stop::Remap { i, ack: o.reply.ack, said: t.guest.log_since(mark) }))
+        }
+        Ok(o) if o.reply.ack != 0 => {
+            Err(StepError::Refused(format!("iteration {i}: {op} refused (ack {})", o.reply.ack)))
+        }
         Ok(o) => {
             t.record_answer_and_settle(&o);
             Ok(Ok(o.reply))
@@ -119,10 +146,20 @@ fn request(t: &mut Target, tallies: &mut Tallies, i: u32, op: ShmemOp, msg: Shme
 }
 
 /// A ring the guest did not answer in time is a stall; other errors stay errors.
-fn ring(t: &mut Target, i: u32, direction: &'static str, mode: RingMode) -> Result<Result<crate::vm::guest::ProbeReads, Stop>, StepError> {
+fn ring(
+    t: &mut Target,
+    i: u32,
+    direction: &'static str,
+    mode: RingMode,
+) -> Result<Result<crate::vm::guest::ProbeReads, Stop>, StepError> {
     match t.guest.probe_ring(mode) {
         Ok(r) => Ok(Ok(r)),
-        Err(e @ GuestError::Timeout { .. }) => Ok(Err(Stop::Stall { i, request: "ring", direction, why: format!("{e} (after the {} ack)", direction.to_uppercase()) })),
+        Err(e @ GuestError::Timeout { .. }) => Ok(Err(Stop::Stall {
+            i,
+            request: "ring",
+            direction,
+            why: format!("{e} (after the {} ack)", direction.to_uppercase()),
+        })),
         Err(e) => Err(e.into()),
     }
 }
@@ -130,17 +167,45 @@ fn ring(t: &mut Target, i: u32, direction: &'static str, mode: RingMode) -> Resu
 /// Runs the probe step and records `CHECK/map`, `CHECK/unmap` (and
 /// `CHECK/write`), `CHECK/unmap-effect` and `CHECK/no-deadlock`.
 pub fn run(t: &mut Target, scn: &str, step: &Step, checks: &mut Vec<CheckResult>) -> Result<(), StepError> {
-    let Step::ProbeReplyBeforeCommit { check, shmid, shm_offset, doorbell_shmid, doorbell_offset, iterations, rw, writes } = step else {
+    let Step::ProbeReplyBeforeCommit {
+        check,
+        shmid,
+        shm_offset,
+        doorbell_shmid,
+        doorbell_offset,
+        iterations,
+        rw,
+        writes,
+    } = step
+    else {
         return Err(StepError::BadInput(format!("not a probe step: {}", step.kind())));
     };
-    let plan = Plan { check, scn, target: (*shmid, shm_offset.0), doorbell: (*doorbell_shmid, doorbell_offset.0), iterations: *iterations, rw: *rw, writes: *writes };
+    let plan = Plan {
+        check,
+        scn,
+        target: (*shmid, shm_offset.0),
+        doorbell: (*doorbell_shmid, doorbell_offset.0),
+        iterations: *iterations,
+        rw: *rw,
+        writes: *writes,
+    };
     let mut tallies = Tallies { sent: 1, ..Tallies::default() };
     let db_name = plan.file("doorbell");
     t.mgr.create_file(&db_name, 0x1000)?;
-    let o = match t.mgr.send(ShmemOp::Map, page_msg(plan.doorbell.0, plan.doorbell.1, true), Attach::File(&db_name), Want::Accept) {
+    let o = match t.mgr.send(
+        ShmemOp::Map,
+        page_msg(plan.doorbell.0, plan.doorbell.1, true),
+        Attach::File(&db_name),
+        Want::Accept,
+    ) {
         Ok(o) => o,
         Err(e) if no_ack_in_time(&e) => {
-            let stop = Stop::Stall { i: 0, request: "SHMEM_MAP", direction: "map", why: format!("mapping the doorbell: SHMEM_MAP got no ack: {e}") };
+            let stop = Stop::Stall {
+                i: 0,
+                request: "SHMEM_MAP",
+                direction: "map",
+                why: format!("mapping the doorbell: SHMEM_MAP got no ack: {e}"),
+            };
             checks.push(deadlock_check(&plan, &tallies, Some(&stop)));
             return Ok(());
         }
@@ -157,7 +222,13 @@ pub fn run(t: &mut Target, scn: &str, step: &Step, checks: &mut Vec<CheckResult>
     let looped = ring_loop(t, &plan, &mut tallies);
     let stopped = t.guest.probe_stop();
     let stop = looped?;
-    let conditions = format!("{} iterations in {:.1} s on {}; {pinning}; load average {load_before} before, {} after", plan.iterations, started.elapsed().as_secs_f64(), t.guest.kind(), loadavg());
+    let conditions = format!(
+        "{} iterations in {:.1} s on {}; {pinning}; load average {load_before} before, {} after",
+        plan.iterations,
+        started.elapsed().as_secs_f64(),
+        t.guest.kind(),
+        loadavg()
+    );
     record(&plan, &tallies, stop.as_ref(), (&conditions, t.single_threaded), checks);
     stopped.map_err(|e| StepError::BadInput(format!("ending the guest probe: {e}")))?;
     Ok(())
@@ -183,8 +254,21 @@ fn ring_loop(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies) -> Result<O
 }
 
 /// One iteration: map, ring, classify; unmap, ring, classify.
-fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, file: &str) -> Result<Option<Stop>, StepError> {
-    let mapped = match request(t, tallies, i, ShmemOp::Map, page_msg(plan.target.0, plan.target.1, plan.rw), Attach::File(file))? {
+fn iteration(
+    t: &mut Target,
+    plan: &Plan<'_>,
+    tallies: &mut Tallies,
+    i: u32,
+    file: &str,
+) -> Result<Option<Stop>, StepError> {
+    let mapped = match request(
+        t,
+        tallies,
+        i,
+        ShmemOp::Map,
+        page_msg(plan.target.0, plan.target.1, plan.rw),
+        Attach::File(file),
+    )? {
         Ok(reply) => reply,
         Err(stop) => return Ok(Some(stop)),
     };
@@ -205,10 +289,11 @@ fn iteration(t: &mut Target, plan: &Plan<'_>, tallies: &mut Tallies, i: u32, fil
         let kind = classify::after_map(reads.values[0], i);
         tallies.map.add(at, kind, kind != "fresh", reads.micros[0]);
     }
-    let unmapped = match request(t, tallies, i, ShmemOp::Unmap, page_msg(plan.target.0, plan.target.1, false), Attach::None)? {
-        Ok(reply) => reply,
-        Err(stop) => return Ok(Some(stop)),
-    };
+    let unmapped =
+        match request(t, tallies, i, ShmemOp::Unmap, page_msg(plan.target.0, plan.target.1, false), Attach::None)? {
+            Ok(reply) => reply,
+            Err(stop) => return Ok(Some(stop)),
+        };
     let reads = match ring(t, i, "unmap", RingMode::Read)? {
         Ok(r) => r,
         Err(stop) => return Ok(Some(stop)),
@@ -225,13 +310,23 @@ fn deadlock_check(plan: &Plan<'_>, tallies: &Tallies, stop: Option<&Stop>) -> Ch
     match stop {
         Some(Stop::Stall { i, request, direction, why }) => {
             let what = if *request == "ring" { "no ring answer" } else { "no ack" };
-            CheckResult::new(name, false, format!("deadlock at iteration {i} ({direction}): {why}; the backend could not serve the frontend meanwhile"))
-                .with("deadlock", what)
-                .with("iteration", *i)
-                .with("request", *request)
-                .with("direction", *direction)
+            CheckResult::new(
+                name,
+                false,
+                format!(
+                    "deadlock at iteration {i} ({direction}): {why}; the backend could not serve the frontend meanwhile"
+                ),
+            )
+            .with("deadlock", what)
+            .with("iteration", *i)
+            .with("request", *request)
+            .with("direction", *direction)
         }
-        _ => CheckResult::new(name, true, format!("every one of {} requests was acked, every ring answered", tallies.sent)),
+        _ => CheckResult::new(
+            name,
+            true,
+            format!("every one of {} requests was acked, every ring answered", tallies.sent),
+        ),
     }
 }
 
@@ -253,17 +348,32 @@ fn unmap_effect_check(plan: &Plan<'_>, tallies: &Tallies, stop: Option<&Stop>) -
 
 /// The probe's checks: one per direction that got a ring, `unmap-effect`
 /// once an unmap was acked, and `no-deadlock`.
-fn record(plan: &Plan<'_>, tallies: &Tallies, stop: Option<&Stop>, (conditions, single): (&str, bool), checks: &mut Vec<CheckResult>) {
+fn record(
+    plan: &Plan<'_>,
+    tallies: &Tallies,
+    stop: Option<&Stop>,
+    (conditions, single): (&str, bool),
+    checks: &mut Vec<CheckResult>,
+) {
     // A single-threaded backend rings only once the table that commits the
     // request has arrived (or a second has passed): that is what it measures.
-    let after = if single { "ack and the memory table that commits it (single-threaded backend: it rings once that table arrived, or after 1 s)" } else { "ack" };
+    let after = if single {
+        "ack and the memory table that commits it (single-threaded backend: it rings once that table arrived, or after 1 s)"
+    } else {
+        "ack"
+    };
     let directions = [
         (&tallies.map, "map", format!("the guest's first read right after a MAP {after}"), tallies.order[0]),
         (&tallies.unmap, "unmap", format!("the guest's first read right after an UNMAP {after}"), tallies.order[1]),
         (&tallies.write, "write", format!("a guest write right after a MAP {after}"), tallies.order[0]),
     ];
     // A direction that got no ring (a deadlock at once) records no check.
-    checks.extend(directions.into_iter().filter(|(tally, ..)| tally.n > 0).map(|(tally, dir, what, order)| tally.check(format!("{}/{dir}", plan.check), &what, conditions, order)));
+    checks.extend(
+        directions
+            .into_iter()
+            .filter(|(tally, ..)| tally.n > 0)
+            .map(|(tally, dir, what, order)| tally.check(format!("{}/{dir}", plan.check), &what, conditions, order)),
+    );
     if tallies.unmap.n > 0 || matches!(stop, Some(Stop::Remap { .. })) {
         checks.push(unmap_effect_check(plan, tallies, stop));
     }

@@ -83,7 +83,14 @@ impl Tally {
         let verdict = if self.stale == 0 {
             format!("not observed in {} (rate < {:.3} % at 95 %)", self.n, bound * 100.0)
         } else {
-            format!("{} stale of {} ({:.3} %, < {:.3} % at 95 %); first at {}", self.stale, self.n, rate * 100.0, bound * 100.0, self.first_stale.as_deref().unwrap_or("?"))
+            format!(
+                "{} stale of {} ({:.3} %, < {:.3} % at 95 %); first at {}",
+                self.stale,
+                self.n,
+                rate * 100.0,
+                bound * 100.0,
+                self.first_stale.as_deref().unwrap_or("?")
+            )
         };
         let evidence = format!(
             "{what}: {verdict}; seen: {}; first-read latency, fresh: {}; stale: {}; the memory table that commits the request had reached the backend when it had the ack for {} of {} requests; {conditions}",
@@ -93,13 +100,21 @@ impl Tally {
             order.1,
             order.0
         );
-        let mut c = CheckResult::new(name, self.stale == 0 && self.n > 0, evidence).with("n", self.n).with("stale", self.stale).with("upper95", format!("{bound:.6}"));
-        c = c.with("acked", order.0).with("table_first", order.1).with("blocks", shmem_judge::significance::counts_text(&self.blocks));
+        let mut c = CheckResult::new(name, self.stale == 0 && self.n > 0, evidence)
+            .with("n", self.n)
+            .with("stale", self.stale)
+            .with("upper95", format!("{bound:.6}"));
+        c = c
+            .with("acked", order.0)
+            .with("table_first", order.1)
+            .with("blocks", shmem_judge::significance::counts_text(&self.blocks));
         // Every stale kind seen, for race entries: a kind they do not list is another bug.
         let kinds: Vec<&str> = self.seen.keys().copied().filter(|k| !k.starts_with("fresh")).collect();
         c = c.with("stale_kinds", kinds.join(" | "));
         // What a stale read showed most often (ties: the first by name).
-        if let Some((kind, _)) = self.seen.iter().filter(|(k, _)| !k.starts_with("fresh")).max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k))) {
+        if let Some((kind, _)) =
+            self.seen.iter().filter(|(k, _)| !k.starts_with("fresh")).max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
+        {
             c = c.with("stale_seen", *kind);
         }
         c

@@ -1,0 +1,18 @@
+//! Reports of a suite run: the progress lines, the human report and its
+//! summary of what needs attention, `--json`, `--junit`, `--compare` and the
+//! benchmark summary. Formatting only: verdicts and comparisons are made by
+//! the judge (`shmem_judge`). Strings are the edge here.
+
+mod attention;
+mod bench;
+mod json;
+mod junit;
+mod style;
+mod text;
+
+pub use attention::{Attention, Rerun, annotation, attention, compare_attention, quoted};
+pub use bench::bench_report;
+pub use json::{FORMAT, json_compare, json_error, json_report};
+pub use junit::{junit_compare, junit_error, junit_report};
+pub use style::{Word, paint};
+pub use text::{TextOpts, differences, print_comparison, print_report, progress_line};

@@ -1,0 +1,136 @@
+//! `docs/cli.md`, rendered from the clap declarations of `opts`: every
+//! command and option with its value, default and help. A test holds the
+//! file to this rendering, and every `--option` the docs name to an option
+//! some command has. Rendering only.
+
+use clap::CommandFactory;
+
+use crate::opts::Cli;
+
+/// One option as a table row.
+fn row(a: &clap::Arg) -> Option<String> {
+    let long = a.get_long()?;
+    let value = match a.get_value_names() {
+        Some(names) if a.get_num_args().is_some_and(|n| n.takes_values()) => {
+            format!(" {}", names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "))
+        }
+        _ => String::new(),
+    };
+    let defaults: Vec<String> = a.get_default_values().iter().map(|v| v.to_string_lossy().to_string()).collect();
+    let possible: Vec<String> = if value.is_empty() {
+        Vec::new()
+    } else {
+        a.get_possible_values().iter().map(|p| p.get_name().to_string()).collect()
+    };
+    let mut help = a.get_long_help().or(a.get_help()).map(|h| h.to_string()).unwrap_or_default().replace('\n', " ");
+    if !help.ends_with('.') {
+        help.push('.');
+    }
+    if !possible.is_empty() {
+        help.push_str(&format!(" One of `{}`.", possible.join("`, `")));
+    }
+    let default = if defaults.is_empty() { String::new() } else { format!("`{}`", defaults.join(" ")) };
+    let repeat = if matches!(a.get_action(), clap::ArgAction::Append) { " (repeatable)" } else { "" };
+    Some(format!("| `--{long}{value}`{repeat} | {default} | {} |", help.replace('|', "\\|")))
+}
+
+/// The whole page.
+pub fn render() -> String {
+    let mut cli = Cli::command();
+    cli.build();
+    let mut out = String::from(
+        "# Command line\n\n<!-- Generated from xtask/src/opts.rs by `UPDATE_DOCS=1 cargo test -p xtask`; a test keeps it current. -->\n\n",
+    );
+    out.push_str("Every command takes `--help` (`-h` for a summary). Options take `--opt VALUE` or `--opt=VALUE`; an option that is not repeatable is refused when given twice.\n\n");
+    out.push_str("Exit status of every command: 0 all passed, 1 a verdict failed, 2 usage error, 3 could not run, 130 interrupted ([ci.md](ci.md)).\n\n");
+    for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+        out.push_str(&format!("## `cargo xtask {}`\n\n", sub.get_name()));
+        let about = sub.get_long_about().or(sub.get_about()).map(|a| a.to_string()).unwrap_or_default();
+        out.push_str(&format!("{about}\n\n"));
+        let rows: Vec<String> =
+            sub.get_arguments().filter(|a| !a.is_hide_set() && a.get_long() != Some("help")).filter_map(row).collect();
+        if rows.is_empty() {
+            out.push_str("No options.\n\n");
+            continue;
+        }
+        out.push_str("| option | default | what it does |\n|---|---|---|\n");
+        rows.iter().for_each(|r| out.push_str(&format!("{r}\n")));
+        out.push('\n');
+    }
+    out
+}
+
+/// Every long option any command has.
+pub fn options() -> std::collections::BTreeSet<String> {
+    let cli = Cli::command();
+    cli.get_subcommands().flat_map(|s| s.get_arguments().filter_map(|a| a.get_long().map(str::to_string))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn root() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace")
+    }
+
+    #[test]
+    fn docs_cli_md_is_rendered_from_the_options() {
+        let path = root().join("docs/cli.md");
+        let want = render();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &want).expect("writing docs/cli.md");
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/cli.md is not the rendering of xtask/src/opts.rs: run `UPDATE_DOCS=1 cargo test -p xtask`"
+        );
+    }
+
+    #[test]
+    fn every_option_the_docs_name_is_an_option() {
+        let known = options();
+        // Options of other tools the docs quote.
+        let others = [
+            "--workspace",
+            "--all-targets",
+            "--check",
+            "--all",
+            "--version",
+            "--release",
+            "--locked",
+            "--help",
+            "--device",
+            "--privileged",
+            "--socket-path",
+            "--backend",
+            "--fault",
+            "--nocapture",
+        ];
+        let mut docs: Vec<std::path::PathBuf> = vec![root().join("README.md"), root().join("ARCHITECTURE.md")];
+        for dir in ["docs", "examples"] {
+            for e in std::fs::read_dir(root().join(dir)).into_iter().flatten().flatten() {
+                docs.push(e.path());
+            }
+        }
+        let mut unknown = Vec::new();
+        for d in docs.iter().filter(|d| d.extension().is_some_and(|x| x == "md" || x == "yml" || x == "toml")) {
+            let text = std::fs::read_to_string(d).unwrap_or_default();
+            for (i, line) in text.lines().enumerate() {
+                for w in line
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .filter(|w| w.starts_with("--") && w.as_bytes().get(2).is_some_and(u8::is_ascii_alphabetic))
+                {
+                    let name = &w[2..];
+                    if !known.contains(name) && !others.contains(&w) {
+                        unknown.push(format!("{}:{}: {w}", d.display(), i + 1));
+                    }
+                }
+            }
+        }
+        assert!(unknown.is_empty(), "options the docs name that no command has:\n{}", unknown.join("\n"));
+    }
+}

@@ -1,0 +1,98 @@
+//! Long build phases shown while they run: on a terminal a line with the
+//! phase's name, its elapsed time and the last lines of its output
+//! (indicatif, redrawn in place); otherwise a line when it starts and one
+//! when it ends, so CI logs stay plain. A failed phase prints its last
+//! lines. Runs the command it is given; decides nothing else.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How many of a phase's last output lines it shows while it runs.
+const SHOWN: usize = 3;
+/// How many it prints when it fails.
+const KEPT: usize = 30;
+
+/// `1m05s`, `12.3s`.
+pub fn elapsed(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 { format!("{s:.1}s") } else { format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60) }
+}
+
+/// Sends each line of `from` to `to`, lossily decoded.
+fn forward(from: impl Read + Send + 'static, to: mpsc::Sender<String>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).split(b'\n').map_while(Result::ok) {
+            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+            if to.send(line).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Runs `cmd` as the phase `name`: its output shown as said above, its
+/// end said with its time. An error names the phase and its exit status,
+/// its last lines printed on stderr.
+pub fn run(name: &str, cmd: impl Into<Command>) -> Result<(), String> {
+    let mut cmd: Command = cmd.into();
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let bar = ProgressBar::new_spinner().with_prefix(name.to_string());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{elapsed}]\n{wide_msg:.dim}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    if bar.is_hidden() {
+        println!("xtask: {name} ...");
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut child = cmd.spawn().map_err(|e| format!("{name}: could not start {:?}: {e}", cmd.get_program()))?;
+    let (tx, rx) = mpsc::channel();
+    let readers = [child.stdout.take().map(|o| forward(o, tx.clone())), child.stderr.take().map(|e| forward(e, tx))];
+    let mut tail: VecDeque<String> = VecDeque::new();
+    for line in rx {
+        if tail.len() == KEPT {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+        let shown: Vec<&str> = tail.iter().rev().take(SHOWN).rev().map(String::as_str).collect();
+        bar.set_message(shown.join("\n"));
+    }
+    readers.into_iter().flatten().for_each(|r| drop(r.join()));
+    let status = child.wait().map_err(|e| format!("{name}: waiting for it: {e}"))?;
+    bar.finish_and_clear();
+    if status.success() {
+        println!("xtask: {name}: done in {}", elapsed(start.elapsed()));
+        return Ok(());
+    }
+    eprintln!("xtask: {name} failed after {}; its last {} lines:", elapsed(start.elapsed()), tail.len());
+    tail.iter().for_each(|l| eprintln!("    {l}"));
+    Err(format!("{name} failed ({status})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_that_fails_names_itself_and_its_status() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo one; echo two >&2; exit 3"]);
+        let e = run("a test phase", c).expect_err("it exits 3");
+        assert!(e.starts_with("a test phase failed") && e.contains('3'), "{e}");
+        let mut ok = Command::new("true");
+        ok.arg("x");
+        run("a test phase", ok).expect("true passes");
+    }
+
+    #[test]
+    fn times_read_as_people_write_them() {
+        assert_eq!(elapsed(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(elapsed(Duration::from_secs(65)), "1m05s");
+    }
+}
