@@ -6,6 +6,7 @@
 // The commands.
 mod backend_test;
 mod bench;
+mod contract;
 mod fuzz;
 mod moved;
 mod own_boot_worker;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         Command::OwnBootWorker(a) => own_boot_worker::own_boot_worker(&a).map_err(Failure::Run),
         Command::Fuzz(a) => fuzz::fuzz(&a),
         Command::MovedQemu(a) => moved::command(&a),
+        Command::Contract(a) => contract::command(&a),
         Command::BackendTest(a) => backend_test::backend_test(&a),
     };
     exit::code(res)

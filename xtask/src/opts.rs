@@ -38,6 +38,9 @@ pub enum Command {
     /// vm-test N times, then every figure's min/median/max as JSON (or --self-compare: the false-alarm rate
     /// of --compare).
     Bench(BenchArgs),
+    /// The CI contract as CI meets it: each exit status, the JSON reports against the schema, a FAIL's
+    /// summary and its rerun command pasted into a shell, colour only on a terminal, --compare --junit.
+    Contract(ContractArgs),
     /// Internal: one own-boot scenario in a process of its own, started by the runner.
     #[command(hide = true)]
     OwnBootWorker(WorkerArgs),
@@ -218,6 +221,12 @@ pub struct FuzzArgs {
     /// fails.
     #[arg(long, value_name = "PATH|none")]
     pub known_defects: Option<String>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ContractArgs {
+    #[command(flatten)]
+    pub guest: GuestOpts,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -1,13 +1,13 @@
 //! `cargo xtask test`: the whole test sequence `.ci/run` calls: the format
-//! check, clippy, the workspace tests, the VM suite, a short fuzz,
-//! moved-qemu and backend-test.
+//! check, clippy, the workspace tests, the VM suite, the CI contract
+//! (exit codes, reports), a short fuzz, moved-qemu and backend-test.
 
 use xshell::{Shell, cmd};
 
 use crate::exit::Failure;
 use crate::opts::{BackendTestArgs, FuzzArgs, MovedArgs, SuiteOpts, TestArgs, VmTestArgs};
 use crate::shell::root;
-use crate::{backend_test, fuzz, moved, vm_test};
+use crate::{backend_test, contract, fuzz, moved, vm_test};
 
 /// Every step runs; the sequence passes when each did.
 pub fn test(a: &TestArgs) -> Result<bool, Failure> {
@@ -19,7 +19,9 @@ pub fn test(a: &TestArgs) -> Result<bool, Failure> {
     cmd!(sh, "cargo fmt --all --check").run().map_err(step("cargo fmt --check (run `cargo fmt` to format)"))?;
     cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run().map_err(step("clippy"))?;
     cmd!(sh, "cargo test --workspace").run().map_err(step("cargo test"))?;
-    let suite_ok = vm_test::vm_test(&VmTestArgs::plain(a.guest.clone(), SuiteOpts::defaults()))?.ok();
+    let suite = vm_test::vm_test(&VmTestArgs::plain(a.guest.clone(), SuiteOpts::defaults()))?;
+    // The CI contract, with the QEMU the suite found.
+    let contract_ok = contract::check(&a.guest, &suite.run.qemu.path)?;
     // A short fuzz keeps the fuzzer working: fixed seed, found scenarios under target/.
     let fuzz_ok = fuzz::fuzz(&FuzzArgs {
         guest: a.guest.clone(),
@@ -32,5 +34,5 @@ pub fn test(a: &TestArgs) -> Result<bool, Failure> {
     })?;
     let moved_ok = moved::command(&MovedArgs { guest: a.guest.clone() })?;
     let backend_ok = backend_test::backend_test(&BackendTestArgs::defaults())?;
-    Ok(suite_ok && fuzz_ok && moved_ok && backend_ok)
+    Ok(suite.ok() && contract_ok && fuzz_ok && moved_ok && backend_ok)
 }

@@ -132,18 +132,20 @@ fn entry(s: &ScenarioReport, r: &SuiteReport) -> Option<String> {
 
 fn entry_text(scenario: &str, j: &Judged, r: &SuiteReport) -> String {
     let c = &j.check;
-    let signature: toml::Table = c.facts.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.to_string()))).collect();
-    let mut e = toml::Table::new();
-    e.insert("id".into(), format!("{scenario}-{}", c.check.replace('/', "-")).into());
-    e.insert("scenario".into(), scenario.into());
-    e.insert("check".into(), c.check.clone().into());
-    e.insert("qemu".into(), toml::Value::Array(vec![r.qemu.build.clone().into()]));
-    e.insert("accel".into(), toml::Value::Array(vec![r.accel.name().into()]));
-    e.insert("evidence".into(), c.evidence.clone().into());
-    e.insert("signature".into(), toml::Value::Table(signature));
-    let mut doc = toml::Table::new();
-    doc.insert("defect".into(), toml::Value::Array(vec![toml::Value::Table(e)]));
-    toml::to_string(&doc).unwrap_or_default()
+    // Each value as a TOML literal (quoted and escaped).
+    let lit = |v: &str| toml::Value::String(v.to_string()).to_string();
+    let signature: Vec<String> = c.facts.iter().map(|(k, v)| format!("{k} = {}", lit(&v.to_string()))).collect();
+    [
+        "[[defect]]".to_string(),
+        format!("id = {}", lit(&format!("{scenario}-{}", c.check.replace('/', "-")))),
+        format!("scenario = {}", lit(scenario)),
+        format!("check = {}", lit(&c.check)),
+        format!("qemu = [{}]", lit(&r.qemu.build)),
+        format!("accel = [{}]", lit(r.accel.name())),
+        format!("signature = {{ {} }}", signature.join(", ")),
+        format!("evidence = {}", lit(&c.evidence)),
+    ]
+    .join("\n")
 }
 
 /// The summary's list: each item with its reason, rerun command and logs;

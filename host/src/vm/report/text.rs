@@ -84,11 +84,16 @@ pub fn print_report(r: &SuiteReport, o: &TextOpts) {
             print_evidence(s);
         }
     } else {
-        for s in r.scenarios.iter().filter(|s| !(s.qemu.ok() && s.model.ok())) {
+        let failing: Vec<&ScenarioReport> = r.scenarios.iter().filter(|s| !(s.qemu.ok() && s.model.ok())).collect();
+        if !failing.is_empty() {
+            println!("\nfailures:");
+        }
+        for s in failing {
             println!("{}", progress_line(s));
             print_evidence(s);
         }
     }
+    println!();
     print_summary(r, o);
 }
 
