@@ -302,3 +302,15 @@ fn development_builds_and_release_candidates_are_parsed_and_named() {
     assert_eq!(development_kind("11.1.3 (Debian 1:11.1.3+ds-1)"), None);
     assert_eq!(development_kind("11.1.3"), None);
 }
+
+#[test]
+fn the_examples_load_as_what_they_show() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root.join("examples/scenarios/minimal-scenario.toml");
+    let scn = Scenario::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(scn.name, "minimal-scenario");
+    let entry = load_known_defects(&root.join("examples/known-defect.toml")).unwrap();
+    let listed = load_known_defects(&root.join("tests/known-defects.toml")).unwrap();
+    let same = listed.iter().find(|d| d.id == entry[0].id).expect("the example is a listed entry");
+    assert_eq!((&same.signature, &same.check, &same.qemu), (&entry[0].signature, &entry[0].check, &entry[0].qemu));
+}

@@ -94,6 +94,9 @@ mod tests {
     fn every_option_the_docs_name_is_an_option() {
         let known = options();
         // Options of other tools the docs quote.
+        // Options of other programs the docs quote: cargo's and rustup's, the
+        // shmem-backend and fake-media-backend binaries', vhost-device-media's,
+        // docker's; and the placeholders `--opt` / `--option`.
         let others = [
             "--workspace",
             "--all-targets",
@@ -103,12 +106,17 @@ mod tests {
             "--release",
             "--locked",
             "--help",
+            "--bin",
+            "--nocapture",
+            "--profile",
+            "--socket",
+            "--regions",
+            "--socket-path",
+            "--fault",
             "--device",
             "--privileged",
-            "--socket-path",
-            "--backend",
-            "--fault",
-            "--nocapture",
+            "--opt",
+            "--option",
         ];
         let mut docs: Vec<std::path::PathBuf> = vec![root().join("README.md"), root().join("ARCHITECTURE.md")];
         for dir in ["docs", "examples"] {
@@ -132,5 +140,61 @@ mod tests {
             }
         }
         assert!(unknown.is_empty(), "options the docs name that no command has:\n{}", unknown.join("\n"));
+    }
+
+    /// GitHub's anchor of a heading: lower case, spaces to dashes, other punctuation dropped.
+    fn slug(heading: &str) -> String {
+        heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn markdown_files() -> Vec<std::path::PathBuf> {
+        let mut files = vec![root().join("README.md"), root().join("ARCHITECTURE.md")];
+        let docs = std::fs::read_dir(root().join("docs")).expect("docs/").flatten().map(|e| e.path());
+        files.extend(docs.filter(|p| p.extension().is_some_and(|x| x == "md")));
+        files
+    }
+
+    #[test]
+    fn every_link_in_the_docs_resolves() {
+        let mut broken = Vec::new();
+        for file in markdown_files() {
+            let text = std::fs::read_to_string(&file).expect("a doc");
+            for (i, line) in text.lines().enumerate() {
+                for (at, _) in line.match_indices("](") {
+                    let target = line[at + 2..].split(')').next().unwrap_or_default();
+                    if target.starts_with("http://") || target.starts_with("https://") || target.starts_with("mailto:")
+                    {
+                        continue;
+                    }
+                    let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+                    let dest = if path.is_empty() { file.clone() } else { file.parent().expect("a dir").join(path) };
+                    let ok = dest.exists()
+                        && (anchor.is_empty()
+                            || std::fs::read_to_string(&dest)
+                                .unwrap_or_default()
+                                .lines()
+                                .any(|l| l.starts_with('#') && slug(l.trim_start_matches('#')) == anchor));
+                    if !ok {
+                        broken.push(format!("{}:{}: {target}", file.display(), i + 1));
+                    }
+                }
+            }
+        }
+        assert!(broken.is_empty(), "links that do not resolve:\n{}", broken.join("\n"));
+    }
+
+    #[test]
+    fn the_readme_stays_short() {
+        let words = std::fs::read_to_string(root().join("README.md")).expect("README.md").split_whitespace().count();
+        assert!(words <= 2500, "README.md has {words} words; the rest belongs in docs/");
     }
 }
