@@ -279,15 +279,14 @@ fn tap(
     recorder: &Recorder,
     shared: &Shared,
 ) -> Result<(), String> {
-    let res = tap_loop(from, to, direction, recorder, shared);
+    let res = tap_loop((from, to), direction, recorder, shared);
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
     res
 }
 
 fn tap_loop(
-    from: &UnixStream,
-    to: &UnixStream,
+    (from, to): (&UnixStream, &UnixStream),
     direction: Direction,
     recorder: &Recorder,
     shared: &Shared,

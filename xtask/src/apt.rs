@@ -8,6 +8,7 @@ use std::path::Path;
 
 use xshell::{Shell, cmd};
 
+use crate::progress;
 use crate::shell::err;
 
 pub fn is_root() -> bool {
@@ -35,14 +36,13 @@ pub fn apt_install(sh: &Shell, packages: &[&str]) -> Result<(), String> {
     if !is_root() {
         return Err(format!("missing Debian packages: {list}; run as root: apt-get install -y {list}"));
     }
-    println!("xtask: installing {list}");
     let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
     let m = &missing;
-    if cmd!(sh, "apt-get install -y -q {m...}").quiet().run().is_err() {
-        cmd!(sh, "apt-get update -q").quiet().run().map_err(err("apt-get update"))?;
-        cmd!(sh, "apt-get install -y -q {m...}")
-            .run()
-            .map_err(|e| format!("installing {list} failed ({e}); as root, run: apt-get install -y {list}"))?;
+    let phase = format!("apt-get install {list}");
+    if progress::run(&phase, cmd!(sh, "apt-get install -y -q {m...}")).is_err() {
+        progress::run("apt-get update", cmd!(sh, "apt-get update -q"))?;
+        progress::run(&phase, cmd!(sh, "apt-get install -y -q {m...}"))
+            .map_err(|e| format!("{e}; as root, run: apt-get install -y {list}"))?;
     }
     Ok(())
 }
@@ -72,7 +72,7 @@ pub fn package_version(sh: &Shell, name: &str) -> Result<String, String> {
     if is_root() {
         println!("xtask: apt knows no version of {name}; updating the package lists");
         let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
-        cmd!(sh, "apt-get update -q").quiet().ignore_stdout().run().map_err(err("apt-get update"))?;
+        progress::run("apt-get update", cmd!(sh, "apt-get update -q"))?;
         let (found, policy) = candidate(sh)?;
         if let Some(v) = found {
             return Ok(v);
@@ -153,11 +153,7 @@ impl PrivateApt {
         .flat_map(|o| ["-o".to_string(), o])
         .collect();
         let o = &opts;
-        cmd!(sh, "apt-get -q {o...} update")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .map_err(err("apt-get update (unstable, private state)"))?;
+        progress::run("Debian unstable's package lists (private apt state)", cmd!(sh, "apt-get -q {o...} update"))?;
         Ok(PrivateApt { dir, opts })
     }
 
@@ -178,11 +174,10 @@ impl PrivateApt {
     pub fn install_into(&self, sh: &Shell, package: &str, version: &str, root: &Path) -> Result<(), String> {
         let o = &self.opts;
         let spec = format!("{package}={version}");
-        cmd!(sh, "apt-get -q -y {o...} --download-only --no-install-recommends install {spec}")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .map_err(|e| format!("downloading {package} and its dependencies: {e}"))?;
+        progress::run(
+            &format!("{package}: download with its dependencies"),
+            cmd!(sh, "apt-get -q -y {o...} --download-only --no-install-recommends install {spec}"),
+        )?;
         let _ = fs::remove_dir_all(root);
         fs::create_dir_all(root).map_err(|e| e.to_string())?;
         let debs = fs::read_dir(self.dir.path().join("cache/archives")).map_err(|e| e.to_string())?;

@@ -246,6 +246,8 @@ fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
     let q = qemu.display().to_string();
     let a = a.display().to_string();
     let j = junit.display().to_string();
+    let json = dir.join("compare.json");
+    let js = json.display().to_string();
     let args = [
         "vm-test",
         "--compare",
@@ -257,6 +259,8 @@ fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
         "0",
         "--junit",
         &j,
+        "--json",
+        &js,
     ];
     // `guest` but its --qemu (the last two words): A is the wrapper.
     let guest: Vec<&String> = s.guest.iter().take(s.guest.len() - 2).collect();
@@ -265,6 +269,8 @@ fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
     let xml = std::fs::read_to_string(&junit).unwrap_or_default();
     let failing = xml.contains("name=\"reply-before-commit\">\n    <failure message=\"REGRESSED: reply-before-commit");
     s.say("... and its --junit fails reply-before-commit as REGRESSED", failing, &xml);
+    let errors = validates(&json)?;
+    s.say("... and its --json (kind compare) validates", errors.is_empty(), &errors.join("\n"));
     Ok(())
 }
 

@@ -44,7 +44,7 @@ pub fn run(name: &str, cmd: impl Into<Command>) -> Result<(), String> {
     let start = Instant::now();
     let bar = ProgressBar::new_spinner().with_prefix(name.to_string());
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{elapsed}]\n{wide_msg:.dim}")
+        ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}]\n{wide_msg:.dim}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     if bar.is_hidden() {

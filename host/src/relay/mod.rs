@@ -247,7 +247,7 @@ fn pump(
     sender: Sender,
     shared: &Arc<Shared>,
 ) -> Result<(), String> {
-    let res = pump_loop(from, to, channel, sender, shared);
+    let res = pump_loop((from, to), channel, sender, shared);
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
     let closed_on_purpose = channel == Channel::Backend && shared.channel_closed.load(Ordering::SeqCst);
@@ -255,8 +255,7 @@ fn pump(
 }
 
 fn pump_loop(
-    from: &UnixStream,
-    to: &UnixStream,
+    (from, to): (&UnixStream, &UnixStream),
     channel: Channel,
     sender: Sender,
     shared: &Arc<Shared>,
