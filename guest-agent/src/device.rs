@@ -181,6 +181,8 @@ pub struct Device {
     shm_bar_index: u8,
     caps: Vec<ShmCap>,
     bar_phys: u64,
+    /// The guest kernel's driver the agent unbound from the device, if any.
+    taken_from: Option<String>,
 }
 
 fn read_hex(path: &Path) -> Result<u64, String> {
@@ -200,10 +202,24 @@ impl Device {
                 return Self::open(&p);
             }
         }
-        Err(format!("no PCI device {VIRTIO_VENDOR:04x}:{want:04x}"))
+        Err(format!("no PCI device {VIRTIO_VENDOR:04x}:{want:04x} on the guest's bus"))
+    }
+
+    /// A kernel driver bound to the device (a `virtio_pci` built into the
+    /// guest kernel binds it at boot) is unbound through sysfs: the agent
+    /// owns the device from userspace. The driver's name, if there was one.
+    fn take_over(path: &Path) -> Result<Option<String>, String> {
+        let Ok(driver) = fs::read_link(path.join("driver")) else { return Ok(None) };
+        let name = driver.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+        let dev = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        fs::write(path.join("driver/unbind"), dev).map_err(|e| {
+            format!("PCI device {dev} is held by the guest kernel's {name} driver, and unbinding it failed: {e}")
+        })?;
+        Ok(Some(name))
     }
 
     fn open(path: &Path) -> Result<Self, String> {
+        let taken_from = Self::take_over(path)?;
         fs::write(path.join("enable"), "1").map_err(|e| format!("enable {}: {e}", path.display()))?;
         let config = fs::read(path.join("config")).map_err(|e| format!("read config: {e}"))?;
         let byte = |o: usize| config.get(o).copied().unwrap_or(0);
@@ -253,6 +269,7 @@ impl Device {
             shm_bar_index,
             caps,
             bar_phys,
+            taken_from,
         })
     }
 
@@ -260,13 +277,14 @@ impl Device {
         let caps: Vec<String> =
             self.caps.iter().map(|c| format!("{}:{}:{:#x}:{:#x}", c.shmid, c.bar, c.offset, c.length)).collect();
         format!(
-            "pci={} bar={} bar_addr={:#x} bar_len={:#x} status={:#x} regions={}",
+            "pci={} bar={} bar_addr={:#x} bar_len={:#x} status={:#x} regions={} taken_from={}",
             self.path.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
             self.shm_bar_index,
             self.bar_phys,
             self.shm.len,
             self.status(),
-            caps.join(",")
+            caps.join(","),
+            self.taken_from.as_deref().unwrap_or("none")
         )
     }
 

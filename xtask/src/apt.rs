@@ -16,6 +16,13 @@ pub fn is_root() -> bool {
     unsafe { libc::getuid() == 0 }
 }
 
+/// Whether this machine has apt: `apt-get` and `dpkg-query` on PATH and dpkg's database.
+pub fn available() -> bool {
+    let path = std::env::var("PATH").unwrap_or_default();
+    ["apt-get", "dpkg-query"].iter().all(|p| crate::tools::on_path(&path, p).is_some())
+        && Path::new("/var/lib/dpkg/status").is_file()
+}
+
 fn package_installed(sh: &Shell, name: &str) -> bool {
     let fmt = "-f=${Status}";
     cmd!(sh, "dpkg-query -W {fmt} {name}")
@@ -28,6 +35,9 @@ fn package_installed(sh: &Shell, name: &str) -> bool {
 /// Installs what is missing of `packages`; calls apt only when something is.
 /// Without root it installs nothing and says the exact command to run.
 pub fn apt_install(sh: &Shell, packages: &[&str]) -> Result<(), String> {
+    // The kernel's and the backends' builds run side by side; dpkg takes one at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !package_installed(sh, p)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -70,7 +80,7 @@ pub fn package_version(sh: &Shell, name: &str) -> Result<String, String> {
         return Ok(v);
     }
     if is_root() {
-        println!("xtask: apt knows no version of {name}; updating the package lists");
+        progress::say(&format!("xtask: apt knows no version of {name}; updating the package lists"));
         let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
         progress::run("apt-get update", cmd!(sh, "apt-get update -q"))?;
         let (found, policy) = candidate(sh)?;

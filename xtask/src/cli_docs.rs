@@ -119,7 +119,7 @@ mod tests {
             "--option",
         ];
         let mut docs: Vec<std::path::PathBuf> = vec![root().join("README.md"), root().join("ARCHITECTURE.md")];
-        for dir in ["docs", "examples"] {
+        for dir in ["docs", "examples", ".github/workflows"] {
             for e in std::fs::read_dir(root().join(dir)).into_iter().flatten().flatten() {
                 docs.push(e.path());
             }
@@ -127,7 +127,9 @@ mod tests {
         let mut unknown = Vec::new();
         for d in docs.iter().filter(|d| d.extension().is_some_and(|x| x == "md" || x == "yml" || x == "toml")) {
             let text = std::fs::read_to_string(d).unwrap_or_default();
-            for (i, line) in text.lines().enumerate() {
+            let workflow = d.extension().is_some_and(|x| x == "yml");
+            // In a workflow, only the lines that run xtask (the rest are other programs').
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !workflow || l.contains("cargo xtask")) {
                 for w in line
                     .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
                     .filter(|w| w.starts_with("--") && w.as_bytes().get(2).is_some_and(u8::is_ascii_alphabetic))
@@ -196,5 +198,29 @@ mod tests {
     fn the_readme_stays_short() {
         let words = std::fs::read_to_string(root().join("README.md")).expect("README.md").split_whitespace().count();
         assert!(words <= 2500, "README.md has {words} words; the rest belongs in docs/");
+    }
+
+    #[test]
+    fn the_workflows_are_valid_yaml_and_use_only_documented_commands() {
+        let cli = Cli::command();
+        let commands: Vec<&str> = cli.get_subcommands().filter(|c| !c.is_hide_set()).map(|c| c.get_name()).collect();
+        let dir = root().join(".github/workflows");
+        let mut checked = 0;
+        for file in std::fs::read_dir(&dir).expect(".github/workflows").flatten().map(|e| e.path()) {
+            let text = std::fs::read_to_string(&file).expect("a workflow");
+            let docs =
+                yaml_rust2::YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert!(docs.first().is_some_and(|d| !d["jobs"].is_badvalue()), "{}: no jobs", file.display());
+            for (i, line) in text.lines().enumerate() {
+                for (at, _) in line.match_indices("cargo xtask ") {
+                    let sub = line[at + "cargo xtask ".len()..].split_whitespace().next().unwrap_or_default();
+                    assert!(commands.contains(&sub), "{}:{}: `cargo xtask {sub}` is no command", file.display(), i + 1);
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 2, "the nightly and the hosted workflows");
+        let example = std::fs::read_to_string(root().join("examples/github-workflow.yml")).expect("the example");
+        assert_eq!(example, std::fs::read_to_string(dir.join("hosted.yml")).expect("hosted.yml"));
     }
 }

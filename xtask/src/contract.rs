@@ -274,11 +274,15 @@ fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// `contract`: the QEMU vm-test would use, then every check.
-pub fn command(a: &ContractArgs) -> Result<bool, Failure> {
+/// The QEMU `vm-test` would use with `guest`.
+pub fn found_qemu(guest: &GuestOpts) -> Result<std::path::PathBuf, Failure> {
     let sh = xshell::Shell::new().map_err(|e| e.to_string())?;
     let cache = crate::shell::cache_dir()?;
-    let (qemu, _) =
-        crate::qemu::find_qemu(&sh, a.guest.qemu.as_deref(), &cache, &crate::qemu::pinned_qemu(&root())?, false)?;
-    Ok(check(&a.guest, &qemu.path)?)
+    let pin = crate::qemu::pinned_qemu(&root())?;
+    Ok(crate::qemu::find_qemu(&sh, guest.qemu.as_deref(), &cache, &pin, false)?.0.path)
+}
+
+/// `contract`: the QEMU vm-test would use, then every check.
+pub fn command(a: &ContractArgs) -> Result<bool, Failure> {
+    Ok(check(&a.guest, &found_qemu(&a.guest)?)?)
 }

@@ -7,17 +7,13 @@ use std::path::{Path, PathBuf};
 
 use xshell::{Shell, cmd};
 
-use crate::shell::err;
-
 pub fn build_agent(sh: &Shell, root: &Path) -> Result<PathBuf, String> {
     let _dir = sh.push_dir(root);
     let _flags = sh.push_env("RUSTFLAGS", "-C target-feature=+crt-static");
-    cmd!(
-        sh,
-        "cargo build --quiet --release -p guest-agent --target x86_64-unknown-linux-gnu --target-dir target/agent"
-    )
-    .run()
-    .map_err(err("building the static guest agent"))?;
+    crate::progress::run(
+        "guest agent: cargo build (static)",
+        cmd!(sh, "cargo build --release -p guest-agent --target x86_64-unknown-linux-gnu --target-dir target/agent"),
+    )?;
     Ok(root.join("target/agent/x86_64-unknown-linux-gnu/release/guest-agent"))
 }
 

@@ -9,6 +9,7 @@ mod bench;
 mod contract;
 mod fuzz;
 mod moved;
+mod no_apt;
 mod own_boot_worker;
 mod self_compare;
 mod test_sequence;
@@ -29,6 +30,7 @@ mod initramfs;
 mod kernel;
 mod qemu;
 mod shell;
+mod tools;
 mod vhost_device_media;
 
 use std::process::ExitCode;
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Fuzz(a) => fuzz::fuzz(&a),
         Command::MovedQemu(a) => moved::command(&a),
         Command::Contract(a) => contract::command(&a),
+        Command::NoApt(a) => contract::found_qemu(&a.guest).and_then(|q| Ok(no_apt::check(&a.guest, &q)?)),
         Command::BackendTest(a) => backend_test::backend_test(&a),
     };
     exit::code(res)

@@ -41,6 +41,10 @@ pub enum Command {
     /// The CI contract as CI meets it: each exit status, the JSON reports against the schema, a FAIL's
     /// summary and its rerun command pasted into a shell, colour only on a terminal, --compare --junit.
     Contract(ContractArgs),
+    /// A machine without Debian's tools, as vm-test meets one: apt and dpkg hidden in a private mount
+    /// namespace, Debian's stock kernel as the host's kernel, QEMU from PATH; the suite must pass, and a
+    /// missing build tool must be named with its install commands.
+    NoApt(ContractArgs),
     /// Internal: one own-boot scenario in a process of its own, started by the runner.
     #[command(hide = true)]
     OwnBootWorker(WorkerArgs),
@@ -73,12 +77,17 @@ pub struct GuestOpts {
     /// QEMU to use (else $QEMU, else qemu-system-x86_64 on PATH, else the pinned build, provisioned).
     #[arg(long, value_name = "PATH")]
     pub qemu: Option<PathBuf>,
-    /// Use this bzImage instead of building one.
-    #[arg(long, value_name = "FILE")]
+    /// Use this bzImage instead of building one; `host`: the host's own kernel (/boot/vmlinuz-*), also what
+    /// runs when there is no apt for Debian's kernel source and no --kernel-src.
+    #[arg(long, value_name = "FILE|host")]
     pub kernel: Option<PathBuf>,
     /// Build the kernel from this source tree (default: Debian's linux-source-6.12).
     #[arg(long, value_name = "DIR")]
     pub kernel_src: Option<PathBuf>,
+    /// A kernel config fragment whose options replace those of images/kernel.config in the kernel built
+    /// (images/kernel-virtio-pci.config: virtio_pci built in, as Fedora's, Arch's and Ubuntu's kernels have it).
+    #[arg(long, value_name = "FILE", conflicts_with = "kernel")]
+    pub kernel_config: Option<PathBuf>,
     /// Accelerator.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
@@ -88,7 +97,13 @@ impl GuestOpts {
     /// These options as arguments again (for a command run as a child).
     pub fn to_args(&self) -> Vec<String> {
         let mut a = Vec::new();
-        for (key, v) in [("--qemu", &self.qemu), ("--kernel", &self.kernel), ("--kernel-src", &self.kernel_src)] {
+        let given = [
+            ("--qemu", &self.qemu),
+            ("--kernel", &self.kernel),
+            ("--kernel-src", &self.kernel_src),
+            ("--kernel-config", &self.kernel_config),
+        ];
+        for (key, v) in given {
             if let Some(v) = v {
                 a.extend([key.to_string(), v.display().to_string()]);
             }

@@ -7,15 +7,32 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// How many of a phase's last output lines it shows while it runs.
 const SHOWN: usize = 3;
 /// How many it prints when it fails.
 const KEPT: usize = 30;
+
+/// Every phase's line, stacked: phases that overlap (QEMU's download
+/// beside the kernel build) each keep their own.
+fn bars() -> &'static MultiProgress {
+    static BARS: OnceLock<MultiProgress> = OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
+
+/// A line of the build's story: above the phases' lines on a terminal,
+/// as it is otherwise.
+pub fn say(line: &str) {
+    if bars().is_hidden() {
+        println!("{line}");
+    } else {
+        let _ = bars().println(line);
+    }
+}
 
 /// `1m05s`, `12.3s`.
 pub fn elapsed(d: Duration) -> String {
@@ -42,13 +59,13 @@ pub fn run(name: &str, cmd: impl Into<Command>) -> Result<(), String> {
     let mut cmd: Command = cmd.into();
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
-    let bar = ProgressBar::new_spinner().with_prefix(name.to_string());
+    let bar = bars().add(ProgressBar::new_spinner().with_prefix(name.to_string()));
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}]\n{wide_msg:.dim}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     if bar.is_hidden() {
-        println!("xtask: {name} ...");
+        say(&format!("xtask: {name} ..."));
     }
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut child = cmd.spawn().map_err(|e| format!("{name}: could not start {:?}: {e}", cmd.get_program()))?;
@@ -66,8 +83,9 @@ pub fn run(name: &str, cmd: impl Into<Command>) -> Result<(), String> {
     readers.into_iter().flatten().for_each(|r| drop(r.join()));
     let status = child.wait().map_err(|e| format!("{name}: waiting for it: {e}"))?;
     bar.finish_and_clear();
+    bars().remove(&bar);
     if status.success() {
-        println!("xtask: {name}: done in {}", elapsed(start.elapsed()));
+        say(&format!("xtask: {name}: done in {}", elapsed(start.elapsed())));
         return Ok(());
     }
     eprintln!("xtask: {name} failed after {}; its last {} lines:", elapsed(start.elapsed()), tail.len());

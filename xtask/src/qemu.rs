@@ -35,11 +35,22 @@ pub fn find_qemu(
     if pinned_first {
         return provisioned_qemu(sh, cache, pin);
     }
+    let mut on_path = None;
     if let Ok(p) = cmd!(sh, "which qemu-system-x86_64").quiet().ignore_stderr().read() {
         match probe(Path::new(p.trim())) {
             Ok(info) => return Ok((info, None)),
-            Err(e) => println!("xtask: not using the QEMU on PATH: {e}"),
+            Err(e) => on_path = Some(e.to_string()),
         }
+    }
+    if !crate::apt::available() && !prefix_intact(&cache.join("qemu")) {
+        let seen = on_path.map_or_else(|| "none is on PATH".to_string(), |e| format!("the one on PATH: {e}"));
+        return Err(format!(
+            "no QEMU 11.1 or later ({seen}), and no apt here to provision the pinned Debian build: \
+             pass --qemu PATH (or set $QEMU) with a build of QEMU 11.1 or later"
+        ));
+    }
+    if let Some(e) = on_path {
+        crate::progress::say(&format!("xtask: not using the QEMU on PATH: {e}; provisioning the pinned build instead"));
     }
     provisioned_qemu(sh, cache, pin)
 }
@@ -94,7 +105,10 @@ fn provisioned_qemu(sh: &Shell, cache: &Path, pin: &str) -> Result<(QemuInfo, Op
 /// `QEMU_PACKAGE` at `version` unpacked into `prefix/root` (the prefix
 /// emptied first), with the wrapper, then marked complete.
 fn install_prefix(apt: &PrivateApt, sh: &Shell, version: &str, prefix: &Path) -> Result<(), String> {
-    println!("xtask: provisioning {QEMU_PACKAGE} {version} from Debian unstable into {}", prefix.display());
+    crate::progress::say(&format!(
+        "xtask: provisioning {QEMU_PACKAGE} {version} from Debian unstable into {}",
+        prefix.display()
+    ));
     let _ = fs::remove_dir_all(prefix);
     let root = prefix.join("root");
     apt.install_into(sh, QEMU_PACKAGE, version, &root)?;

@@ -16,7 +16,7 @@ use xshell::{Shell, cmd};
 
 use crate::opts::{GuestOpts, SuiteOpts, VmTestArgs};
 use crate::shell::root;
-use crate::{initramfs, kernel, qemu, shell, vhost_device_media};
+use crate::{apt, initramfs, kernel, qemu, shell, vhost_device_media};
 
 /// The scenarios to run: every `*.toml` of each `--scenarios` directory
 /// (default `tests/scenarios`) whose name contains a `--filter`, their probes
@@ -98,24 +98,54 @@ pub struct Artefacts {
     pub initramfs: PathBuf,
 }
 
+/// QEMU (found or provisioned) beside the agent and the kernel (built or
+/// found): the download and the builds overlap, each shown as its phase.
 pub fn guest_artefacts(o: &GuestOpts, compare: bool, root: &Path) -> Result<Artefacts, String> {
-    let sh = Shell::new().map_err(|e| e.to_string())?;
     let cache = shell::cache_dir()?;
-    let (qemu, qemu_note) = qemu::find_qemu(&sh, o.qemu.as_deref(), &cache, &qemu::pinned_qemu(root)?, compare)?;
-    println!(
+    let pin = qemu::pinned_qemu(root)?;
+    let (found, built) = std::thread::scope(|scope| {
+        let qemu = scope.spawn(|| {
+            let sh = Shell::new().map_err(|e| e.to_string())?;
+            qemu::find_qemu(&sh, o.qemu.as_deref(), &cache, &pin, compare)
+        });
+        let built = agent_and_kernel(o, root, &cache);
+        (qemu.join().unwrap_or_else(|p| Err(shmem_host::panic_text(p.as_ref()))), built)
+    });
+    let (qemu, qemu_note) = found?;
+    let (agent, kernel) = built?;
+    crate::progress::say(&format!(
         "vm-test: QEMU {} at {}{}",
         qemu.build,
         qemu.path.display(),
         qemu_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default()
-    );
-    let agent = initramfs::build_agent(&sh, root)?;
-    let kernel = match &o.kernel {
-        Some(k) if !k.is_file() => return Err(format!("--kernel {}: no such file", k.display())),
-        Some(k) => k.clone(),
-        None => kernel::build_kernel(&sh, root, o.kernel_src.as_deref(), &cache)?,
-    };
+    ));
     let initramfs = initramfs::build_initramfs(&agent, &root.join("target/vm-test"))?;
     Ok(Artefacts { qemu, qemu_note, kernel, initramfs })
+}
+
+/// The static agent, and the guest kernel: `--kernel FILE`, the host's
+/// (`--kernel host`, or when there is no apt for Debian's kernel source and
+/// no `--kernel-src`), else built and cached.
+fn agent_and_kernel(o: &GuestOpts, root: &Path, cache: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let agent = initramfs::build_agent(&sh, root)?;
+    let kernel = match &o.kernel {
+        Some(k) if k.as_os_str() == "host" => kernel::host_kernel()?,
+        Some(k) if !k.is_file() => return Err(format!("--kernel {}: no such file", k.display())),
+        Some(k) => k.clone(),
+        None if o.kernel_src.is_none() && o.kernel_config.is_none() && !apt::available() => {
+            let k = kernel::host_kernel().map_err(|e| {
+                format!("no guest kernel: this machine has no apt for Debian's linux-source-6.12, no --kernel-src was given, and {e}")
+            })?;
+            crate::progress::say(&format!(
+                "xtask: no apt for Debian's linux-source-6.12: booting the host's kernel {} (--kernel-src DIR builds one from a tree)",
+                k.display()
+            ));
+            k
+        }
+        None => kernel::build_kernel(&sh, root, (o.kernel_src.as_deref(), o.kernel_config.as_deref()), cache)?,
+    };
+    Ok((agent, kernel))
 }
 
 /// The suite `o` asks for, ready to run, and the QEMU of `--compare`.
@@ -132,7 +162,14 @@ pub fn suite_config(o: &VmTestArgs) -> Result<(SuiteConfig, Option<QemuInfo>), S
     let spec = suite.device.spec();
     spec.validate().map_err(|e| format!("tests/suite.toml: {e}"))?;
     let (known_defects, known_defects_source) = known_defects(o.suite.known_defects.as_deref())?;
-    let Artefacts { qemu, qemu_note, kernel, initramfs } = guest_artefacts(&o.guest, o.compare.is_some(), &root)?;
+    // The backends' builds beside QEMU's download and the kernel build.
+    let (artefacts, media) = std::thread::scope(|scope| {
+        let media = scope.spawn(|| media_for(&o.suite, &scenarios));
+        let artefacts = guest_artefacts(&o.guest, o.compare.is_some(), &root);
+        (artefacts, media.join().unwrap_or_else(|p| Err(shmem_host::panic_text(p.as_ref()))))
+    });
+    let Artefacts { qemu, qemu_note, kernel, initramfs } = artefacts?;
+    let (media_backends, backend_defects) = media?;
     // A's own note when it is a build no entry lists (B's is said in the comparison).
     let qemu_note = join_notes([
         qemu_note,
@@ -144,7 +181,6 @@ pub fn suite_config(o: &VmTestArgs) -> Result<(SuiteConfig, Option<QemuInfo>), S
         None => None,
     };
     let work_dir = root.join("target/vm-test");
-    let (media_backends, backend_defects) = media_for(&o.suite, &scenarios)?;
     let known_defects_source = if media_backends.is_empty() || known_defects_source == "none" {
         known_defects_source
     } else {
@@ -239,11 +275,14 @@ fn fake_media(sh: &Shell, fault: &str) -> Result<BackendUnderTest, String> {
     // Where the binary is looked for, whatever CARGO_TARGET_DIR says.
     let target = root().join("target");
     cmd!(sh, "cargo build --quiet -p shmem-host --bin fake-media-backend --target-dir {target}")
+        .quiet()
         .run()
         .map_err(shell::err("building fake-media-backend"))?;
     let bin = target.join("debug/fake-media-backend");
-    let version =
-        cmd!(sh, "{bin} --fault {fault} --version").read().map_err(shell::err("fake-media-backend --version"))?;
+    let version = cmd!(sh, "{bin} --fault {fault} --version")
+        .quiet()
+        .read()
+        .map_err(shell::err("fake-media-backend --version"))?;
     Ok(BackendUnderTest {
         command: format!("{} --socket-path {{socket}} --fault {fault}", bin.display()),
         version: version.trim().to_string(),

@@ -81,17 +81,30 @@ pub fn media_backend(
 }
 
 fn build(sh: &Shell, cache: &Path, bin: &Path, which: MediaBuild) -> Result<(), String> {
-    apt_install(sh, &MEDIA_BUILD_DEPS)?;
-    println!(
+    if crate::apt::available() {
+        apt_install(sh, &MEDIA_BUILD_DEPS)?;
+    } else {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let missing = crate::tools::missing(&crate::tools::MEDIA, &path);
+        if !missing.is_empty() {
+            let found = crate::tools::Manager::found(&path);
+            return Err(crate::tools::missing_text(&format!("building {MEDIA_CRATE}"), &missing, found));
+        }
+    }
+    progress::say(&format!(
         "xtask: building {MEDIA_CRATE} {MEDIA_VERSION}{} (the backend under test); this takes a few minutes once",
         suffix(which)
-    );
+    ));
     let tmp = tempfile::Builder::new().prefix("media-build-").tempdir_in(cache).map_err(|e| e.to_string())?;
-    let headers = v4l2_headers(sh, tmp.path())?;
+    // Both builds in one place with the same environment: the second reuses
+    // the first's compiled dependencies and rebuilds only what it patches.
+    let shared = cache.join(format!("media-{MEDIA_VERSION}-build"));
+    let headers = v4l2_headers(sh, &shared)?;
+    let target = shared.join("target");
     let root = tmp.path().join("root");
     let _h = sh.push_env("V4L2R_VIDEODEV2_H_PATH", headers.join("linux"));
     let _c = sh.push_env("BINDGEN_EXTRA_CLANG_ARGS", format!("-I{}", headers.display()));
-    let _t = sh.push_env("CARGO_TARGET_DIR", tmp.path().join("target"));
+    let _t = sh.push_env("CARGO_TARGET_DIR", &target);
     match which {
         MediaBuild::Published => progress::run(
             "vhost-device-media: cargo install",
@@ -100,24 +113,37 @@ fn build(sh: &Shell, cache: &Path, bin: &Path, which: MediaBuild) -> Result<(), 
                 "cargo install --locked {MEDIA_CRATE} --version {MEDIA_VERSION} --no-default-features --features simple-capture --root {root}"
             ),
         )?,
-        MediaBuild::PageRounded => build_page_rounded(sh, tmp.path(), &root)?,
+        MediaBuild::PageRounded => build_page_rounded(sh, (tmp.path(), &target), &root)?,
         fake => {
             return Err(format!("{} is the appliance's fake-media-backend, not a build of {MEDIA_CRATE}", fake.name()));
         }
     }
     let dest = bin.parent().and_then(Path::parent).ok_or("cache path has no parent")?;
     // Renamed into place whole: a build cut short leaves no half entry in the cache.
-    fs::rename(&root, dest).map_err(|e| format!("moving the build into {}: {e}", dest.display()))
+    fs::rename(&root, dest).map_err(|e| format!("moving the build into {}: {e}", dest.display()))?;
+    // Once both builds are in the cache, what they shared is not needed again.
+    let built = |w: MediaBuild| cache.join(format!("media-{MEDIA_VERSION}{}/bin/{MEDIA_CRATE}", suffix(w))).is_file();
+    if built(MediaBuild::Published) && built(MediaBuild::PageRounded) {
+        let _ = fs::remove_dir_all(&shared);
+    }
+    Ok(())
 }
 
-/// The V4L2 headers v4l2r binds, as userspace sees them, under `dir/include/linux/`; returns `dir/include`.
+/// The V4L2 headers v4l2r binds, as userspace sees them, under
+/// `dir/include/linux/` (written once: a header rewritten would rebuild
+/// v4l2r); returns `dir/include`.
 fn v4l2_headers(sh: &Shell, dir: &Path) -> Result<PathBuf, String> {
     let headers = dir.join("include");
     let linux = headers.join("linux");
+    let complete = headers.join("complete");
+    if complete.is_file() {
+        return Ok(headers);
+    }
     fs::create_dir_all(&linux).map_err(|e| e.to_string())?;
     let members: Vec<String> =
         V4L2_HEADERS.iter().map(|h| format!("linux-source-6.12/include/uapi/linux/{h}")).collect();
     cmd!(sh, "tar -xf {KERNEL_TARBALL} --strip-components=4 -C {linux} {members...}")
+        .quiet()
         .run()
         .map_err(err("unpacking the V4L2 headers"))?;
     for h in V4L2_HEADERS {
@@ -131,6 +157,7 @@ fn v4l2_headers(sh: &Shell, dir: &Path) -> Result<PathBuf, String> {
             .collect();
         fs::write(&p, cleaned).map_err(|e| format!("write {}: {e}", p.display()))?;
     }
+    fs::write(&complete, "").map_err(|e| format!("write {}: {e}", complete.display()))?;
     Ok(headers)
 }
 
@@ -148,7 +175,7 @@ fn registry_source(name: &str, version: &str) -> Option<PathBuf> {
 
 /// Builds the published sources (copied into `tmp`) with virtio-media's
 /// memfds page-rounded, through `[patch.crates-io]`; installs into `root/bin`.
-fn build_page_rounded(sh: &Shell, tmp: &Path, root: &Path) -> Result<(), String> {
+fn build_page_rounded(sh: &Shell, (tmp, target): (&Path, &Path), root: &Path) -> Result<(), String> {
     let missing = || {
         format!(
             "the sources of {MEDIA_CRATE} {MEDIA_VERSION} and virtio-media {VIRTIO_MEDIA_VERSION} are not in cargo's registry (fetched by the published build)"
@@ -157,8 +184,8 @@ fn build_page_rounded(sh: &Shell, tmp: &Path, root: &Path) -> Result<(), String>
     let backend = registry_source(MEDIA_CRATE, MEDIA_VERSION).ok_or_else(missing)?;
     let lib = registry_source("virtio-media", VIRTIO_MEDIA_VERSION).ok_or_else(missing)?;
     let (src, patched) = (tmp.join("backend"), tmp.join("virtio-media"));
-    cmd!(sh, "cp -r {backend} {src}").run().map_err(err("copying the backend's sources"))?;
-    cmd!(sh, "cp -r {lib} {patched}").run().map_err(err("copying virtio-media's sources"))?;
+    cmd!(sh, "cp -r {backend} {src}").quiet().run().map_err(err("copying the backend's sources"))?;
+    cmd!(sh, "cp -r {lib} {patched}").quiet().run().map_err(err("copying virtio-media's sources"))?;
     let memfd = patched.join("src/memfd.rs");
     let text = fs::read_to_string(&memfd).map_err(|e| format!("read {}: {e}", memfd.display()))?;
     if text.matches(PAGE_ROUNDING.0).count() != 1 {
@@ -179,7 +206,7 @@ fn build_page_rounded(sh: &Shell, tmp: &Path, root: &Path) -> Result<(), String>
         cmd!(sh, "cargo build --release --offline --no-default-features --features simple-capture"),
     )?;
     fs::create_dir_all(root.join("bin")).map_err(|e| e.to_string())?;
-    fs::copy(tmp.join("target/release").join(MEDIA_CRATE), root.join("bin").join(MEDIA_CRATE))
+    fs::copy(target.join("release").join(MEDIA_CRATE), root.join("bin").join(MEDIA_CRATE))
         .map_err(|e| format!("copying the page-rounded build: {e}"))?;
     Ok(())
 }

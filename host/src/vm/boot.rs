@@ -45,7 +45,7 @@ pub enum BootError {
     Io { what: &'static str, source: io::Error },
     #[error("initialising the device: {0}")]
     Init(GuestError),
-    #[error("the guest agent found no test device: {0}")]
+    #[error("the guest agent cannot use the test device: {0}")]
     NoDevice(String),
     #[error("{accel} boot failed: {source}")]
     Accel { accel: &'static str, source: Box<BootError> },
@@ -175,7 +175,10 @@ pub fn boot(b: &BootSpec<'_>, accel: Accel, dirs: Dirs<'_>) -> Result<QemuTarget
     let chan = server.channel(CHANNEL_TIMEOUT).map_err(BootError::io("backend channel"))?;
     let mut guest = QemuGuest::new(qemu);
     if !guest.ready().has_device() {
-        return Err(BootError::NoDevice(guest.qemu.ready_line.clone()));
+        // The agent says why with its spaces as underscores (`ready nodevice WHY`).
+        let line = &guest.qemu.ready_line;
+        let why = line.trim().strip_prefix("ready nodevice ").map_or_else(|| line.clone(), |w| w.replace('_', " "));
+        return Err(BootError::NoDevice(why));
     }
     let boot_checks = vec![layout_check(b.layout, &guest)];
     guest.reset(b.init).map_err(BootError::Init)?;
