@@ -42,11 +42,11 @@ pub fn backend_test(a: &BackendTestArgs) -> Result<bool, Failure> {
     println!("backend-test: {} ({})", backend.version, backend.command);
     let dir = tempfile::Builder::new().prefix("backend-test-").tempdir().map_err(|e| e.to_string())?;
     let sessions = shmem_host::conformance::run_all(&backend, &defects, (dir.path(), &a.session), &Default::default());
-    shmem_host::conformance::report::print(&sessions);
+    shmem_report::backend::print(&sessions);
     let write = |p: &Option<PathBuf>, text: String| {
         p.as_ref().map_or(Ok(()), |p| std::fs::write(p, text).map_err(|e| format!("write {}: {e}", p.display())))
     };
-    write(json, shmem_host::conformance::report::json(&sessions))?;
-    write(junit, shmem_host::conformance::report::junit(&sessions))?;
+    write(json, shmem_report::backend::json(&sessions))?;
+    write(junit, shmem_report::backend::junit(&sessions))?;
     Ok(sessions.iter().all(|s| s.judgement.verdict.ok()))
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: vm-test N times with boots alone after each, then
 //! every figure's spread (or `--self-compare`). Measures; never asserts a speed.
 
-use shmem_host::vm::{self, report};
+use shmem_host::vm;
+use shmem_report as report;
 
 use crate::exit::Failure;
 use crate::opts::{BenchArgs, VmTestArgs};

@@ -58,7 +58,7 @@ fn on_terminal(args: &[&str], guest: &[String], no_color: bool) -> Result<(u8, S
     let line = std::iter::once(exe.display().to_string())
         .chain(args.iter().map(|a| a.to_string()))
         .chain(guest.iter().cloned())
-        .map(|w| shmem_host::vm::report::quoted(&w))
+        .map(|w| shmem_report::quoted(&w))
         .collect::<Vec<_>>()
         .join(" ");
     let mut c = Command::new("script");
@@ -237,7 +237,7 @@ fn could_not_run_and_interrupted(s: &mut Said, json: &str) -> Result<(), String>
 /// (emulated), B is QEMU as it is; the JUnit file fails where the run does.
 fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
     let a = dir.join("qemu-commits-first");
-    let script = format!("#!/bin/sh\nexec {} \"$@\"\n", shmem_host::vm::report::quoted(&qemu.display().to_string()));
+    let script = format!("#!/bin/sh\nexec {} \"$@\"\n", shmem_report::quoted(&qemu.display().to_string()));
     std::fs::write(&a, script).map_err(|e| format!("write {}: {e}", a.display()))?;
     std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
     let junit = dir.join("compare.xml");

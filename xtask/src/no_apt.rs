@@ -72,7 +72,7 @@ fn stock_kernel(sh: &Shell, cache: &Path) -> Result<PathBuf, String> {
 
 /// A shell line that hides Debian's tools, puts `boot` over /boot, then runs `args` (words).
 fn hidden(boot: &Path, empty: &Path, args: &[String]) -> String {
-    let q = |s: &str| shmem_host::vm::report::quoted(s);
+    let q = |s: &str| shmem_report::quoted(s);
     let mut line = String::from("set -e; ");
     for p in HIDDEN_PROGRAMS {
         line.push_str(&format!("for f in /usr/bin/{p} /bin/{p} /usr/sbin/{p} /sbin/{p}; do [ -e \"$f\" ] && mount --bind /dev/null \"$f\"; done; "));

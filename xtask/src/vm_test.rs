@@ -6,11 +6,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use shmem_host::vm::lists::{load_defect_list, load_known_defects};
-use shmem_host::vm::report::{Rerun, TextOpts};
 use shmem_host::vm::scenario::Scenario;
-use shmem_host::vm::{self, SuiteConfig, report};
+use shmem_host::vm::{self, SuiteConfig};
 use shmem_judge::compare::Comparison;
 use shmem_judge::significance::counts_text;
+use shmem_report as report;
+use shmem_report::{Rerun, TextOpts};
 
 use crate::bless;
 use crate::exit::Failure;
@@ -104,7 +105,7 @@ fn rerun_prefix(o: &Opts) -> String {
     if let Some(m) = &o.suite.media_backend {
         words.extend(["--media-backend".into(), m.display().to_string()]);
     }
-    words.iter().map(|w| shmem_host::vm::report::quoted(w)).collect::<Vec<_>>().join(" ")
+    words.iter().map(|w| shmem_report::quoted(w)).collect::<Vec<_>>().join(" ")
 }
 
 /// `--bless`: the entries listed elsewhere that this run's failures matched

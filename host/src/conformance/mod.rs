@@ -6,10 +6,10 @@
 //! and hang up. It must not judge while recording, nor record while judging.
 
 pub mod frontend;
+pub mod judged;
 pub mod own;
 pub mod port;
 pub mod process;
-pub mod report;
 pub mod session;
 pub mod transport;
 
@@ -96,7 +96,7 @@ pub fn run_all(
     defects: &[KnownDefect],
     (dir, only): (&std::path::Path, &[String]),
     s: &session::Settings,
-) -> Vec<report::SessionVerdict> {
+) -> Vec<judged::SessionVerdict> {
     let picked = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut out = Vec::new();
     for v in Variant::ALL.into_iter().filter(|v| picked(&v.name())) {
@@ -117,9 +117,9 @@ pub fn run_all(
     out
 }
 
-fn verdict(backend: &str, session: &str, rec: &SessionRecord, defects: &[KnownDefect]) -> report::SessionVerdict {
+fn verdict(backend: &str, session: &str, rec: &SessionRecord, defects: &[KnownDefect]) -> judged::SessionVerdict {
     let checks = shmem_judge::backend::judge(rec);
     let listing = Listing::of_backend(defects, backend, "", MODEL_ACCEL, session);
     let judgement = judge_listed(Ok(checks.clone()), &listing);
-    report::SessionVerdict { backend: backend.into(), session: session.into(), checks, judgement }
+    judged::SessionVerdict { backend: backend.into(), session: session.into(), checks, judgement }
 }

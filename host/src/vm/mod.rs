@@ -31,7 +31,6 @@ pub mod pool;
 pub mod qemu;
 pub mod qemu_exit;
 pub mod replicate;
-pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod steps;

@@ -107,7 +107,10 @@ impl Tally {
         c = c
             .with("acked", order.0)
             .with("table_first", order.1)
-            .with("blocks", shmem_judge::significance::counts_text(&self.blocks));
+            .with("blocks", shmem_judge::significance::counts_text(&self.blocks))
+            // The first reads' latencies, fresh and stale, for the report's plots.
+            .with("fresh_us", histogram(&self.fresh_us))
+            .with("stale_us", histogram(&self.stale_us));
         // Every stale kind seen, for race entries: a kind they do not list is another bug.
         let kinds: Vec<&str> = self.seen.keys().copied().filter(|k| !k.starts_with("fresh")).collect();
         c = c.with("stale_kinds", kinds.join(" | "));

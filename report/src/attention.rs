@@ -12,7 +12,7 @@ use shmem_judge::verdict::{Judged, Verdict};
 use shmem_judge::words::target_lines;
 
 use super::style::paint;
-use crate::vm::suite::{SHARED_BOOT, SuiteReport};
+use shmem_host::vm::{SHARED_BOOT, SuiteReport};
 
 /// The longest reason a summary line shows (the evidence above has it all).
 const REASON: usize = 160;

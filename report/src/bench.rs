@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::vm::bench::BootAlone;
-use crate::vm::guest::CopyRounds;
-use crate::vm::suite::{Measurements, SuiteReport};
+use shmem_host::vm::BootAlone;
+use shmem_host::vm::guest::CopyRounds;
+use shmem_host::vm::{Measurements, SuiteReport};
 
 fn percentile(v: &[Duration], p: f64) -> Option<f64> {
     if v.is_empty() {
@@ -108,13 +108,13 @@ pub fn bench_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::BootAlone;
+    use shmem_host::vm::BootAlone;
 
     #[test]
     fn a_bench_whose_clock_was_too_coarse_still_reports_its_boots() {
         let coarse = || BootAlone {
             boot_time: Duration::from_millis(900),
-            bandwidth: Err(crate::vm::bench::Unfit::Coarse {
+            bandwidth: Err(shmem_host::vm::bench::Unfit::Coarse {
                 shortest: 20_000_000,
                 uncertainty: 0.01502,
                 clock: "2.0 GHz".into(),

@@ -10,7 +10,7 @@ use shmem_judge::words::target_lines;
 
 use super::attention::{Rerun, attention, print_attention};
 use super::style::paint;
-use crate::vm::suite::SuiteReport;
+use shmem_host::vm::SuiteReport;
 
 /// How many of the relay's last messages the human report shows under a
 /// failing QEMU row (the JSON has them all, the log the last 16).

@@ -1,17 +1,8 @@
 //! The backend test's report: one line per session and verdict, the failed
 //! checks under it; `--json` and `--junit`. Formats; decides nothing.
 
-use shmem_judge::check::CheckResult;
-use shmem_judge::verdict::Judgement;
+use shmem_host::conformance::judged::SessionVerdict;
 use shmem_judge::words::target_lines;
-
-/// One judged session.
-pub struct SessionVerdict {
-    pub backend: String,
-    pub session: String,
-    pub checks: Vec<CheckResult>,
-    pub judgement: Judgement,
-}
 
 pub fn print(sessions: &[SessionVerdict]) {
     for s in sessions {
@@ -26,6 +17,7 @@ pub fn print(sessions: &[SessionVerdict]) {
     println!("backend-test: {} sessions, {bad} not ok", sessions.len());
 }
 
+/// `--json` of backend-test (`format` as vm-test's).
 pub fn json(sessions: &[SessionVerdict]) -> String {
     let v: Vec<serde_json::Value> = sessions
         .iter()
@@ -39,7 +31,8 @@ pub fn json(sessions: &[SessionVerdict]) -> String {
             })
         })
         .collect();
-    serde_json::to_string_pretty(&serde_json::json!({ "sessions": v })).unwrap_or_default()
+    serde_json::to_string_pretty(&serde_json::json!({ "format": crate::FORMAT, "kind": "backend-test", "sessions": v }))
+        .unwrap_or_default()
 }
 
 fn xml(s: &str) -> String {

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::differences;
-use crate::vm::suite::SuiteReport;
+use shmem_host::vm::SuiteReport;
 use shmem_judge::check::CheckResult;
 use shmem_judge::compare::Comparison;
 use shmem_judge::verdict::{Judged, Verdict};

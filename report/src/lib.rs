@@ -4,6 +4,7 @@
 //! the judge (`shmem_judge`). Strings are the edge here.
 
 mod attention;
+pub mod backend;
 mod bench;
 mod json;
 mod junit;

@@ -3,7 +3,7 @@
 
 use shmem_judge::compare::Comparison;
 
-use crate::vm::suite::SuiteReport;
+use shmem_host::vm::SuiteReport;
 use shmem_judge::verdict::Verdict;
 use shmem_judge::words::target_lines;
 
