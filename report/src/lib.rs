@@ -6,6 +6,7 @@
 mod attention;
 pub mod backend;
 mod bench;
+pub mod html;
 mod json;
 mod junit;
 mod style;

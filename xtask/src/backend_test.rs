@@ -48,5 +48,6 @@ pub fn backend_test(a: &BackendTestArgs) -> Result<bool, Failure> {
     };
     write(json, shmem_report::backend::json(&sessions))?;
     write(junit, shmem_report::backend::junit(&sessions))?;
+    write(&a.html, shmem_report::html::backend_html(&sessions))?;
     Ok(sessions.iter().all(|s| s.judgement.verdict.ok()))
 }

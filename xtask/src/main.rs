@@ -6,6 +6,7 @@
 // The commands.
 mod backend_test;
 mod bench;
+mod browser;
 mod contract;
 mod fuzz;
 mod moved;
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
         Command::Fuzz(a) => fuzz::fuzz(&a),
         Command::MovedQemu(a) => moved::command(&a),
         Command::Contract(a) => contract::command(&a),
+        Command::HtmlCheck(a) => browser::check(&a),
         Command::NoApt(a) => contract::found_qemu(&a.guest).and_then(|q| Ok(no_apt::check(&a.guest, &q)?)),
         Command::BackendTest(a) => backend_test::backend_test(&a),
     };

@@ -4,8 +4,10 @@
 //! is on PATH, and Debian's stock kernel (unpacked from its package once,
 //! cached) stands in for `/boot`. `vm-test` with no kernel option must boot
 //! the host's kernel and pass; with `bison` missing, `--kernel-src` must
-//! fail naming it with its install commands. Part of `cargo xtask test`;
-//! checks only its own expectations.
+//! fail naming it with its install commands. And a guest kernel like the
+//! distributions' (virtio_pci built in, `images/kernel-virtio-pci.config`):
+//! the agent takes the device over and the suite passes. Part of `cargo
+//! xtask test`; checks only its own expectations.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

@@ -45,6 +45,9 @@ pub enum Command {
     /// namespace, Debian's stock kernel as the host's kernel, QEMU from PATH; the suite must pass, and a
     /// missing build tool must be named with its install commands.
     NoApt(ContractArgs),
+    /// The HTML report in a real browser: headless Chromium (installed when missing) renders the report of
+    /// a media scenario and the probe; the chart, the links and the plots are checked; a screenshot is kept.
+    HtmlCheck(ContractArgs),
     /// Internal: one own-boot scenario in a process of its own, started by the runner.
     #[command(hide = true)]
     OwnBootWorker(WorkerArgs),
@@ -171,6 +174,10 @@ pub struct ReportOpts {
     /// Also write the report as JUnit XML (with --compare: the comparison, a regression a failure).
     #[arg(long, value_name = "PATH")]
     pub junit: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML page: the verdicts, every check, the sequence chart of
+    /// each scenario the relay recorded, the probe's plots (with --compare: A and B side by side).
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
     /// Show every KNOWN-FAIL's evidence, not one line each.
     #[arg(long, short)]
     pub verbose: bool,
@@ -274,6 +281,9 @@ pub struct BackendTestArgs {
     /// Also write the report as JUnit XML.
     #[arg(long, value_name = "PATH")]
     pub junit: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML page.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
 }
 
 impl BackendTestArgs {
@@ -287,6 +297,7 @@ impl BackendTestArgs {
             known_defects: None,
             json: None,
             junit: None,
+            html: None,
         }
     }
 }

@@ -1,14 +1,14 @@
 //! `cargo xtask test`: the whole test sequence `.ci/run` calls: the format
 //! check, clippy, the workspace tests, the VM suite, the CI contract
-//! (exit codes, reports), a machine without apt, a short fuzz, moved-qemu
-//! and backend-test.
+//! (exit codes, reports), a machine without apt, the HTML report in a
+//! browser, a short fuzz, moved-qemu and backend-test.
 
 use xshell::{Shell, cmd};
 
 use crate::exit::Failure;
 use crate::opts::{BackendTestArgs, FuzzArgs, MovedArgs, SuiteOpts, TestArgs, VmTestArgs};
 use crate::shell::root;
-use crate::{backend_test, contract, fuzz, moved, no_apt, vm_test};
+use crate::{backend_test, browser, contract, fuzz, moved, no_apt, vm_test};
 
 /// Every step runs; the sequence passes when each did.
 pub fn test(a: &TestArgs) -> Result<bool, Failure> {
@@ -25,6 +25,8 @@ pub fn test(a: &TestArgs) -> Result<bool, Failure> {
     let contract_ok = contract::check(&a.guest, &suite.run.qemu.path)?;
     // A machine without apt: the host's kernel, QEMU from PATH, build tools named.
     let no_apt_ok = no_apt::check(&a.guest, &suite.run.qemu.path)?;
+    // The HTML report as a browser renders it.
+    let html_ok = browser::check(&crate::opts::ContractArgs { guest: a.guest.clone() })?;
     // A short fuzz keeps the fuzzer working: fixed seed, found scenarios under target/.
     let fuzz_ok = fuzz::fuzz(&FuzzArgs {
         guest: a.guest.clone(),
@@ -37,5 +39,5 @@ pub fn test(a: &TestArgs) -> Result<bool, Failure> {
     })?;
     let moved_ok = moved::command(&MovedArgs { guest: a.guest.clone() })?;
     let backend_ok = backend_test::backend_test(&BackendTestArgs::defaults())?;
-    Ok(suite.ok() && contract_ok && no_apt_ok && fuzz_ok && moved_ok && backend_ok)
+    Ok(suite.ok() && contract_ok && no_apt_ok && html_ok && fuzz_ok && moved_ok && backend_ok)
 }

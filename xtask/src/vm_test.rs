@@ -48,10 +48,10 @@ pub fn vm_test(o: &Opts) -> Result<Outcome, Failure> {
         let what = shmem_host::panic_text(p.as_ref());
         Err(format!("the appliance panicked (a bug, please report it): {what}"))
     });
-    let (json, junit) = match &result {
+    let (json, junit, html) = match &result {
         Ok(Outcome { run: r, baseline: None }) => {
             report::print_report(r, &text);
-            (report::json_report(r), report::junit_report(r))
+            (report::json_report(r), report::junit_report(r), report::html::suite_html(r))
         }
         Ok(Outcome { run: b, baseline: Some((a, c)) }) => {
             println!("== A (baseline)");
@@ -59,12 +59,12 @@ pub fn vm_test(o: &Opts) -> Result<Outcome, Failure> {
             println!("== B");
             report::print_report(b, &text);
             report::print_comparison(a, b, c, &text);
-            (report::json_compare(a, b, c), report::junit_compare(b, c))
+            (report::json_compare(a, b, c), report::junit_compare(b, c), report::html::compare_html(a, b, c))
         }
         // A run that could not even start still leaves a failing report.
-        Err(e) => (report::json_error(e), report::junit_error(e)),
+        Err(e) => (report::json_error(e), report::junit_error(e), report::html::error_html(e)),
     };
-    for (path, text) in [(&o.report.json, json), (&o.report.junit, junit)] {
+    for (path, text) in [(&o.report.json, json), (&o.report.junit, junit), (&o.report.html, html)] {
         if let Some(p) = path {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;

@@ -180,7 +180,12 @@ pub fn boot(b: &BootSpec<'_>, accel: Accel, dirs: Dirs<'_>) -> Result<QemuTarget
         let why = line.trim().strip_prefix("ready nodevice ").map_or_else(|| line.clone(), |w| w.replace('_', " "));
         return Err(BootError::NoDevice(why));
     }
-    let boot_checks = vec![layout_check(b.layout, &guest)];
+    let mut layout = layout_check(b.layout, &guest);
+    // Which guest kernel driver the agent took the device from ("none" when no driver held it).
+    if let Some(t) = super::guest::agent::field(&guest.qemu.ready_line, "taken_from") {
+        layout = layout.with("taken_from", t);
+    }
+    let boot_checks = vec![layout];
     guest.reset(b.init).map_err(BootError::Init)?;
     match Emulation::for_qemu(&b.qemu.path)? {
         Some(Emulation::CommitBeforeReply) => {

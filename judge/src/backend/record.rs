@@ -52,6 +52,12 @@ pub struct Lag {
     /// Index of the request in the relay's record.
     pub at: usize,
     pub micros: Option<f64>,
+    /// Index of the frontend's reply, and of the memory table that carries
+    /// the change, in the relay's record (when they are there).
+    #[serde(default)]
+    pub reply: Option<usize>,
+    #[serde(default)]
+    pub table: Option<usize>,
 }
 
 /// What each side of a session is left waiting for, and since how long:

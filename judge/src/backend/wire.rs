@@ -348,9 +348,11 @@ pub fn lags(msgs: &[WireMsg]) -> Vec<Lag> {
         let changed =
             counts[from..].iter().position(|(_, c)| if map { *c > before } else { *c < before }).map(|p| p + from);
         *carried = changed.or(*carried);
-        let replied = reply_to(msgs, i).map_or(msgs[i].at_ns, |r| msgs[r].at_ns);
-        let micros = changed.map(|k| (msgs[counts[k].0].at_ns as f64 - replied as f64) / 1000.0);
-        out.push(Lag { request: req.request, at: i, micros });
+        let reply = reply_to(msgs, i);
+        let replied = reply.map_or(msgs[i].at_ns, |r| msgs[r].at_ns);
+        let table = changed.map(|k| counts[k].0);
+        let micros = table.map(|t| (msgs[t].at_ns as f64 - replied as f64) / 1000.0);
+        out.push(Lag { request: req.request, at: i, micros, reply, table });
     }
     out
 }

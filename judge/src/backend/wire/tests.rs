@@ -56,7 +56,7 @@ fn table(at_ns: u64, sizes: &[u64]) -> WireMsg {
 fn a_table_after_the_reply_is_a_positive_lag_and_none_fails() {
     let record = [table(0, &[0x20_0000]), map(1_000), ack(2_000, 0), table(52_000, &[0x20_0000, 0x1000])];
     let l = lags(&record);
-    assert_eq!(l, vec![Lag { request: 9, at: 1, micros: Some(50.0) }]);
+    assert_eq!(l, vec![Lag { request: 9, at: 1, micros: Some(50.0), reply: Some(2), table: Some(3) }]);
     assert!(reaches_table_check(&l).passed);
     let missing = lags(&record[..3]);
     let c = reaches_table_check(&missing);
