@@ -87,12 +87,8 @@ fn lag_link(out: &mut String, lag: &Lag, y_of: &BTreeMap<usize, usize>) {
     let x = LANE[2] + 40;
     let _ = write!(out, r#"<path class="link reply" d="M{x} {yr} C{} {yr} {} {ya} {x} {ya}"/>"#, x + 30, x + 30);
     let Some(yt) = lag.table.and_then(y) else {
-        let _ = write!(
-            out,
-            r#"<text class="lag never" x="{}" y="{}">{op}: no table committed it</text>"#,
-            x + 40,
-            ya + 4
-        );
+        let _ =
+            write!(out, r#"<text class="lag never" x="{}" y="{}">{op}: no table committed it</text>"#, x + 40, ya + 4);
         return;
     };
     let micros = lag.micros.unwrap_or_default();
