@@ -24,7 +24,7 @@ pub fn backend_test(a: &BackendTestArgs) -> Result<bool, Failure> {
         return Err(Failure::Usage(format!("--session {unknown:?}: no such session (--list names them)")));
     }
     let (command, binary, json, junit, list) =
-        (a.backend.clone(), a.media_backend.as_deref(), &a.json, &a.junit, a.known_defects.as_deref());
+        (a.backend.clone(), a.media_backend.as_deref(), &a.files.json, &a.files.junit, a.known_defects.as_deref());
     let sh = Shell::new().map_err(|e| e.to_string())?;
     let backend = match command {
         Some(c) => {
@@ -48,6 +48,6 @@ pub fn backend_test(a: &BackendTestArgs) -> Result<bool, Failure> {
     };
     write(json, shmem_report::backend::json(&sessions))?;
     write(junit, shmem_report::backend::junit(&sessions))?;
-    write(&a.html, shmem_report::html::backend_html(&sessions))?;
+    write(&a.files.html, shmem_report::html::backend_html(&sessions))?;
     Ok(sessions.iter().all(|s| s.judgement.verdict.ok()))
 }

@@ -164,20 +164,28 @@ impl SuiteOpts {
     }
 }
 
-/// What is written and shown besides the verdict table.
+/// The report's files.
 #[derive(Args, Clone, Debug, Default)]
 #[command(next_help_heading = "Reports")]
-pub struct ReportOpts {
-    /// Also write the report as JSON (format: docs/report.schema.json).
+pub struct FileReports {
+    /// Also write the report as JSON (`format` 1; vm-test's is published as docs/report.schema.json).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// Also write the report as JUnit XML (with --compare: the comparison, a regression a failure).
     #[arg(long, value_name = "PATH")]
     pub junit: Option<PathBuf>,
-    /// Also write the report as one self-contained HTML page: the verdicts, every check, the sequence chart of
-    /// each scenario the relay recorded, the probe's plots (with --compare: A and B side by side).
+    /// Also write the report as one self-contained HTML page: the verdicts, every check, and for vm-test the
+    /// sequence chart of each scenario the relay recorded and the probe's plots (--compare: A and B side by side).
     #[arg(long, value_name = "PATH")]
     pub html: Option<PathBuf>,
+}
+
+/// What is written and shown besides the verdict table.
+#[derive(Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Reports")]
+pub struct ReportOpts {
+    #[command(flatten)]
+    pub files: FileReports,
     /// Show every KNOWN-FAIL's evidence, not one line each.
     #[arg(long, short)]
     pub verbose: bool,
@@ -275,15 +283,8 @@ pub struct BackendTestArgs {
     /// Judge by this list of backend defects (default tests/backend-defects.toml); none: every failure fails.
     #[arg(long, value_name = "PATH|none")]
     pub known_defects: Option<String>,
-    /// Also write the report as JSON.
-    #[arg(long, value_name = "PATH")]
-    pub json: Option<PathBuf>,
-    /// Also write the report as JUnit XML.
-    #[arg(long, value_name = "PATH")]
-    pub junit: Option<PathBuf>,
-    /// Also write the report as one self-contained HTML page.
-    #[arg(long, value_name = "PATH")]
-    pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub files: FileReports,
 }
 
 impl BackendTestArgs {
@@ -295,9 +296,7 @@ impl BackendTestArgs {
             session: Vec::new(),
             list: false,
             known_defects: None,
-            json: None,
-            junit: None,
-            html: None,
+            files: FileReports::default(),
         }
     }
 }

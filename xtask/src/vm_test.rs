@@ -64,7 +64,8 @@ pub fn vm_test(o: &Opts) -> Result<Outcome, Failure> {
         // A run that could not even start still leaves a failing report.
         Err(e) => (report::json_error(e), report::junit_error(e), report::html::error_html(e)),
     };
-    for (path, text) in [(&o.report.json, json), (&o.report.junit, junit), (&o.report.html, html)] {
+    let files = &o.report.files;
+    for (path, text) in [(&files.json, json), (&files.junit, junit), (&files.html, html)] {
         if let Some(p) = path {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
