@@ -248,6 +248,8 @@ fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
     let j = junit.display().to_string();
     let json = dir.join("compare.json");
     let js = json.display().to_string();
+    let html = dir.join("compare.html");
+    let hs = html.display().to_string();
     let args = [
         "vm-test",
         "--compare",
@@ -261,6 +263,8 @@ fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
         &j,
         "--json",
         &js,
+        "--html",
+        &hs,
     ];
     // `guest` but its --qemu (the last two words): A is the wrapper.
     let guest: Vec<&String> = s.guest.iter().take(s.guest.len() - 2).collect();
@@ -271,6 +275,10 @@ fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
     s.say("... and its --junit fails reply-before-commit as REGRESSED", failing, &xml);
     let errors = validates(&json)?;
     s.say("... and its --json (kind compare) validates", errors.is_empty(), &errors.join("\n"));
+    let page = std::fs::read_to_string(&html).unwrap_or_default();
+    let sides = page.contains("<div class=\"sides\">") && page.contains("<h2>A: QEMU") && page.contains("<h2>B: QEMU");
+    let marked = page.contains("<li class=\"attention\">REGRESSED: reply-before-commit");
+    s.say("... and its --html has A and B side by side, the regression marked", sides && marked, &page);
     Ok(())
 }
 

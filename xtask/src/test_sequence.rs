@@ -38,6 +38,12 @@ pub fn test(a: &TestArgs) -> Result<bool, Failure> {
         known_defects: None,
     })?;
     let moved_ok = moved::command(&MovedArgs { guest: a.guest.clone() })?;
-    let backend_ok = backend_test::backend_test(&BackendTestArgs::defaults())?;
-    Ok(suite.ok() && contract_ok && no_apt_ok && html_ok && fuzz_ok && moved_ok && backend_ok)
+    // backend-test with every report file, the HTML page among them.
+    let mut backend = BackendTestArgs::defaults();
+    backend.files.html = Some(root().join("target/backend-test.html"));
+    let backend_ok = backend_test::backend_test(&backend)?;
+    let page = std::fs::read_to_string(root().join("target/backend-test.html")).unwrap_or_default();
+    let page_ok = page.contains("<h1>backend-test</h1>") && page.contains("own-session");
+    println!("backend-test: --html wrote its sessions: {}", if page_ok { "ok" } else { "FAILED" });
+    Ok(suite.ok() && contract_ok && no_apt_ok && html_ok && fuzz_ok && moved_ok && backend_ok && page_ok)
 }
