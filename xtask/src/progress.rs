@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How many of a phase's last output lines it shows while it runs.
 const SHOWN: usize = 3;
@@ -21,7 +21,12 @@ const KEPT: usize = 30;
 /// beside the kernel build) each keep their own.
 fn bars() -> &'static MultiProgress {
     static BARS: OnceLock<MultiProgress> = OnceLock::new();
-    BARS.get_or_init(MultiProgress::new)
+    BARS.get_or_init(|| {
+        // NO_COLOR or a dumb terminal: plain lines, no cursor movement either.
+        let plain = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+            || std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        if plain { MultiProgress::with_draw_target(ProgressDrawTarget::hidden()) } else { MultiProgress::new() }
+    })
 }
 
 /// A line of the build's story: above the phases' lines on a terminal,
