@@ -50,7 +50,9 @@ pub fn find_qemu(
         ));
     }
     if let Some(e) = on_path {
-        crate::progress::say(&format!("xtask: not using the QEMU on PATH: {e}; provisioning the pinned build instead"));
+        crate::progress::say(&format!(
+            "xtask: not using the QEMU on PATH: {e}; using the pinned build (provisioned into the cache) instead"
+        ));
     }
     provisioned_qemu(sh, cache, pin)
 }
