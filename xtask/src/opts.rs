@@ -194,6 +194,10 @@ pub struct ReportOpts {
     pub github: bool,
 }
 
+/// `--compare-budget`'s default: about two minutes of probe boots, which
+/// under TCG on two cores is some 9-12 boots a side idle, 6-8 busy.
+pub const COMPARE_BUDGET: u64 = 120;
+
 #[derive(Args, Clone, Debug)]
 pub struct VmTestArgs {
     #[command(flatten)]
@@ -207,7 +211,7 @@ pub struct VmTestArgs {
     #[arg(long, value_name = "QEMU2", help_heading = "Comparing and blessing")]
     pub compare: Option<PathBuf>,
     /// How long --compare may boot the probe for A and B in turn to compare their rates (0: not at all).
-    #[arg(long, value_name = "SECS", default_value_t = 120, help_heading = "Comparing and blessing")]
+    #[arg(long, value_name = "SECS", default_value_t = COMPARE_BUDGET, help_heading = "Comparing and blessing")]
     pub compare_budget: u64,
     /// Add this QEMU build and accelerator to exactly the known-defect entries (listed for another version
     /// or accelerator) whose signatures this run's failures showed, in QEMU's list and the backends'.
@@ -218,7 +222,8 @@ pub struct VmTestArgs {
 impl VmTestArgs {
     /// One suite run of `guest` and `suite`: no comparison, no report file.
     pub fn plain(guest: GuestOpts, suite: SuiteOpts) -> Self {
-        VmTestArgs { guest, suite, report: ReportOpts::default(), compare: None, compare_budget: 120, bless: false }
+        let report = ReportOpts::default();
+        VmTestArgs { guest, suite, report, compare: None, compare_budget: COMPARE_BUDGET, bless: false }
     }
 }
 
