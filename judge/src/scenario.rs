@@ -32,6 +32,13 @@ pub struct ScenarioReport {
     pub qemu_wire: Option<WireRecord>,
 }
 
+impl ScenarioReport {
+    /// Whether neither verdict fails the run (PASS, KNOWN-FAIL or SKIPPED on both targets).
+    pub fn ok(&self) -> bool {
+        self.qemu.ok() && self.model.ok()
+    }
+}
+
 /// One scenario's run on one target, and how long it took.
 pub type Run = (RunOutcome, Duration);
 

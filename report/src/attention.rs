@@ -99,10 +99,10 @@ pub fn attention(r: &SuiteReport, rerun: &Rerun) -> Vec<Attention> {
 
 /// The regressions of a comparison, by scenario, with B's rerun and logs.
 pub fn compare_attention(b: &SuiteReport, c: &Comparison, rerun: &Rerun) -> Vec<Attention> {
-    let regressed = c.lines.iter().filter_map(|l| l.strip_prefix("REGRESSED: "));
+    let regressed = c.lines.iter().filter_map(|l| crate::compare_line(l)).filter(|(word, ..)| *word == "REGRESSED");
     regressed
-        .map(|rest| {
-            let scenario = rest.split(['/', ':']).next().unwrap_or_default().to_string();
+        .map(|(_, scenario, rest)| {
+            let scenario = scenario.to_string();
             let known = b.scenarios.iter().any(|s| s.name == scenario);
             Attention {
                 word: "REGRESSED",

@@ -85,8 +85,7 @@ pub fn junit_error(error: &str) -> String {
 /// system-out; the lines about no one scenario (replicated counts, boots)
 /// in the suite's system-out. It fails exactly when the run does.
 pub fn junit_compare(b: &SuiteReport, c: &Comparison) -> String {
-    let about =
-        |name: &str, l: &str| l.split_once(": ").is_some_and(|(_, rest)| rest.split(['/', ':']).next() == Some(name));
+    let about = |name: &str, l: &str| crate::compare_line(l).is_some_and(|(_, scenario, _)| scenario == name);
     let mut cases = String::new();
     for s in &b.scenarios {
         let lines: Vec<&String> = c.lines.iter().filter(|l| about(&s.name, l)).collect();

@@ -17,4 +17,12 @@ pub use bench::bench_report;
 pub use json::{FORMAT, json_compare, json_error, json_report};
 pub use junit::{junit_compare, junit_error, junit_report};
 pub use style::{Word, paint};
+
+/// A comparison line's word and what follows it, and the scenario it is
+/// about: `REGRESSED: NAME/check: ...` gives ("REGRESSED", "NAME", "NAME/check: ...").
+/// A line of facts (`replicated counts: ...`) gives a "scenario" no run has.
+pub(crate) fn compare_line(line: &str) -> Option<(&str, &str, &str)> {
+    let (word, rest) = line.split_once(": ")?;
+    Some((word, rest.split(['/', ':']).next().unwrap_or_default(), rest))
+}
 pub use text::{TextOpts, differences, print_comparison, print_report, progress_line};

@@ -78,20 +78,13 @@ fn print_evidence(s: &ScenarioReport) {
 /// row, table first, with `--verbose`; a KNOWN-FAIL is its progress line
 /// otherwise), then the summary.
 pub fn print_report(r: &SuiteReport, o: &TextOpts) {
-    if o.verbose {
-        for s in &r.scenarios {
-            println!("{}", progress_line(s));
-            print_evidence(s);
-        }
-    } else {
-        let failing: Vec<&ScenarioReport> = r.scenarios.iter().filter(|s| !(s.qemu.ok() && s.model.ok())).collect();
-        if !failing.is_empty() {
-            println!("\nfailures:");
-        }
-        for s in failing {
-            println!("{}", progress_line(s));
-            print_evidence(s);
-        }
+    let shown: Vec<&ScenarioReport> = r.scenarios.iter().filter(|s| o.verbose || !s.ok()).collect();
+    if !o.verbose && !shown.is_empty() {
+        println!("\nfailures:");
+    }
+    for s in shown {
+        println!("{}", progress_line(s));
+        print_evidence(s);
     }
     println!();
     print_summary(r, o);

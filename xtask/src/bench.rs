@@ -40,7 +40,7 @@ pub fn bench(a: &BenchArgs) -> Result<bool, Failure> {
                     .run
                     .scenarios
                     .iter()
-                    .filter(|s| !s.qemu.ok() || !s.model.ok())
+                    .filter(|s| !s.ok())
                     .map(|s| format!("{} (QEMU {}, model {})", s.name, s.qemu.label(), s.model.label()))
                     .collect();
                 failed.push(format!("run {k}: verdicts failed: {}", bad.join(", ")));

@@ -70,7 +70,7 @@ pub struct SuiteReport {
 
 impl SuiteReport {
     pub fn ok(&self) -> bool {
-        !self.scenarios.is_empty() && self.scenarios.iter().all(|s| s.qemu.ok() && s.model.ok())
+        !self.scenarios.is_empty() && self.scenarios.iter().all(ScenarioReport::ok)
     }
 }
 

@@ -17,7 +17,7 @@ use shmem_judge::backend::wire::{Channel, Sender, WireMsg, WireRecord};
 use super::esc;
 
 /// How many rows are drawn at each end of a long record.
-pub const DRAWN: usize = 150;
+const DRAWN: usize = 150;
 const ROW: usize = 22;
 const TOP: usize = 40;
 const LANE: [usize; 3] = [170, 420, 670];

@@ -16,8 +16,6 @@ use shmem_judge::compare::Comparison;
 use shmem_judge::scenario::ScenarioReport;
 use shmem_judge::words::target_lines;
 
-pub use chart::DRAWN;
-
 /// `s` safe inside HTML and SVG text and attributes.
 pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -48,17 +46,13 @@ fn word(label: &str) -> Markup {
     html! { span class={ "verdict " (label) } { (label) } }
 }
 
-fn needs_attention(s: &ScenarioReport) -> bool {
-    !(s.qemu.ok() && s.model.ok())
-}
-
 /// The verdict table of one run.
 fn table(r: &SuiteReport, side: &str) -> Markup {
     html! {
         table.verdicts {
             tr { th { "scenario" } th { "QEMU" } th { "model" } th { "QEMU s" } th { "model s" } }
             @for s in &r.scenarios {
-                tr class=(if needs_attention(s) { "row attention" } else { "row" }) {
+                tr class=(if !s.ok() { "row attention" } else { "row" }) {
                     td { a href={ "#" (side) "-" (s.name) } { (s.name) } }
                     td { (word(s.qemu.label())) } td { (word(s.model.label())) }
                     td.num { (format!("{:.2}", s.qemu_time.as_secs_f64())) }
@@ -87,7 +81,7 @@ fn scenario(s: &ScenarioReport, side: &str) -> Markup {
     let lines = target_lines(&s.qemu, &s.qemu_inconclusive, &s.not_shown[0]);
     let probes: Vec<Markup> = s.qemu_checks.iter().filter_map(plots::probe_plots).collect();
     html! {
-        section id={ (side) "-" (s.name) } class=(if needs_attention(s) { "scenario attention" } else { "scenario" }) {
+        section id={ (side) "-" (s.name) } class=(if !s.ok() { "scenario attention" } else { "scenario" }) {
             h3 { (s.name) " " (word(s.qemu.label())) " " (word(s.model.label())) }
             p.description { (s.description) }
             @for l in &lines { pre.line { (l) } }
@@ -105,7 +99,7 @@ fn scenario(s: &ScenarioReport, side: &str) -> Markup {
 }
 
 fn run(r: &SuiteReport, side: &str) -> Markup {
-    let failed = r.scenarios.iter().filter(|s| needs_attention(s)).count();
+    let failed = r.scenarios.iter().filter(|s| !s.ok()).count();
     html! {
         div.run {
             h2 { (side) ": QEMU " (r.qemu.build) }
@@ -130,7 +124,7 @@ pub fn compare_html(a: &SuiteReport, b: &SuiteReport, c: &Comparison) -> String 
         p { (c.fixed) " fixed, " (c.regressed) " regressed, " (c.unmasked) " unmasked, " (c.changed) " with changed evidence" }
         ul.compare {
             @for l in &c.lines {
-                @let w = l.split(':').next().unwrap_or_default();
+                @let w = crate::compare_line(l).map_or("", |(word, ..)| word);
                 li class=(if w == "REGRESSED" { "attention" } else { "" }) { (l) }
             }
         }
