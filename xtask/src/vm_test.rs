@@ -48,29 +48,42 @@ pub fn vm_test(o: &Opts) -> Result<Outcome, Failure> {
         let what = shmem_host::panic_text(p.as_ref());
         Err(format!("the appliance panicked (a bug, please report it): {what}"))
     });
-    let (json, junit, html) = match &result {
-        Ok(Outcome { run: r, baseline: None }) => {
-            report::print_report(r, &text);
-            (report::json_report(r), report::junit_report(r), report::html::suite_html(r))
-        }
+    match &result {
+        Ok(Outcome { run: r, baseline: None }) => report::print_report(r, &text),
         Ok(Outcome { run: b, baseline: Some((a, c)) }) => {
             println!("== A (baseline)");
             report::print_report(a, &text);
             println!("== B");
             report::print_report(b, &text);
             report::print_comparison(a, b, c, &text);
-            (report::json_compare(a, b, c), report::junit_compare(b, c), report::html::compare_html(a, b, c))
         }
-        // A run that could not even start still leaves a failing report.
-        Err(e) => (report::json_error(e), report::junit_error(e), report::html::error_html(e)),
-    };
+        Err(_) => {}
+    }
+    // Each file rendered only when asked for; a run that could not even start still leaves a failing report.
     let files = &o.report.files;
-    for (path, text) in [(&files.json, json), (&files.junit, junit), (&files.html, html)] {
+    let render: [(&Option<std::path::PathBuf>, &dyn Fn() -> String); 3] = [
+        (&files.json, &|| match &result {
+            Ok(Outcome { run: r, baseline: None }) => report::json_report(r),
+            Ok(Outcome { run: b, baseline: Some((a, c)) }) => report::json_compare(a, b, c),
+            Err(e) => report::json_error(e),
+        }),
+        (&files.junit, &|| match &result {
+            Ok(Outcome { run: r, baseline: None }) => report::junit_report(r),
+            Ok(Outcome { run: b, baseline: Some((_, c)) }) => report::junit_compare(b, c),
+            Err(e) => report::junit_error(e),
+        }),
+        (&files.html, &|| match &result {
+            Ok(Outcome { run: r, baseline: None }) => report::html::suite_html(r),
+            Ok(Outcome { run: b, baseline: Some((a, c)) }) => report::html::compare_html(a, b, c),
+            Err(e) => report::html::error_html(e),
+        }),
+    ];
+    for (path, text) in render {
         if let Some(p) = path {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
             }
-            std::fs::write(p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
+            std::fs::write(p, text()).map_err(|e| format!("writing {}: {e}", p.display()))?;
             println!("vm-test: wrote {}", p.display());
         }
     }
