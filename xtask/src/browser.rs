@@ -85,11 +85,8 @@ pub fn check(a: &ContractArgs) -> Result<bool, Failure> {
     c.args(["vm-test", "--filter", MEDIA, "--filter", "reply-before-commit", "--exact", "--html"]).arg(&page);
     c.args(a.guest.to_args());
     let status = c.current_dir(root()).stdin(Stdio::null()).status().map_err(|e| format!("vm-test: {e}"))?;
-    let mut ok = true;
-    let mut say = |what: &str, held: bool| {
-        println!("html: {what}: {}", if held { "ok" } else { "FAILED" });
-        ok &= held;
-    };
+    let mut checks = crate::checks::Checks::new("html");
+    let mut say = |what: &str, held: bool| checks.say(what, held, "");
     say("vm-test --html ran (exit 0)", status.success());
     let html = std::fs::read_to_string(&page).map_err(|e| format!("{}: {e}", page.display()))?;
     say("the page names no http(s):// resource", !html.contains("http://") && !html.contains("https://"));
@@ -111,7 +108,7 @@ pub fn check(a: &ContractArgs) -> Result<bool, Failure> {
     )?;
     std::thread::sleep(Duration::from_millis(100));
     say(&format!("a screenshot for a person to look at: {}", shot.display()), shot.is_file());
-    Ok(ok)
+    Ok(checks.ok)
 }
 
 #[cfg(test)]

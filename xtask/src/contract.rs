@@ -7,11 +7,11 @@
 //! regression. Runs `cargo xtask test`'s last step; judges only its own
 //! expectations of the CLI.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::checks::{self, Checks};
 use crate::exit;
 use crate::exit::Failure;
 use crate::opts::{ContractArgs, GuestOpts};
@@ -21,20 +21,23 @@ use crate::shell::root;
 const FAILING_DIR: &str = "tests/contract";
 const FAILING: &str = "contract-wrong-digest";
 
-/// The checks' state: whether all held so far, and the kernel and
-/// accelerator options every vm-test child gets (`guest`).
+/// The checks' tally, and what every vm-test child gets: the kernel and
+/// accelerator options (`guest`) and, unless it runs a QEMU of its own, the
+/// QEMU in use.
 struct Said {
-    ok: bool,
+    checks: Checks,
     guest: Vec<String>,
+    qemu: String,
 }
 
 impl Said {
-    fn say(&mut self, what: &str, held: bool, detail: &str) {
-        println!("contract: {what}: {}", if held { "ok" } else { "FAILED" });
-        if !held {
-            detail.lines().take(40).for_each(|l| println!("contract:     {l}"));
-        }
-        self.ok &= held;
+    fn say(&mut self, what: &str, held: bool, seen: &str) {
+        self.checks.say(what, held, seen);
+    }
+
+    /// `guest` and `--qemu` the QEMU in use.
+    fn with_qemu(&self) -> Vec<String> {
+        self.guest.iter().cloned().chain(["--qemu".to_string(), self.qemu.clone()]).collect()
     }
 }
 
@@ -42,14 +45,6 @@ fn xtask() -> Result<Command, String> {
     let mut c = Command::new(std::env::current_exe().map_err(|e| format!("locating the xtask binary: {e}"))?);
     c.current_dir(root()).stdin(Stdio::null()).env_remove("NO_COLOR").env_remove("GITHUB_ACTIONS");
     Ok(c)
-}
-
-/// `cmd` run to its end: its exit status (`exit::COULD_NOT_RUN` for a
-/// signal) and its stdout and stderr as text.
-fn run(cmd: &mut Command) -> Result<(u8, String), String> {
-    let Output { status, stdout, stderr } = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
-    let code = status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::COULD_NOT_RUN);
-    Ok((code, format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr))))
 }
 
 /// `args` of vm-test on a terminal (`script` gives it a pseudo-terminal).
@@ -68,7 +63,7 @@ fn on_terminal(args: &[&str], guest: &[String], no_color: bool) -> Result<(u8, S
     } else {
         c.env_remove("NO_COLOR")
     };
-    run(&mut c)
+    checks::run(&mut c)
 }
 
 /// The report's words without their styles.
@@ -101,8 +96,7 @@ fn validates(path: &Path) -> Result<Vec<String>, String> {
 
 /// The scenarios a JSON report ran, but the shared boot's row.
 fn ran(path: &Path) -> Vec<String> {
-    let doc: serde_json::Value =
-        std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let doc = checks::report(path);
     let names = doc["scenarios"].as_array().cloned().unwrap_or_default();
     names.iter().filter_map(|s| s["name"].as_str()).filter(|n| *n != "shared-boot").map(str::to_string).collect()
 }
@@ -111,19 +105,19 @@ fn ran(path: &Path) -> Vec<String> {
 pub fn check(guest: &GuestOpts, qemu: &Path) -> Result<bool, String> {
     let dir = tempfile::Builder::new().prefix("contract-").tempdir().map_err(|e| e.to_string())?;
     let json = |name: &str| dir.path().join(name).display().to_string();
-    let q = qemu.display().to_string();
-    let mut s = Said { ok: true, guest: GuestOpts { qemu: None, ..guest.clone() }.to_args() };
-    s.guest.extend(["--qemu".into(), q]);
+    let guest = GuestOpts { qemu: None, ..guest.clone() }.to_args();
+    let mut s = Said { checks: Checks::new("contract"), guest, qemu: qemu.display().to_string() };
     passing_and_usage(&mut s, &json("pass.json"))?;
     failing_and_rerun(&mut s, (&json("fail.json"), &json("rerun.json"), &json("entry.json")))?;
     could_not_run_and_interrupted(&mut s, &json("error.json"))?;
     compare_junit(&mut s, dir.path(), qemu)?;
-    Ok(s.ok)
+    Ok(s.checks.ok)
 }
 
 /// 0 on a terminal with NO_COLOR (no styles), the report valid; 2 for usage errors.
 fn passing_and_usage(s: &mut Said, json: &str) -> Result<(), String> {
-    let (code, out) = on_terminal(&["vm-test", "--filter", "rw-basic", "--exact", "--json", json], &s.guest, true)?;
+    let (code, out) =
+        on_terminal(&["vm-test", "--filter", "rw-basic", "--exact", "--json", json], &s.with_qemu(), true)?;
     s.say("a passing run exits 0", code == exit::PASSED, &out);
     s.say("NO_COLOR=1 on a terminal: no escape codes", !out.contains('\x1b'), &out);
     let errors = validates(Path::new(json))?;
@@ -131,7 +125,7 @@ fn passing_and_usage(s: &mut Said, json: &str) -> Result<(), String> {
     s.say("--filter rw-basic --exact ran rw-basic alone", ran(Path::new(json)) == ["rw-basic"], &out);
     for args in [&["vm-test", "--qemu", "a", "--qemu", "b"][..], &["vm-test", "--bless", "--known-defects", "none"]] {
         let mut c = xtask()?;
-        let (code, out) = run(c.args(args))?;
+        let (code, out) = checks::run(c.args(args))?;
         s.say(&format!("{} exits 2 (usage)", args.join(" ")), code == exit::USAGE, &out);
     }
     Ok(())
@@ -140,7 +134,7 @@ fn passing_and_usage(s: &mut Said, json: &str) -> Result<(), String> {
 /// 1 for a FAIL, on a terminal in colour, its summary leading to the fix;
 /// its rerun command, pasted into a shell, reruns just it (piped: plain).
 fn failing_and_rerun(s: &mut Said, (json, rerun_json, entry_json): (&str, &str, &str)) -> Result<(), String> {
-    let (code, out) = on_terminal(&["vm-test", "--scenarios", FAILING_DIR, "--json", json], &s.guest, false)?;
+    let (code, out) = on_terminal(&["vm-test", "--scenarios", FAILING_DIR, "--json", json], &s.with_qemu(), false)?;
     s.say("a run with a FAIL exits 1", code == exit::VERDICT_FAILED, &out);
     s.say("on a terminal the verdicts are in colour", out.contains("\x1b["), &out);
     let text = plain(&out);
@@ -161,7 +155,7 @@ fn failing_and_rerun(s: &mut Said, (json, rerun_json, entry_json): (&str, &str, 
     let mut sh = Command::new("sh");
     sh.args(["-c", &format!("{pasted} --json {rerun_json}")]).current_dir(root()).stdin(Stdio::null());
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let (code, out) = run(sh.env("XTASK", &exe).env_remove("NO_COLOR"))?;
+    let (code, out) = checks::run(sh.env("XTASK", &exe).env_remove("NO_COLOR"))?;
     s.say(&format!("the rerun command ({rerun}) exits 1"), code == exit::VERDICT_FAILED, &out);
     s.say("... and reruns just that scenario", ran(Path::new(rerun_json)) == [FAILING], &out);
     s.say("piped, the report has no escape codes", !out.contains('\x1b'), &out);
@@ -182,9 +176,8 @@ fn pasted_entry(s: &mut Said, summary: &str, (pasted, json): (&str, &str)) -> Re
     let mut sh = Command::new("sh");
     sh.args(["-c", &format!("{pasted} --known-defects {} --json {json}", list.display())]).current_dir(root());
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let (_, out) = run(sh.env("XTASK", exe).stdin(Stdio::null()))?;
-    let doc: serde_json::Value =
-        std::fs::read_to_string(json).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let (_, out) = checks::run(sh.env("XTASK", exe).stdin(Stdio::null()))?;
+    let doc = checks::report(Path::new(json));
     let row = doc["scenarios"].as_array().into_iter().flatten().find(|r| r["name"] == FAILING);
     let known = row.is_some_and(|r| r["qemu"]["verdict"] == "KNOWN-FAIL");
     s.say(
@@ -199,14 +192,13 @@ fn pasted_entry(s: &mut Said, summary: &str, (pasted, json): (&str, &str)) -> Re
 /// SIGINT during a run, within a minute, nothing left running.
 fn could_not_run_and_interrupted(s: &mut Said, json: &str) -> Result<(), String> {
     let mut c = xtask()?;
-    let guest: Vec<&String> = s.guest.iter().take(s.guest.len() - 2).collect();
     let (code, out) =
-        run(c.args(["vm-test", "--qemu", "/nonexistent/qemu-system-x86_64", "--json", json]).args(guest))?;
+        checks::run(c.args(["vm-test", "--qemu", "/nonexistent/qemu-system-x86_64", "--json", json]).args(&s.guest))?;
     s.say("a QEMU that cannot run: exit 3", code == exit::COULD_NOT_RUN, &out);
     let errors = validates(Path::new(json))?;
     s.say("... and its --json (kind error) validates", errors.is_empty(), &errors.join("\n"));
     let mut c = xtask()?;
-    c.args(["vm-test", "--filter", "reply-before-commit", "--exact"]).args(&s.guest);
+    c.args(["vm-test", "--filter", "reply-before-commit", "--exact"]).args(s.with_qemu());
     c.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().map_err(|e| format!("starting vm-test: {e}"))?;
     std::thread::sleep(Duration::from_secs(4));
@@ -237,9 +229,7 @@ fn could_not_run_and_interrupted(s: &mut Said, json: &str) -> Result<(), String>
 /// (emulated), B is QEMU as it is; the JUnit file fails where the run does.
 fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
     let a = dir.join("qemu-commits-first");
-    let script = format!("#!/bin/sh\nexec {} \"$@\"\n", shmem_report::quoted(&qemu.display().to_string()));
-    std::fs::write(&a, script).map_err(|e| format!("write {}: {e}", a.display()))?;
-    std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    crate::shell::exec_wrapper(&a, qemu)?;
     let junit = dir.join("compare.xml");
     let mut c = xtask()?;
     c.env(shmem_host::vm::boot::EMULATE_VAR, format!("commit-before-reply@{}", a.display()));
@@ -266,9 +256,7 @@ fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
         "--html",
         &hs,
     ];
-    // `guest` but its --qemu (the last two words): A is the wrapper.
-    let guest: Vec<&String> = s.guest.iter().take(s.guest.len() - 2).collect();
-    let (code, out) = run(c.args(args).args(guest).args(["--qemu", &a]))?;
+    let (code, out) = checks::run(c.args(args).args(&s.guest).args(["--qemu", &a]))?;
     s.say("--compare with a regression exits 1", code == exit::VERDICT_FAILED, &out);
     let xml = std::fs::read_to_string(&junit).unwrap_or_default();
     let failing = xml.contains("name=\"reply-before-commit\">\n    <failure message=\"REGRESSED: reply-before-commit");
@@ -282,15 +270,7 @@ fn compare_junit(s: &mut Said, dir: &Path, qemu: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The QEMU `vm-test` would use with `guest`.
-pub fn found_qemu(guest: &GuestOpts) -> Result<std::path::PathBuf, Failure> {
-    let sh = xshell::Shell::new().map_err(|e| e.to_string())?;
-    let cache = crate::shell::cache_dir()?;
-    let pin = crate::qemu::pinned_qemu(&root())?;
-    Ok(crate::qemu::find_qemu(&sh, guest.qemu.as_deref(), &cache, &pin, false)?.0.path)
-}
-
 /// `contract`: the QEMU vm-test would use, then every check.
 pub fn command(a: &ContractArgs) -> Result<bool, Failure> {
-    Ok(check(&a.guest, &found_qemu(&a.guest)?)?)
+    Ok(check(&a.guest, &crate::qemu::in_use(&a.guest)?.path)?)
 }

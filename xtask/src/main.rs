@@ -18,6 +18,7 @@ mod vm_test;
 
 // What the commands share: options, exit codes, progress, the suite's setup, `--bless`.
 mod bless;
+mod checks;
 #[cfg(test)]
 mod cli_docs;
 mod exit;
@@ -52,7 +53,9 @@ fn main() -> ExitCode {
         Command::MovedQemu(a) => moved::command(&a),
         Command::Contract(a) => contract::command(&a),
         Command::HtmlCheck(a) => browser::check(&a),
-        Command::NoApt(a) => contract::found_qemu(&a.guest).and_then(|q| Ok(no_apt::check(&a.guest, &q)?)),
+        Command::NoApt(a) => {
+            qemu::in_use(&a.guest).and_then(|q| no_apt::check(&a.guest, &q.path)).map_err(Failure::Run)
+        }
         Command::BackendTest(a) => backend_test::backend_test(&a),
     };
     exit::code(res)

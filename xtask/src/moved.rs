@@ -6,11 +6,9 @@
 //! passes. Runs `cargo xtask vm-test` as a user would (this binary).
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use shmem_host::vm::qemu::QemuInfo;
-use xshell::Shell;
 
 use crate::exit::{self, Failure};
 use crate::opts::{GuestOpts, MovedArgs};
@@ -35,8 +33,7 @@ fn wrapper(dir: &Path, name: &str, build: &str, real: &Path, exec: bool) -> Resu
     let script = format!(
         "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo \"QEMU emulator version {build}\"; exit 0; fi\n{run}\n"
     );
-    std::fs::write(&path, script).map_err(|e| format!("write {}: {e}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    shell::write_script(&path, &script)?;
     Ok(path)
 }
 
@@ -52,7 +49,7 @@ fn vm_test(args: &[&str], guest: &[String], json: &Path) -> Result<(u8, serde_js
         .arg(json)
         .status()
         .map_err(|e| e.to_string())?;
-    let code = status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::COULD_NOT_RUN);
+    let code = crate::checks::code(status);
     let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
     Ok((code, serde_json::from_str(&text).map_err(|e| e.to_string())?))
 }
@@ -104,11 +101,9 @@ pub fn run(real: &QemuInfo, root: &Path, guest: &[String]) -> Result<bool, Strin
     let (maj, min, _) = real.version;
     let same = format!("{upstream} (another build of {upstream})");
     let other = format!("{maj}.{}.0 (Debian 1:{maj}.{}.0+ds-1)", min + 1, min + 1);
-    let mut ok = true;
-    let mut say = |what: &str, held: bool| {
-        println!("moved-qemu: {what}: {}", if held { "ok" } else { "FAILED" });
-        ok &= held;
-    };
+    let mut checks = crate::checks::Checks::new("moved-qemu");
+    // The runs print their reports as they go: nothing more to show on a failure.
+    let mut say = |what: &str, held: bool| checks.say(what, held, "");
     // Without exec: QEMU is the wrapper's child, and what it holds, its death and its stop are still QEMU's.
     let w = wrapper(dir.path(), "same-upstream", &same, &real.path, false)?;
     let (code, report) = vm_test(&["--qemu", &w.to_string_lossy()], guest, &dir.path().join("same.json"))?;
@@ -159,14 +154,12 @@ pub fn run(real: &QemuInfo, root: &Path, guest: &[String]) -> Result<bool, Strin
     say("--bless adds the build to exactly those entries, in both lists", blessed);
     let (code, _) = vm_test(&args, guest, &dir.path().join("again.json"))?;
     say("the next run passes", code == exit::PASSED);
-    Ok(ok)
+    Ok(checks.ok)
 }
 
 /// `moved-qemu`: verdicts that follow a QEMU that changed, against
 /// wrappers of the QEMU in use (see this module).
 pub fn command(a: &MovedArgs) -> Result<bool, Failure> {
-    let o = &a.guest;
-    let sh = Shell::new().map_err(|e| e.to_string())?;
-    let (qemu, _) = qemu::find_qemu(&sh, o.qemu.as_deref(), &shell::cache_dir()?, &qemu::pinned_qemu(&root())?, false)?;
-    Ok(run(&qemu, &root(), &GuestOpts { qemu: None, ..o.clone() }.to_args())?)
+    let qemu = qemu::in_use(&a.guest)?;
+    Ok(run(&qemu, &root(), &GuestOpts { qemu: None, ..a.guest.clone() }.to_args())?)
 }

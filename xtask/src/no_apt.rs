@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 
 use xshell::{Shell, cmd};
 
+use crate::checks::{self, Checks};
 use crate::exit;
 use crate::opts::GuestOpts;
 use crate::shell::{err, root};
@@ -94,10 +95,7 @@ fn in_namespace(line: &str, path: &str) -> Result<(u8, String), String> {
         c.args(["--user", "--map-root-user"]);
     }
     c.args(["--mount", "--propagation", "private", "sh", "-c", line]);
-    c.env("PATH", path).env_remove("NO_COLOR").current_dir(root()).stdin(Stdio::null());
-    let out = c.output().map_err(|e| format!("unshare: {e}"))?;
-    let code = out.status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::COULD_NOT_RUN);
-    Ok((code, format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+    checks::run(c.env("PATH", path).env_remove("NO_COLOR").current_dir(root()).stdin(Stdio::null()))
 }
 
 /// A directory of links to every program of `path` but `without`: that PATH lacks it.
@@ -128,14 +126,8 @@ pub fn check(guest: &GuestOpts, qemu: &Path) -> Result<bool, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?.display().to_string();
     let accel =
         GuestOpts { qemu: None, kernel: None, kernel_src: None, kernel_config: None, ..guest.clone() }.to_args();
-    let mut ok = true;
-    let mut say = |what: &str, held: bool, out: &str| {
-        println!("no-apt: {what}: {}", if held { "ok" } else { "FAILED" });
-        if !held {
-            out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().for_each(|l| println!("no-apt:     {l}"));
-        }
-        ok &= held;
-    };
+    let mut checks = Checks::new("no-apt");
+    let mut say = |what: &str, held: bool, out: &str| checks.say(what, held, out);
     let args: Vec<String> = [exe.clone(), "vm-test".into()].into_iter().chain(accel.clone()).collect();
     let (code, out) = in_namespace(&hidden(&boot, &empty, &args), &path)?;
     let host = out.contains("booting the host's kernel /boot/vmlinuz-");
@@ -162,7 +154,7 @@ pub fn check(guest: &GuestOpts, qemu: &Path) -> Result<bool, String> {
     );
     let (held, out) = builtin_virtio_pci(guest, &dir.path().join("virtio-pci.json"))?;
     say("a guest kernel with virtio_pci built in: the agent takes the device over, the suite passes", held, &out);
-    Ok(ok)
+    Ok(checks.ok)
 }
 
 /// The suite on the appliance's kernel built with virtio_pci built in
@@ -173,13 +165,11 @@ fn builtin_virtio_pci(guest: &GuestOpts, json: &Path) -> Result<(bool, String), 
     let mut c = Command::new(exe);
     c.args(["vm-test", "--kernel-config", "images/kernel-virtio-pci.config", "--json"]).arg(json);
     c.args(GuestOpts { kernel: None, kernel_src: None, kernel_config: None, ..guest.clone() }.to_args());
-    let out = c.current_dir(root()).stdin(Stdio::null()).output().map_err(|e| format!("vm-test: {e}"))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let doc: serde_json::Value =
-        std::fs::read_to_string(json).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let (code, text) = checks::run(c.current_dir(root()).stdin(Stdio::null()))?;
+    let doc = checks::report(json);
     let taken =
         doc["scenarios"].as_array().into_iter().flatten().any(|s| {
             s["qemu_checks"].as_array().into_iter().flatten().any(|c| c["facts"]["taken_from"] == "virtio-pci")
         });
-    Ok((out.status.success() && taken, text))
+    Ok((code == exit::PASSED && taken, text))
 }

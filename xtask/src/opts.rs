@@ -270,7 +270,7 @@ pub struct MovedArgs {
     pub guest: GuestOpts,
 }
 
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone, Debug, Default)]
 pub struct BackendTestArgs {
     /// The backend's command line, {socket} standing for its socket path (default: vhost-device-media with
     /// simple-capture, built once).
@@ -290,20 +290,6 @@ pub struct BackendTestArgs {
     pub known_defects: Option<String>,
     #[command(flatten)]
     pub files: FileReports,
-}
-
-impl BackendTestArgs {
-    /// `backend-test` with no option.
-    pub fn defaults() -> Self {
-        BackendTestArgs {
-            backend: None,
-            media_backend: None,
-            session: Vec::new(),
-            list: false,
-            known_defects: None,
-            files: FileReports::default(),
-        }
-    }
 }
 
 #[derive(Args, Clone, Debug)]

@@ -57,6 +57,13 @@ pub fn find_qemu(
     provisioned_qemu(sh, cache, pin)
 }
 
+/// The QEMU `vm-test` would use with `guest` (no `--compare`).
+pub fn in_use(guest: &crate::opts::GuestOpts) -> Result<QemuInfo, String> {
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let pin = pinned_qemu(&crate::shell::root())?;
+    Ok(find_qemu(&sh, guest.qemu.as_deref(), &crate::shell::cache_dir()?, &pin, false)?.0)
+}
+
 /// The Debian version in a build string: "1:11.1.3+ds-1" of "11.1.3 (Debian 1:11.1.3+ds-1)".
 fn debian_version(build: &str) -> Option<&str> {
     build.split_once("(Debian ")?.1.strip_suffix(')')

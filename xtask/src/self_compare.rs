@@ -99,12 +99,8 @@ impl Tally {
 /// B for a power run: a wrapper that execs A's QEMU, at a path of its own,
 /// so the emulation applies to B alone.
 fn held_b(qemu: &std::path::Path, us: u64, dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
-    use std::os::unix::fs::PermissionsExt;
     let link = dir.join("qemu-held");
-    let script = format!("#!/bin/sh\nexec '{}' \"$@\"\n", qemu.display().to_string().replace('\'', "'\\''"));
-    std::fs::write(&link, script).map_err(|e| format!("writing B's wrapper {}: {e}", link.display()))?;
-    std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("chmod {}: {e}", link.display()))?;
+    crate::shell::exec_wrapper(&link, qemu).map_err(|e| format!("B's wrapper: {e}"))?;
     // SAFETY: set before any thread of this command is started; the workers inherit it.
     unsafe { std::env::set_var(shmem_host::vm::boot::EMULATE_VAR, format!("hold-reply-us={us}@{}", link.display())) };
     Ok(link)

@@ -1,5 +1,6 @@
 //! What every command and artefact shares: where the clone is, the cache
-//! directory outside it, and a failed command said with what was being done.
+//! directory outside it, a failed command said with what was being done,
+//! and the small scripts the checks put in front of a program.
 //! No artefact or command logic here.
 
 use std::fs;
@@ -25,4 +26,18 @@ pub fn cache_dir() -> Result<PathBuf, String> {
 
 pub fn err(what: &str) -> impl FnOnce(xshell::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
+}
+
+/// `body` written to `path` as an executable script (mode 0755).
+pub fn write_script(path: &Path, body: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, body).map_err(|e| format!("write {}: {e}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+/// A script at `path` that execs `program` with its arguments: the same
+/// program at a path of its own (an emulation `@PATH` then applies to it alone).
+pub fn exec_wrapper(path: &Path, program: &Path) -> Result<(), String> {
+    let quoted = shmem_report::quoted(&program.display().to_string());
+    write_script(path, &format!("#!/bin/sh\nexec {quoted} \"$@\"\n"))
 }

@@ -39,7 +39,7 @@ pub fn test(a: &TestArgs) -> Result<bool, Failure> {
     })?;
     let moved_ok = moved::command(&MovedArgs { guest: a.guest.clone() })?;
     // backend-test with every report file, the HTML page among them.
-    let mut backend = BackendTestArgs::defaults();
+    let mut backend = BackendTestArgs::default();
     backend.files.html = Some(root().join("target/backend-test.html"));
     let backend_ok = backend_test::backend_test(&backend)?;
     let page = std::fs::read_to_string(root().join("target/backend-test.html")).unwrap_or_default();
