@@ -23,6 +23,14 @@ pub fn available() -> bool {
         && Path::new("/var/lib/dpkg/status").is_file()
 }
 
+/// The machine's apt, one caller at a time: the kernel's and the backends'
+/// builds run side by side, and apt-get and dpkg take their locks one at a
+/// time (a second `apt-get update` fails at once instead of waiting).
+fn system_apt_turn() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn package_installed(sh: &Shell, name: &str) -> bool {
     let fmt = "-f=${Status}";
     cmd!(sh, "dpkg-query -W {fmt} {name}")
@@ -35,9 +43,7 @@ fn package_installed(sh: &Shell, name: &str) -> bool {
 /// Installs what is missing of `packages`; calls apt only when something is.
 /// Without root it installs nothing and says the exact command to run.
 pub fn apt_install(sh: &Shell, packages: &[&str]) -> Result<(), String> {
-    // The kernel's and the backends' builds run side by side; dpkg takes one at a time.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = system_apt_turn();
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !package_installed(sh, p)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -49,7 +55,8 @@ pub fn apt_install(sh: &Shell, packages: &[&str]) -> Result<(), String> {
     let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
     let m = &missing;
     let phase = format!("apt-get install {list}");
-    if progress::run(&phase, cmd!(sh, "apt-get install -y -q {m...}")).is_err() {
+    // Lists empty or old: the first try fails, the lists are updated, then the install.
+    if !progress::attempt(&phase, cmd!(sh, "apt-get install -y -q {m...}"))? {
         progress::run("apt-get update", cmd!(sh, "apt-get update -q"))?;
         progress::run(&phase, cmd!(sh, "apt-get install -y -q {m...}"))
             .map_err(|e| format!("{e}; as root, run: apt-get install -y {list}"))?;
@@ -57,33 +64,40 @@ pub fn apt_install(sh: &Shell, packages: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// The installed version of a package, else apt's candidate (`None`: apt
+/// knows none), and what `apt-cache policy` said.
+fn known_version(sh: &Shell, name: &str) -> Result<(Option<String>, String), String> {
+    let fmt = "-f=${Version}";
+    if package_installed(sh, name) {
+        return Ok((Some(cmd!(sh, "dpkg-query -W {fmt} {name}").read().map_err(err("dpkg-query"))?), String::new()));
+    }
+    let policy = cmd!(sh, "apt-cache policy {name}").quiet().ignore_stderr().read().map_err(err("apt-cache policy"))?;
+    let found = policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:").map(str::trim))
+        .filter(|v| !v.is_empty() && *v != "(none)")
+        .map(str::to_string);
+    Ok((found, policy))
+}
+
 /// The version of a Debian package: installed, else the one apt would
 /// install. A fresh machine's apt lists may be empty or old: when apt knows
 /// no candidate, they are updated once (as root) and apt is asked again.
 pub fn package_version(sh: &Shell, name: &str) -> Result<String, String> {
-    let fmt = "-f=${Version}";
-    if package_installed(sh, name) {
-        return cmd!(sh, "dpkg-query -W {fmt} {name}").read().map_err(err("dpkg-query"));
-    }
-    let candidate = |sh: &Shell| -> Result<(Option<String>, String), String> {
-        let policy =
-            cmd!(sh, "apt-cache policy {name}").quiet().ignore_stderr().read().map_err(err("apt-cache policy"))?;
-        let found = policy
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Candidate:").map(str::trim))
-            .filter(|v| !v.is_empty() && *v != "(none)")
-            .map(str::to_string);
-        Ok((found, policy))
-    };
-    let (found, mut said) = candidate(sh)?;
+    let (found, mut said) = known_version(sh, name)?;
     if let Some(v) = found {
         return Ok(v);
     }
     if is_root() {
+        let _turn = system_apt_turn();
+        // The other build may have updated the lists, or installed it, while this one waited.
+        if let (Some(v), _) = known_version(sh, name)? {
+            return Ok(v);
+        }
         progress::say(&format!("xtask: apt knows no version of {name}; updating the package lists"));
         let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
         progress::run("apt-get update", cmd!(sh, "apt-get update -q"))?;
-        let (found, policy) = candidate(sh)?;
+        let (found, policy) = known_version(sh, name)?;
         if let Some(v) = found {
             return Ok(v);
         }

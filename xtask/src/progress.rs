@@ -57,11 +57,33 @@ fn forward(from: impl Read + Send + 'static, to: mpsc::Sender<String>) -> std::t
     })
 }
 
+/// How a phase that ran ended badly: its status, its time, its last lines.
+struct Failed {
+    status: std::process::ExitStatus,
+    took: Duration,
+    tail: VecDeque<String>,
+}
+
 /// Runs `cmd` as the phase `name`: its output shown as said above, its
 /// end said with its time. An error names the phase and its exit status,
 /// its last lines printed on stderr.
 pub fn run(name: &str, cmd: impl Into<Command>) -> Result<(), String> {
-    let mut cmd: Command = cmd.into();
+    let Err(f) = phase(name, cmd.into())? else { return Ok(()) };
+    eprintln!("xtask: {name} failed after {}; its last {} lines:", elapsed(f.took), f.tail.len());
+    f.tail.iter().for_each(|l| eprintln!("    {l}"));
+    Err(format!("{name} failed ({})", f.status))
+}
+
+/// A first try whose failure the caller answers itself (apt-get install
+/// before the lists are updated): whether it passed; a failure is one line.
+pub fn attempt(name: &str, cmd: impl Into<Command>) -> Result<bool, String> {
+    let Err(f) = phase(name, cmd.into())? else { return Ok(true) };
+    say(&format!("xtask: {name}: failed after {} ({})", elapsed(f.took), f.status));
+    Ok(false)
+}
+
+/// The phase itself; the outer error: it could not be started or waited for.
+fn phase(name: &str, mut cmd: Command) -> Result<Result<(), Failed>, String> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
     let bar = bars().add(ProgressBar::new_spinner().with_prefix(name.to_string()));
@@ -91,11 +113,9 @@ pub fn run(name: &str, cmd: impl Into<Command>) -> Result<(), String> {
     bars().remove(&bar);
     if status.success() {
         say(&format!("xtask: {name}: done in {}", elapsed(start.elapsed())));
-        return Ok(());
+        return Ok(Ok(()));
     }
-    eprintln!("xtask: {name} failed after {}; its last {} lines:", elapsed(start.elapsed()), tail.len());
-    tail.iter().for_each(|l| eprintln!("    {l}"));
-    Err(format!("{name} failed ({status})"))
+    Ok(Err(Failed { status, took: start.elapsed(), tail }))
 }
 
 #[cfg(test)]
